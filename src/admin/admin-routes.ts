@@ -1,0 +1,210 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AppDeps } from '../app-deps.js';
+import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
+import { HomeserverError } from '../homeserver/adapter.js';
+import type { Binding } from '../identity/bindings.js';
+import type { Session } from '../sessions/session.js';
+import { ImportFormatError, importBindings, parseImport, type ImportReport } from './binding-import.js';
+
+/** Under the proxy's own prefix (`OWN_PREFIX` in app.ts), versioned so the CLI and scripts can rely on it. */
+export const ADMIN_PREFIX = '/_matrix-compat-proxy/admin/v1';
+
+/** Binding imports are files of thousands of rows: a limit of its own, above the client API's. */
+const IMPORT_BODY_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * The admin API, for the non-public (homeserver-facing) listener only, authenticated with `admin.token`.
+ * Without a configured token no route exists, so every admin path answers 404.
+ */
+export function registerAdminRoutes(router: Router, deps: AppDeps): void {
+  const token = deps.config.admin?.token;
+  if (token === undefined || token === '') return;
+  const expectedDigest = digest(token);
+  const admin = (handler: (ctx: Context) => Promise<void>) => async (ctx: Context) => {
+    requireAdminToken(ctx, expectedDigest);
+    ctx.set('Cache-Control', 'no-store');
+    await handler(ctx);
+  };
+
+  router.get(`${ADMIN_PREFIX}/users/:localpart/sessions`, admin((ctx) => listUserSessions(ctx, deps)));
+  router.delete(`${ADMIN_PREFIX}/users/:localpart/sessions`, admin((ctx) => endUserSessions(ctx, deps)));
+  router.delete(`${ADMIN_PREFIX}/sessions/:sessionId`, admin((ctx) => endSession(ctx, deps)));
+  router.get(`${ADMIN_PREFIX}/users/:localpart/binding`, admin((ctx) => showBindingOfUser(ctx, deps)));
+  router.get(`${ADMIN_PREFIX}/bindings/:issuer/:sub`, admin((ctx) => showBinding(ctx, deps)));
+  router.delete(`${ADMIN_PREFIX}/bindings/:issuer/:sub`, admin((ctx) => deleteBinding(ctx, deps)));
+  router.post(`${ADMIN_PREFIX}/bindings/import`, admin((ctx) => postBindingImport(ctx, deps)));
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+/** Constant-time: both sides are hashed to equal length first, so neither content nor length leaks. */
+function requireAdminToken(ctx: Context, expectedDigest: Buffer): void {
+  const header = ctx.get('authorization');
+  if (header === '') throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing admin token', { headers: { 'WWW-Authenticate': 'Bearer' } });
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (match === null || !timingSafeEqual(digest(match[1] ?? ''), expectedDigest)) {
+    throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid admin token', { headers: { 'WWW-Authenticate': 'Bearer' } });
+  }
+}
+
+async function listUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
+  const localpart = paramOf(ctx, 'localpart');
+  const sessions = await sessionsOfUser(deps, localpart);
+  sessions.sort((a, b) => a.createdAt - b.createdAt);
+  ctx.body = { user_id: `@${localpart}:${deps.config.server_name}`, sessions: sessions.map(describeSession) };
+}
+
+async function endSession(ctx: Context, deps: AppDeps): Promise<void> {
+  const ended = await unlessHomeserverDown(() => deps.lifecycle.end(paramOf(ctx, 'sessionId'), 'admin'));
+  if (ended === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such session');
+  logAdmin(ctx, 'admin.session_ended', { session_id: ended.id, localpart: ended.localpart });
+  ctx.body = { ended: [ended.id] };
+}
+
+async function endUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
+  const localpart = paramOf(ctx, 'localpart');
+  const ids = await deps.sessions.idsOfUser(localpart);
+  const ended = await unlessHomeserverDown(() => deps.lifecycle.endMany(ids, 'admin'));
+  logAdmin(ctx, 'admin.user_sessions_ended', { localpart, count: ended.length });
+  ctx.body = { ended: ended.map((session) => session.id) };
+}
+
+async function showBinding(ctx: Context, deps: AppDeps): Promise<void> {
+  const binding = await deps.bindings.find(paramOf(ctx, 'issuer'), paramOf(ctx, 'sub'));
+  if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such binding');
+  ctx.body = describeBinding(binding);
+}
+
+async function showBindingOfUser(ctx: Context, deps: AppDeps): Promise<void> {
+  const binding = await deps.bindings.findByLocalpart(paramOf(ctx, 'localpart'));
+  if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No binding for this user');
+  ctx.body = describeBinding(binding);
+}
+
+/**
+ * Removes the binding and ends the sessions the subject holds through it (no side path: a removed binding leaves
+ * no live session). Sessions end before the binding goes, so a homeserver failure leaves the binding for a retry;
+ * they are swept once more afterwards for a login that raced the removal.
+ */
+async function deleteBinding(ctx: Context, deps: AppDeps): Promise<void> {
+  const issuer = paramOf(ctx, 'issuer');
+  const sub = paramOf(ctx, 'sub');
+  const binding = await deps.bindings.find(issuer, sub);
+  if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such binding');
+  const endBound = async () => {
+    const sessions = (await sessionsOfUser(deps, binding.localpart)).filter((session) => session.origin.kind !== 'appservice' && session.origin.issuer === issuer);
+    return deps.lifecycle.endMany(sessions.map((session) => session.id), 'admin');
+  };
+  const ended = await unlessHomeserverDown(endBound);
+  await deps.bindings.remove(issuer, sub);
+  ended.push(...(await unlessHomeserverDown(endBound)));
+  logAdmin(ctx, 'admin.binding_deleted', { localpart: binding.localpart, idp_id: binding.idpId, sessions_ended: ended.length });
+  ctx.body = { deleted: describeBinding(binding), ended: ended.map((session) => session.id) };
+}
+
+async function postBindingImport(ctx: Context, deps: AppDeps): Promise<void> {
+  const dryRun = ['1', 'true', 'yes'].includes(String(ctx.query['dry_run'] ?? '').toLowerCase());
+  const text = await readText(ctx, IMPORT_BODY_LIMIT);
+  let parsed;
+  try {
+    parsed = parseImport(text, ctx.get('content-type').toLowerCase());
+  } catch (err: unknown) {
+    if (err instanceof ImportFormatError) throw new MatrixError(400, 'M_BAD_JSON', err.message);
+    throw err;
+  }
+  const issuers = new Map(deps.config.oidc_providers.map((provider) => [provider.issuer, provider.idp_id]));
+  const report = await importBindings(deps.bindings, parsed.rows, {
+    dryRun,
+    idpIdOfIssuer: (issuer) => issuers.get(issuer),
+    serverName: deps.config.server_name,
+  });
+  logAdmin(ctx, 'admin.bindings_imported', { dry_run: dryRun, total: report.total, created: report.created, unchanged: report.unchanged, problems: report.problems.length });
+  ctx.body = describeImport(report);
+}
+
+async function sessionsOfUser(deps: AppDeps, localpart: string): Promise<Session[]> {
+  const ids = await deps.sessions.idsOfUser(localpart);
+  const sessions = await Promise.all(ids.map((id) => deps.sessions.get(id)));
+  return sessions.filter((session): session is Session => session !== undefined);
+}
+
+function describeSession(session: Session): Record<string, unknown> {
+  const origin = session.origin;
+  return {
+    session_id: session.id,
+    device_id: session.deviceId,
+    device_display_name: session.deviceDisplayName ?? null,
+    last_seen_user_agent: session.userAgent ?? null,
+    last_seen_ip: session.ip ?? null,
+    created_ts: session.createdAt,
+    last_seen_ts: session.lastSeenAt,
+    login_type: origin.kind,
+    provider: origin.kind === 'appservice' ? null : origin.idpId,
+    appservice_id: origin.kind === 'appservice' ? origin.appserviceId : null,
+    last_validated_ts: origin.kind === 'appservice' ? null : origin.lastValidatedAt,
+    refreshable: session.refresh !== undefined,
+    soft_logged_out: session.softLoggedOut !== undefined,
+  };
+}
+
+function describeBinding(binding: Binding): Record<string, unknown> {
+  return {
+    issuer: binding.issuer,
+    sub: binding.sub,
+    localpart: binding.localpart,
+    idp_id: binding.idpId,
+    created_ts: binding.createdAt,
+    op_username: binding.opUsername ?? null,
+  };
+}
+
+function describeImport(report: ImportReport): Record<string, unknown> {
+  return {
+    dry_run: report.dryRun,
+    total: report.total,
+    created: report.created,
+    unchanged: report.unchanged,
+    conflicts: report.problems.map((problem) => ({
+      line: problem.line,
+      issuer: problem.issuer ?? null,
+      sub: problem.sub ?? null,
+      localpart: problem.localpart ?? null,
+      reason: problem.problem,
+      ...(problem.existing === undefined ? {} : { existing: problem.existing }),
+    })),
+  };
+}
+
+function paramOf(ctx: Context, name: string): string {
+  const value = (ctx['params'] as Record<string, string | undefined> | undefined)?.[name];
+  if (value === undefined || value === '') throw new MatrixError(400, 'M_INVALID_PARAM', `Missing ${name}`);
+  return value;
+}
+
+async function unlessHomeserverDown<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (err: unknown) {
+    if (err instanceof HomeserverError) throw matrixErrors.unavailable('The homeserver', err);
+    throw err;
+  }
+}
+
+async function readText(ctx: Context, limitBytes: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limitBytes) throw matrixErrors.tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function logAdmin(ctx: Context, event: string, fields: Record<string, unknown>): void {
+  (ctx.state['log'] as AppDeps['logger'] | undefined)?.info({ event, ...fields }, event);
+}

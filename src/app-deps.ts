@@ -1,0 +1,34 @@
+import type { Logger } from 'pino';
+import type { Clock } from './clock.js';
+import type { Config } from './config/schema.js';
+import type { HomeserverAdapter } from './homeserver/adapter.js';
+import type { ProviderPolicy } from './identity/account-resolver.js';
+import type { AppserviceRegistry } from './identity/appservice-registry.js';
+import type { BindingStore } from './identity/bindings.js';
+import type { Metrics } from './observability/metrics.js';
+import type { UpstreamProvider } from './oidc/upstream.js';
+import type { LoginTokenStore } from './sessions/login-tokens.js';
+import type { SessionKeys } from './sessions/secret-box.js';
+import type { SessionLifecycle } from './sessions/session-lifecycle.js';
+import type { SessionStore } from './sessions/session-store.js';
+import type { Store } from './store/store.js';
+import type { LoginThrottle } from './compat/login-throttle.js';
+
+/** Everything a handler may use, built once in main.ts (or by a test) and passed in: no module singletons. */
+export interface AppDeps {
+  readonly config: Config;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly store: Store;
+  readonly sessions: SessionStore;
+  readonly lifecycle: SessionLifecycle;
+  readonly loginTokens: LoginTokenStore;
+  readonly bindings: BindingStore;
+  readonly providers: ReadonlyMap<string, UpstreamProvider>;
+  readonly policies: ReadonlyMap<string, ProviderPolicy>;
+  readonly homeserver: HomeserverAdapter;
+  readonly keys: SessionKeys;
+  readonly appservices: AppserviceRegistry;
+  readonly throttle: LoginThrottle;
+}

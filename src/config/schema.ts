@@ -1,0 +1,486 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { z } from 'zod';
+import { parseByteSize, parseDuration, type Parsed } from './durations.js';
+
+/**
+ * The validated configuration. This schema sees the document after `${ENV}` substitution and after every `*_path`
+ * secret was read (load-config.ts does both), so secrets appear here under their plain names only.
+ * YAML keys and output keys are the same snake_case names; durations come out in milliseconds, sizes in bytes.
+ */
+
+// ---------------------------------------------------------------------------------------------------- scalars
+
+/** Runs a hand-written parser so that its message, not a generic union error, reaches the admin. */
+function parsedWith<T>(parse: (input: unknown) => Parsed | { ok: true; value: T }) {
+  return z.unknown().transform((input, ctx): T => {
+    if (input === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'is required', input });
+      return z.NEVER;
+    }
+    const result = parse(input);
+    if (!result.ok) {
+      ctx.addIssue({ code: 'custom', message: result.message, input });
+      return z.NEVER;
+    }
+    return result.value as T;
+  });
+}
+
+/**
+ * For cross-field checks: run even when some fields failed, so that every problem shows at once; the check then
+ * reads the values defensively. Skipped when the value is not a mapping at all (that is the only problem).
+ */
+const evenAfterFieldErrors = {
+  when: (payload: { value: unknown }) => typeof payload.value === 'object' && payload.value !== null && !Array.isArray(payload.value),
+};
+
+const positive = (parse: (input: unknown) => Parsed) => (input: unknown): Parsed => {
+  const result = parse(input);
+  return result.ok && result.value === 0 ? { ok: false, message: 'must be greater than 0' } : result;
+};
+
+/** Milliseconds; accepts "30s", "5m", "1h", "2d", "1w", "500ms" or an integer of milliseconds. */
+function duration(defaultText: string) {
+  const fallback = parseDuration(defaultText);
+  if (!fallback.ok) throw new Error(`bad default duration ${defaultText}`);
+  return parsedWith<number>(positive(parseDuration)).default(fallback.value);
+}
+
+function byteSize(defaultBytes: number) {
+  return parsedWith<number>(positive(parseByteSize)).default(defaultBytes);
+}
+
+/** Ports may come from `${PORT}` substitution, which always yields a string. */
+function parsePort(input: unknown): Parsed {
+  const value = typeof input === 'string' && /^\d{1,5}$/.test(input) ? Number(input) : input;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) {
+    return { ok: false, message: 'must be a port number (0-65535)' };
+  }
+  return { ok: true, value };
+}
+
+const requiredPort = () => parsedWith<number>(parsePort);
+const port = (defaultPort: number) => parsedWith<number>(parsePort).default(defaultPort);
+
+/** An absent section parses as `{}`, so each of its missing required keys is reported by its own path. */
+function section<T extends z.ZodType>(schema: T) {
+  return schema.prefault({} as z.input<T>);
+}
+
+const DNS_NAME = /^(?=.{1,255}$)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$/;
+
+/** An address to bind: an IP literal (IPv6 without brackets, as node's listen() wants it) or a host name. */
+const bindHost = z.string().refine((host) => isIPv4(host) || isIPv6(host) || DNS_NAME.test(host), { error: 'must be an IP address or a host name' });
+
+const listener = (defaultHost: string, defaultPort: number) =>
+  z.strictObject({ host: bindHost.default(defaultHost), port: port(defaultPort) }).prefault({});
+
+/** Matrix spec appendix "Server Name": IPv4 / "[" IPv6 "]" / dns-name, then an optional ":" port. */
+export function isMatrixServerName(value: string): boolean {
+  const match = /^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::(\d{1,5}))?$/.exec(value);
+  if (match === null) return false;
+  const host = match[1] ?? '';
+  if (match[2] !== undefined && (Number(match[2]) < 1 || Number(match[2]) > 65535)) return false;
+  if (host.startsWith('[')) return isIPv6(host.slice(1, -1));
+  if (/^[\d.]+$/.test(host)) return isIPv4(host);
+  return /^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(host);
+}
+
+interface UrlRules {
+  /** Schemes accepted, with the colon ("https:"). Undefined: any scheme. */
+  readonly protocols?: readonly string[];
+  readonly trailingSlash?: 'add' | 'remove';
+}
+
+function url(rules: UrlRules = { protocols: ['http:', 'https:'] }) {
+  return z.string().transform((text, ctx) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(text);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be an absolute URL', input: text });
+      return z.NEVER;
+    }
+    const problem =
+      rules.protocols !== undefined && !rules.protocols.includes(parsed.protocol)
+        ? `must be an absolute ${rules.protocols.map((p) => p.slice(0, -1)).join(' or ')} URL`
+        : parsed.username !== '' || parsed.password !== ''
+          ? 'must not contain a user name or password'
+          : parsed.hash !== '' || text.includes('#')
+            ? 'must not contain a fragment (#...)'
+            : undefined;
+    if (problem !== undefined) {
+      ctx.addIssue({ code: 'custom', message: problem, input: text });
+      return z.NEVER;
+    }
+    if (rules.trailingSlash === 'add' && !text.endsWith('/')) return `${text}/`;
+    if (rules.trailingSlash === 'remove') return text.replace(/\/+$/, '');
+    return text;
+  });
+}
+
+const noQuery = (schema: ReturnType<typeof url>) =>
+  schema.refine((text) => !text.includes('?'), { error: 'must not contain a query string' });
+
+/** `mxc://<server-name>/<media-id>`, as Synapse checks idp_icon (MSC2858). */
+const mxcUri = z.string().refine(
+  (value) => {
+    const match = /^mxc:\/\/([^/]+)\/([A-Za-z0-9_-]+)$/.exec(value);
+    return match !== null && isMatrixServerName(match[1] ?? '');
+  },
+  { error: 'must be an mxc:// URI (mxc://server.name/mediaid)' },
+);
+
+function parseCidr(input: unknown): Parsed | { ok: true; value: string } {
+  if (typeof input !== 'string') return { ok: false, message: 'must be a CIDR such as 10.0.0.0/8 or fd00::/8' };
+  const [address = '', prefix, extra] = input.trim().split('/');
+  const max = isIPv4(address) ? 32 : isIPv6(address) ? 128 : undefined;
+  if (max === undefined || extra !== undefined) return { ok: false, message: `"${input}" is not a CIDR such as 10.0.0.0/8 or fd00::/8` };
+  if (prefix === undefined) return { ok: true, value: `${address}/${max}` };
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return { ok: false, message: `"${input}": the prefix length must be 0-${max}` };
+  return { ok: true, value: `${address}/${Number(prefix)}` };
+}
+
+const secret = (minLength: number, pathKey: string) =>
+  z
+    .string({ error: (issue) => (issue.input === undefined ? `is required (or set ${pathKey} to a file holding it)` : undefined) })
+    .min(minLength, { error: `must be at least ${minLength} characters long` });
+
+// ---------------------------------------------------------------------------------------------------- providers
+
+/** RFC 7518 §3.1 / RFC 8037 JWS algorithm names; `none` is deliberately absent. */
+export const JWS_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES256K', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+const ASYMMETRIC_JWS_ALGORITHMS = JWS_ALGORITHMS.filter((alg) => !alg.startsWith('HS'));
+
+const jwsAlgorithm = (allowed: readonly string[]) =>
+  z.enum(allowed as [string, ...string[]], {
+    error: (issue) => (issue.input === 'none' ? '"none" is never accepted: tokens must be signed' : undefined),
+  });
+
+export const DEFAULT_MAPPING_PROVIDER = 'synapse.handlers.oidc.JinjaOidcMappingProvider';
+/** Synapse renamed the module and still accepts the old name (synapse/config/oidc.py, LEGACY_USER_MAPPING_PROVIDER). */
+const LEGACY_MAPPING_PROVIDER = 'synapse.handlers.oidc_handler.JinjaOidcMappingProvider';
+
+const mappingConfig = z.strictObject({
+  subject_claim: z.string().min(1).default('sub'),
+  subject_template: z.string().min(1).optional(),
+  localpart_template: z.string().min(1).optional(),
+  display_name_template: z.string().min(1).optional(),
+  email_template: z.string().min(1).optional(),
+  picture_claim: z.string().min(1).default('picture'),
+  confirm_localpart: z.boolean().default(false),
+  extra_attributes: z.record(z.string(), z.string()).default({}),
+});
+
+const userMappingProvider = z
+  .strictObject({
+    module: z
+      .string()
+      .refine((module) => module === DEFAULT_MAPPING_PROVIDER || module === LEGACY_MAPPING_PROVIDER, {
+        error: `only Synapse's default mapping provider (${DEFAULT_MAPPING_PROVIDER}) is supported: Python modules cannot run here`,
+      })
+      .optional(),
+    config: mappingConfig.prefault({}),
+  })
+  .transform(({ config }) => ({ module: DEFAULT_MAPPING_PROVIDER, config }));
+
+const attributeRequirement = z
+  .strictObject({
+    // A dotted path reaches nested claims such as Keycloak's resource_access.<client>.roles (Synapse #14835).
+    attribute: z.string().min(1),
+    value: z.string().optional(),
+    one_of: z.array(z.string()).min(1).optional(),
+  })
+  .superRefine((requirement, ctx) => {
+    if ((requirement.value === undefined) === (requirement.one_of === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of value or one_of', path: ['value'] });
+    }
+  });
+
+const clientSecretJwtKey = z.strictObject({
+  key: z.string({ error: (issue) => (issue.input === undefined ? 'is required (or set key_file)' : undefined) }).min(1),
+  jwt_header: z.strictObject({ alg: jwsAlgorithm(ASYMMETRIC_JWS_ALGORITHMS), kid: z.string().min(1).optional() }),
+  jwt_payload: z.record(z.string(), z.string()).default({}),
+});
+
+/** Parameters the proxy sets itself; letting a config override them would break state/nonce/PKCE protection. */
+const RESERVED_AUTHORIZATION_PARAMETERS = new Set(['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'nonce', 'code_challenge', 'code_challenge_method']);
+
+const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;
+
+const oidcProvider = z
+  .strictObject({
+    idp_id: z
+      .string()
+      .min(1)
+      // Synapse's rule (synapse/config/oidc.py): MSC2858 allows 255, Synapse prefixes "oidc-".
+      .max(250)
+      .regex(/^[A-Za-z0-9._~-]+$/, { error: 'may contain only letters, digits and . _ ~ -' }),
+    idp_name: z.string().min(1).optional(),
+    idp_icon: mxcUri.optional(),
+    idp_brand: z
+      .string()
+      .max(255)
+      .regex(/^[a-z][a-z0-9_.-]*$/, { error: 'must start with a lower-case letter and contain only a-z 0-9 _ . -' })
+      .optional(),
+    discover: z.boolean().default(true),
+    issuer: url(),
+    client_id: z.string().min(1),
+    client_secret: z.string().min(1).optional(),
+    client_secret_jwt_key: clientSecretJwtKey.optional(),
+    client_auth_method: z.enum(CLIENT_AUTH_METHODS).optional(),
+    // Synapse defaults to auto; S256 always is safe with every OP we know and closes code injection.
+    pkce_method: z.enum(['always', 'auto', 'never']).default('always'),
+    scopes: z
+      .array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, { error: 'must be a scope token (no spaces or quotes)' }))
+      .refine((scopes) => scopes.includes('openid'), { error: 'must include "openid"' })
+      .default(['openid']),
+    authorization_endpoint: url().optional(),
+    token_endpoint: url().optional(),
+    userinfo_endpoint: url().optional(),
+    jwks_uri: url().optional(),
+    introspection_endpoint: url().optional(),
+    revocation_endpoint: url().optional(),
+    end_session_endpoint: url().optional(),
+    skip_verification: z.boolean().default(false),
+    user_profile_method: z.enum(['auto', 'userinfo_endpoint']).default('auto'),
+    allow_existing_users: z.boolean().default(false),
+    enable_registration: z.boolean().default(true),
+    backchannel_logout_enabled: z.boolean().default(false),
+    backchannel_logout_mode: z.enum(['hard', 'soft']).default('hard'),
+    backchannel_logout_ignore_sub: z.boolean().default(false),
+    id_token_signing_alg_values_supported: z.array(jwsAlgorithm(JWS_ALGORITHMS)).min(1).optional(),
+    additional_authorization_parameters: z
+      .record(
+        z.string().refine((name) => !RESERVED_AUTHORIZATION_PARAMETERS.has(name), { error: 'is set by the proxy and cannot be overridden' }),
+        z.string(),
+      )
+      .default({}),
+    attribute_requirements: z.array(attributeRequirement).default([]),
+    password_grant: z.strictObject({ enabled: z.boolean().default(false) }).prefault({}),
+    user_mapping_provider: userMappingProvider.prefault({}),
+  })
+  .superRefine(checkProvider, evenAfterFieldErrors)
+  .transform((provider) => ({
+    ...provider,
+    idp_name: provider.idp_name ?? provider.idp_id,
+    client_auth_method: provider.client_auth_method ?? (hasClientCredential(provider) ? 'client_secret_basic' : 'none'),
+  }));
+
+function hasClientCredential(provider: { client_secret?: unknown; client_secret_jwt_key?: unknown }): boolean {
+  return provider.client_secret !== undefined || provider.client_secret_jwt_key !== undefined;
+}
+
+/** Cross-field rules of one provider block. */
+function checkProvider(provider: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  const problem = (key: string, message: string) => ctx.addIssue({ code: 'custom', message, path: [key], input: provider[key] });
+  const method = provider['client_auth_method'];
+  // Synapse: without a client secret the auth method must be none (synapse/config/oidc.py).
+  if ((method === 'client_secret_basic' || method === 'client_secret_post') && !hasClientCredential(provider)) {
+    problem('client_auth_method', `${method} needs client_secret, client_secret_path or client_secret_jwt_key`);
+  }
+  if (method === 'private_key_jwt' && provider['client_secret_jwt_key'] === undefined) {
+    problem('client_auth_method', 'private_key_jwt needs client_secret_jwt_key');
+  }
+  if (provider['client_secret'] !== undefined && provider['client_secret_jwt_key'] !== undefined) {
+    problem('client_secret_jwt_key', 'give either client_secret or client_secret_jwt_key, not both');
+  }
+  // Synapse's metadata checks (OidcProvider._validate_metadata) applied to the explicit endpoints. These also cover
+  // password_grant: without discovery a token_endpoint is always required.
+  if (provider['discover'] === false) {
+    for (const key of ['authorization_endpoint', 'token_endpoint']) {
+      if (provider[key] === undefined) problem(key, 'is required when discover is false');
+    }
+    if (provider['user_profile_method'] === 'userinfo_endpoint') {
+      if (provider['userinfo_endpoint'] === undefined) problem('userinfo_endpoint', 'is required when discover is false and user_profile_method is userinfo_endpoint');
+    } else if (provider['jwks_uri'] === undefined && provider['skip_verification'] !== true) {
+      problem('jwks_uri', 'is required when discover is false (ID token signatures are checked with it)');
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------- sections
+
+const homeserver = section(
+  z.strictObject({
+    url: noQuery(url({ protocols: ['http:', 'https:'], trailingSlash: 'remove' })),
+    mode: z.enum(['synapse']).default('synapse'),
+    secret: secret(16, 'secret_path'),
+    listen: z.strictObject({ host: bindHost.default('127.0.0.1'), port: requiredPort() }).optional(),
+    account_management_uri: url().optional(),
+    upstream_timeout: duration('60s'),
+    sync_timeout: duration('5m'),
+    provisioning_timeout: duration('10s'),
+    // Bounds how long a token revoked at the OP can still pass Synapse's introspection through the relay.
+    introspection_cache_ttl: duration('10s'),
+  }),
+);
+
+const hostPort = (defaultPort: number) => z.strictObject({ host: z.string().min(1), port: port(defaultPort) });
+
+const store = z
+  .strictObject({
+    redis_url: z
+      .string()
+      .refine(
+        (text) => {
+          try {
+            const parsed = new URL(text);
+            return parsed.protocol === 'redis:' || parsed.protocol === 'rediss:';
+          } catch {
+            return false;
+          }
+        },
+        { error: 'must be a redis:// or rediss:// URL' },
+      )
+      .optional(),
+    sentinels: z.array(hostPort(26379)).min(1).optional(),
+    sentinel_name: z.string().min(1).optional(),
+    cluster_nodes: z.array(hostPort(6379)).min(1).optional(),
+    key_prefix: z.string().default('mcp:'),
+  })
+  .superRefine(
+    (section, ctx) => {
+      const given = (['redis_url', 'sentinels', 'cluster_nodes'] as const).filter((key) => section[key] !== undefined);
+      for (const key of given.slice(1)) {
+        ctx.addIssue({ code: 'custom', message: `cannot be combined with ${given[0]}: choose one Redis topology`, path: [key], input: section[key] });
+      }
+      if (section.sentinels !== undefined && section.sentinel_name === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'is required with sentinels (the monitored master name)', path: ['sentinel_name'], input: undefined });
+      }
+      if (section.sentinels === undefined && section.sentinel_name !== undefined) {
+        ctx.addIssue({ code: 'custom', message: 'only makes sense with sentinels', path: ['sentinel_name'], input: section.sentinel_name });
+      }
+    },
+    evenAfterFieldErrors,
+  )
+  .prefault({});
+
+const passwordLogin = z
+  .strictObject({ enabled: z.boolean().default(false), idp_id: z.string().min(1).optional() })
+  .superRefine(
+    (section, ctx) => {
+      if (section.enabled === true && section.idp_id === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'is required when password login is enabled', path: ['idp_id'], input: undefined });
+      }
+    },
+    evenAfterFieldErrors,
+  )
+  .prefault({});
+
+const sessions = section(
+  z.strictObject({
+    /** expires_in_ms for clients that asked for refresh_token: true; other sessions never expire on their own. */
+    refreshable_access_token_lifetime: duration('5m'),
+    login_token_lifetime: duration('2m'),
+    sso_login_lifetime: duration('30m'),
+    revalidate_interval: duration('5m'),
+    op_unreachable_grace: duration('1h'),
+    encryption_key: secret(32, 'encryption_key_path'),
+  }),
+);
+
+const tokenBucket = (burst: number, perSecond: number) =>
+  z
+    .strictObject({
+      // Not z.int(): its failure stops every later cross-field check, and all problems should show at once.
+      burst: z.number().positive().refine(Number.isInteger, { error: 'must be a whole number' }).default(burst),
+      per_second: z.number().positive().default(perSecond),
+    })
+    .prefault({});
+
+const clientWhitelistEntry = url({}).refine((text) => text.endsWith('/'), {
+  error: 'must end with "/" (entries are prefixes; without the slash https://app.example.org would also match https://app.example.org.evil)',
+});
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+// ---------------------------------------------------------------------------------------------------- the config
+
+export const configSchema = z
+  .strictObject({
+    server_name: z.string().refine(isMatrixServerName, { error: 'must be a Matrix server name: a host name or IP literal, optionally with :port' }),
+    public_baseurl: noQuery(url({ protocols: ['http:', 'https:'], trailingSlash: 'add' })),
+    listen: listener('127.0.0.1', 8009),
+    trusted_proxies: z.array(parsedWith<string>(parseCidr)).default([]),
+    homeserver,
+    store,
+    oidc_providers: z.array(oidcProvider).default([]),
+    password_login: passwordLogin,
+    sessions,
+    rate_limits: z
+      .strictObject({
+        // MAS defaults: per IP burst 3 then 3/min; per account burst 1800 then 1800/h.
+        login_per_ip: tokenBucket(3, 0.05),
+        login_per_account: tokenBucket(1800, 0.5),
+      })
+      .prefault({}),
+    appservice_config_files: z.array(z.string().min(1)).default([]),
+    sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
+    metrics: z.strictObject({ enabled: z.boolean().default(true), listen: listener('127.0.0.1', 9009) }).prefault({}),
+    admin: z.strictObject({ token: secret(32, 'token_path').optional() }).prefault({}),
+    log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
+    max_request_body: byteSize(64 * 1024),
+  })
+  .superRefine(checkConfig, evenAfterFieldErrors);
+
+/** Rules across sections. */
+function checkConfig(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  const providers = Array.isArray(config['oidc_providers']) ? (config['oidc_providers'] as unknown[]) : [];
+  const firstIndexOf = new Map<string, number>();
+  providers.forEach((provider, index) => {
+    const id = field(provider, 'idp_id');
+    if (typeof id !== 'string') return;
+    const first = firstIndexOf.get(id);
+    if (first === undefined) firstIndexOf.set(id, index);
+    else ctx.addIssue({ code: 'custom', message: `duplicate idp_id "${id}" (already used by oidc_providers[${first}])`, path: ['oidc_providers', index, 'idp_id'], input: id });
+  });
+
+  const passwordLoginSection = config['password_login'];
+  const passwordIdp = field(passwordLoginSection, 'idp_id');
+  if (field(passwordLoginSection, 'enabled') === true && typeof passwordIdp === 'string') {
+    const index = firstIndexOf.get(passwordIdp);
+    const path = ['password_login', 'idp_id'];
+    if (index === undefined) {
+      const known = [...firstIndexOf.keys()];
+      ctx.addIssue({ code: 'custom', message: `no provider in oidc_providers has idp_id "${passwordIdp}"${known.length === 0 ? '' : ` (known: ${known.join(', ')})`}`, path, input: passwordIdp });
+    } else if (field(field(providers[index], 'password_grant'), 'enabled') !== true) {
+      ctx.addIssue({ code: 'custom', message: `provider "${passwordIdp}" does not allow it: set oidc_providers[${index}].password_grant.enabled: true`, path, input: passwordIdp });
+    }
+  }
+
+  const listeners: { path: PropertyKey[]; host: unknown; port: unknown }[] = [
+    { path: ['listen'], host: field(config['listen'], 'host'), port: field(config['listen'], 'port') },
+  ];
+  const homeserverListen = field(config['homeserver'], 'listen');
+  if (homeserverListen !== undefined) listeners.push({ path: ['homeserver', 'listen'], host: field(homeserverListen, 'host'), port: field(homeserverListen, 'port') });
+  if (field(config['metrics'], 'enabled') !== false) {
+    const metricsListen = field(config['metrics'], 'listen');
+    listeners.push({ path: ['metrics', 'listen'], host: field(metricsListen, 'host'), port: field(metricsListen, 'port') });
+  }
+  listeners.forEach((current, index) => {
+    if (typeof current.port !== 'number' || current.port === 0) return;
+    const clash = listeners.slice(0, index).find((earlier) => earlier.port === current.port && (earlier.host === current.host || isWildcard(earlier.host) || isWildcard(current.host)));
+    if (clash !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `port ${current.port} is already used by ${clash.path.join('.')}`, path: [...current.path, 'port'], input: current.port });
+    }
+  });
+}
+
+function field(value: unknown, key: string): unknown {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>)[key] : undefined;
+}
+
+function isWildcard(host: unknown): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+type DeepReadonly<T> = T extends readonly (infer Item)[]
+  ? readonly DeepReadonly<Item>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+/** The validated, frozen configuration. */
+export type Config = DeepReadonly<z.output<typeof configSchema>>;
+export type OidcProviderConfig = Config['oidc_providers'][number];

@@ -1,0 +1,27 @@
+import type { Context, Next } from 'koa';
+import { MatrixError, matrixErrors } from './matrix-error.js';
+
+/**
+ * The one place that writes error bodies. Handlers throw MatrixError; anything else is a bug or an unexpected
+ * failure and becomes 500 M_UNKNOWN, with the details only in the log.
+ */
+export async function renderMatrixErrors(ctx: Context, next: Next): Promise<void> {
+  try {
+    await next();
+  } catch (err: unknown) {
+    const error = err instanceof MatrixError ? err : matrixErrors.internal(err);
+    const log = ctx.state['log'] as import('pino').Logger | undefined;
+    if (error.status >= 500) {
+      log?.error({ err: err instanceof Error ? err : new Error(String(err)), errcode: error.errcode }, 'request.failed');
+    } else {
+      log?.info({ errcode: error.errcode, status: error.status, reason: error.cause === undefined ? undefined : String(error.cause) }, 'request.rejected');
+    }
+    ctx.status = error.status;
+    ctx.set('Cache-Control', 'no-store');
+    if (error.extras.retryAfterMs !== undefined) {
+      ctx.set('Retry-After', String(Math.max(1, Math.ceil(error.extras.retryAfterMs / 1000))));
+    }
+    for (const [name, value] of Object.entries(error.extras.headers ?? {})) ctx.set(name, value);
+    ctx.body = error.toBody();
+  }
+}

@@ -1,0 +1,68 @@
+import type { Context } from 'koa';
+import { matrixErrors } from './matrix-error.js';
+
+/**
+ * Reads a JSON request body for the routes the proxy owns, with the Matrix error rules: a Content-Type other than
+ * JSON or invalid JSON → 400 M_NOT_JSON; larger than `limitBytes` → 413 M_TOO_LARGE. A missing Content-Type is
+ * accepted (legacy clients and curl omit it; MAS and Synapse accept it too). An empty body reads as `{}` only
+ * when `emptyAsObject` (POST /logout has no body in practice).
+ */
+export async function readJsonBody(ctx: Context, limitBytes: number, options: { emptyAsObject?: boolean } = {}): Promise<unknown> {
+  const type = ctx.get('content-type');
+  if (type !== '' && !isJsonContentType(type)) throw matrixErrors.notJson();
+
+  const declared = Number(ctx.get('content-length') || '0');
+  if (declared > limitBytes) throw matrixErrors.tooLarge();
+
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limitBytes) throw matrixErrors.tooLarge();
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') {
+    if (options.emptyAsObject) return {};
+    throw matrixErrors.notJson();
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err: unknown) {
+    throw matrixErrors.notJson(err);
+  }
+}
+
+function isJsonContentType(value: string): boolean {
+  const mediaType = value.split(';')[0]?.trim().toLowerCase() ?? '';
+  return mediaType === 'application/json' || mediaType.endsWith('+json');
+}
+
+/** Narrows an unknown JSON value to a plain object, else 400 M_BAD_JSON. */
+export function expectObject(value: unknown, what = 'Request body'): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw matrixErrors.badJson(`${what} must be a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Optional string field; present but not a string → 400 M_BAD_JSON naming the field. */
+export function optionalString(body: Record<string, unknown>, field: string): string | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw matrixErrors.badJson(`'${field}' must be a string`);
+  return value;
+}
+
+export function requiredString(body: Record<string, unknown>, field: string): string {
+  const value = optionalString(body, field);
+  if (value === undefined) throw matrixErrors.badJson(`Missing property '${field}'`);
+  return value;
+}
+
+export function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw matrixErrors.badJson(`'${field}' must be a boolean`);
+  return value;
+}

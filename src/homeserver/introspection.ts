@@ -1,0 +1,195 @@
+import type { AppDeps } from '../app-deps.js';
+import { HomeserverError } from './adapter.js';
+import { resolveAccount } from '../identity/account-resolver.js';
+import { MappingError } from '../identity/user-mapping.js';
+import { UpstreamError } from '../oidc/upstream.js';
+import type { Session } from '../sessions/session.js';
+import { looksLikeOurToken } from '../sessions/tokens.js';
+import { admitSession } from '../sessions/revalidation.js';
+import { primaryProvider } from './metadata.js';
+
+/** Scopes Synapse requires to accept a token for the client-server API (stable and MSC2967 unstable names). */
+const API_SCOPES = ['urn:matrix:client:api:*', 'urn:matrix:org.matrix.msc2967.client:api:*'];
+const DEVICE_SCOPE_PREFIXES = ['urn:matrix:client:device:', 'urn:matrix:org.matrix.msc2967.client:device:'];
+const INACTIVE = Object.freeze({ active: false });
+
+export class IntrospectionUnavailable extends Error {
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'IntrospectionUnavailable';
+  }
+}
+
+export interface IntrospectionRequest {
+  readonly hint: string | undefined;
+  /** Synapse sent `X-MAS-Supports-Device-Id: 1`: give the device only as `device_id`, not as a scope. */
+  readonly deviceIdSupported: boolean;
+}
+
+/**
+ * RFC 7662 answer for Synapse. The proxy's own tokens are answered from the store; any other token belongs to a
+ * native OIDC client and is relayed to the OP (staged rollout). Infrastructure faults throw
+ * IntrospectionUnavailable — never `active: false`.
+ */
+export async function introspect(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {
+  if (looksLikeOurToken(token)) return introspectOwnToken(deps, token, request);
+  return introspectAtOp(deps, token);
+}
+
+async function introspectOwnToken(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {
+  // Synapse only ever asks about access tokens; a refresh token must never pass as one.
+  if (request.hint !== undefined && request.hint !== 'access_token') return INACTIVE;
+  let session: Session;
+  try {
+    const result = await deps.sessions.authenticate(token);
+    if (!result.ok) return INACTIVE;
+    session = result.session;
+    await deps.sessions.touch(session);
+  } catch (err: unknown) {
+    throw new IntrospectionUnavailable('The session store is unavailable', err);
+  }
+  // Soft logout and re-validation at the OP (issue 7); an unreachable OP past the grace period is a 503, not a logout.
+  const admission = await admitSession(deps, session).catch((err: unknown) => Promise.reject(new IntrospectionUnavailable('The session could not be re-validated', err)));
+  if (admission === 'inactive') return INACTIVE;
+  if (admission === 'unavailable') throw new IntrospectionUnavailable('The identity provider is unreachable and the grace period is over', undefined);
+  const now = deps.clock.now();
+  return {
+    active: true,
+    scope: scopeFor(session.deviceId, request.deviceIdSupported),
+    client_id: 'matrix-compat-proxy',
+    username: session.localpart,
+    sub: session.origin.kind === 'appservice' ? session.localpart : session.origin.sub,
+    device_id: session.deviceId,
+    token_type: 'access_token',
+    iat: Math.floor(session.createdAt / 1000),
+    ...(session.accessExpiresAt === undefined
+      ? {}
+      : { exp: Math.floor(session.accessExpiresAt / 1000), expires_in: Math.max(0, Math.floor((session.accessExpiresAt - now) / 1000)) }),
+  };
+}
+
+function scopeFor(deviceId: string, deviceIdSupported: boolean): string {
+  if (deviceIdSupported) return API_SCOPES.join(' ');
+  return [...API_SCOPES, ...DEVICE_SCOPE_PREFIXES.map((prefix) => prefix + deviceId)].join(' ');
+}
+
+/** A short-lived, size-bounded memo of OP answers, so a busy homeserver does not hammer the OP. */
+class OpIntrospectionCache {
+  private readonly entries = new Map<string, { expiresAt: number; value: Record<string, unknown> }>();
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries: number,
+  ) {}
+  get(token: string, now: number): Record<string, unknown> | undefined {
+    const entry = this.entries.get(token);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= now) {
+      this.entries.delete(token);
+      return undefined;
+    }
+    return entry.value;
+  }
+  set(token: string, value: Record<string, unknown>, now: number, notAfter?: number): void {
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+    this.entries.set(token, { expiresAt: Math.min(now + this.ttlMs, notAfter ?? Number.POSITIVE_INFINITY), value });
+  }
+}
+
+const caches = new WeakMap<AppDeps, OpIntrospectionCache>();
+
+async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<string, unknown>> {
+  const provider = primaryProvider(deps);
+  if (provider === undefined) return INACTIVE;
+  const policy = deps.policies.get(provider.idpId);
+  if (policy === undefined) return INACTIVE;
+  let cache = caches.get(deps);
+  if (cache === undefined) {
+    cache = new OpIntrospectionCache(deps.config.homeserver.introspection_cache_ttl, 10_000);
+    caches.set(deps, cache);
+  }
+  const now = deps.clock.now();
+  const cached = cache.get(token, now);
+  if (cached !== undefined) return withExpiresIn(cached, now);
+
+  let answer;
+  try {
+    answer = await provider.introspect(token);
+  } catch (err: unknown) {
+    if (err instanceof UpstreamError && err.kind === 'unsupported') return INACTIVE;
+    throw new IntrospectionUnavailable('The identity provider could not introspect the token', err);
+  }
+  if (!answer.active || answer.sub === undefined) {
+    cache.set(token, INACTIVE, now);
+    return INACTIVE;
+  }
+  const scopes = (answer.scope ?? '').split(' ').filter((s) => s !== '');
+  if (!scopes.some((scope) => API_SCOPES.includes(scope))) {
+    cache.set(token, INACTIVE, now);
+    return INACTIVE;
+  }
+  const deviceScopes = scopes.filter((scope) => DEVICE_SCOPE_PREFIXES.some((prefix) => scope.startsWith(prefix)));
+  const deviceIds = new Set(deviceScopes.map((scope) => scope.slice(scope.lastIndexOf(':') + 1)));
+  if (deviceIds.size !== 1) {
+    // Synapse needs exactly one device for a client-server token.
+    cache.set(token, INACTIVE, now);
+    return INACTIVE;
+  }
+  const [deviceId] = [...deviceIds] as [string];
+
+  let localpart: string;
+  try {
+    const account = await resolveAccount(policy, { sub: answer.sub, claims: { ...answer.claims, sub: answer.sub } }, deps);
+    if (!account.ok) {
+      deps.logger.info({ reason: account.reason, idp_id: provider.idpId }, 'introspection.refused');
+      cache.set(token, INACTIVE, now);
+      return INACTIVE;
+    }
+    localpart = account.localpart;
+    if (account.firstLogin) {
+      await deps.homeserver.provisionUser({
+        localpart,
+        ...(account.identity.displayName === undefined ? {} : { displayName: account.identity.displayName }),
+        ...(account.identity.email === undefined ? {} : { emails: [account.identity.email] }),
+      });
+    }
+    await ensureDevice(deps, localpart, deviceId);
+  } catch (err: unknown) {
+    if (err instanceof MappingError) {
+      deps.logger.error({ err }, 'introspection.mapping_failed');
+      return INACTIVE;
+    }
+    if (err instanceof HomeserverError) throw new IntrospectionUnavailable('The homeserver could not be provisioned', err);
+    throw err;
+  }
+
+  const value: Record<string, unknown> = {
+    active: true,
+    scope: scopes.join(' '),
+    client_id: answer.clientId ?? 'unknown',
+    username: localpart,
+    sub: answer.sub,
+    device_id: deviceId,
+    token_type: 'access_token',
+    ...(answer.exp === undefined ? {} : { exp: answer.exp }),
+  };
+  cache.set(token, value, now, answer.exp === undefined ? undefined : answer.exp * 1000);
+  return withExpiresIn(value, now);
+}
+
+/** Remembers for a while which native devices exist, so a busy client does not cause an upsert per request. */
+async function ensureDevice(deps: AppDeps, localpart: string, deviceId: string): Promise<void> {
+  const key = `native-device:${localpart}:${deviceId}`;
+  if ((await deps.store.get(key)) !== undefined) return;
+  await deps.homeserver.upsertDevice(localpart, deviceId);
+  await deps.store.set(key, '1', { ttlMs: 10 * 60_000 });
+}
+
+/** `expires_in` is relative, so it is computed per answer, also for cached ones. */
+function withExpiresIn(value: Record<string, unknown>, nowMs: number): Record<string, unknown> {
+  const exp = value['exp'];
+  if (value['active'] !== true || typeof exp !== 'number') return value;
+  return { ...value, expires_in: Math.max(0, exp - Math.floor(nowMs / 1000)) };
+}

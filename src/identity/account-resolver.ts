@@ -1,0 +1,75 @@
+import type { HomeserverAdapter } from '../homeserver/adapter.js';
+import type { UpstreamGrant } from '../oidc/upstream.js';
+import type { BindingStore, Binding } from './bindings.js';
+import { meetsRequirements, type AttributeRequirement, type MappedIdentity, type UserMapper } from './user-mapping.js';
+
+/** The per-provider facts account resolution needs (from the provider's config block). */
+export interface ProviderPolicy {
+  readonly idpId: string;
+  readonly issuer: string;
+  readonly mapper: UserMapper;
+  readonly attributeRequirements: readonly AttributeRequirement[];
+  readonly allowExistingUsers: boolean;
+  readonly enableRegistration: boolean;
+}
+
+export type ResolvedAccount = {
+  readonly ok: true;
+  readonly localpart: string;
+  readonly binding: Binding;
+  readonly identity: MappedIdentity;
+  /** True when this login created the binding (first login of this subject). */
+  readonly firstLogin: boolean;
+};
+
+export type AccountRefusal =
+  | 'requirements_not_met' // attribute_requirements of the provider do not hold
+  | 'no_localpart' // no binding and the templates gave no localpart
+  | 'localpart_taken' // bound to another subject, or an existing homeserver user and allow_existing_users is off
+  | 'registration_disabled' // first login and enable_registration is off
+  | 'deactivated'; // the homeserver account is deactivated
+
+export type AccountResult = ResolvedAccount | { readonly ok: false; readonly reason: AccountRefusal };
+
+/**
+ * From an OP-authenticated identity to the Matrix account it may use: binding by (issuer, sub) first, else the
+ * mapped localpart, claimed atomically; never an existing account of someone else.
+ * Throws MappingError (template failure) and HomeserverError (homeserver unreachable) to the caller.
+ */
+export async function resolveAccount(
+  policy: ProviderPolicy,
+  grant: Pick<UpstreamGrant, 'sub' | 'claims'>,
+  deps: { bindings: BindingStore; homeserver: HomeserverAdapter },
+  opUsername?: string,
+): Promise<AccountResult> {
+  if (!meetsRequirements(grant.claims, policy.attributeRequirements)) return { ok: false, reason: 'requirements_not_met' };
+  const identity = policy.mapper.map(grant.claims);
+  // Bindings are keyed by the OP's `sub` unless the admin chose another subject claim (Synapse's subject_claim).
+  const subject = identity.subject;
+
+  const existing = await deps.bindings.find(policy.issuer, subject);
+  if (existing !== undefined) {
+    const user = await deps.homeserver.queryUser(existing.localpart);
+    if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };
+    if (opUsername !== undefined) await deps.bindings.rememberOpUsername(existing, opUsername);
+    return { ok: true, localpart: existing.localpart, binding: existing, identity, firstLogin: false };
+  }
+
+  if (!policy.enableRegistration) return { ok: false, reason: 'registration_disabled' };
+  if (identity.localpart === undefined) return { ok: false, reason: 'no_localpart' };
+
+  const user = await deps.homeserver.queryUser(identity.localpart);
+  if (user !== undefined) {
+    if (!policy.allowExistingUsers) return { ok: false, reason: 'localpart_taken' };
+    if (user.deactivated) return { ok: false, reason: 'deactivated' };
+  }
+  const claim = await deps.bindings.claim({
+    issuer: policy.issuer,
+    sub: subject,
+    localpart: identity.localpart,
+    idpId: policy.idpId,
+    ...(opUsername === undefined ? {} : { opUsername }),
+  });
+  if (!claim.ok) return { ok: false, reason: 'localpart_taken' };
+  return { ok: true, localpart: claim.binding.localpart, binding: claim.binding, identity, firstLogin: true };
+}

@@ -1,0 +1,182 @@
+import nunjucks from 'nunjucks';
+
+/**
+ * Synapse's default OIDC mapping provider (JinjaOidcMappingProvider), compatible with the templates admins already
+ * have in homeserver.yaml: `{{ user.preferred_username }}`, `{{ user.name|capitalize }}`,
+ * `{{ user.email.split('@')[0] }}`. Templates are compiled once, at start-up, so a broken one fails the start.
+ */
+export interface MappingConfig {
+  readonly subject_claim?: string | undefined;
+  readonly subject_template?: string | undefined;
+  readonly localpart_template?: string | undefined;
+  readonly display_name_template?: string | undefined;
+  readonly email_template?: string | undefined;
+  readonly picture_claim?: string | undefined;
+  readonly extra_attributes?: Readonly<Record<string, string>> | undefined;
+}
+
+export interface MappedIdentity {
+  readonly subject: string;
+  /** Normalised (lower-case) and valid per the Matrix user-id grammar; undefined when no template gave one. */
+  readonly localpart?: string;
+  readonly displayName?: string;
+  readonly email?: string;
+  readonly picture?: string;
+}
+
+export type MappingFailure =
+  | { readonly kind: 'missing_subject' }
+  | { readonly kind: 'invalid_localpart'; readonly rendered: string }
+  | { readonly kind: 'template_error'; readonly template: string; readonly message: string };
+
+export class MappingError extends Error {
+  constructor(readonly idpId: string, readonly failure: MappingFailure) {
+    super(`oidc provider ${idpId}: ${describe(failure)}`);
+    this.name = 'MappingError';
+  }
+}
+
+/** Matrix spec, "User Identifiers": the historical-compatible localpart grammar new accounts must satisfy. */
+const LOCALPART_PATTERN = /^[a-z0-9._=\-/+]+$/;
+
+export function isValidLocalpart(localpart: string, serverName: string): boolean {
+  // The full user id (@localpart:server) must not exceed 255 bytes.
+  return LOCALPART_PATTERN.test(localpart) && Buffer.byteLength(`@${localpart}:${serverName}`) <= 255;
+}
+
+export interface UserMapper {
+  map(claims: Readonly<Record<string, unknown>>): MappedIdentity;
+}
+
+export function compileUserMapper(idpId: string, config: MappingConfig, serverName: string): UserMapper {
+  const env = sandboxedEnvironment();
+  const compile = (name: string, source: string | undefined) => {
+    if (source === undefined) return undefined;
+    try {
+      // eagerCompile: syntax errors surface now, at start-up, not at the first login.
+      const template = new nunjucks.Template(source, env, undefined, true);
+      return { name, template };
+    } catch (err: unknown) {
+      throw new MappingError(idpId, { kind: 'template_error', template: name, message: errorText(err) });
+    }
+  };
+  const subjectTemplate = compile('subject_template', config.subject_template);
+  const localpartTemplate = compile('localpart_template', config.localpart_template);
+  const displayNameTemplate = compile('display_name_template', config.display_name_template);
+  const emailTemplate = compile('email_template', config.email_template);
+  const subjectClaim = config.subject_claim ?? 'sub';
+  const pictureClaim = config.picture_claim ?? 'picture';
+
+  const render = (compiled: ReturnType<typeof compile>, claims: Readonly<Record<string, unknown>>): string | undefined => {
+    if (compiled === undefined) return undefined;
+    try {
+      const text = compiled.template.render({ user: toSafeValue(claims) }).trim();
+      return text === '' ? undefined : text;
+    } catch (err: unknown) {
+      throw new MappingError(idpId, { kind: 'template_error', template: compiled.name, message: errorText(err) });
+    }
+  };
+
+  return {
+    map(claims) {
+      const subject = subjectTemplate !== undefined ? render(subjectTemplate, claims) : stringClaim(claims, subjectClaim);
+      if (subject === undefined) throw new MappingError(idpId, { kind: 'missing_subject' });
+      const rendered = render(localpartTemplate, claims);
+      let localpart: string | undefined;
+      if (rendered !== undefined) {
+        localpart = rendered.toLowerCase();
+        if (!isValidLocalpart(localpart, serverName)) throw new MappingError(idpId, { kind: 'invalid_localpart', rendered });
+      }
+      const displayName = render(displayNameTemplate, claims);
+      const email = render(emailTemplate, claims);
+      const picture = stringClaim(claims, pictureClaim);
+      return {
+        subject,
+        ...(localpart === undefined ? {} : { localpart }),
+        ...(displayName === undefined ? {} : { displayName }),
+        ...(email === undefined ? {} : { email }),
+        ...(picture === undefined ? {} : { picture }),
+      };
+    },
+  };
+}
+
+/** Reads a claim by dotted path (`resource_access.synapse.roles`), which Synapse cannot (synapse#14835). */
+export function claimAt(claims: Readonly<Record<string, unknown>>, path: string): unknown {
+  if (Object.hasOwn(claims, path)) return claims[path];
+  let value: unknown = claims;
+  for (const part of path.split('.')) {
+    if (typeof value !== 'object' || value === null || !Object.hasOwn(value, part)) return undefined;
+    value = (value as Record<string, unknown>)[part];
+  }
+  return value;
+}
+
+export interface AttributeRequirement {
+  readonly attribute: string;
+  readonly value?: string | undefined;
+  readonly one_of?: readonly string[] | undefined;
+}
+
+/** Synapse semantics: every requirement must hold; a list claim satisfies it when any element matches. */
+export function meetsRequirements(claims: Readonly<Record<string, unknown>>, requirements: readonly AttributeRequirement[]): boolean {
+  return requirements.every((requirement) => {
+    const accepted = requirement.one_of ?? (requirement.value === undefined ? [] : [requirement.value]);
+    const actual = claimAt(claims, requirement.attribute);
+    const values = Array.isArray(actual) ? actual : [actual];
+    return values.some((value) => typeof value === 'string' && accepted.includes(value));
+  });
+}
+
+function stringClaim(claims: Readonly<Record<string, unknown>>, name: string): string | undefined {
+  const value = claimAt(claims, name);
+  if (typeof value === 'string' && value !== '') return value;
+  if (typeof value === 'number') return String(value);
+  return undefined;
+}
+
+const FORBIDDEN_MEMBERS = new Set(['constructor', '__proto__', 'prototype', '__defineGetter__', '__defineSetter__', '__lookupGetter__', '__lookupSetter__']);
+let memberLookupGuarded = false;
+
+/**
+ * Nunjucks has no sandbox; templates are admin-written, but claims come from the OP. Blocking the members that lead
+ * from a value to Function (`''.constructor.constructor`) keeps a template from reaching the process.
+ */
+function sandboxedEnvironment(): nunjucks.Environment {
+  if (!memberLookupGuarded) {
+    const runtime = nunjucks.runtime as unknown as { memberLookup: (obj: unknown, val: unknown) => unknown };
+    const original = runtime.memberLookup;
+    runtime.memberLookup = (obj, val) => (typeof val === 'string' && FORBIDDEN_MEMBERS.has(val) ? undefined : original(obj, val));
+    memberLookupGuarded = true;
+  }
+  const env = new nunjucks.Environment(null, { autoescape: false, throwOnUndefined: false });
+  // Synapse's filter: the part of an email address before the '@'.
+  env.addFilter('localpart_from_email', (value: unknown) => (typeof value === 'string' ? (value.split('@')[0] ?? '') : ''));
+  return env;
+}
+
+/** A deep copy with null prototypes: templates see only the claims, nothing inherited. */
+function toSafeValue(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(toSafeValue);
+  if (typeof value === 'object' && value !== null) {
+    const copy = Object.create(null) as Record<string, unknown>;
+    for (const [key, inner] of Object.entries(value)) copy[key] = toSafeValue(inner);
+    return copy;
+  }
+  return value;
+}
+
+function describe(failure: MappingFailure): string {
+  switch (failure.kind) {
+    case 'missing_subject':
+      return 'the subject claim is missing from the user info';
+    case 'invalid_localpart':
+      return `localpart_template rendered "${failure.rendered}", which is not a valid Matrix localpart`;
+    case 'template_error':
+      return `${failure.template}: ${failure.message}`;
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message.replace(/\s+/g, ' ').trim() : String(err);
+}

@@ -1,0 +1,112 @@
+import { parseArgs } from 'node:util';
+import { loadConfig, ConfigError } from './config/load-config.js';
+import type { Config } from './config/schema.js';
+import { buildDeps } from './build-deps.js';
+import { createLogger } from './observability/logger.js';
+import { createMetrics } from './observability/metrics.js';
+import { startProxy } from './server.js';
+import { compileUserMapper, MappingError } from './identity/user-mapping.js';
+import { createStore } from './store/index.js';
+import { runAdminCli } from './admin/admin-cli.js';
+
+const USAGE = `Usage:
+  matrix-compat-proxy --config FILE                 start the proxy
+  matrix-compat-proxy --config FILE --check-config  validate the configuration and exit (0 = valid)
+  matrix-compat-proxy admin COMMAND ...             call the admin API of a running proxy (admin --help)
+`;
+
+/** Entry point: load config, build dependencies, listen, shut down gracefully on SIGTERM/SIGINT. */
+export async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'admin') return runAdminCli(argv.slice(1));
+  let args;
+  try {
+    args = parseArgs({
+      args: [...argv],
+      options: { config: { type: 'string', short: 'c' }, 'check-config': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    });
+  } catch (err: unknown) {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
+    return 2;
+  }
+  if (args.values.help === true) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (args.values.config === undefined) {
+    process.stderr.write(`--config FILE is required\n${USAGE}`);
+    return 2;
+  }
+
+  let config: Config;
+  try {
+    config = loadConfig(args.values.config);
+    checkTemplates(config);
+  } catch (err: unknown) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`Configuration ${args.values.config} is invalid:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  if (args.values['check-config'] === true) {
+    process.stdout.write(`Configuration ${args.values.config} is valid.\n`);
+    return 0;
+  }
+
+  const logger = createLogger(config.log.level);
+  const metrics = createMetrics();
+  const redis = redisOptions(config);
+  if (redis === undefined) logger.warn('store.memory: no Redis configured; sessions live in this process only and are lost on restart');
+  const store = await createStore({ ...(redis === undefined ? {} : { redis }) });
+  const deps = buildDeps(config, store, logger, metrics);
+  for (const provider of config.oidc_providers) {
+    if (provider.skip_verification) logger.warn({ idp_id: provider.idp_id }, 'oidc.skip_verification: ID token signatures are NOT checked for this provider; never use this in production');
+  }
+  const running = await startProxy(deps);
+  logger.info({ client: running.clientUrl, homeserver_facing: running.homeserverFacingUrl, ops: running.opsUrl }, 'proxy.started');
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'proxy.stopping');
+      void (async () => {
+        try {
+          await running.stop(10_000);
+          await store.close();
+          logger.info('proxy.stopped');
+          resolve(0);
+        } catch (err: unknown) {
+          logger.error({ err }, 'proxy.stop_failed');
+          resolve(1);
+        }
+      })();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** Mapping templates are compiled at start-up; a syntax error is a configuration problem with its key path. */
+function checkTemplates(config: Config): void {
+  const problems: string[] = [];
+  config.oidc_providers.forEach((provider, index) => {
+    try {
+      compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name);
+    } catch (err: unknown) {
+      if (!(err instanceof MappingError) || err.failure.kind !== 'template_error') throw err;
+      problems.push(`oidc_providers[${index}].user_mapping_provider.config.${err.failure.template}: ${err.failure.message}`);
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
+function redisOptions(config: Config) {
+  const store = config.store;
+  if (store.redis_url !== undefined) return { url: store.redis_url, keyPrefix: store.key_prefix };
+  if (store.sentinels !== undefined) return { sentinels: [...store.sentinels], sentinelName: store.sentinel_name ?? 'mymaster', keyPrefix: store.key_prefix };
+  if (store.cluster_nodes !== undefined) return { clusterNodes: [...store.cluster_nodes], keyPrefix: store.key_prefix };
+  return undefined;
+}

@@ -1,0 +1,42 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Route classes keep metric cardinality bounded: never label by raw path. */
+export type RouteClass = 'login' | 'logout' | 'refresh' | 'sso' | 'introspection' | 'admin' | 'backchannel_logout' | 'passthrough' | 'ops' | 'other';
+
+export interface Metrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'route' | 'method' | 'status'>;
+  readonly requestDuration: Histogram<'route'>;
+  readonly upstreamErrors: Counter<'upstream' | 'kind'>;
+  readonly storeDuration: Histogram<'operation' | 'outcome'>;
+  readonly logins: Counter<'type' | 'outcome'>;
+  readonly sessionsEnded: Counter<'reason'>;
+  readonly revalidations: Counter<'outcome'>;
+}
+
+export function createMetrics(options: { collectDefaults?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.collectDefaults ?? true) collectDefaultMetrics({ register: registry, prefix: 'mcp_' });
+  return {
+    registry,
+    requests: new Counter({ name: 'mcp_http_requests_total', help: 'Requests by route class, method and status', labelNames: ['route', 'method', 'status'], registers: [registry] }),
+    requestDuration: new Histogram({
+      name: 'mcp_http_request_duration_seconds',
+      help: 'Request latency by route class',
+      labelNames: ['route'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
+      registers: [registry],
+    }),
+    upstreamErrors: new Counter({ name: 'mcp_upstream_errors_total', help: 'Failures reaching the homeserver or an OP', labelNames: ['upstream', 'kind'], registers: [registry] }),
+    storeDuration: new Histogram({
+      name: 'mcp_store_operation_duration_seconds',
+      help: 'Store latency by operation',
+      labelNames: ['operation', 'outcome'],
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1],
+      registers: [registry],
+    }),
+    logins: new Counter({ name: 'mcp_logins_total', help: 'Login attempts by type and outcome', labelNames: ['type', 'outcome'], registers: [registry] }),
+    sessionsEnded: new Counter({ name: 'mcp_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'], registers: [registry] }),
+    revalidations: new Counter({ name: 'mcp_revalidations_total', help: 'Upstream re-validations by outcome', labelNames: ['outcome'], registers: [registry] }),
+  };
+}

@@ -1,0 +1,94 @@
+/**
+ * What the rest of the proxy knows about an upstream OpenID Provider. Only `oidc/` imports openid-client; every
+ * other folder talks to this interface, and gets `UpstreamError` (never an openid-client error) on failure.
+ */
+export interface UpstreamProvider {
+  readonly idpId: string;
+  readonly idpName: string;
+  /** Issuer identifier as configured (discovery is checked against it). */
+  readonly issuer: string;
+
+  /** RFC 6749 §4.3 resource owner password grant. Bad credentials → UpstreamError('invalid_grant'). */
+  passwordGrant(username: string, password: string): Promise<UpstreamGrant>;
+  /** Refresh-token grant (re-validation). Revoked/disabled user → UpstreamError('invalid_grant'). */
+  refreshGrant(refreshToken: string): Promise<UpstreamGrant>;
+  /** RFC 7009 revocation; resolves quietly when the OP has no revocation endpoint. */
+  revoke(token: string, hint: 'refresh_token' | 'access_token'): Promise<void>;
+  /** RFC 7662 introspection of a token the OP issued (native OIDC clients). */
+  introspect(token: string): Promise<UpstreamIntrospection>;
+
+  /** Authorization request URL for the SSO flow (code + PKCE S256). */
+  authorizationUrl(request: AuthorizationRequest): Promise<URL>;
+  /** Exchanges the callback's code; checks state, nonce, issuer (RFC 9207 `iss` when present), PKCE. */
+  exchangeCode(callbackUrl: URL, expected: ExpectedCallback): Promise<UpstreamGrant>;
+
+  /** Validates an OIDC Back-Channel Logout token (§2.6) and returns its claims. Invalid → UpstreamError('invalid_token'). */
+  verifyLogoutToken(logoutToken: string): Promise<LogoutTokenClaims>;
+
+  /** The OP's metadata (discovered or as configured), for the homeserver-facing metadata document. */
+  metadata(): Promise<Readonly<Record<string, unknown>>>;
+}
+
+export interface UpstreamGrant {
+  readonly sub: string;
+  /** OP session id (`sid` claim of the ID token) when the OP sent one. */
+  readonly sid?: string;
+  /** ID token claims merged with userinfo (userinfo wins), the input of the mapping templates. */
+  readonly claims: Readonly<Record<string, unknown>>;
+  readonly accessToken: string;
+  readonly refreshToken?: string;
+  readonly expiresInSeconds?: number;
+}
+
+export interface UpstreamIntrospection {
+  readonly active: boolean;
+  readonly sub?: string;
+  readonly scope?: string;
+  readonly clientId?: string;
+  readonly username?: string;
+  /** Seconds since epoch. */
+  readonly exp?: number;
+  readonly claims: Readonly<Record<string, unknown>>;
+}
+
+export interface AuthorizationRequest {
+  readonly redirectUri: string;
+  readonly state: string;
+  readonly nonce: string;
+  readonly codeVerifier: string;
+  readonly prompt?: string;
+}
+
+export interface ExpectedCallback {
+  readonly redirectUri: string;
+  readonly state: string;
+  readonly nonce: string;
+  readonly codeVerifier: string;
+}
+
+export interface LogoutTokenClaims {
+  readonly iss: string;
+  readonly sub?: string;
+  readonly sid?: string;
+  readonly jti: string;
+  readonly iat: number;
+  readonly exp?: number;
+}
+
+export type UpstreamErrorKind =
+  | 'invalid_grant' // credentials or grant rejected by the OP (wrong password, revoked refresh token, disabled user)
+  | 'unavailable' // network error, timeout, 5xx: the OP could not answer
+  | 'invalid_response' // the OP answered something we must not trust (bad signature, nonce, issuer, shape)
+  | 'unsupported' // the OP lacks what was asked (no introspection endpoint, no password grant)
+  | 'invalid_token'; // a token presented to us (logout token) failed validation
+
+export class UpstreamError extends Error {
+  readonly kind: UpstreamErrorKind;
+  readonly idpId: string;
+  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'UpstreamError';
+    this.kind = kind;
+    this.idpId = idpId;
+  }
+}

@@ -1,0 +1,210 @@
+import { Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { pipeline } from 'node:stream';
+import httpProxy from 'http-proxy';
+import type { Logger } from 'pino';
+import { MatrixError } from '../errors/matrix-error.js';
+import { bodyFraming, downstreamResponseHeaders, upstreamRequestHeaders, type BodyFraming } from './forwarded-headers.js';
+import { trustedProxies } from './trusted-proxies.js';
+
+export type UpstreamErrorKind = 'unreachable' | 'timeout';
+
+export interface HomeserverProxyOptions {
+  /** Base URL of the homeserver's client API, e.g. http://synapse:8008 (a path prefix is kept). */
+  readonly target: string;
+  /** CIDRs of the proxies in front of us whose X-Forwarded-For we extend rather than replace. */
+  readonly trustedProxies: readonly string[];
+  /** Longest silence on the upstream socket before a request fails with 504; also bounds connecting. */
+  readonly upstreamTimeoutMs: number;
+  /** The same for long-polls (/sync), which legitimately stay silent until an event arrives or their timeout ends. */
+  readonly syncTimeoutMs: number;
+  readonly logger: Logger;
+  readonly onUpstreamError?: (kind: UpstreamErrorKind) => void;
+  /** Cap on sockets to the homeserver. Default {@link DEFAULT_MAX_UPSTREAM_SOCKETS}. */
+  readonly maxSockets?: number;
+}
+
+/**
+ * Every syncing client holds one upstream socket for up to a whole long-poll, so the cap must sit well above the
+ * number of clients syncing at once, or ordinary requests queue behind their /sync. It only stops unbounded growth.
+ */
+export const DEFAULT_MAX_UPSTREAM_SOCKETS = 4096;
+
+/** Idle pooled sockets are dropped well before servers usually close theirs, to avoid reusing a socket being closed. */
+const IDLE_UPSTREAM_SOCKET_MS = 30_000;
+
+/**
+ * Passes a request to the homeserver unchanged apart from hop-by-hop and forwarding headers, streaming both bodies.
+ * An unreachable homeserver answers 502, a silent one 504, both as Matrix JSON; once the response has started, a
+ * failure can only cut the connection.
+ */
+export function createHomeserverProxy(options: HomeserverProxyOptions): {
+  forward(req: IncomingMessage, res: ServerResponse): void;
+  close(): void;
+} {
+  const target = new URL(options.target);
+  const basePath = target.pathname.replace(/\/+$/, '');
+  const trusted = trustedProxies(options.trustedProxies);
+  const log = options.logger.child({ component: 'homeserver-proxy' });
+  const isHttps = target.protocol === 'https:';
+  const agentOptions = {
+    keepAlive: true,
+    maxSockets: options.maxSockets ?? DEFAULT_MAX_UPSTREAM_SOCKETS,
+    // Also the connect timeout: a socket gets it at creation, and ours replaces it only once connected.
+    timeout: Math.min(options.upstreamTimeoutMs, IDLE_UPSTREAM_SOCKET_MS),
+    scheduling: 'lifo' as const,
+  };
+  const agent = isHttps ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+
+  const proxy = httpProxy.createProxyServer({
+    target: {
+      protocol: target.protocol,
+      host: target.hostname.replace(/^\[|\]$/g, ''),
+      hostname: target.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(target.port || (isHttps ? 443 : 80)),
+    },
+    // Headers come from upstreamRequestHeaders, the path from the agent hook, the response from relayResponse.
+    xfwd: false,
+    toProxy: true,
+    prependPath: false,
+    selfHandleResponse: true,
+  });
+  // Every web() call passes its own callback, so this only catches what http-proxy emits outside one.
+  proxy.on('error', (err: Error) => log.error({ err }, 'proxy.internal_error'));
+
+  return {
+    forward(req, res) {
+      const rawUrl = req.url ?? '/';
+      const exchange: Exchange = {
+        method: req.method ?? 'GET',
+        path: pathOf(rawUrl),
+        timeoutMs: isLongPoll(pathOf(rawUrl)) ? options.syncTimeoutMs : options.upstreamTimeoutMs,
+        timedOut: false,
+        failed: false,
+        upstream: undefined,
+      };
+      const framing = bodyFraming(req);
+      // http-proxy copies req.headers into the upstream request, so this is where the headers are decided.
+      req.headers = upstreamRequestHeaders(req, trusted);
+
+      const adopt = (upstream: ClientRequest): void => {
+        exchange.upstream = upstream;
+        // http-proxy's urlJoin collapses `//` and rewrites `http:/` in the path; the homeserver gets the bytes we got.
+        upstream.path = basePath + rawUrl;
+        restoreFraming(upstream, framing);
+        upstream.setTimeout(exchange.timeoutMs, () => {
+          exchange.timedOut = true;
+          upstream.destroy(new Error(`no data from the homeserver for ${exchange.timeoutMs} ms`));
+        });
+        upstream.once('response', (upstreamResponse: IncomingMessage) => relayResponse(upstreamResponse, res, log));
+      };
+      res.once('close', () => {
+        if (!res.writableFinished) exchange.upstream?.destroy();
+      });
+
+      proxy.web(req, res, { agent: adoptingAgent(agent, adopt) }, (err: Error) => {
+        failUpstream(err, req, res, exchange);
+      });
+    },
+
+    close() {
+      proxy.close();
+      agent.destroy();
+    },
+  };
+
+  function failUpstream(err: Error, req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
+    if (exchange.failed) return;
+    exchange.failed = true;
+    if (res.destroyed || req.socket.destroyed) {
+      // The client left (or broke its request): nothing to answer and nothing wrong upstream.
+      exchange.upstream?.destroy();
+      return;
+    }
+    const kind: UpstreamErrorKind = exchange.timedOut ? 'timeout' : 'unreachable';
+    options.onUpstreamError?.(kind);
+    log.warn(
+      { kind, method: exchange.method, path: exchange.path, code: (err as NodeJS.ErrnoException).code, reason: err.message },
+      `proxy.upstream.${kind}`,
+    );
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const error =
+      kind === 'timeout'
+        ? new MatrixError(504, 'M_UNKNOWN', 'The homeserver did not answer in time', {}, err)
+        : new MatrixError(502, 'M_UNKNOWN', 'The homeserver cannot be reached', {}, err);
+    const body = JSON.stringify(error.toBody());
+    res.writeHead(error.status, {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body),
+      'Cache-Control': 'no-store',
+      // An unread request body would otherwise be left on a socket we want to reuse.
+      ...(req.complete ? {} : { Connection: 'close' }),
+    });
+    res.end(body);
+  }
+}
+
+interface Exchange {
+  readonly method: string;
+  readonly path: string;
+  readonly timeoutMs: number;
+  timedOut: boolean;
+  failed: boolean;
+  upstream: ClientRequest | undefined;
+}
+
+function relayResponse(upstreamResponse: IncomingMessage, res: ServerResponse, log: Logger): void {
+  if (res.destroyed) {
+    upstreamResponse.destroy();
+    return;
+  }
+  if (upstreamResponse.statusMessage) res.statusMessage = upstreamResponse.statusMessage;
+  res.writeHead(upstreamResponse.statusCode ?? 502, downstreamResponseHeaders(upstreamResponse.rawHeaders));
+  pipeline(upstreamResponse, res, (err) => {
+    if (err) log.debug({ code: (err as NodeJS.ErrnoException).code, reason: err.message }, 'proxy.response.cut');
+  });
+}
+
+/**
+ * http-proxy's deleteLength pass gives a DELETE or OPTIONS without Content-Length a `Content-Length: 0` and drops
+ * its Transfer-Encoding, even when a chunked body follows; the body would then reach the homeserver as a second
+ * request (request smuggling). Put the chunked framing back.
+ */
+function restoreFraming(upstream: ClientRequest, framing: BodyFraming): void {
+  if (framing !== 'chunked') return;
+  upstream.removeHeader('content-length');
+  upstream.setHeader('transfer-encoding', 'chunked');
+}
+
+/** What Node's ClientRequest calls on its agent, synchronously in its constructor, before the head is serialised. */
+interface RequestQueue {
+  addRequest(request: ClientRequest, options: object): void;
+}
+
+/**
+ * A per-request view of the shared keep-alive agent that hands each upstream request to `adopt` at the last moment
+ * its path and headers can still change. http-proxy's own 'proxyReq' event comes later (on 'socket'), too late when
+ * the pool is full and the body has started.
+ */
+function adoptingAgent(shared: HttpAgent, adopt: (request: ClientRequest) => void): HttpAgent {
+  const queue = shared as unknown as RequestQueue;
+  const view = Object.create(shared) as HttpAgent & RequestQueue;
+  view.addRequest = (request, requestOptions) => {
+    adopt(request);
+    queue.addRequest.call(shared, request, requestOptions);
+  };
+  return view;
+}
+
+function pathOf(rawUrl: string): string {
+  const queryStart = rawUrl.indexOf('?');
+  return queryStart < 0 ? rawUrl : rawUrl.slice(0, queryStart);
+}
+
+/** /sync (every version, sliding sync too) and the legacy /events stream wait server-side for new events. */
+function isLongPoll(path: string): boolean {
+  return /^\/_matrix\/client\/(?:.+\/sync|[^/]+\/events)$/.test(path);
+}

@@ -1,0 +1,182 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import type { AppDeps } from '../app-deps.js';
+import { UpstreamError } from '../oidc/upstream.js';
+import type { Session } from './session.js';
+import { parseToken, sameHash } from './tokens.js';
+
+/**
+ * What a re-validation check concluded about a session:
+ * - fresh: nothing to check (checked recently, no OP grant kept, or another replica just checked it);
+ * - revalidated: the OP accepted the session's refresh token again just now;
+ * - ended: the OP refused the grant (user disabled, session revoked), or the session is gone; it is over;
+ * - grace: the OP could not be reached, but the last successful check is recent enough to keep serving;
+ * - unavailable: the OP has been unreachable for longer than the grace period: fail closed with 503, not a logout.
+ */
+export type RevalidationOutcome = 'fresh' | 'revalidated' | 'ended' | 'grace' | 'unavailable';
+
+/** Whether a request with this session may proceed; `unavailable` must become a 503-class answer, never a logout. */
+export type Admission = 'active' | 'inactive' | 'unavailable';
+
+export type RevalidationDeps = Pick<AppDeps, 'config' | 'clock' | 'store' | 'sessions' | 'lifecycle' | 'providers' | 'keys' | 'logger' | 'metrics'>;
+
+/** Longer than any OP round trip we wait for (the provider's own timeout ends a hung call first). */
+const LOCK_TTL_MS = 30_000;
+/** After a failed OP call, other requests of the session skip the OP for this long instead of hammering it. */
+const RETRY_BACKOFF_MS = 15_000;
+/** How long a request waits for another replica's check before deciding from the grace period alone. */
+const WAIT_STEP_MS = 20;
+const MAX_WAIT_STEPS = 250;
+
+const lockKey = (sessionId: string) => `revalidation-lock:${sessionId}`;
+const backoffKey = (sessionId: string) => `revalidation-backoff:${sessionId}`;
+
+/**
+ * Checks the session's upstream grant at the OP again (refresh-token grant) when its last check is older than
+ * `sessions.revalidate_interval`. Single-flight across replicas: one request holds a store lock and calls the OP;
+ * the others wait and re-read the session, so a rotating OP refresh token is used exactly once.
+ */
+export async function revalidateIfDue(deps: RevalidationDeps, session: Session): Promise<RevalidationOutcome> {
+  if (!isDue(deps, session)) return 'fresh';
+  for (let step = 0; ; step++) {
+    const current = step === 0 ? session : await deps.sessions.get(session.id);
+    if (current === undefined) return 'ended';
+    if (!isDue(deps, current)) return 'fresh';
+    if ((await deps.store.get(backoffKey(current.id))) !== undefined) return graceOrUnavailable(deps, current);
+
+    const release = await deps.store.tryLock(lockKey(current.id), LOCK_TTL_MS);
+    if (release !== undefined) {
+      try {
+        // Re-read under the lock: the previous holder may have finished between our read and our lock.
+        const locked = await deps.sessions.get(current.id);
+        if (locked === undefined) return 'ended';
+        if (!isDue(deps, locked)) return 'fresh';
+        return await checkAtOp(deps, locked);
+      } finally {
+        await release();
+      }
+    }
+    // A slow OP outliving our patience: decide as if it were unreachable, without a second OP call.
+    if (step >= MAX_WAIT_STEPS) return graceOrUnavailable(deps, current);
+    await delay(WAIT_STEP_MS);
+  }
+}
+
+/** The gate for every use of a session (introspection): soft logout, then re-validation if due. */
+export async function admitSession(deps: RevalidationDeps, session: Session): Promise<Admission> {
+  if (session.softLoggedOut !== undefined) return 'inactive';
+  const outcome = await revalidateIfDue(deps, session);
+  switch (outcome) {
+    case 'ended':
+      return 'inactive';
+    case 'unavailable':
+      return 'unavailable';
+    case 'fresh':
+    case 'revalidated':
+    case 'grace':
+      return 'active';
+  }
+}
+
+export type RefreshAdmission = Admission | 'soft_logged_out';
+
+/**
+ * The gate before /refresh rotates a token: a soft-logged-out session answers soft logout, and a session due for
+ * re-validation is checked at the OP first, so a disabled user cannot keep a session alive by refreshing.
+ * Tokens that do not name a live session pass through: the rotation itself rejects them.
+ */
+export async function admitRefresh(deps: RevalidationDeps, refreshToken: string): Promise<RefreshAdmission> {
+  const parsed = parseToken(refreshToken);
+  if (parsed?.kind !== 'refresh') return 'active';
+  const session = await deps.sessions.get(parsed.sessionId);
+  if (session === undefined) return 'active';
+  if (session.softLoggedOut !== undefined) return 'soft_logged_out';
+  const family = session.refresh;
+  const presented = family !== undefined && (sameHash(family.currentHash, parsed.hash) || (family.previousHash !== undefined && sameHash(family.previousHash, parsed.hash)));
+  // Only a holder of a live refresh token may make us call the OP.
+  if (!presented) return 'active';
+  return admitSession(deps, session);
+}
+
+function isDue(deps: RevalidationDeps, session: Session): boolean {
+  if (session.origin.kind === 'appservice' || session.origin.sealedOpRefreshToken === undefined) return false;
+  return deps.clock.now() - session.origin.lastValidatedAt >= deps.config.sessions.revalidate_interval;
+}
+
+function graceOrUnavailable(deps: RevalidationDeps, session: Session): 'grace' | 'unavailable' {
+  if (session.origin.kind === 'appservice') return 'grace';
+  if (deps.clock.now() < session.origin.lastValidatedAt + deps.config.sessions.op_unreachable_grace) return 'grace';
+  deps.metrics.revalidations.inc({ outcome: 'failed_closed' });
+  return 'unavailable';
+}
+
+/** One refresh-token grant at the OP, with the lock held. */
+async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<RevalidationOutcome> {
+  const origin = session.origin;
+  if (origin.kind === 'appservice' || origin.sealedOpRefreshToken === undefined) return 'fresh';
+  const log = deps.logger.child({ session_id: session.id, localpart: session.localpart, idp_id: origin.idpId });
+  const provider = deps.providers.get(origin.idpId);
+  if (provider === undefined) {
+    // A provider removed from the config cannot vouch for its sessions; treat it like an unreachable OP.
+    log.error('revalidation.unknown_provider');
+    return opUnreachable(deps, session, log, undefined);
+  }
+
+  const usedSealed = origin.sealedOpRefreshToken;
+  let grant;
+  try {
+    grant = await provider.refreshGrant(deps.keys.open(usedSealed));
+  } catch (err: unknown) {
+    if (err instanceof UpstreamError && err.kind === 'invalid_grant') return refusedByOp(deps, session, usedSealed, log, err);
+    deps.metrics.upstreamErrors.inc({ upstream: 'op', kind: err instanceof UpstreamError ? err.kind : 'error' });
+    return opUnreachable(deps, session, log, err);
+  }
+
+  if (grant.sub !== origin.sub) {
+    log.error({ returned_sub: grant.sub }, 'revalidation.subject_changed');
+    return endSession(deps, session.id, log);
+  }
+  const now = deps.clock.now();
+  // Some OPs rotate refresh tokens (the old one is dead now), others return none and keep the old one valid.
+  const sealed = grant.refreshToken === undefined ? usedSealed : deps.keys.seal(grant.refreshToken);
+  const updated = await deps.sessions.update(session.id, (current) =>
+    current.origin.kind === 'appservice' ? current : { ...current, origin: { ...current.origin, sealedOpRefreshToken: sealed, lastValidatedAt: now } },
+  );
+  if (updated === undefined) {
+    // Logged out while we were asking: the fresh OP grant belongs to no session any more.
+    if (grant.refreshToken !== undefined) await provider.revoke(grant.refreshToken, 'refresh_token').catch(() => undefined);
+    return 'ended';
+  }
+  deps.metrics.revalidations.inc({ outcome: 'revalidated' });
+  log.debug('revalidation.ok');
+  return 'revalidated';
+}
+
+async function refusedByOp(deps: RevalidationDeps, session: Session, usedSealed: string, log: RevalidationDeps['logger'], err: UpstreamError): Promise<RevalidationOutcome> {
+  // invalid_grant after a lost race (our lock expired and another replica rotated the token) is not a refusal.
+  const current = await deps.sessions.get(session.id);
+  if (current === undefined) return 'ended';
+  if (current.origin.kind !== 'appservice' && current.origin.sealedOpRefreshToken !== usedSealed) return 'fresh';
+  log.info({ reason: err.message }, 'revalidation.refused');
+  deps.metrics.revalidations.inc({ outcome: 'ended' });
+  return endSession(deps, session.id, log);
+}
+
+async function endSession(deps: RevalidationDeps, sessionId: string, log: RevalidationDeps['logger']): Promise<'ended'> {
+  try {
+    await deps.lifecycle.end(sessionId, 'revalidation_failed');
+  } catch (err: unknown) {
+    // The session stays and is refused again on its next use (the OP keeps saying no); the caller answers inactive.
+    log.warn({ err }, 'revalidation.end_failed');
+  }
+  return 'ended';
+}
+
+async function opUnreachable(deps: RevalidationDeps, session: Session, log: RevalidationDeps['logger'], err: unknown): Promise<'grace' | 'unavailable'> {
+  await deps.store.set(backoffKey(session.id), '1', { ttlMs: RETRY_BACKOFF_MS });
+  deps.metrics.revalidations.inc({ outcome: 'op_unavailable' });
+  const outcome = graceOrUnavailable(deps, session);
+  const graceLeftMs = session.origin.kind === 'appservice' ? 0 : session.origin.lastValidatedAt + deps.config.sessions.op_unreachable_grace - deps.clock.now();
+  if (outcome === 'grace') log.warn({ err, grace_left_ms: graceLeftMs }, 'revalidation.op_unavailable.grace');
+  else log.error({ err }, 'revalidation.op_unavailable.failed_closed');
+  return outcome;
+}

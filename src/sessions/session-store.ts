@@ -1,0 +1,225 @@
+import type { Clock } from '../clock.js';
+import type { Store } from '../store/store.js';
+import type { Session } from './session.js';
+import { hashToken, mintToken, newSessionId, parseToken, sameHash, successorTokens } from './tokens.js';
+
+const RETIRED_HASHES_KEPT = 8;
+
+/** Store keys of the session model (one place, so a dump can be read and the layout changed safely). */
+export const sessionKeys = {
+  session: (id: string) => `session:${id}`,
+  byUser: (localpart: string) => `user-sessions:${localpart}`,
+  byDevice: (localpart: string, deviceId: string) => `device-session:${localpart}:${deviceId}`,
+  bySid: (idpId: string, sid: string) => `sid-sessions:${idpId}:${sid}`,
+  bySub: (idpId: string, sub: string) => `sub-sessions:${idpId}:${sub}`,
+} as const;
+
+export interface NewSession {
+  readonly localpart: string;
+  readonly deviceId: string;
+  readonly deviceDisplayName?: string;
+  readonly origin: Session['origin'];
+  readonly ip?: string;
+  readonly userAgent?: string;
+  /** Given: access token expires after this many ms and a refresh token is issued. */
+  readonly refreshableLifetimeMs?: number;
+}
+
+export interface IssuedTokens {
+  readonly session: Session;
+  readonly accessToken: string;
+  readonly refreshToken?: string;
+}
+
+export type AuthenticateResult =
+  | { readonly ok: true; readonly session: Session }
+  | { readonly ok: false; readonly reason: 'malformed' | 'unknown' | 'expired' };
+
+export type RefreshResult =
+  | { readonly ok: true; readonly session: Session; readonly accessToken: string; readonly refreshToken: string; readonly expiresInMs: number }
+  | { readonly ok: false; readonly reason: 'malformed' | 'unknown' | 'reused' };
+
+/**
+ * Sessions on top of the Store. Holds only token hashes. Every write of a session goes through compare-and-set on
+ * its JSON, so concurrent rotations and touches from several replicas cannot lose each other's updates.
+ */
+export class SessionStore {
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly tokenDerivationKey: Buffer,
+  ) {}
+
+  async create(input: NewSession): Promise<IssuedTokens> {
+    const id = newSessionId();
+    const now = this.clock.now();
+    const accessToken = mintToken('access', id);
+    const refreshToken = input.refreshableLifetimeMs === undefined ? undefined : mintToken('refresh', id);
+    const session: Session = {
+      id,
+      localpart: input.localpart,
+      deviceId: input.deviceId,
+      ...(input.deviceDisplayName === undefined ? {} : { deviceDisplayName: input.deviceDisplayName }),
+      origin: input.origin,
+      createdAt: now,
+      lastSeenAt: now,
+      ...(input.ip === undefined ? {} : { ip: input.ip }),
+      ...(input.userAgent === undefined ? {} : { userAgent: input.userAgent }),
+      accessTokenHash: hashToken(accessToken),
+      ...(input.refreshableLifetimeMs === undefined ? {} : { accessExpiresAt: now + input.refreshableLifetimeMs }),
+      ...(refreshToken === undefined
+        ? {}
+        : { refresh: { generation: 1, currentHash: hashToken(refreshToken), successorUnused: false, retiredHashes: [] } }),
+    };
+    await this.store.set(sessionKeys.session(id), JSON.stringify(session));
+    await this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id);
+    await this.store.addToSet(sessionKeys.byUser(session.localpart), id);
+    if (session.origin.kind !== 'appservice') {
+      await this.store.addToSet(sessionKeys.bySub(session.origin.idpId, session.origin.sub), id);
+      if (session.origin.sid !== undefined) await this.store.addToSet(sessionKeys.bySid(session.origin.idpId, session.origin.sid), id);
+    }
+    return { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) };
+  }
+
+  async get(id: string): Promise<Session | undefined> {
+    const raw = await this.store.get(sessionKeys.session(id));
+    return raw === undefined ? undefined : (JSON.parse(raw) as Session);
+  }
+
+  /** Resolves an access token to its live session: one store read (the session id is inside the token). */
+  async authenticate(accessToken: string): Promise<AuthenticateResult> {
+    const parsed = parseToken(accessToken);
+    if (parsed?.kind !== 'access') return { ok: false, reason: 'malformed' };
+    const session = await this.get(parsed.sessionId);
+    if (session === undefined || !sameHash(session.accessTokenHash, parsed.hash)) return { ok: false, reason: 'unknown' };
+    if (session.accessExpiresAt !== undefined && session.accessExpiresAt <= this.clock.now()) return { ok: false, reason: 'expired' };
+    return { ok: true, session };
+  }
+
+  /** The session a well-formed access token belongs to, ignoring expiry (logout with an expired token). */
+  async sessionOfToken(accessToken: string): Promise<Session | undefined> {
+    const parsed = parseToken(accessToken);
+    if (parsed?.kind !== 'access') return undefined;
+    const session = await this.get(parsed.sessionId);
+    return session !== undefined && sameHash(session.accessTokenHash, parsed.hash) ? session : undefined;
+  }
+
+  /**
+   * Marks the first use of a freshly rotated pair (the spec's moment the previous refresh token dies) and updates
+   * last-seen at most once a minute, so the hot path writes rarely.
+   */
+  async touch(session: Session, seen: { ip?: string; userAgent?: string } = {}): Promise<void> {
+    const now = this.clock.now();
+    const needsRetire = session.refresh?.successorUnused === true;
+    if (!needsRetire && now - session.lastSeenAt < 60_000) return;
+    await this.update(session.id, (current) => ({
+      ...current,
+      lastSeenAt: now,
+      ...(seen.ip === undefined ? {} : { ip: seen.ip }),
+      ...(seen.userAgent === undefined ? {} : { userAgent: seen.userAgent }),
+      ...(current.refresh?.successorUnused ? { refresh: retirePrevious(current.refresh) } : {}),
+    }));
+  }
+
+  /**
+   * Rotates a refresh token. Idempotent: the same refresh token presented again (concurrently, or retried after a
+   * lost response) yields the same pair until the new pair is used; exactly one store write happens per rotation.
+   */
+  async refresh(refreshToken: string, lifetimeMs: number): Promise<RefreshResult> {
+    const parsed = parseToken(refreshToken);
+    if (parsed?.kind !== 'refresh') return { ok: false, reason: 'malformed' };
+    const successors = successorTokens(refreshToken, parsed.sessionId, this.tokenDerivationKey);
+
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const key = sessionKeys.session(parsed.sessionId);
+      const raw = await this.store.get(key);
+      if (raw === undefined) return { ok: false, reason: 'unknown' };
+      const session = JSON.parse(raw) as Session;
+      const family = session.refresh;
+      if (family === undefined) return { ok: false, reason: 'unknown' };
+      const now = this.clock.now();
+
+      if (family.previousHash !== undefined && sameHash(family.previousHash, parsed.hash)) {
+        if (family.successorUnused) {
+          const expiresInMs = Math.max(0, (session.accessExpiresAt ?? now) - now);
+          return { ok: true, session, ...successors, expiresInMs };
+        }
+        return { ok: false, reason: 'reused' };
+      }
+      if (family.retiredHashes.some((hash) => sameHash(hash, parsed.hash))) return { ok: false, reason: 'reused' };
+      if (!sameHash(family.currentHash, parsed.hash)) return { ok: false, reason: 'unknown' };
+
+      const rotated: Session = {
+        ...session,
+        lastSeenAt: now,
+        accessTokenHash: hashToken(successors.accessToken),
+        accessExpiresAt: now + lifetimeMs,
+        refresh: {
+          generation: family.generation + 1,
+          currentHash: hashToken(successors.refreshToken),
+          previousHash: family.currentHash,
+          successorUnused: true,
+          retiredHashes: [...(family.previousHash === undefined ? [] : [family.previousHash]), ...family.retiredHashes].slice(0, RETIRED_HASHES_KEPT),
+        },
+      };
+      if (await this.store.compareAndSet(key, raw, JSON.stringify(rotated))) {
+        return { ok: true, session: rotated, ...successors, expiresInMs: lifetimeMs };
+      }
+      // Lost the race: another request rotated (or touched) the session; read it again.
+    }
+    throw new Error(`refresh of session ${parsed.sessionId} kept losing compare-and-set`);
+  }
+
+  /** Removes the session and its index entries. Returns the session that was removed, if any. */
+  async remove(id: string): Promise<Session | undefined> {
+    const raw = await this.store.consume(sessionKeys.session(id));
+    if (raw === undefined) return undefined;
+    const session = JSON.parse(raw) as Session;
+    const deviceKey = sessionKeys.byDevice(session.localpart, session.deviceId);
+    // Only drop the device index if it still points at this session (a newer login may own the device now).
+    if ((await this.store.get(deviceKey)) === id) await this.store.delete(deviceKey);
+    await this.store.removeFromSet(sessionKeys.byUser(session.localpart), id);
+    if (session.origin.kind !== 'appservice') {
+      await this.store.removeFromSet(sessionKeys.bySub(session.origin.idpId, session.origin.sub), id);
+      if (session.origin.sid !== undefined) await this.store.removeFromSet(sessionKeys.bySid(session.origin.idpId, session.origin.sid), id);
+    }
+    return session;
+  }
+
+  async idsOfUser(localpart: string): Promise<string[]> {
+    return this.store.setMembers(sessionKeys.byUser(localpart));
+  }
+
+  async idsOfSub(idpId: string, sub: string): Promise<string[]> {
+    return this.store.setMembers(sessionKeys.bySub(idpId, sub));
+  }
+
+  async idsOfSid(idpId: string, sid: string): Promise<string[]> {
+    return this.store.setMembers(sessionKeys.bySid(idpId, sid));
+  }
+
+  async idOfDevice(localpart: string, deviceId: string): Promise<string | undefined> {
+    return this.store.get(sessionKeys.byDevice(localpart, deviceId));
+  }
+
+  /** Read-modify-write with compare-and-set; undefined when the session is gone. */
+  async update(id: string, change: (current: Session) => Session): Promise<Session | undefined> {
+    const key = sessionKeys.session(id);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const raw = await this.store.get(key);
+      if (raw === undefined) return undefined;
+      const next = change(JSON.parse(raw) as Session);
+      if (await this.store.compareAndSet(key, raw, JSON.stringify(next))) return next;
+    }
+    throw new Error(`update of session ${id} kept losing compare-and-set`);
+  }
+}
+
+function retirePrevious(family: NonNullable<Session['refresh']>): NonNullable<Session['refresh']> {
+  const { previousHash, ...rest } = family;
+  return {
+    ...rest,
+    successorUnused: false,
+    retiredHashes: [...(previousHash === undefined ? [] : [previousHash]), ...family.retiredHashes].slice(0, RETIRED_HASHES_KEPT),
+  };
+}

@@ -1,0 +1,53 @@
+/** A legacy (compat) session: one device of one user, created by password, SSO or appservice login. */
+export interface Session {
+  readonly id: string;
+  readonly localpart: string;
+  readonly deviceId: string;
+  readonly deviceDisplayName?: string;
+  readonly origin: SessionOrigin;
+  readonly createdAt: number;
+  readonly lastSeenAt: number;
+  readonly ip?: string;
+  readonly userAgent?: string;
+  readonly accessTokenHash: string;
+  /** Absent: the access token never expires on its own (clients that did not ask for refresh tokens). */
+  readonly accessExpiresAt?: number;
+  readonly refresh?: RefreshFamily;
+  /**
+   * Set when the OP ended the session by back-channel logout in soft mode: the tokens are dead (clients get
+   * `soft_logout: true`) but the device stays at the homeserver so its E2EE keys survive a new login on it.
+   */
+  readonly softLoggedOut?: { readonly at: number; readonly reason: 'backchannel_logout' };
+}
+
+export type SessionOrigin =
+  | {
+      readonly kind: 'password' | 'sso' | 'token';
+      readonly idpId: string;
+      readonly issuer: string;
+      readonly sub: string;
+      readonly sid?: string;
+      /** The OP's refresh token, sealed (AES-GCM) — kept to re-validate the user at the OP later. */
+      readonly sealedOpRefreshToken?: string;
+      readonly lastValidatedAt: number;
+    }
+  | { readonly kind: 'appservice'; readonly appserviceId: string };
+
+/**
+ * Refresh-token rotation state (Matrix C-S spec, "Refreshing access tokens"): after a rotation the previous refresh
+ * token stays valid until the new access or refresh token is first used; any older generation presented again
+ * means the family leaked, and the whole session ends.
+ */
+export interface RefreshFamily {
+  readonly generation: number;
+  readonly currentHash: string;
+  /** The refresh token this generation replaced, still accepted while `successorUnused`. */
+  readonly previousHash?: string;
+  readonly successorUnused: boolean;
+  /** Hashes of older generations (bounded), to recognise reuse. */
+  readonly retiredHashes: readonly string[];
+}
+
+export function userIdOf(session: Pick<Session, 'localpart'>, serverName: string): string {
+  return `@${session.localpart}:${serverName}`;
+}

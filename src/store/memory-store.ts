@@ -1,0 +1,227 @@
+import { randomBytes } from 'node:crypto';
+import { systemClock, type Clock } from '../clock.js';
+import { checkIncrement, checkTtlMs } from './argument-checks.js';
+import type { SetEntry, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import { checkTokenBucket, tokenBucketStep, type BucketState } from './token-bucket.js';
+
+/** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
+const SWEEP_INTERVAL_MS = 60_000;
+
+type Value =
+  | { readonly type: 'string'; readonly data: string }
+  | { readonly type: 'set'; readonly data: Set<string> }
+  | { readonly type: 'bucket'; readonly data: BucketState };
+
+interface Entry {
+  value: Value;
+  expiresAt: number | undefined;
+}
+
+/**
+ * Single-process Store. Every method runs to completion without awaiting, which is what makes consume,
+ * compareAndSet and tryLock atomic here. Type mismatches fail like Redis does (WRONGTYPE) so code that only ever
+ * ran against memory does not break on Redis.
+ */
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const;
+  private readonly entries = new Map<string, Entry>();
+  private readonly clock: Clock;
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(options: { clock?: Clock } = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    this.assertOpen();
+    return this.readString(key);
+  }
+
+  async getMany(keys: readonly string[]): Promise<(string | undefined)[]> {
+    this.assertOpen();
+    // Like MGET: a key of another type reads as absent rather than failing the batch.
+    return keys.map((key) => {
+      const entry = this.live(key);
+      return entry?.value.type === 'string' ? entry.value.data : undefined;
+    });
+  }
+
+  async getIndirect(indexKey: string): Promise<string | undefined> {
+    this.assertOpen();
+    const target = this.readString(indexKey);
+    return target === undefined ? undefined : this.readString(target);
+  }
+
+  async set(key: string, value: string, options: SetOptions = {}): Promise<boolean> {
+    this.assertOpen();
+    const ttlMs = checkTtlMs(options.ttlMs);
+    if (options.onlyIfAbsent === true && this.live(key) !== undefined) return false;
+    this.write(key, { type: 'string', data: value }, ttlMs);
+    return true;
+  }
+
+  async setMany(entries: readonly SetEntry[]): Promise<void> {
+    this.assertOpen();
+    // Validate everything before the first write: all or none.
+    const ttls = entries.map((entry) => checkTtlMs(entry.ttlMs));
+    entries.forEach((entry, i) => this.write(entry.key, { type: 'string', data: entry.value }, ttls[i]));
+  }
+
+  async delete(...keys: string[]): Promise<number> {
+    this.assertOpen();
+    let existed = 0;
+    for (const key of new Set(keys)) {
+      if (this.live(key) !== undefined) existed += 1;
+      this.entries.delete(key);
+    }
+    return existed;
+  }
+
+  async consume(key: string): Promise<string | undefined> {
+    this.assertOpen();
+    const value = this.readString(key);
+    if (value !== undefined) this.entries.delete(key);
+    return value;
+  }
+
+  async compareAndSet(key: string, expected: string | undefined, next: string, options: SetOptions = {}): Promise<boolean> {
+    this.assertOpen();
+    const ttlMs = checkTtlMs(options.ttlMs);
+    if (this.readString(key) !== expected) return false;
+    this.write(key, { type: 'string', data: next }, ttlMs);
+    return true;
+  }
+
+  async ttl(key: string): Promise<number | null | undefined> {
+    this.assertOpen();
+    const entry = this.live(key);
+    if (entry === undefined) return undefined;
+    return entry.expiresAt === undefined ? null : entry.expiresAt - this.clock.now();
+  }
+
+  async addToSet(key: string, member: string, ttlMs?: number): Promise<void> {
+    this.assertOpen();
+    const checkedTtl = checkTtlMs(ttlMs);
+    const entry = this.live(key);
+    if (entry === undefined) {
+      this.write(key, { type: 'set', data: new Set([member]) }, checkedTtl);
+      return;
+    }
+    expectType(entry.value, 'set').add(member);
+    if (checkedTtl !== undefined) entry.expiresAt = this.clock.now() + checkedTtl;
+  }
+
+  async removeFromSet(key: string, member: string): Promise<void> {
+    this.assertOpen();
+    const entry = this.live(key);
+    if (entry === undefined) return;
+    const members = expectType(entry.value, 'set');
+    members.delete(member);
+    // Redis deletes a set when its last member goes; mirror that so ttl() and exists-checks agree.
+    if (members.size === 0) this.entries.delete(key);
+  }
+
+  async setMembers(key: string): Promise<string[]> {
+    this.assertOpen();
+    const entry = this.live(key);
+    return entry === undefined ? [] : [...expectType(entry.value, 'set')];
+  }
+
+  async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
+    this.assertOpen();
+    checkIncrement(by);
+    const checkedTtl = checkTtlMs(ttlMs);
+    const entry = this.live(key);
+    if (entry === undefined) {
+      this.write(key, { type: 'string', data: String(by) }, checkedTtl);
+      return by;
+    }
+    const current = expectType(entry.value, 'string');
+    if (!/^-?\d+$/.test(current) || !Number.isSafeInteger(Number(current))) {
+      throw new Error('ERR value is not an integer or out of range');
+    }
+    const next = Number(current) + by;
+    if (!Number.isSafeInteger(next)) throw new Error('ERR increment or decrement would overflow');
+    entry.value = { type: 'string', data: String(next) };
+    return next;
+  }
+
+  async takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult> {
+    this.assertOpen();
+    checkTokenBucket(bucket, nowMs);
+    const entry = this.live(key);
+    const previous = entry === undefined ? undefined : expectType(entry.value, 'bucket');
+    const step = tokenBucketStep(previous, bucket, nowMs);
+    this.write(key, { type: 'bucket', data: step.state }, step.refillMs);
+    return step.retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs: step.retryAfterMs };
+  }
+
+  async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {
+    this.assertOpen();
+    const checkedTtl = checkTtlMs(ttlMs);
+    if (this.live(key) !== undefined) return undefined;
+    const owner = randomBytes(16).toString('hex');
+    this.write(key, { type: 'string', data: owner }, checkedTtl);
+    return async () => {
+      // After expiry someone else may hold the lock under the same key; only our own token may be removed.
+      const entry = this.live(key);
+      if (entry?.value.type === 'string' && entry.value.data === owner) this.entries.delete(key);
+    };
+  }
+
+  async ping(): Promise<void> {
+    this.assertOpen();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    this.entries.clear();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('MemoryStore is closed');
+  }
+
+  /** The entry at `key` unless expired; an expired one is evicted on the way. */
+  private live(key: string): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt !== undefined && entry.expiresAt <= this.clock.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  private readString(key: string): string | undefined {
+    const entry = this.live(key);
+    return entry === undefined ? undefined : expectType(entry.value, 'string');
+  }
+
+  /** Replaces whatever was at `key`; like Redis SET, no TTL means the old one is dropped too. */
+  private write(key: string, value: Value, ttlMs: number | undefined): void {
+    this.entries.set(key, { value, expiresAt: ttlMs === undefined ? undefined : this.clock.now() + ttlMs });
+  }
+
+  private sweep(): void {
+    const now = this.clock.now();
+    for (const [key, entry] of this.entries) {
+      if (entry.expiresAt !== undefined && entry.expiresAt <= now) this.entries.delete(key);
+    }
+  }
+}
+
+interface DataOfType {
+  string: string;
+  set: Set<string>;
+  bucket: BucketState;
+}
+
+function expectType<T extends Value['type']>(value: Value, type: T): DataOfType[T] {
+  if (value.type !== type) throw new Error('WRONGTYPE Operation against a key holding the wrong kind of value');
+  return value.data as DataOfType[T];
+}

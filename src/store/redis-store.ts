@@ -1,0 +1,511 @@
+import { randomBytes } from 'node:crypto';
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { checkIncrement, checkTtlMs } from './argument-checks.js';
+import type { SetEntry, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import { checkTokenBucket } from './token-bucket.js';
+
+/**
+ * Where Redis is. Exactly one topology: `sentinels` + `sentinelName` (Sentinel), `clusterNodes` (Cluster), or `url`
+ * alone. With Sentinel or Cluster, `url` may still be given to carry the data nodes' credentials, TLS (`rediss://`)
+ * and, for Sentinel, the database number; its host is then ignored.
+ */
+export interface RedisConnectionOptions {
+  readonly url?: string;
+  readonly sentinels?: readonly { readonly host: string; readonly port: number }[];
+  readonly sentinelName?: string;
+  readonly clusterNodes?: readonly { readonly host: string; readonly port: number }[];
+  /**
+   * Prepended to every key. Must not contain `{`: Redis Cluster would then hash every key on the prefix's tag and
+   * put the whole data set on one shard.
+   */
+  readonly keyPrefix: string;
+  /** Per connection attempt, and the longest `connectRedisStore` waits at startup. Default 5000. */
+  readonly connectTimeoutMs?: number;
+  /** Longest any one command (and `ping`) may take before it fails. Default 2000. */
+  readonly commandTimeoutMs?: number;
+}
+
+export type RedisClient = Redis | Cluster;
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+
+/**
+ * While Redis is down, ioredis parks commands in its offline queue until a reconnect succeeds. These bounds make a
+ * dead Redis surface as errors within about a second (a few quick reconnect attempts) instead of requests hanging,
+ * while a short blip (a Sentinel failover) is still ridden out. Reconnection itself goes on in the background.
+ */
+const MAX_RETRIES_PER_REQUEST = 2;
+const reconnectDelayMs = (attempt: number): number => Math.min(attempt * 100, 300);
+
+/**
+ * Builds an ioredis client for the configured topology. The client gets no ioredis `keyPrefix`: RedisStore applies
+ * the prefix itself, because ioredis cannot prefix keys that a Lua script computes (getIndirect).
+ */
+export function createRedisClient(options: RedisConnectionOptions): RedisClient {
+  const fromUrl = options.url === undefined ? {} : parseRedisUrl(options.url);
+  const common: RedisOptions = {
+    connectTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+    maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
+    enableOfflineQueue: true,
+    retryStrategy: reconnectDelayMs,
+    // disconnect() on an already dead socket leaves a ref'd timer of this length, holding shutdown up.
+    disconnectTimeout: 500,
+    ...credentialsOf(fromUrl),
+  };
+
+  if (options.sentinels !== undefined && options.clusterNodes !== undefined) {
+    throw new Error('Redis: give either sentinels or clusterNodes, not both');
+  }
+  if (options.sentinels !== undefined) {
+    if (options.sentinelName === undefined || options.sentinels.length === 0) {
+      throw new Error('Redis: Sentinel needs at least one sentinel and sentinelName');
+    }
+    return new Redis({
+      ...common,
+      sentinels: options.sentinels.map(({ host, port }) => ({ host, port })),
+      name: options.sentinelName,
+      sentinelRetryStrategy: reconnectDelayMs,
+      ...(fromUrl.db === undefined ? {} : { db: fromUrl.db }),
+      ...(fromUrl.tls === true ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+    });
+  }
+  if (options.clusterNodes !== undefined) {
+    if (options.clusterNodes.length === 0) throw new Error('Redis: clusterNodes is empty');
+    if (fromUrl.db !== undefined && fromUrl.db !== 0) throw new Error('Redis Cluster has only database 0');
+    const clusterOptions: ClusterOptions = {
+      redisOptions: { ...common, ...(fromUrl.tls === true ? { tls: {} } : {}) },
+      // The Cluster-level offline queue has no timeout of its own: with every node down, queued commands would
+      // wait for the cluster to come back. Failing at once is right then; a single node's blip is still ridden out
+      // by that node's connection.
+      enableOfflineQueue: false,
+      clusterRetryStrategy: reconnectDelayMs,
+    };
+    return new Cluster(
+      options.clusterNodes.map(({ host, port }) => ({ host, port })),
+      clusterOptions,
+    );
+  }
+  if (fromUrl.host === undefined) throw new Error('Redis: give url, sentinels + sentinelName, or clusterNodes');
+  return new Redis({
+    ...common,
+    host: fromUrl.host,
+    port: fromUrl.port ?? 6379,
+    ...(fromUrl.db === undefined ? {} : { db: fromUrl.db }),
+    ...(fromUrl.tls === true ? { tls: { servername: fromUrl.host } } : {}),
+  });
+}
+
+/** Names the Redis target for logs and errors, never with its password. */
+export function describeRedisTarget(options: RedisConnectionOptions): string {
+  if (options.sentinels !== undefined) {
+    return `sentinel master "${options.sentinelName ?? ''}" via ${options.sentinels.map(hostPort).join(',')}`;
+  }
+  if (options.clusterNodes !== undefined) return `cluster ${options.clusterNodes.map(hostPort).join(',')}`;
+  if (options.url === undefined) return 'redis (no url)';
+  try {
+    const url = new URL(options.url);
+    return `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}`;
+  } catch {
+    return 'redis (unparsable url)';
+  }
+}
+
+/** Connects, waits until Redis answers, and wraps the client; throws a message naming the target on failure. */
+export async function connectRedisStore(options: RedisConnectionOptions): Promise<RedisStore> {
+  const client = createRedisClient(options);
+  const waitMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  let lastError: Error | undefined;
+  const remember = (error: Error) => {
+    lastError = error;
+  };
+  client.on('error', remember);
+  client.on('node error', remember);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('timed out')), waitMs);
+      client.once('ready', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  } catch {
+    client.disconnect();
+    const reason = lastError === undefined ? 'no answer' : lastError.message;
+    throw new Error(`Redis at ${describeRedisTarget(options)} is not reachable after ${waitMs} ms: ${reason}`);
+  } finally {
+    client.off('error', remember);
+    client.off('node error', remember);
+  }
+  return new RedisStore({
+    client,
+    keyPrefix: options.keyPrefix,
+    pingTimeoutMs: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+  });
+}
+
+export interface RedisStoreOptions {
+  /** A client built without ioredis' own `keyPrefix` (this store prefixes keys itself). */
+  readonly client: RedisClient;
+  readonly keyPrefix: string;
+  /** `ping()` fails after this long even where ioredis would keep queueing (Cluster). Default 2000. */
+  readonly pingTimeoutMs?: number;
+  /** Connection-level errors (each failed reconnect). Commands fail on their own; this is for logging. */
+  readonly onConnectionError?: (error: Error) => void;
+}
+
+/*
+ * Lua keeps each multi-step operation atomic on the server. Scripts touch only keys in one hash slot: under Redis
+ * Cluster, keys used together (getIndirect's index and target, the keys of one setMany) must share a `{...}` hash
+ * tag, e.g. `at:{sess-1}` → `session:{sess-1}`. On a single node or Sentinel any keys work.
+ */
+const scripts = {
+  storeConsume: {
+    numberOfKeys: 1,
+    lua: `
+      local value = redis.call('GET', KEYS[1])
+      if value then redis.call('DEL', KEYS[1]) end
+      return value`,
+  },
+  storeCompareAndSet: {
+    // ARGV: hasExpected ('1' | '0'), expected, next, ttlMs ('' = none)
+    numberOfKeys: 1,
+    lua: `
+      local current = redis.call('GET', KEYS[1])
+      if ARGV[1] == '1' then
+        if current ~= ARGV[2] then return 0 end
+      elseif current then
+        return 0
+      end
+      if ARGV[4] == '' then
+        redis.call('SET', KEYS[1], ARGV[3])
+      else
+        redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+      end
+      return 1`,
+  },
+  storeGetIndirect: {
+    // The index holds an unprefixed key (callers never see the prefix), so the script adds it: ARGV[1] = prefix.
+    numberOfKeys: 1,
+    lua: `
+      local target = redis.call('GET', KEYS[1])
+      if not target then return false end
+      return redis.call('GET', ARGV[1] .. target)`,
+  },
+  storeIncrement: {
+    // ARGV: by, ttlMs ('' = none). The TTL is set only when this call created the counter.
+    numberOfKeys: 1,
+    lua: `
+      local created = redis.call('EXISTS', KEYS[1]) == 0
+      local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+      if created and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+      return value`,
+  },
+  storeTakeToken: {
+    // ARGV: burst, perSecond, nowMs. Same arithmetic as tokenBucketStep in token-bucket.ts; returns the wait in
+    // ms (0 = token taken). The hash expires once the bucket would be full again, when forgetting it is harmless.
+    numberOfKeys: 1,
+    lua: `
+      local burst = tonumber(ARGV[1])
+      local rate = tonumber(ARGV[2])
+      local now = tonumber(ARGV[3])
+      local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+      local tokens = tonumber(state[1]) or burst
+      local ts = tonumber(state[2]) or now
+      if now > ts then
+        tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+        ts = now
+      end
+      local retry = 0
+      if tokens >= 1 then
+        tokens = tokens - 1
+      else
+        retry = math.ceil((1 - tokens) * 1000 / rate)
+      end
+      local refill = math.max(1, math.ceil((burst - tokens) * 1000 / rate))
+      redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', ts))
+      redis.call('PEXPIRE', KEYS[1], refill)
+      return retry`,
+  },
+  storeReleaseLock: {
+    // ARGV[1] = owner token; a lock that expired and was taken by someone else is left alone.
+    numberOfKeys: 1,
+    lua: `
+      if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+      return 0`,
+  },
+} as const;
+
+interface ScriptCommands {
+  storeConsume(key: string): Promise<string | null>;
+  storeCompareAndSet(key: string, hasExpected: string, expected: string, next: string, ttlMs: string): Promise<number>;
+  storeGetIndirect(indexKey: string, prefix: string): Promise<string | null>;
+  storeIncrement(key: string, by: string, ttlMs: string): Promise<number>;
+  storeTakeToken(key: string, burst: string, perSecond: string, nowMs: string): Promise<number>;
+  storeReleaseLock(key: string, owner: string): Promise<number>;
+}
+
+export class RedisStore implements Store {
+  readonly kind = 'redis' as const;
+  private readonly client: RedisClient;
+  private readonly run: ScriptCommands;
+  private readonly prefix: string;
+  private readonly pingTimeoutMs: number;
+  private closed = false;
+
+  constructor(options: RedisStoreOptions) {
+    const clientPrefix = (options.client.options as { keyPrefix?: string }).keyPrefix;
+    if (clientPrefix !== undefined && clientPrefix !== '') {
+      throw new Error('RedisStore: build the client without keyPrefix; pass keyPrefix to RedisStore instead');
+    }
+    if (options.keyPrefix.includes('{')) throw new Error('RedisStore: keyPrefix must not contain "{"');
+    this.client = options.client;
+    this.prefix = options.keyPrefix;
+    this.pingTimeoutMs = options.pingTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    for (const [name, definition] of Object.entries(scripts)) this.client.defineCommand(name, definition);
+    this.run = this.client as unknown as ScriptCommands;
+    // ioredis prints unhandled 'error' events to stderr on every reconnect attempt; failures reach callers through
+    // rejected commands and ping() instead.
+    const onConnectionError = options.onConnectionError;
+    this.client.on('error', (error: Error) => onConnectionError?.(error));
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    this.assertOpen();
+    return orUndefined(await this.client.get(this.key(key)));
+  }
+
+  async getMany(keys: readonly string[]): Promise<(string | undefined)[]> {
+    this.assertOpen();
+    if (keys.length === 0) return [];
+    if (this.client instanceof Cluster) {
+      // MGET across hash slots is refused by Cluster; single GETs are routed per slot and pipelined by ioredis.
+      return Promise.all(keys.map((key) => this.getIgnoringType(key)));
+    }
+    const values = await this.client.mget(keys.map((key) => this.key(key)));
+    return values.map(orUndefined);
+  }
+
+  async getIndirect(indexKey: string): Promise<string | undefined> {
+    this.assertOpen();
+    return orUndefined(await this.run.storeGetIndirect(this.key(indexKey), this.prefix));
+  }
+
+  async set(key: string, value: string, options: SetOptions = {}): Promise<boolean> {
+    this.assertOpen();
+    const ttlMs = checkTtlMs(options.ttlMs);
+    const prefixed = this.key(key);
+    const onlyIfAbsent = options.onlyIfAbsent === true;
+    let reply: string | null;
+    if (ttlMs === undefined) {
+      reply = onlyIfAbsent ? await this.client.set(prefixed, value, 'NX') : await this.client.set(prefixed, value);
+    } else {
+      reply = onlyIfAbsent
+        ? await this.client.set(prefixed, value, 'PX', ttlMs, 'NX')
+        : await this.client.set(prefixed, value, 'PX', ttlMs);
+    }
+    return reply === 'OK';
+  }
+
+  async setMany(entries: readonly SetEntry[]): Promise<void> {
+    this.assertOpen();
+    if (entries.length === 0) return;
+    const ttls = entries.map((entry) => checkTtlMs(entry.ttlMs));
+    const transaction = this.client.multi();
+    entries.forEach((entry, i) => {
+      const ttlMs = ttls[i];
+      if (ttlMs === undefined) transaction.set(this.key(entry.key), entry.value);
+      else transaction.set(this.key(entry.key), entry.value, 'PX', ttlMs);
+    });
+    await execOrThrow(transaction);
+  }
+
+  async delete(...keys: string[]): Promise<number> {
+    this.assertOpen();
+    if (keys.length === 0) return 0;
+    if (this.client instanceof Cluster) {
+      const counts = await Promise.all([...new Set(keys)].map((key) => this.client.del(this.key(key))));
+      return counts.reduce((sum, count) => sum + count, 0);
+    }
+    return this.client.del(...keys.map((key) => this.key(key)));
+  }
+
+  async consume(key: string): Promise<string | undefined> {
+    this.assertOpen();
+    return orUndefined(await this.run.storeConsume(this.key(key)));
+  }
+
+  async compareAndSet(key: string, expected: string | undefined, next: string, options: SetOptions = {}): Promise<boolean> {
+    this.assertOpen();
+    const ttlMs = checkTtlMs(options.ttlMs);
+    const wrote = await this.run.storeCompareAndSet(
+      this.key(key),
+      expected === undefined ? '0' : '1',
+      expected ?? '',
+      next,
+      ttlMs === undefined ? '' : String(ttlMs),
+    );
+    return wrote === 1;
+  }
+
+  async ttl(key: string): Promise<number | null | undefined> {
+    this.assertOpen();
+    const remaining = await this.client.pttl(this.key(key));
+    if (remaining === -2) return undefined;
+    if (remaining === -1) return null;
+    return remaining;
+  }
+
+  async addToSet(key: string, member: string, ttlMs?: number): Promise<void> {
+    this.assertOpen();
+    const checkedTtl = checkTtlMs(ttlMs);
+    const prefixed = this.key(key);
+    if (checkedTtl === undefined) {
+      await this.client.sadd(prefixed, member);
+      return;
+    }
+    await execOrThrow(this.client.multi().sadd(prefixed, member).pexpire(prefixed, checkedTtl));
+  }
+
+  async removeFromSet(key: string, member: string): Promise<void> {
+    this.assertOpen();
+    await this.client.srem(this.key(key), member);
+  }
+
+  async setMembers(key: string): Promise<string[]> {
+    this.assertOpen();
+    return this.client.smembers(this.key(key));
+  }
+
+  async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
+    this.assertOpen();
+    checkIncrement(by);
+    const checkedTtl = checkTtlMs(ttlMs);
+    return this.run.storeIncrement(this.key(key), String(by), checkedTtl === undefined ? '' : String(checkedTtl));
+  }
+
+  async takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult> {
+    this.assertOpen();
+    checkTokenBucket(bucket, nowMs);
+    const retryAfterMs = await this.run.storeTakeToken(
+      this.key(key),
+      String(bucket.burst),
+      String(bucket.perSecond),
+      String(nowMs),
+    );
+    return retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs };
+  }
+
+  async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {
+    this.assertOpen();
+    const checkedTtl = checkTtlMs(ttlMs) as number;
+    const prefixed = this.key(key);
+    const owner = randomBytes(16).toString('hex');
+    const reply = await this.client.set(prefixed, owner, 'PX', checkedTtl, 'NX');
+    if (reply !== 'OK') return undefined;
+    return async () => {
+      await this.run.storeReleaseLock(prefixed, owner);
+    };
+  }
+
+  async ping(): Promise<void> {
+    this.assertOpen();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Redis did not answer PING within ${this.pingTimeoutMs} ms`)), this.pingTimeoutMs);
+    });
+    try {
+      await Promise.race([this.client.ping(), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.client.status === 'end') return;
+    if (this.client.status !== 'ready') {
+      // QUIT would wait in the offline queue for a connection that may never come.
+      this.client.disconnect();
+      return;
+    }
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+
+  private assertOpen(): void {
+    // Without this, a closed Cluster client answers "None of startup nodes is available", which misleads.
+    if (this.closed) throw new Error('RedisStore is closed');
+  }
+
+  private key(key: string): string {
+    return this.prefix + key;
+  }
+
+  private async getIgnoringType(key: string): Promise<string | undefined> {
+    try {
+      return orUndefined(await this.client.get(this.key(key)));
+    } catch (error) {
+      // Match MGET, which reads a key of another type as absent.
+      if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return undefined;
+      throw error;
+    }
+  }
+}
+
+function orUndefined(value: string | null): string | undefined {
+  return value ?? undefined;
+}
+
+async function execOrThrow(transaction: ChainableCommander): Promise<void> {
+  const results = await transaction.exec();
+  if (results === null) throw new Error('Redis transaction aborted');
+  for (const [error] of results) if (error !== null) throw error;
+}
+
+interface ParsedRedisUrl {
+  host?: string;
+  port?: number;
+  username?: string;
+  password?: string;
+  db?: number;
+  tls?: boolean;
+}
+
+function parseRedisUrl(raw: string): ParsedRedisUrl {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error('Redis url is not a valid URL');
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new Error(`Redis url must start with redis:// or rediss://, got ${url.protocol}//`);
+  }
+  const dbPath = url.pathname.replace(/^\//, '');
+  if (dbPath !== '' && !/^\d+$/.test(dbPath)) throw new Error(`Redis url path must be a database number, got /${dbPath}`);
+  return {
+    // URL keeps IPv6 literals bracketed; sockets want them bare.
+    ...(url.hostname === '' ? {} : { host: url.hostname.replace(/^\[(.*)\]$/, '$1') }),
+    ...(url.port === '' ? {} : { port: Number(url.port) }),
+    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
+    ...(dbPath === '' ? {} : { db: Number(dbPath) }),
+    tls: url.protocol === 'rediss:',
+  };
+}
+
+function credentialsOf(parsed: ParsedRedisUrl): Pick<RedisOptions, 'username' | 'password'> {
+  return {
+    ...(parsed.username === undefined ? {} : { username: parsed.username }),
+    ...(parsed.password === undefined ? {} : { password: parsed.password }),
+  };
+}
+
+function hostPort({ host, port }: { readonly host: string; readonly port: number }): string {
+  return `${host}:${port}`;
+}

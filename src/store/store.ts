@@ -1,0 +1,84 @@
+/**
+ * The narrow storage contract every piece of shared state goes through. Two adapters implement it: memory
+ * (single process) and Redis (many replicas). Keys are plain strings; the adapter adds its configured prefix.
+ *
+ * Conventions for every method:
+ * - async; a miss is `undefined` (or `false`/`0`/`[]`), never an exception;
+ * - TTLs are milliseconds given by the caller; `undefined` means "no expiry";
+ * - expiry is exact from the caller's point of view: an expired value is never returned, even if not yet evicted.
+ */
+export interface Store {
+  /** Value at `key`, or undefined when absent or expired. */
+  get(key: string): Promise<string | undefined>;
+  /** Values of several keys in one round trip, in order; absent ones are undefined. */
+  getMany(keys: readonly string[]): Promise<(string | undefined)[]>;
+  /**
+   * Reads the value at `indexKey` and returns the value stored under the key it names, in one atomic round trip
+   * (`at:<hash>` → `session:<id>` → JSON). Undefined when either is missing.
+   */
+  getIndirect(indexKey: string): Promise<string | undefined>;
+  /** Writes `value`; with `onlyIfAbsent`, writes nothing and returns false if the key already exists. */
+  set(key: string, value: string, options?: SetOptions): Promise<boolean>;
+  /** Writes several keys atomically (all or none visible), each with its own TTL. */
+  setMany(entries: readonly SetEntry[]): Promise<void>;
+  /** Deletes keys; returns how many existed. */
+  delete(...keys: string[]): Promise<number>;
+  /**
+   * Atomic read-and-delete: of any number of concurrent callers for one key, exactly one gets the value, the
+   * others get undefined. For single-use values (login tokens, OAuth state, back-channel logout jti).
+   */
+  consume(key: string): Promise<string | undefined>;
+  /**
+   * Atomic compare-and-set: writes `next` only if the current value equals `expected` (undefined = must be absent).
+   * Returns true when it wrote. The rotation primitive: of concurrent callers with the same `expected`, one wins.
+   */
+  compareAndSet(key: string, expected: string | undefined, next: string, options?: SetOptions): Promise<boolean>;
+  /** Remaining TTL in ms; undefined when absent, `null` when the key has no expiry. */
+  ttl(key: string): Promise<number | null | undefined>;
+
+  /** Set members (indexes such as user → session ids). `ttlMs` refreshes the whole set's expiry when given. */
+  addToSet(key: string, member: string, ttlMs?: number): Promise<void>;
+  removeFromSet(key: string, member: string): Promise<void>;
+  setMembers(key: string): Promise<string[]>;
+
+  /** Atomically adds `by` and returns the new value; the TTL is set when the counter is created. */
+  increment(key: string, by?: number, ttlMs?: number): Promise<number>;
+
+  /**
+   * Token bucket (shared by all replicas): takes one token from the bucket at `key` holding at most `burst`
+   * tokens and refilled at `perSecond`. `nowMs` comes from the caller's clock so tests can move time.
+   * Returns allowed, or the wait until one token is available.
+   */
+  takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult>;
+
+  /**
+   * Mutual exclusion across replicas: returns a release function when acquired, undefined when someone else
+   * holds the lock. The lock expires after `ttlMs` even if never released (a crashed holder cannot block forever).
+   */
+  tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined>;
+
+  /** Round trip to the backend (readiness probe); throws when unreachable. */
+  ping(): Promise<void>;
+  /** Closes connections; further calls fail. */
+  close(): Promise<void>;
+  /** Adapter name for logs and metrics: 'memory' or 'redis'. */
+  readonly kind: 'memory' | 'redis';
+}
+
+export interface SetOptions {
+  readonly ttlMs?: number;
+  readonly onlyIfAbsent?: boolean;
+}
+
+export interface SetEntry {
+  readonly key: string;
+  readonly value: string;
+  readonly ttlMs?: number;
+}
+
+export interface TokenBucket {
+  readonly burst: number;
+  readonly perSecond: number;
+}
+
+export type TokenBucketResult = { readonly allowed: true } | { readonly allowed: false; readonly retryAfterMs: number };

@@ -1,0 +1,536 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, describe, test, type TestContext } from 'node:test';
+import { Redis } from 'ioredis';
+import type { Clock } from '../../src/clock.js';
+import { createStore } from '../../src/store/index.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import { connectRedisStore, RedisStore, type RedisConnectionOptions } from '../../src/store/redis-store.js';
+import type { Store } from '../../src/store/store.js';
+import {
+  startRedis,
+  startRedisCluster,
+  startRedisSentinel,
+  type RunningRedis,
+} from '../support/redis-server.js';
+
+/*
+ * One contract, every adapter: the same tests run against memory, a plain Redis and a one-node Redis Cluster (whose
+ * cross-slot rules and client routing differ). Each Redis test gets a fresh random key prefix on a shared server.
+ */
+
+// The cluster node needs ~2 s before it accepts writes, so every server starts now, in parallel with other work.
+const servers = {
+  redis: startRedis(),
+  cluster: startRedisCluster(),
+};
+for (const server of Object.values(servers)) server.catch(() => {});
+
+after(async () => {
+  await Promise.all(Object.values(servers).map(async (server) => (await server).stop()));
+});
+
+interface Harness {
+  readonly store: Store;
+  /** Another handle on the same data: a second connection for Redis, the same object for memory. */
+  sibling(): Promise<Store>;
+  /** A store on the same backend whose data is separate (another key prefix). */
+  isolated(): Promise<Store>;
+  /** Moves time: the fake clock for memory, a real wait for Redis (TTLs there run on the server's clock). */
+  advance(ms: number): Promise<void>;
+  /** The raw value Redis holds under an unprefixed key, to prove prefixing; undefined for memory. */
+  raw?(fullKey: string): Promise<string | null>;
+  readonly prefix: string;
+}
+
+interface Backend {
+  readonly name: string;
+  open(t: TestContext): Promise<Harness>;
+}
+
+const memory: Backend = {
+  name: 'memory',
+  async open(t) {
+    let now = 1_700_000_000_000;
+    const clock: Clock = { now: () => now };
+    const store = new MemoryStore({ clock });
+    t.after(() => store.close());
+    return {
+      store,
+      sibling: async () => store,
+      isolated: async () => {
+        const other = new MemoryStore({ clock });
+        t.after(() => other.close());
+        return other;
+      },
+      advance: async (ms) => {
+        now += ms;
+      },
+      prefix: '',
+    };
+  },
+};
+
+function redisBackend(name: string, server: Promise<RunningRedis>, topology: (running: RunningRedis) => Omit<RedisConnectionOptions, 'keyPrefix'>): Backend {
+  return {
+    name,
+    async open(t) {
+      const running = await server;
+      const connect = async (keyPrefix: string): Promise<Store> => {
+        const store = await connectRedisStore({ ...topology(running), keyPrefix });
+        t.after(() => store.close());
+        return store;
+      };
+      const prefix = `test-${randomUUID()}:`;
+      const rawClient = new Redis({ host: running.host, port: running.port });
+      t.after(() => rawClient.disconnect());
+      return {
+        store: await connect(prefix),
+        sibling: () => connect(prefix),
+        isolated: () => connect(`test-${randomUUID()}:`),
+        advance: (ms) => sleep(ms),
+        raw: (fullKey) => rawClient.get(fullKey),
+        prefix,
+      };
+    },
+  };
+}
+
+const backends: Backend[] = [
+  memory,
+  redisBackend('redis', servers.redis, (running) => ({ url: running.url })),
+  redisBackend('redis-cluster', servers.cluster, (running) => ({ clusterNodes: [{ host: running.host, port: running.port }] })),
+];
+
+/** Long enough for Redis to see it as alive right after writing, short enough to keep the suite fast. */
+const SHORT_TTL_MS = 100;
+const PAST_SHORT_TTL_MS = 160;
+
+for (const backend of backends) {
+  describe(`Store contract: ${backend.name}`, () => {
+    test('get, set, overwrite and delete', async (t) => {
+      const { store } = await backend.open(t);
+      assert.equal(await store.get('missing'), undefined);
+      assert.equal(await store.set('a', 'one'), true);
+      assert.equal(await store.get('a'), 'one');
+      assert.equal(await store.set('a', 'two'), true);
+      assert.equal(await store.get('a'), 'two');
+      await store.set('b', '');
+      assert.equal(await store.get('b'), '', 'an empty string is a value, not a miss');
+      assert.equal(await store.delete('a', 'b', 'never-set'), 2);
+      assert.equal(await store.get('a'), undefined);
+      assert.equal(await store.delete(), 0);
+      assert.equal(await store.delete('a'), 0);
+    });
+
+    test('onlyIfAbsent writes only when the key is free', async (t) => {
+      const { store } = await backend.open(t);
+      assert.equal(await store.set('k', 'first', { onlyIfAbsent: true }), true);
+      assert.equal(await store.set('k', 'second', { onlyIfAbsent: true }), false);
+      assert.equal(await store.get('k'), 'first');
+      await store.delete('k');
+      assert.equal(await store.set('k', 'third', { onlyIfAbsent: true, ttlMs: 60_000 }), true);
+      assert.equal(await store.get('k'), 'third');
+      const ttl = await store.ttl('k');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 60_000);
+    });
+
+    test('getMany returns values in order, misses as undefined', async (t) => {
+      const { store } = await backend.open(t);
+      assert.deepEqual(await store.getMany([]), []);
+      await store.set('x', '1');
+      await store.set('y', '2');
+      await store.addToSet('a-set', 'm');
+      assert.deepEqual(await store.getMany(['y', 'nope', 'x', 'y', 'a-set']), ['2', undefined, '1', '2', undefined]);
+    });
+
+    test('getIndirect follows an index key to the value it names', async (t) => {
+      const { store } = await backend.open(t);
+      // Keys used together share a hash tag (required under Redis Cluster).
+      await store.set('at:{s1}', 'session:{s1}');
+      await store.set('session:{s1}', '{"id":"s1"}');
+      assert.equal(await store.getIndirect('at:{s1}'), '{"id":"s1"}');
+      assert.equal(await store.getIndirect('at:{missing}'), undefined);
+      await store.set('at:{s2}', 'session:{s2}');
+      assert.equal(await store.getIndirect('at:{s2}'), undefined, 'dangling index');
+    });
+
+    test('setMany writes every entry with its own TTL', async (t) => {
+      const { store } = await backend.open(t);
+      await store.setMany([]);
+      await store.setMany([
+        { key: 'session:{u}', value: 'S', ttlMs: 60_000 },
+        { key: 'index:{u}', value: 'session:{u}' },
+      ]);
+      assert.deepEqual(await store.getMany(['session:{u}', 'index:{u}']), ['S', 'session:{u}']);
+      const ttl = await store.ttl('session:{u}');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 60_000);
+      assert.equal(await store.ttl('index:{u}'), null);
+    });
+
+    test('setMany is all or nothing', async (t) => {
+      const { store } = await backend.open(t);
+      await assert.rejects(
+        store.setMany([
+          { key: 'p:{g}', value: '1' },
+          { key: 'q:{g}', value: '2', ttlMs: 0 },
+        ]),
+        RangeError,
+      );
+      assert.deepEqual(await store.getMany(['p:{g}', 'q:{g}']), [undefined, undefined]);
+    });
+
+    test('a reader never observes half of a setMany', async (t) => {
+      const harness = await backend.open(t);
+      const reader = await harness.sibling();
+      const torn: string[] = [];
+      await Promise.all([
+        ...Array.from({ length: 50 }, (_, i) =>
+          harness.store.setMany([
+            { key: 'left:{pair}', value: String(i) },
+            { key: 'right:{pair}', value: String(i) },
+          ]),
+        ),
+        ...Array.from({ length: 50 }, async () => {
+          const [left, right] = await reader.getMany(['left:{pair}', 'right:{pair}']);
+          if (left !== right) torn.push(`${left}/${right}`);
+        }),
+      ]);
+      assert.deepEqual(torn, []);
+    });
+
+    test('values expire after their TTL, whichever operation wrote them', async (t) => {
+      const { store, advance } = await backend.open(t);
+      await store.set('plain', 'v', { ttlMs: SHORT_TTL_MS });
+      await store.set('index:{e}', 'target:{e}', { ttlMs: SHORT_TTL_MS });
+      await store.set('target:{e}', 'T');
+      await store.setMany([{ key: 'many', value: 'v', ttlMs: SHORT_TTL_MS }]);
+      await store.compareAndSet('cas', undefined, 'v', { ttlMs: SHORT_TTL_MS });
+      await store.addToSet('members', 'm', SHORT_TTL_MS);
+      await store.increment('counter', 5, SHORT_TTL_MS);
+      await store.set('lasting', 'v');
+      await store.set('ttl-dropped', 'v', { ttlMs: SHORT_TTL_MS });
+      await store.set('ttl-dropped', 'w');
+
+      assert.equal(await store.get('plain'), 'v');
+      const remaining = await store.ttl('plain');
+      assert.ok(typeof remaining === 'number' && remaining > 0 && remaining <= SHORT_TTL_MS, `ttl ${remaining}`);
+      assert.equal(await store.ttl('lasting'), null);
+      assert.equal(await store.ttl('ttl-dropped'), null, 'a plain set clears an earlier TTL');
+      assert.equal(await store.ttl('never-set'), undefined);
+
+      await advance(PAST_SHORT_TTL_MS);
+
+      assert.equal(await store.get('plain'), undefined);
+      assert.equal(await store.ttl('plain'), undefined);
+      assert.equal(await store.getIndirect('index:{e}'), undefined);
+      assert.deepEqual(await store.getMany(['many', 'lasting']), [undefined, 'v']);
+      assert.equal(await store.consume('cas'), undefined);
+      assert.deepEqual(await store.setMembers('members'), []);
+      assert.equal(await store.increment('counter'), 1, 'an expired counter starts again');
+      assert.equal(await store.set('plain', 'again', { onlyIfAbsent: true }), true);
+      assert.equal(await store.get('ttl-dropped'), 'w');
+    });
+
+    test('invalid TTLs and increments are refused the same way everywhere', async (t) => {
+      const { store } = await backend.open(t);
+      for (const ttlMs of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
+        await assert.rejects(store.set('k', 'v', { ttlMs }), RangeError);
+      }
+      await assert.rejects(store.tryLock('lock', 0), RangeError);
+      await assert.rejects(store.increment('n', 1.5), RangeError);
+      await assert.rejects(store.takeToken('b', { burst: 0, perSecond: 1 }, 0), RangeError);
+      await assert.rejects(store.takeToken('b', { burst: 1, perSecond: 0 }, 0), RangeError);
+      assert.equal(await store.get('k'), undefined);
+      // Fractional TTLs round up rather than being refused or truncated to zero.
+      assert.equal(await store.set('k', 'v', { ttlMs: 0.2 }), true);
+    });
+
+    test('consume hands a value out once', async (t) => {
+      const { store } = await backend.open(t);
+      await store.set('login-token', 'payload');
+      assert.equal(await store.consume('login-token'), 'payload');
+      assert.equal(await store.consume('login-token'), undefined);
+      assert.equal(await store.get('login-token'), undefined);
+      assert.equal(await store.consume('never-set'), undefined);
+    });
+
+    test('compareAndSet writes only over the expected value', async (t) => {
+      const { store } = await backend.open(t);
+      assert.equal(await store.compareAndSet('c', undefined, 'v1'), true, 'absent as expected');
+      assert.equal(await store.compareAndSet('c', undefined, 'other'), false, 'no longer absent');
+      assert.equal(await store.compareAndSet('c', 'stale', 'other'), false);
+      assert.equal(await store.get('c'), 'v1');
+      assert.equal(await store.compareAndSet('c', 'v1', 'v2', { ttlMs: 60_000 }), true);
+      assert.equal(await store.get('c'), 'v2');
+      const ttl = await store.ttl('c');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 60_000);
+      assert.equal(await store.compareAndSet('c', 'v2', 'v3'), true);
+      assert.equal(await store.ttl('c'), null, 'like set, a write without TTL clears it');
+
+      await store.set('empty', '');
+      assert.equal(await store.compareAndSet('empty', undefined, 'x'), false, 'an empty value is not absence');
+      assert.equal(await store.compareAndSet('empty', '', 'x'), true);
+      assert.equal(await store.compareAndSet('fresh', '', 'x'), false, 'absence is not an empty value');
+    });
+
+    test('sets: add, remove, list, refresh expiry', async (t) => {
+      const { store } = await backend.open(t);
+      assert.deepEqual(await store.setMembers('s'), []);
+      await store.addToSet('s', 'a');
+      await store.addToSet('s', 'b');
+      await store.addToSet('s', 'a');
+      assert.deepEqual((await store.setMembers('s')).sort(), ['a', 'b']);
+      assert.equal(await store.ttl('s'), null);
+      await store.addToSet('s', 'c', 60_000);
+      const ttl = await store.ttl('s');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 60_000, 'ttlMs applies to the whole set');
+      await store.removeFromSet('s', 'a');
+      await store.removeFromSet('s', 'not-a-member');
+      await store.removeFromSet('no-such-set', 'a');
+      assert.deepEqual((await store.setMembers('s')).sort(), ['b', 'c']);
+      await store.removeFromSet('s', 'b');
+      await store.removeFromSet('s', 'c');
+      assert.deepEqual(await store.setMembers('s'), []);
+      assert.equal(await store.ttl('s'), undefined, 'an emptied set is gone');
+      await store.addToSet('s', 'z');
+      await assert.rejects(store.get('s'), /WRONGTYPE/, 'a set is not a string');
+    });
+
+    test('increment counts atomically and sets the TTL only on creation', async (t) => {
+      const { store } = await backend.open(t);
+      assert.equal(await store.increment('n'), 1);
+      assert.equal(await store.increment('n', 5), 6);
+      assert.equal(await store.increment('n', -10), -4);
+      assert.equal(await store.ttl('n'), null);
+
+      assert.equal(await store.increment('m', 1, 30_000), 1);
+      assert.equal(await store.increment('m', 1, 90_000), 2);
+      const ttl = await store.ttl('m');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 30_000, `ttl ${ttl} must come from the first call`);
+
+      const totals = await Promise.all(Array.from({ length: 50 }, () => store.increment('race')));
+      assert.deepEqual([...totals].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1));
+
+      await store.set('text', 'abc');
+      await assert.rejects(store.increment('text'));
+    });
+
+    test('token bucket: burst, then refill at the given rate', async (t) => {
+      const { store } = await backend.open(t);
+      const bucket = { burst: 3, perSecond: 2 };
+      const t0 = 1_700_000_000_000;
+      for (let i = 0; i < 3; i += 1) assert.deepEqual(await store.takeToken('ip:1', bucket, t0), { allowed: true });
+      assert.deepEqual(await store.takeToken('ip:1', bucket, t0), { allowed: false, retryAfterMs: 500 });
+      assert.deepEqual(await store.takeToken('ip:2', bucket, t0), { allowed: true }, 'buckets are per key');
+      assert.deepEqual(await store.takeToken('ip:1', bucket, t0 + 400), { allowed: false, retryAfterMs: 100 });
+      assert.deepEqual(await store.takeToken('ip:1', bucket, t0 + 500), { allowed: true });
+      assert.deepEqual(await store.takeToken('ip:1', bucket, t0 + 500), { allowed: false, retryAfterMs: 500 });
+      // An earlier nowMs (a replica whose clock lags) refills nothing.
+      assert.deepEqual(await store.takeToken('ip:1', bucket, t0), { allowed: false, retryAfterMs: 500 });
+      // A long pause refills to burst, not beyond.
+      const later = t0 + 3_600_000;
+      for (let i = 0; i < 3; i += 1) assert.deepEqual(await store.takeToken('ip:1', bucket, later), { allowed: true });
+      assert.equal((await store.takeToken('ip:1', bucket, later)).allowed, false);
+
+      // State is kept only until the bucket would be full again.
+      const ttl = await store.ttl('ip:1');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 1500, `ttl ${ttl}`);
+
+      const slow = { burst: 1, perSecond: 0.5 };
+      assert.deepEqual(await store.takeToken('slow', slow, t0), { allowed: true });
+      assert.deepEqual(await store.takeToken('slow', slow, t0 + 500), { allowed: false, retryAfterMs: 1500 });
+    });
+
+    test('token bucket: concurrent takers share the burst', async (t) => {
+      const harness = await backend.open(t);
+      const stores = [harness.store, await harness.sibling(), await harness.sibling()];
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => stores[i % stores.length]!.takeToken('shared', { burst: 10, perSecond: 1 }, 1000)),
+      );
+      assert.equal(results.filter((result) => result.allowed).length, 10);
+    });
+
+    test('tryLock: exclusive, released by its holder, expires on its own', async (t) => {
+      const { store, sibling, advance } = await backend.open(t);
+      const other = await sibling();
+      const release = await store.tryLock('lock', 60_000);
+      assert.ok(release !== undefined);
+      assert.equal(await other.tryLock('lock', 60_000), undefined);
+      await release();
+      await release();
+      const second = await other.tryLock('lock', SHORT_TTL_MS);
+      assert.ok(second !== undefined, 'free again after release');
+
+      await advance(PAST_SHORT_TTL_MS);
+      const third = await store.tryLock('lock', 60_000);
+      assert.ok(third !== undefined, 'an abandoned lock expires');
+      await second();
+      assert.equal(await other.tryLock('lock', 60_000), undefined, 'a stale holder cannot release the new holder');
+      await third();
+    });
+
+    test('tryLock: of concurrent contenders exactly one wins', async (t) => {
+      const harness = await backend.open(t);
+      const stores = [harness.store, await harness.sibling(), await harness.sibling(), await harness.sibling()];
+      const results = await Promise.all(Array.from({ length: 40 }, (_, i) => stores[i % 4]!.tryLock('contended', 60_000)));
+      assert.equal(results.filter((release) => release !== undefined).length, 1);
+    });
+
+    test('100 concurrent consumes of one key: exactly one gets the value', async (t) => {
+      const harness = await backend.open(t);
+      const stores = [harness.store, await harness.sibling(), await harness.sibling(), await harness.sibling()];
+      await harness.store.set('single-use', 'secret');
+      const results = await Promise.all(Array.from({ length: 100 }, (_, i) => stores[i % 4]!.consume('single-use')));
+      assert.deepEqual(
+        results.filter((value) => value !== undefined),
+        ['secret'],
+      );
+    });
+
+    test('100 concurrent compareAndSets with one expected value: exactly one writes', async (t) => {
+      const harness = await backend.open(t);
+      const stores = [harness.store, await harness.sibling(), await harness.sibling(), await harness.sibling()];
+      await harness.store.set('session', 'v0');
+      const results = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => stores[i % 4]!.compareAndSet('session', 'v0', `v1-by-${i}`)),
+      );
+      const winners = results.flatMap((wrote, i) => (wrote ? [i] : []));
+      assert.equal(winners.length, 1);
+      assert.equal(await harness.store.get('session'), `v1-by-${winners[0]}`);
+    });
+
+    test('stores with different prefixes do not see each other', async (t) => {
+      const harness = await backend.open(t);
+      const { store } = harness;
+      const other = await harness.isolated();
+      await store.set('shared-name', 'mine');
+      await other.set('shared-name', 'theirs');
+      await store.set('idx:{i}', 'target:{i}');
+      await store.set('target:{i}', 'my target');
+      await other.set('target:{i}', 'their target');
+      await store.addToSet('set', 'mine');
+
+      assert.equal(await store.get('shared-name'), 'mine');
+      assert.equal(await other.get('shared-name'), 'theirs');
+      assert.equal(await store.getIndirect('idx:{i}'), 'my target', 'the index target is resolved under the prefix');
+      assert.equal(await other.getIndirect('idx:{i}'), undefined);
+      assert.deepEqual(await other.setMembers('set'), []);
+      assert.equal(await other.consume('shared-name'), 'theirs');
+      assert.equal(await store.get('shared-name'), 'mine');
+      if (harness.raw !== undefined) {
+        assert.equal(await harness.raw(`${harness.prefix}shared-name`), 'mine', 'keys carry the prefix on the server');
+        assert.equal(await harness.raw('shared-name'), null);
+      }
+    });
+
+    test('a closed store refuses further calls', async (t) => {
+      const { store } = await backend.open(t);
+      await store.ping();
+      await store.close();
+      await assert.rejects(store.get('a'));
+      await assert.rejects(store.ping());
+    });
+  });
+}
+
+describe('createStore', () => {
+  test('without redis options it is the memory store, on the given clock', async () => {
+    let now = 0;
+    const store = await createStore({ clock: { now: () => now } });
+    assert.equal(store.kind, 'memory');
+    await store.set('k', 'v', { ttlMs: 10 });
+    now = 10;
+    assert.equal(await store.get('k'), undefined);
+    await store.close();
+  });
+
+  test('with a url it connects to that Redis and database', async (t) => {
+    const server = await servers.redis;
+    const keyPrefix = `test-${randomUUID()}:`;
+    const url = new URL(server.url);
+    url.pathname = '/3';
+    const store = await createStore({ redis: { url: url.toString(), keyPrefix } });
+    t.after(() => store.close());
+    assert.equal(store.kind, 'redis');
+    await store.ping();
+    await store.set('in-db-3', 'yes');
+    const raw = new Redis({ host: server.host, port: server.port, db: 3 });
+    t.after(() => raw.disconnect());
+    assert.equal(await raw.get(`${keyPrefix}in-db-3`), 'yes');
+  });
+
+  test('through Sentinel it finds the master by name', async (t) => {
+    const master = await startRedis({ ignoreEnv: true });
+    t.after(() => master.stop());
+    const sentinel = await startRedisSentinel(master, 'mymaster');
+    t.after(() => sentinel.stop());
+    const keyPrefix = `test-${randomUUID()}:`;
+    const store = await createStore({
+      redis: { sentinels: [{ host: sentinel.host, port: sentinel.port }], sentinelName: 'mymaster', keyPrefix },
+    });
+    t.after(() => store.close());
+    await store.set('via-sentinel', 'yes');
+    const raw = new Redis({ host: master.host, port: master.port });
+    t.after(() => raw.disconnect());
+    assert.equal(await raw.get(`${keyPrefix}via-sentinel`), 'yes');
+  });
+
+  test('an unreachable Redis fails startup quickly, naming the target but not the password', async () => {
+    const dead = await startRedis({ ignoreEnv: true });
+    await dead.stop();
+    const started = performance.now();
+    await assert.rejects(
+      createStore({ redis: { url: `redis://:hunter2@127.0.0.1:${dead.port}/0`, keyPrefix: 'x:', connectTimeoutMs: 300 } }),
+      (error: Error) => {
+        assert.match(error.message, new RegExp(`redis://127\\.0\\.0\\.1:${dead.port}/0`));
+        assert.doesNotMatch(error.message, /hunter2/);
+        return true;
+      },
+    );
+    assert.ok(performance.now() - started < 3000);
+  });
+
+  test('bad options are refused before connecting', async () => {
+    const prefixedClient = new Redis({ lazyConnect: true, keyPrefix: 'a:' });
+    assert.throws(() => new RedisStore({ client: prefixedClient, keyPrefix: 'b:' }), /without keyPrefix/);
+    const plainClient = new Redis({ lazyConnect: true });
+    assert.throws(() => new RedisStore({ client: plainClient, keyPrefix: '{all}:' }), /must not contain/);
+    await assert.rejects(createStore({ redis: { keyPrefix: 'x:' } }), /give url/);
+    await assert.rejects(createStore({ redis: { url: 'http://127.0.0.1:6379', keyPrefix: 'x:' } }), /redis:\/\//);
+    await assert.rejects(createStore({ redis: { sentinels: [{ host: '127.0.0.1', port: 1 }], keyPrefix: 'x:' } }), /sentinelName/);
+    await assert.rejects(createStore({ redis: { url: 'redis://127.0.0.1:1/x', keyPrefix: 'x:' } }), /database number/);
+  });
+});
+
+// Last in the file: the cluster case kills the shared cluster server.
+describe('Redis outages', () => {
+  const outages: { name: string; server: () => Promise<RunningRedis>; topology: (running: RunningRedis) => Omit<RedisConnectionOptions, 'keyPrefix'> }[] = [
+    { name: 'redis', server: () => startRedis({ ignoreEnv: true }), topology: (running) => ({ url: running.url }) },
+    {
+      name: 'redis-cluster',
+      server: () => servers.cluster,
+      topology: (running) => ({ clusterNodes: [{ host: running.host, port: running.port }] }),
+    },
+  ];
+  for (const outage of outages) {
+    test(`${outage.name}: ping and commands fail within 3 s once Redis dies, instead of hanging`, async (t) => {
+      const server = await outage.server();
+      t.after(() => server.stop());
+      const store = await connectRedisStore({ ...outage.topology(server), keyPrefix: `test-${randomUUID()}:` });
+      t.after(() => store.close());
+      await store.ping();
+      await store.set('k', 'v');
+
+      await server.stop();
+      // The second call meets a client that has already been failing to reconnect for a while.
+      for (const call of [() => store.ping(), () => store.consume('k')]) {
+        const started = performance.now();
+        await assert.rejects(call());
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed < 3000, `failed after ${Math.round(elapsed)} ms`);
+      }
+    });
+  }
+});

@@ -1,0 +1,141 @@
+import { stringify } from 'yaml';
+import type { Clock } from '../../src/clock.js';
+import type { AppDeps } from '../../src/app-deps.js';
+import { buildDeps } from '../../src/build-deps.js';
+import { parseConfig } from '../../src/config/load-config.js';
+import type { Config } from '../../src/config/schema.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { startProxy, type RunningProxy } from '../../src/server.js';
+import { createStore } from '../../src/store/index.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import type { Store } from '../../src/store/store.js';
+import { freePort } from './free-port.js';
+import { startHomeserverDouble } from './homeserver-double.js';
+import { startRedis, type RunningRedis } from './redis-server.js';
+import { startTestOp, type TestOp } from './test-op.js';
+
+export const SERVER_NAME = 'example.test';
+export const HOMESERVER_SECRET = 'homeserver-shared-secret-for-tests-0123456789';
+export const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef0123456789';
+export const IDP_ID = 'testop';
+
+export interface HarnessOptions {
+  /** 'redis' starts (or uses REDIS_URL) a real Redis with a fresh key prefix. Default memory. */
+  readonly store?: 'memory' | 'redis';
+  readonly clock?: Clock;
+  /** Options for the in-process OP. */
+  readonly op?: Parameters<typeof startTestOp>[0];
+  /** Edits the proxy config (as plain YAML-shaped data) before it is validated. */
+  readonly configure?: (config: Record<string, any>) => void;
+}
+
+export interface Harness {
+  /** The client-facing URL of the proxy (what a Matrix client uses). */
+  readonly url: string;
+  readonly homeserverFacingUrl: string;
+  readonly op: TestOp;
+  readonly homeserver: Awaited<ReturnType<typeof startHomeserverDouble>>;
+  readonly deps: AppDeps;
+  readonly config: Config;
+  readonly store: Store;
+  readonly proxy: RunningProxy;
+  /** POST /login m.login.password through the proxy; returns status and JSON body. */
+  passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any }>;
+  /** Any JSON request through the proxy. */
+  request(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The whole proxy on loopback with real neighbours: the in-process OP (oidc-provider), the homeserver double
+ * (which calls the proxy's introspection like Synapse does), and a memory or real Redis store.
+ */
+export async function startProxyHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const proxyPort = await freePort();
+  const proxyUrl = `http://127.0.0.1:${proxyPort}`;
+  const op = await startTestOp({ ...options.op, proxyBaseUrl: proxyUrl, idpId: IDP_ID });
+  const homeserver = await startHomeserverDouble({ masEndpoint: `${proxyUrl}/`, secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
+
+  const raw: Record<string, any> = {
+    server_name: SERVER_NAME,
+    public_baseurl: `${proxyUrl}/`,
+    listen: { host: '127.0.0.1', port: proxyPort },
+    homeserver: { url: homeserver.url, mode: 'synapse', secret: HOMESERVER_SECRET, upstream_timeout: '10s' },
+    oidc_providers: [
+      {
+        idp_id: IDP_ID,
+        idp_name: 'Test OP',
+        issuer: op.issuer,
+        client_id: op.clientId,
+        client_secret: op.clientSecret,
+        scopes: ['openid', 'profile', 'email', 'offline_access'],
+        password_grant: { enabled: true },
+        backchannel_logout_enabled: true,
+        user_mapping_provider: {
+          config: { localpart_template: '{{ user.preferred_username }}', display_name_template: '{{ user.name }}', email_template: '{{ user.email }}' },
+        },
+      },
+    ],
+    password_login: { enabled: true, idp_id: IDP_ID },
+    sessions: { encryption_key: 'an-encryption-key-for-tests-only-0123456789abcdef' },
+    rate_limits: { login_per_ip: { burst: 1000, per_second: 100 }, login_per_account: { burst: 1000, per_second: 100 } },
+    admin: { token: ADMIN_TOKEN },
+    metrics: { enabled: false },
+    log: { level: process.env['MCP_TEST_LOG'] === '1' ? 'debug' : 'silent' },
+  };
+  options.configure?.(raw);
+  const config = parseConfig(stringify(raw), { env: {} });
+
+  let redis: RunningRedis | undefined;
+  let store: Store;
+  if (options.store === 'redis') {
+    redis = await startRedis();
+    store = await createStore({ redis: { url: redis.url, keyPrefix: `harness-${Math.random().toString(36).slice(2)}:` } });
+  } else {
+    store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
+  }
+  const logger = createLogger(config.log.level);
+  const deps = buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
+  const proxy = await startProxy(deps);
+
+  const request: Harness['request'] = async (method, path, requestOptions = {}) => {
+    const headers: Record<string, string> = { ...requestOptions.headers };
+    if (requestOptions.token !== undefined) headers['authorization'] = `Bearer ${requestOptions.token}`;
+    let body: string | undefined;
+    if (requestOptions.body !== undefined) {
+      headers['content-type'] ??= 'application/json';
+      body = typeof requestOptions.body === 'string' ? requestOptions.body : JSON.stringify(requestOptions.body);
+    }
+    const response = await fetch(`${proxy.clientUrl}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      // not JSON: keep the text
+    }
+    return { status: response.status, body: parsed, headers: response.headers };
+  };
+
+  return {
+    url: proxy.clientUrl,
+    homeserverFacingUrl: proxy.homeserverFacingUrl,
+    op,
+    homeserver,
+    deps,
+    config,
+    store,
+    proxy,
+    request,
+    passwordLogin: (user, password, extra = {}) =>
+      request('POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password, ...extra } }),
+    async stop() {
+      await proxy.stop(1000);
+      await store.close();
+      await homeserver.stop();
+      await op.stop();
+      await redis?.stop();
+    },
+  };
+}
