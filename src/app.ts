@@ -67,6 +67,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
   const clientApp = new Koa({ proxy: false });
   clientApp.use(requestContext(deps, 'client'));
   clientApp.use(renderMatrixErrors);
+  clientApp.use(unrecognizedWhenUnanswered);
   clientApp.use(corsForOwnedRoutes);
   const clientRouter = new Router();
   for (const version of CLIENT_VERSIONS) {
@@ -85,22 +86,18 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
   if (servesHomeserverFacing) registerHomeserverFacingRoutes(clientRouter, deps);
   clientApp.use(clientRouter.routes());
   clientApp.use(clientRouter.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
-  clientApp.use(() => {
-    throw new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
-  });
   const clientCallback = clientApp.callback();
 
   const homeserverApp = new Koa({ proxy: false });
   homeserverApp.use(requestContext(deps, 'homeserver'));
   homeserverApp.use(renderMatrixErrors);
+  homeserverApp.use(unrecognizedWhenUnanswered);
   const homeserverRouter = new Router();
   registerHomeserverFacingRoutes(homeserverRouter, deps);
   registerAdminRoutes(homeserverRouter, deps);
   registerOpsRoutes(homeserverRouter, readiness);
   homeserverApp.use(homeserverRouter.routes());
-  homeserverApp.use(() => {
-    throw new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
-  });
+  homeserverApp.use(homeserverRouter.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
 
   const opsApp = new Koa({ proxy: false });
   const opsRouter = new Router();
@@ -185,6 +182,12 @@ async function corsForOwnedRoutes(ctx: Context, next: Next): Promise<void> {
     return;
   }
   await next();
+}
+
+/** A request no route answered: the Matrix spec's 404 M_UNRECOGNIZED, not Koa's plain-text "Not Found". */
+async function unrecognizedWhenUnanswered(ctx: Context, next: Next): Promise<void> {
+  await next();
+  if (ctx.status === 404 && ctx.body === undefined) throw new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
 }
 
 function methodNotAllowed(): MatrixError {

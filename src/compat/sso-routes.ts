@@ -239,7 +239,7 @@ async function postSsoConfirm(ctx: Context, sso: SsoContext, id: string): Promis
   const secret = sso.binding.read(ctx);
   if (secret === undefined || !sameHash(bindingHash(secret), confirmation.browserHash)) throw ssoError('cookie_mismatch');
   const csrfToken = form.get('csrf_token');
-  
+  if (csrfToken === null || !sameHash(csrfToken, csrfTokenFor(id, secret))) throw ssoError('csrf');
   // Checked first, used up last: a forged POST cannot burn someone's confirmation, and a double click mints one token.
   const taken = await sso.state.takeConfirmation(id);
   if (taken === undefined) throw ssoError('confirmation_unknown');

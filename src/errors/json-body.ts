@@ -2,15 +2,12 @@ import type { Context } from 'koa';
 import { matrixErrors } from './matrix-error.js';
 
 /**
- * Reads a JSON request body for the routes the proxy owns, with the Matrix error rules: a Content-Type other than
- * JSON or invalid JSON → 400 M_NOT_JSON; larger than `limitBytes` → 413 M_TOO_LARGE. A missing Content-Type is
- * accepted (legacy clients and curl omit it; MAS and Synapse accept it too). An empty body reads as `{}` only
- * when `emptyAsObject` (POST /logout has no body in practice).
+ * Reads a JSON request body for the routes the proxy owns, with the Matrix error rules: invalid JSON → 400
+ * M_NOT_JSON; larger than `limitBytes` → 413 M_TOO_LARGE. The Content-Type is not checked, as in Synapse: legacy
+ * clients, curl and browsers' fetch send JSON labelled text/plain or form-urlencoded, and it must still work.
+ * An empty body reads as `{}` only when `emptyAsObject` (POST /logout has no body in practice).
  */
 export async function readJsonBody(ctx: Context, limitBytes: number, options: { emptyAsObject?: boolean } = {}): Promise<unknown> {
-  const type = ctx.get('content-type');
-  if (type !== '' && !isJsonContentType(type)) throw matrixErrors.notJson();
-
   const declared = Number(ctx.get('content-length') || '0');
   if (declared > limitBytes) throw matrixErrors.tooLarge();
 
@@ -31,11 +28,6 @@ export async function readJsonBody(ctx: Context, limitBytes: number, options: { 
   } catch (err: unknown) {
     throw matrixErrors.notJson(err);
   }
-}
-
-function isJsonContentType(value: string): boolean {
-  const mediaType = value.split(';')[0]?.trim().toLowerCase() ?? '';
-  return mediaType === 'application/json' || mediaType.endsWith('+json');
 }
 
 /** Narrows an unknown JSON value to a plain object, else 400 M_BAD_JSON. */

@@ -39,6 +39,8 @@ export interface Harness {
   readonly deps: AppDeps;
   readonly config: Config;
   readonly store: Store;
+  /** Set when the harness runs on Redis. */
+  readonly redisUrl: string | undefined;
   readonly proxy: RunningProxy;
   /** POST /login m.login.password through the proxy; returns status and JSON body. */
   passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any }>;
@@ -126,6 +128,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     deps,
     config,
     store,
+    redisUrl: redis?.url,
     proxy,
     request,
     passwordLogin: (user, password, extra = {}) =>
