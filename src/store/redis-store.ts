@@ -413,7 +413,8 @@ export class RedisStore implements Store {
     this.assertOpen();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`Redis did not answer PING within ${this.pingTimeoutMs} ms`)), this.pingTimeoutMs);
+      const error = new Error(`Redis did not answer PING within ${this.pingTimeoutMs} ms`);
+      timer = setTimeout(() => reject(error), this.pingTimeoutMs);
     });
     try {
       await Promise.race([this.client.ping(), deadline]);
@@ -487,7 +488,9 @@ function parseRedisUrl(raw: string): ParsedRedisUrl {
     throw new Error(`Redis url must start with redis:// or rediss://, got ${url.protocol}//`);
   }
   const dbPath = url.pathname.replace(/^\//, '');
-  if (dbPath !== '' && !/^\d+$/.test(dbPath)) throw new Error(`Redis url path must be a database number, got /${dbPath}`);
+  if (dbPath !== '' && !/^\d+$/.test(dbPath)) {
+    throw new Error(`Redis url path must be a database number, got /${dbPath}`);
+  }
   return {
     // URL keeps IPv6 literals bracketed; sockets want them bare.
     ...(url.hostname === '' ? {} : { host: url.hostname.replace(/^\[(.*)\]$/, '$1') }),

@@ -72,7 +72,11 @@ const memory: Backend = {
   },
 };
 
-function redisBackend(name: string, server: Promise<RunningRedis>, topology: (running: RunningRedis) => Omit<RedisConnectionOptions, 'keyPrefix'>): Backend {
+type Topology = (running: RunningRedis) => Omit<RedisConnectionOptions, 'keyPrefix'>;
+const viaUrl: Topology = (running) => ({ url: running.url });
+const viaCluster: Topology = (running) => ({ clusterNodes: [{ host: running.host, port: running.port }] });
+
+function redisBackend(name: string, server: Promise<RunningRedis>, topology: Topology): Backend {
   return {
     name,
     async open(t) {
@@ -99,8 +103,8 @@ function redisBackend(name: string, server: Promise<RunningRedis>, topology: (ru
 
 const backends: Backend[] = [
   memory,
-  redisBackend('redis', servers.redis, (running) => ({ url: running.url })),
-  redisBackend('redis-cluster', servers.cluster, (running) => ({ clusterNodes: [{ host: running.host, port: running.port }] })),
+  redisBackend('redis', servers.redis, viaUrl),
+  redisBackend('redis-cluster', servers.cluster, viaCluster),
 ];
 
 /** Long enough for Redis to see it as alive right after writing, short enough to keep the suite fast. */
@@ -347,7 +351,9 @@ for (const backend of backends) {
       const harness = await backend.open(t);
       const stores = [harness.store, await harness.sibling(), await harness.sibling()];
       const results = await Promise.all(
-        Array.from({ length: 30 }, (_, i) => stores[i % stores.length]!.takeToken('shared', { burst: 10, perSecond: 1 }, 1000)),
+        Array.from({ length: 30 }, (_, i) =>
+          stores[i % stores.length]!.takeToken('shared', { burst: 10, perSecond: 1 }, 1000),
+        ),
       );
       assert.equal(results.filter((result) => result.allowed).length, 10);
     });
@@ -499,20 +505,17 @@ describe('createStore', () => {
     assert.throws(() => new RedisStore({ client: plainClient, keyPrefix: '{all}:' }), /must not contain/);
     await assert.rejects(createStore({ redis: { keyPrefix: 'x:' } }), /give url/);
     await assert.rejects(createStore({ redis: { url: 'http://127.0.0.1:6379', keyPrefix: 'x:' } }), /redis:\/\//);
-    await assert.rejects(createStore({ redis: { sentinels: [{ host: '127.0.0.1', port: 1 }], keyPrefix: 'x:' } }), /sentinelName/);
+    const noName = { sentinels: [{ host: '127.0.0.1', port: 1 }], keyPrefix: 'x:' };
+    await assert.rejects(createStore({ redis: noName }), /sentinelName/);
     await assert.rejects(createStore({ redis: { url: 'redis://127.0.0.1:1/x', keyPrefix: 'x:' } }), /database number/);
   });
 });
 
 // Last in the file: the cluster case kills the shared cluster server.
 describe('Redis outages', () => {
-  const outages: { name: string; server: () => Promise<RunningRedis>; topology: (running: RunningRedis) => Omit<RedisConnectionOptions, 'keyPrefix'> }[] = [
-    { name: 'redis', server: () => startRedis({ ignoreEnv: true }), topology: (running) => ({ url: running.url }) },
-    {
-      name: 'redis-cluster',
-      server: () => servers.cluster,
-      topology: (running) => ({ clusterNodes: [{ host: running.host, port: running.port }] }),
-    },
+  const outages: { name: string; server: () => Promise<RunningRedis>; topology: Topology }[] = [
+    { name: 'redis', server: () => startRedis({ ignoreEnv: true }), topology: viaUrl },
+    { name: 'redis-cluster', server: () => servers.cluster, topology: viaCluster },
   ];
   for (const outage of outages) {
     test(`${outage.name}: ping and commands fail within 3 s once Redis dies, instead of hanging`, async (t) => {

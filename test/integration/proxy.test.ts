@@ -278,8 +278,9 @@ describe('homeserver proxy against a real upstream', () => {
 
 describe('homeserver proxy with 100 MB bodies', () => {
   const SIZE = 100 * 1024 * 1024;
-  // Buffering a body would show 100 MB or more; streaming should stay within a few socket buffers.
-  const MAX_GROWTH_MB = 40;
+  // Buffering a body would hold 100 MB; streaming holds a few socket buffers.
+  const MAX_HELD_MB = 20;
+  const MAX_RSS_GROWTH_MB = 40;
   let upstream: Upstream;
   let forwarder: Forwarder;
   let expected: { length: number; sha256: string };
@@ -299,45 +300,76 @@ describe('homeserver proxy with 100 MB bodies', () => {
     await upstream.close();
   });
 
-  test('a 100 MB upload arrives intact while RSS stays flat', async () => {
-    const { result, growthMb } = await peakRssGrowth(gc, () => upload(forwarder.port, SIZE));
+  test('a 100 MB upload arrives intact while memory stays flat', async () => {
+    const memory = new MemoryProbe(gc);
+    const result = await upload(forwarder.port, SIZE, () => memory.sample());
     assert.equal(result.bodyLength, SIZE);
     assert.equal(result.bodySha256, expected.sha256);
-    console.log(`# 100 MB upload through the proxy: peak RSS growth ${growthMb.toFixed(1)} MB`);
-    assert.ok(growthMb < MAX_GROWTH_MB, `RSS grew by ${growthMb.toFixed(1)} MB`);
+    memory.assertFlat('upload', MAX_HELD_MB, MAX_RSS_GROWTH_MB);
   });
 
-  test('a 100 MB download arrives intact while RSS stays flat', async () => {
-    const { result, growthMb } = await peakRssGrowth(gc, () => download(forwarder.port, SIZE));
+  test('a 100 MB download arrives intact while memory stays flat', async () => {
+    const memory = new MemoryProbe(gc);
+    const result = await download(forwarder.port, SIZE, () => memory.sample());
     assert.deepEqual(result, expected);
-    console.log(`# 100 MB download through the proxy: peak RSS growth ${growthMb.toFixed(1)} MB`);
-    assert.ok(growthMb < MAX_GROWTH_MB, `RSS grew by ${growthMb.toFixed(1)} MB`);
+    memory.assertFlat('download', MAX_HELD_MB, MAX_RSS_GROWTH_MB);
   });
 });
 
+const PROGRESS_STEP = 8 * 1024 * 1024;
+
 /**
- * Peak RSS above a collected baseline while `work` runs. Every socket read lands in a fresh 64 KiB buffer, and V8
- * collects those lazily (tens of MB at a time, more on a busy machine), so the sampler collects before each sample:
- * what is measured is what the proxy holds on to, not how late the garbage collector ran.
+ * Memory above a collected baseline, sampled after a full collection at fixed points of a transfer (every
+ * PROGRESS_STEP bytes the client moved, not on a timer, so a busy machine samples the same moments). Socket reads
+ * land in fresh 64 KiB buffers that V8 frees late; collecting first measures what the proxy holds, not GC timing.
+ * `held` (heap + array buffers) is the precise number; RSS also counts memory malloc keeps after freeing it.
  */
-async function peakRssGrowth<T>(gc: () => void, work: () => Promise<T>): Promise<{ result: T; growthMb: number }> {
-  gc();
-  const baseline = process.memoryUsage.rss();
-  let peak = baseline;
-  const sampler = setInterval(() => {
+class MemoryProbe {
+  private readonly baseline: NodeJS.MemoryUsage;
+  private peakRss: number;
+  private peakHeld: number;
+  private samples = 0;
+
+  constructor(private readonly gc: () => void) {
     gc();
-    peak = Math.max(peak, process.memoryUsage.rss());
-  }, 20);
-  try {
-    const result = await work();
-    peak = Math.max(peak, process.memoryUsage.rss());
-    return { result, growthMb: (peak - baseline) / 1024 / 1024 };
-  } finally {
-    clearInterval(sampler);
+    this.baseline = process.memoryUsage();
+    this.peakRss = this.baseline.rss;
+    this.peakHeld = held(this.baseline);
+  }
+
+  sample(): void {
+    this.gc();
+    const now = process.memoryUsage();
+    this.peakRss = Math.max(this.peakRss, now.rss);
+    this.peakHeld = Math.max(this.peakHeld, held(now));
+    this.samples += 1;
+  }
+
+  assertFlat(label: string, maxHeldMb: number, maxRssGrowthMb: number): void {
+    const heldMb = (this.peakHeld - held(this.baseline)) / 1024 / 1024;
+    const rssMb = (this.peakRss - this.baseline.rss) / 1024 / 1024;
+    console.log(`# 100 MB ${label} through the proxy: peak held +${heldMb.toFixed(1)} MB, peak RSS +${rssMb.toFixed(1)} MB (${this.samples} samples)`);
+    assert.ok(this.samples >= 10, `only ${this.samples} samples`);
+    assert.ok(heldMb < maxHeldMb, `${label}: heap and buffers grew by ${heldMb.toFixed(1)} MB`);
+    assert.ok(rssMb < maxRssGrowthMb, `${label}: RSS grew by ${rssMb.toFixed(1)} MB`);
   }
 }
 
-async function upload(port: number, bytes: number): Promise<RecordedRequest> {
+function held(usage: NodeJS.MemoryUsage): number {
+  return usage.heapUsed + usage.arrayBuffers;
+}
+
+/** Calls `onStep` each time another PROGRESS_STEP bytes have gone by. */
+function progressMeter(onStep: () => void): (bytes: number) => void {
+  let total = 0;
+  return (bytes) => {
+    const before = Math.floor(total / PROGRESS_STEP);
+    total += bytes;
+    if (Math.floor(total / PROGRESS_STEP) > before) onStep();
+  };
+}
+
+async function upload(port: number, bytes: number, onStep: () => void = () => {}): Promise<RecordedRequest> {
   const req = request({
     host: '127.0.0.1',
     port,
@@ -347,7 +379,17 @@ async function upload(port: number, bytes: number): Promise<RecordedRequest> {
     agent: false,
   });
   const response = once(req, 'response') as Promise<[IncomingMessage]>;
-  await pipeline(patternStream(bytes), req);
+  const progress = progressMeter(onStep);
+  await pipeline(
+    patternStream(bytes),
+    async function* (source: AsyncIterable<Buffer>) {
+      for await (const chunk of source) {
+        progress(chunk.length);
+        yield chunk;
+      }
+    },
+    req,
+  );
   const [res] = await response;
   assert.equal(res.statusCode, 200);
   const chunks: Buffer[] = [];
@@ -355,16 +397,24 @@ async function upload(port: number, bytes: number): Promise<RecordedRequest> {
   return JSON.parse(Buffer.concat(chunks).toString('utf8')) as RecordedRequest;
 }
 
-async function download(port: number, bytes: number): Promise<{ length: number; sha256: string }> {
+async function download(port: number, bytes: number, onStep: () => void = () => {}): Promise<{ length: number; sha256: string }> {
   const req = request({ host: '127.0.0.1', port, path: `/_upstream/download?bytes=${bytes}`, agent: false });
   req.end();
   const [res] = (await once(req, 'response')) as [IncomingMessage];
   assert.equal(res.statusCode, 200);
   assert.equal(Number(res.headers['content-length']), bytes);
-  return hashStream(res);
+  const progress = progressMeter(onStep);
+  return hashStream(
+    (async function* () {
+      for await (const chunk of res) {
+        progress((chunk as Buffer).length);
+        yield chunk as Buffer;
+      }
+    })(),
+  );
 }
 
-/** The test runner does not start node with --expose-gc; a measurement without a collection first would be noise. */
+/** The test runner does not start node with --expose-gc. */
 function exposeGc(): () => void {
   setFlagsFromString('--expose-gc');
   return runInNewContext('gc') as () => void;

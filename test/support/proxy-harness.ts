@@ -43,7 +43,7 @@ export interface Harness {
   readonly redisUrl: string | undefined;
   readonly proxy: RunningProxy;
   /** POST /login m.login.password through the proxy; returns status and JSON body. */
-  passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any }>;
+  passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any; headers: Headers }>;
   /** Any JSON request through the proxy. */
   request(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
   stop(): Promise<void>;

@@ -129,7 +129,10 @@ async function spawnRedis(
   try {
     await new Promise<void>((resolve, reject) => {
       let output = '';
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start in time:\n${output}`)), STARTUP_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`redis-server did not start in time:\n${output}`)),
+        STARTUP_TIMEOUT_MS,
+      );
       const settle = (error?: Error) => {
         clearTimeout(timer);
         if (error === undefined) resolve();
@@ -162,7 +165,13 @@ async function spawnRedis(
 }
 
 async function answersPing(port: number): Promise<void> {
-  const probe = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const probe = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   try {
     await probe.connect();
     const reply = await probe.ping();

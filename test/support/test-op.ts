@@ -27,6 +27,8 @@ import Provider, {
  * - Login page (`/interaction/:uid`): a plain form with fields `login` (username or email) and `password`, submitted
  *   by a button with id `submit`; the password is checked. Consent is implicit (first-party client). `prompt=create`
  *   is accepted and shows the same form (recorded in the request log).
+ * - `offline_access` in an authorization request yields a refresh token without a consent page, as with Keycloak
+ *   (oidc-provider wants prompt=consent for it: the wrapper adds that prompt and answers the consent itself).
  * - Matrix scopes (`urn:matrix:client:api:*`, `urn:matrix:client:device:<id>`) are grantable: oidc-provider 9 has no
  *   dynamic scopes, so a device scope is added to the provider's scope set the first time it is requested.
  */
@@ -46,7 +48,9 @@ export interface TestOpClientOptions {
   readonly clientId: string;
   /** Absent → a public client (`token_endpoint_auth_method: none`). */
   readonly clientSecret?: string;
-  readonly authMethod?: 'client_secret_basic' | 'client_secret_post' | 'none';
+  readonly authMethod?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+  /** Public keys of a private_key_jwt client. */
+  readonly jwks?: { readonly keys: readonly JWK[] };
   readonly idTokenAlg?: 'RS256' | 'HS256';
   readonly redirectUris?: readonly string[];
   readonly backchannelLogoutUri?: string;
@@ -78,6 +82,8 @@ export interface TestOpOptions {
 export interface RequestRecord {
   readonly method: string;
   readonly path: string;
+  /** Whether the request carried an Authorization header (client_secret_basic vs client_secret_post). */
+  readonly authorizationHeader: boolean;
   /** Set for token endpoint requests the OP parsed. */
   grantType?: string;
   status?: number;
@@ -145,6 +151,8 @@ export interface TestOp {
    * a kid from `publishNewKey()`, or 'client_secret' (HS256 with the default client's secret).
    */
   signJwt(claims: Record<string, unknown>, options?: { readonly key?: string; readonly header?: Record<string, unknown> }): Promise<string>;
+  /** `signJwt` under the name the other test suites look for (typ logout+jwt unless the header says otherwise). */
+  signLogoutToken(claims: Record<string, unknown>, options?: { readonly key?: string; readonly header?: Record<string, unknown> }): Promise<string>;
   /** Adds a new signing key to the OP's published JWKS (not used by the OP itself); returns its kid. */
   publishNewKey(): string;
 
@@ -246,7 +254,7 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
   };
 
   const signingKey = newSigningKey();
-  const unpublishedKey: SigningKey = { ...newSigningKey(), kid: signingKey.kid };
+  let unpublishedKey: SigningKey | undefined;
   const extraKeys = new Map<string, SigningKey>();
 
   // The issuer must be known before the provider exists: bind first, then build the provider around the port.
@@ -286,6 +294,7 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
     response_types: ['code'],
     redirect_uris: [...(client.redirectUris ?? [`${issuer}/test-callback/${client.clientId}`])],
     token_endpoint_auth_method: client.authMethod ?? (client.clientSecret === undefined ? 'none' : 'client_secret_basic'),
+    ...(client.jwks === undefined ? {} : { jwks: { keys: [...client.jwks.keys] } as never }),
     id_token_signed_response_alg: client.idTokenAlg ?? 'RS256',
     ...(client.backchannelLogoutUri === undefined ? {} : { backchannel_logout_uri: client.backchannelLogoutUri, backchannel_logout_session_required: true }),
   }));
@@ -364,6 +373,8 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
       userinfo: { enabled: true },
     },
     clientBasedCORS: () => false,
+    // Back-channel logout goes to the proxy on loopback, which oidc-provider's SSRF guard (its own dispatcher) refuses.
+    fetch: (url, init) => globalThis.fetch(url, { ...init, dispatcher: undefined } as unknown as RequestInit),
     findAccount: (_ctx, sub) => {
       const state = bySub(sub);
       return state === undefined || state.disabled ? undefined : accountFor(state);
@@ -419,7 +430,17 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
   let rewriteTokenResponse: ((body: Record<string, unknown>) => Record<string, unknown>) | undefined;
 
   provider.use(async (ctx: KoaContextWithOIDC, next: () => Promise<void>) => {
-    if (ctx.method === 'GET' && ctx.path === '/auth') admitMatrixScopes(typeof ctx.query['scope'] === 'string' ? ctx.query['scope'] : undefined);
+    if (ctx.method === 'GET' && ctx.path === '/auth') {
+      const scope = typeof ctx.query['scope'] === 'string' ? ctx.query['scope'] : undefined;
+      admitMatrixScopes(scope);
+      // OIDC Core §11 lets an OP grant offline_access without a consent prompt under "other conditions"; Keycloak
+      // does for every client. oidc-provider drops the scope unless prompt=consent: ask for it, consent is implied.
+      const prompt = typeof ctx.query['prompt'] === 'string' ? ctx.query['prompt'] : '';
+      const prompts = prompt.split(' ').filter((value) => value !== '');
+      if (scope?.split(' ').includes('offline_access') && !prompts.includes('none') && !prompts.includes('consent')) {
+        ctx.query = { ...ctx.query, prompt: [...prompts, 'consent'].join(' ') };
+      }
+    }
     try {
       await next();
     } finally {
@@ -543,7 +564,18 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
     };
     if (req.method === 'GET' && url.pathname === `/interaction/${details.uid}`) {
       if (details.prompt.name === 'login' || details.prompt.name === 'create') return showForm(200);
-      // Consent is implied (loadExistingGrant); anything else has no page here.
+      if (details.prompt.name === 'consent') {
+        // First-party client: consent is implied, for every scope asked.
+        const accountId = details.session?.accountId;
+        const clientId = details.params['client_id'];
+        if (accountId === undefined || typeof clientId !== 'string') throw new Error('consent without a session');
+        const grant = (details.grantId === undefined ? undefined : await provider.Grant.find(details.grantId)) ?? new provider.Grant({ accountId, clientId });
+        const missing = (details.prompt.details['missingOIDCScope'] as string[] | undefined) ?? [];
+        if (missing.length > 0) grant.addOIDCScope(missing);
+        const missingClaims = (details.prompt.details['missingOIDCClaims'] as string[] | undefined) ?? [];
+        if (missingClaims.length > 0) grant.addOIDCClaims(missingClaims);
+        return provider.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
+      }
       return provider.interactionFinished(req, res, { error: 'access_denied', error_description: `unsupported prompt ${details.prompt.name}` });
     }
     if (req.method === 'POST' && url.pathname === `/interaction/${details.uid}/login`) {
@@ -568,7 +600,7 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', issuer);
-    const record: RequestRecord = { method: req.method ?? 'GET', path: url.pathname };
+    const record: RequestRecord = { method: req.method ?? 'GET', path: url.pathname, authorizationHeader: req.headers.authorization !== undefined };
     requests.push(record);
     recordOf.set(req, record);
     switch (outage) {
@@ -621,7 +653,10 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
 
   const keyFor = async (key: string): Promise<{ alg: string; kid?: string; material: KeyObject | Uint8Array }> => {
     if (key === 'op') return { alg: 'RS256', kid: signingKey.kid, material: signingKey.privateKey };
-    if (key === 'unpublished') return { alg: 'RS256', kid: unpublishedKey.kid, material: unpublishedKey.privateKey };
+    if (key === 'unpublished') {
+      unpublishedKey ??= { ...newSigningKey(), kid: signingKey.kid };
+      return { alg: 'RS256', kid: unpublishedKey.kid, material: unpublishedKey.privateKey };
+    }
     if (key === 'client_secret') return { alg: 'HS256', material: new TextEncoder().encode(clientSecret) };
     const extra = extraKeys.get(key);
     if (extra === undefined) throw new Error(`unknown key ${key}`);
@@ -707,6 +742,9 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
       const { alg, kid, material } = await keyFor(signOptions.key ?? 'op');
       const header = { alg, ...(kid === undefined ? {} : { kid }), typ: 'logout+jwt', ...signOptions.header };
       return new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader(header as { alg: string }).sign(material);
+    },
+    signLogoutToken(claims, signOptions) {
+      return op.signJwt(claims, signOptions);
     },
     publishNewKey() {
       const key = newSigningKey();
