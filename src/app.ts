@@ -17,6 +17,7 @@ import { normaliseMatrixPath } from './proxy/path-normalisation.js';
 import { clientIp } from './proxy/client-address.js';
 import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
+import { OWN_PREFIX } from './own-paths.js';
 
 export interface HomeserverProxy {
   forward(req: IncomingMessage, res: ServerResponse): void;
@@ -37,8 +38,7 @@ export interface AppHandlers {
 }
 
 const CLIENT_VERSIONS = ['v3', 'r0'] as const;
-/** The prefix of the proxy's own pages and endpoints (SSO callback, confirmation, back-channel logout). */
-export const OWN_PREFIX = '/_matrix-compat-proxy';
+export { OWN_PREFIX };
 
 /**
  * Paths the proxy answers itself; matched on the NORMALISED path so `//login`, `%2F`, trailing-slash and version

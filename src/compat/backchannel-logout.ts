@@ -1,21 +1,18 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { UpstreamError, type LogoutTokenClaims } from '../oidc/upstream.js';
+import { UpstreamError, type LogoutTokenClaims, type UpstreamProvider } from '../oidc/upstream.js';
 import type { LoginGrant } from '../sessions/login-tokens.js';
 import type { Session, SessionOrigin } from '../sessions/session.js';
 import type { Store } from '../store/store.js';
 
-/**
- * POST /_matrix-compat-proxy/backchannel-logout/:idpId — the OpenID Connect Back-Channel Logout 1.0 receiver, one
- * URL per provider. This endpoint speaks OAuth, not Matrix: 200 with `Cache-Control: no-store` when the logout was
- * processed (also when it matched no session), 400 with an RFC 6749 §5.2-style body otherwise (spec §2.8).
- */
-
 /** Why a logout request was refused; collapsed into OAuth error bodies in one place. */
 type LogoutFailure = 'not_form' | 'missing_token' | 'invalid_token' | 'replayed' | 'processing_failed';
 
-/** How long a `jti` is remembered when the token carries no `exp`: longer than any `iat` window we accept. */
-const DEFAULT_JTI_MEMORY_MS = 10 * 60_000;
+/**
+ * How long a `jti` is remembered beyond the token's `exp` (or, without `exp`, at all): longer than any token is
+ * accepted (oidc/logout-token.ts: iat up to 5 minutes ahead, and without exp at most 5 minutes old).
+ */
+const DEFAULT_JTI_MEMORY_MS = 15 * 60_000;
 /** Logout markers outlive every login token and pending SSO login that could have been issued before them. */
 const OP_LOGOUT_MARKER_TTL_MS = 60 * 60_000;
 
@@ -38,6 +35,11 @@ class LogoutRefused extends Error {
   }
 }
 
+/**
+ * POST /_matrix-compat-proxy/backchannel-logout/:idpId — the OpenID Connect Back-Channel Logout 1.0 receiver, one
+ * URL per provider. This endpoint speaks OAuth, not Matrix: 200 with `Cache-Control: no-store` when the logout was
+ * processed (also when it matched no session), 400 with an RFC 6749 §5.2-style body otherwise (spec §2.8).
+ */
 export async function postBackchannelLogout(ctx: Context, deps: AppDeps): Promise<void> {
   const idpId = ctx.params['idpId'] ?? '';
   const provider = deps.providers.get(idpId);
@@ -93,7 +95,7 @@ async function readLogoutToken(ctx: Context, limitBytes: number): Promise<string
 }
 
 /** Signature, iss, aud, iat/exp, sub and/or sid, events, no nonce: all of §2.6, checked in oidc/. */
-async function verify(provider: NonNullable<ReturnType<AppDeps['providers']['get']>>, logoutToken: string): Promise<LogoutTokenClaims> {
+async function verify(provider: UpstreamProvider, logoutToken: string): Promise<LogoutTokenClaims> {
   try {
     return await provider.verifyLogoutToken(logoutToken);
   } catch (err: unknown) {

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { AppDeps } from '../app-deps.js';
-import { OWN_PREFIX } from '../app.js';
+import { OWN_PREFIX } from '../own-paths.js';
 import { MatrixError, type MatrixErrcode } from '../errors/matrix-error.js';
 import { HomeserverError } from '../homeserver/adapter.js';
 import { resolveAccount, type AccountRefusal, type ResolvedAccount } from '../identity/account-resolver.js';
@@ -75,7 +75,7 @@ function ssoError(failure: SsoFailure, cause?: unknown): SsoError {
 
 interface SsoContext {
   readonly deps: AppDeps;
-  readonly state: SsoLoginState;
+  readonly logins: SsoLoginState;
   readonly binding: BrowserBinding;
 }
 
@@ -96,7 +96,7 @@ async function getSsoRedirect(ctx: Context, sso: SsoContext, version: string, id
     const offered = deps.config.oidc_providers.filter((provider) => deps.providers.has(provider.idp_id));
     if (offered.length > 1) {
       const entries = offered.map((provider) => ({
-        name: provider.idp_name ?? provider.idp_id,
+        name: provider.idp_name,
         href: `/_matrix/client/${version}/login/sso/redirect/${encodeURIComponent(provider.idp_id)}?redirectUrl=${encodeURIComponent(target.url.href)}${register ? '&action=register' : ''}`,
       }));
       sendPage(ctx, pickerPage(deps.config.server_name, entries));
@@ -109,7 +109,7 @@ async function getSsoRedirect(ctx: Context, sso: SsoContext, version: string, id
 
   const lifetimeMs = deps.config.sessions.sso_login_lifetime;
   const secret = sso.binding.issue(ctx, lifetimeMs);
-  const { state, nonce, codeVerifier } = await sso.state.begin({ idpId, redirectUrl: target.url.href, browserHash: bindingHash(secret), lifetimeMs });
+  const { state, nonce, codeVerifier } = await sso.logins.begin({ idpId, redirectUrl: target.url.href, browserHash: bindingHash(secret), lifetimeMs });
   let authorizationUrl: URL;
   try {
     authorizationUrl = await provider.authorizationUrl({
@@ -195,14 +195,14 @@ async function getSsoCallback(ctx: Context, sso: SsoContext, idpId: string): Pro
     sendRedirect(ctx, withLoginToken(pending.redirectUrl, await mintLoginToken(deps, confirmation)), 302);
     return;
   }
-  const id = await sso.state.saveConfirmation(confirmation, deps.config.sessions.sso_login_lifetime);
+  const id = await sso.logins.saveConfirmation(confirmation, deps.config.sessions.sso_login_lifetime);
   sendRedirect(ctx, `${deps.config.public_baseurl}${OWN_PREFIX.slice(1)}/sso/confirm/${id}`, 302);
 }
 
 /** State (single use), expiry, provider (one callback path per provider, against mix-up), browser binding. */
 async function takePendingLogin(ctx: Context, sso: SsoContext, idpId: string): Promise<{ state: string; pending: PendingSsoLogin }> {
   const state = singleQueryValue(ctx, 'state');
-  const pending = state === undefined ? undefined : await sso.state.takePending(state);
+  const pending = state === undefined ? undefined : await sso.logins.takePending(state);
   if (state === undefined || pending === undefined) throw ssoError('unknown_state');
   if (sso.deps.clock.now() >= pending.expiresAt) throw ssoError('expired');
   if (pending.idpId !== idpId) throw ssoError('wrong_callback');
@@ -214,7 +214,7 @@ async function takePendingLogin(ctx: Context, sso: SsoContext, idpId: string): P
 // GET and POST OWN_PREFIX/sso/confirm/{id}
 
 async function getSsoConfirm(ctx: Context, sso: SsoContext, id: string): Promise<void> {
-  const confirmation = await sso.state.peekConfirmation(id);
+  const confirmation = await sso.logins.peekConfirmation(id);
   if (confirmation === undefined) throw ssoError('confirmation_unknown');
   const secret = sso.binding.read(ctx);
   if (secret === undefined || !sameHash(bindingHash(secret), confirmation.browserHash)) throw ssoError('cookie_mismatch');
@@ -234,14 +234,14 @@ async function getSsoConfirm(ctx: Context, sso: SsoContext, id: string): Promise
 async function postSsoConfirm(ctx: Context, sso: SsoContext, id: string): Promise<void> {
   const { deps } = sso;
   const form = await readForm(ctx);
-  const confirmation = await sso.state.peekConfirmation(id);
+  const confirmation = await sso.logins.peekConfirmation(id);
   if (confirmation === undefined) throw ssoError('confirmation_unknown');
   const secret = sso.binding.read(ctx);
   if (secret === undefined || !sameHash(bindingHash(secret), confirmation.browserHash)) throw ssoError('cookie_mismatch');
   const csrfToken = form.get('csrf_token');
   if (csrfToken === null || !sameHash(csrfToken, csrfTokenFor(id, secret))) throw ssoError('csrf');
   // Checked first, used up last: a forged POST cannot burn someone's confirmation, and a double click mints one token.
-  const taken = await sso.state.takeConfirmation(id);
+  const taken = await sso.logins.takeConfirmation(id);
   if (taken === undefined) throw ssoError('confirmation_unknown');
   const token = await mintLoginToken(deps, taken);
   logOf(ctx, deps).info({ event: 'sso.confirmed', idp_id: taken.idpId, localpart: taken.localpart }, 'sso.confirmed');
@@ -337,12 +337,11 @@ function classify(err: unknown): { failure: FailureMessageKey; error: MatrixErro
 }
 
 export function registerSsoRoutes(router: Router, deps: AppDeps, versions: readonly string[]): void {
-  const sso: SsoContext = { deps, state: new SsoLoginState(deps.store, deps.clock), binding: browserBinding(deps.config.public_baseurl) };
+  const sso: SsoContext = { deps, logins: new SsoLoginState(deps.store, deps.clock), binding: browserBinding(deps.config.public_baseurl) };
   for (const version of versions) {
     const base = `/_matrix/client/${version}/login/sso/redirect`;
+    // The trailing-slash form Element iOS sends arrives here too: app.ts routes on the normalised path.
     router.get(base, asPage(deps, (ctx) => getSsoRedirect(ctx, sso, version, undefined)));
-    // Element iOS sends the trailing-slash form (an empty idpId).
-    router.get(`${base}/`, asPage(deps, (ctx) => getSsoRedirect(ctx, sso, version, undefined)));
     router.get(`${base}/:idpId`, asPage(deps, (ctx) => getSsoRedirect(ctx, sso, version, paramOf(ctx, 'idpId'))));
   }
   router.get(`${OWN_PREFIX}/sso/callback/:idpId`, asPage(deps, (ctx) => getSsoCallback(ctx, sso, paramOf(ctx, 'idpId'))));

@@ -168,7 +168,11 @@ const mappingConfig = z.strictObject({
   display_name_template: z.string().min(1).optional(),
   email_template: z.string().min(1).optional(),
   picture_claim: z.string().min(1).default('picture'),
-  confirm_localpart: z.boolean().default(false),
+  // The username-picker page is not built yet: refuse `true` by name rather than silently ignoring it.
+  confirm_localpart: z
+    .boolean()
+    .default(false)
+    .refine((value) => !value, { error: 'confirm_localpart: true is not supported yet (the localpart always comes from localpart_template)' }),
   extra_attributes: z.record(z.string(), z.string()).default({}),
 });
 

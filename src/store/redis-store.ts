@@ -146,7 +146,10 @@ export async function connectRedisStore(options: RedisConnectionOptions): Promis
 }
 
 export interface RedisStoreOptions {
-  /** A client built without ioredis' own `keyPrefix` (this store prefixes keys itself). */
+  /**
+   * A client built without ioredis' own `keyPrefix` (this store prefixes keys itself). A Cluster client from
+   * createRedisClient refuses commands until it is ready: use connectRedisStore, which waits.
+   */
   readonly client: RedisClient;
   readonly keyPrefix: string;
   /** `ping()` fails after this long even where ioredis would keep queueing (Cluster). Default 2000. */

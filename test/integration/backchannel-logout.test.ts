@@ -234,7 +234,7 @@ describe('back-channel logout (hard mode, the default)', () => {
     assert.equal((await postLogoutToken(h, token, { idpId: 'nobody' })).status, 404);
   });
 
-  test('an admin ends the OP session: the OP sends the logout token, the device is gone, the token fails at the homeserver', async () => {
+  test('an admin ends the OP session: the OP sends the logout token, the device is gone, the token fails at the homeserver', async (t) => {
     const login = await passwordLogin(h, h.op.users.alice);
     const other = await passwordLogin(h, h.op.users.alice);
     assert.equal((await whoami(h, login.accessToken)).status, 200, 'cached at the homeserver as active');
@@ -247,13 +247,27 @@ describe('back-channel logout (hard mode, the default)', () => {
     }
     assert.ok(firstRejection !== undefined);
     // The measurement the issue asks for (reported, not asserted tightly: it depends on the machine).
-    process.stdout.write(`# OP-side logout → first 401 at the homeserver double: ${firstRejection.toFixed(1)} ms\n`);
+    t.diagnostic(`OP-side logout → first 401 at the homeserver double: ${firstRejection.toFixed(1)} ms`);
 
     const delivery = h.op.backchannelDeliveries.at(-1);
     assert.deepEqual({ ok: delivery?.ok, sid: delivery?.sid }, { ok: true, sid: login.sid });
     await assertLoggedOut(h, login);
     // Another OP session of the same user is not touched.
     await assertStillLoggedIn(h, other);
+  });
+
+  test('a homeserver that cannot remove the device: 400, and the OP’s retry of the same token works', async () => {
+    const login = await passwordLogin(h, h.op.users.alice);
+    const token = await h.op.signJwt(h.op.logoutTokenClaims({ sid: login.sid }));
+    // Every attempt of the adapter (it retries transient failures) meets a homeserver that is down.
+    h.homeserver.failProvisioning('delete_device', 503, 4);
+    const failed = await postLogoutToken(h, token);
+    assert.equal(failed.status, 400);
+    assert.equal(failed.body?.['error'], 'temporarily_unavailable');
+    assert.ok(await h.deps.sessions.get(login.sessionId), 'nothing half-done: the session is still there to be ended');
+    const retried = await postLogoutToken(h, token);
+    assert.equal(retried.status, 200, 'the jti of an unprocessed token is not remembered');
+    await assertLoggedOut(h, login);
   });
 
   test('a logout token with only sub ends every session of that subject at this provider', async () => {
@@ -323,7 +337,7 @@ describe('back-channel logout (hard mode, the default)', () => {
     }
   });
 
-  test('RP-initiated logout at the OP ends the legacy session made by SSO', async () => {
+  test('RP-initiated logout at the OP ends the legacy session made by SSO', async (t) => {
     const { browser, opBrowser, confirmationUrl } = await ssoUntilConfirmation(h, h.op.users.bob);
     const loginToken = await confirmSso(browser, confirmationUrl);
     assert.ok(loginToken);
@@ -336,7 +350,7 @@ describe('back-channel logout (hard mode, the default)', () => {
     const rejected = await whoami(h, login.body.access_token);
     const elapsed = performance.now() - started;
     assert.equal(rejected.status, 401);
-    process.stdout.write(`# RP-initiated logout at the OP → first 401 at the homeserver double: ${elapsed.toFixed(1)} ms\n`);
+    t.diagnostic(`RP-initiated logout at the OP → first 401 at the homeserver double: ${elapsed.toFixed(1)} ms`);
     assert.equal(h.homeserver.devices('bob').has(login.body.device_id), false);
   });
 });
@@ -364,11 +378,8 @@ describe('back-channel logout in soft mode', () => {
     assert.equal(atHomeserver.status, 401);
     assert.equal(atHomeserver.body['errcode'], 'M_UNKNOWN_TOKEN');
 
-    const logout = await h.request('POST', '/_matrix/client/v3/logout', { token: login.accessToken });
-    assert.equal(logout.status, 401);
-    assert.equal(logout.body.errcode, 'M_UNKNOWN_TOKEN');
-    assert.equal(logout.body.soft_logout, true);
-
+    // The proxy's own endpoint says so explicitly (Synapse's 401 for a token its auth service calls inactive never
+    // carries soft_logout: true; POST /logout accepts a soft-logged-out token, as Synapse does).
     const refresh = await h.request('POST', '/_matrix/client/v3/refresh', { body: { refresh_token: login.refreshToken } });
     assert.equal(refresh.status, 401);
     assert.equal(refresh.body.errcode, 'M_UNKNOWN_TOKEN');

@@ -5,9 +5,16 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { HomeserverError } from '../../src/homeserver/adapter.js';
 import { SynapseProvisioning } from '../../src/homeserver/synapse-provisioning.js';
+import { FakeClock } from '../support/fake-clock.js';
 import { freePort } from '../support/free-port.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { describeSynapseBehaviour, BEHAVIOUR_SECRET, BEHAVIOUR_SERVER_NAME } from '../support/synapse-behaviour.js';
+import {
+  BEHAVIOUR_SECRET,
+  BEHAVIOUR_SERVER_NAME,
+  describeSynapseBehaviour,
+  startStandInAuthService,
+  type StandInAuthService,
+} from '../support/synapse-behaviour.js';
 
 // The same checks test/interop/synapse-provisioning.test.ts runs against real Synapse: the double must pass them all.
 describeSynapseBehaviour('SynapseProvisioning against the homeserver double', (auth) =>
@@ -30,7 +37,7 @@ describe('SynapseProvisioning retries and failure classes', () => {
   test('5xx and 429 are retried until Synapse succeeds', async () => {
     const before = callsTo('provision_user');
     double.failProvisioning('provision_user', 503, 1);
-    double.failProvisioning('provision_user', 429, 1);
+    double.failProvisioning('*', 429, 1);
     await client(double.url).provisionUser({ localpart: 'retried', displayName: 'Retried' });
     assert.equal(callsTo('provision_user') - before, 3);
     assert.equal(double.users.get('retried')?.displayName, 'Retried');
@@ -58,6 +65,12 @@ describe('SynapseProvisioning retries and failure classes', () => {
       return true;
     });
     assert.equal(callsTo('sync_devices') - before, 3);
+  });
+
+  test('failProvisioning with times 0 clears what is pending for the endpoint', async () => {
+    double.failProvisioning('query_user', 500, 5);
+    double.failProvisioning('query_user', 500, 0);
+    assert.equal(await client(double.url, { retries: 0 }).queryUser('never-created'), undefined);
   });
 
   test('an unreachable Synapse is a transient failure', async () => {
@@ -128,5 +141,53 @@ describe('SynapseProvisioning retries and failure classes', () => {
     });
     assert.deepEqual(double.users.get('fields')?.emails, ['f@example.test']);
     assert.equal(double.devices('fields').get('FDEV')?.displayName, 'Phone');
+  });
+});
+
+describe('homeserver double: time-dependent token checks (fake clock)', () => {
+  let auth: StandInAuthService;
+  let double: HomeserverDouble;
+  const clock = new FakeClock();
+
+  before(async () => {
+    auth = await startStandInAuthService();
+    double = await startHomeserverDouble({ masEndpoint: auth.url, secret: BEHAVIOUR_SECRET, serverName: BEHAVIOUR_SERVER_NAME, clock });
+    double.users.set('tess', { localpart: 'tess', displayName: 'Tess', avatarUrl: null, emails: [], locked: false, deactivated: false, suspended: false });
+    await new SynapseProvisioning({ baseUrl: double.url, secret: BEHAVIOUR_SECRET, timeoutMs: 5_000, logger: pino({ level: 'silent' }) }).upsertDevice('tess', 'TESSDEV');
+  });
+  after(async () => {
+    await double.stop();
+    await auth.stop();
+  });
+
+  const whoami = (token: string) =>
+    fetch(`${double.url}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${token}` } }).then((response) => response.status);
+  const answer = (extra: Record<string, unknown> = {}) => ({
+    active: true,
+    scope: 'urn:matrix:client:api:*',
+    username: 'tess',
+    device_id: 'TESSDEV',
+    ...extra,
+  });
+
+  test('introspection answers are cached for two minutes, then asked again', async () => {
+    auth.answers.set('cached-token', answer());
+    assert.equal(await whoami('cached-token'), 200);
+    auth.answers.set('cached-token', { active: false });
+    clock.advance(119_000);
+    assert.equal(await whoami('cached-token'), 200, 'still the cached answer');
+    clock.advance(1_000);
+    assert.equal(await whoami('cached-token'), 401, 'the cache entry expired, the new answer counts');
+    assert.equal(double.introspections.filter((call) => call.token === 'cached-token').length, 2);
+  });
+
+  test('expires_in counts from when the answer was fetched, also while it is cached', async () => {
+    auth.answers.set('expiring-token', answer({ expires_in: 60 }));
+    assert.equal(await whoami('expiring-token'), 200);
+    clock.advance(59_000);
+    assert.equal(await whoami('expiring-token'), 200);
+    clock.advance(1_000);
+    assert.equal(await whoami('expiring-token'), 401);
+    assert.equal(double.introspections.filter((call) => call.token === 'expiring-token').length, 1);
   });
 });

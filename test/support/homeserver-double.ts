@@ -67,7 +67,10 @@ export interface HomeserverDouble {
   devices(localpart: string): ReadonlyMap<string, DoubleDevice>;
   readonly calls: ProvisioningCall[];
   readonly introspections: IntrospectionCall[];
-  /** The next `times` calls to `endpoint` ('*' = any) under /_synapse/mas answer `status` without doing anything. */
+  /**
+   * The next `times` calls to `endpoint` ('*' = any) under /_synapse/mas answer `status` (errcode M_UNKNOWN) without
+   * doing anything. Replaces what was pending for that endpoint; `times` 0 clears it.
+   */
   failProvisioning(endpoint: string, status: number, times?: number): void;
   /** Drops every cached introspection result (as a Synapse restart would). */
   forgetIntrospections(): void;
@@ -538,7 +541,9 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
     calls,
     introspections,
     failProvisioning: (endpoint, status, times = 1) => {
-      faults.push({ endpoint, status, times });
+      const index = faults.findIndex((fault) => fault.endpoint === endpoint);
+      if (index >= 0) faults.splice(index, 1);
+      if (times > 0) faults.push({ endpoint, status, times });
     },
     forgetIntrospections: () => cache.clear(),
     stop: () =>

@@ -1,7 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { copyFile, mkdir, rename } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './free-port.js';
@@ -94,26 +95,36 @@ export function javaHomeForKeycloak(): string {
 }
 
 /**
- * A real Keycloak in dev mode on a free loopback port with the realm of test/fixtures/keycloak-realm.json imported
- * into an in-memory database (nothing persists between runs, parallel runs do not share state). Started with the
+ * A real Keycloak in dev mode on a free loopback port with the realm of test/fixtures/keycloak-realm.json, its H2
+ * database in a temp dir of its own (removed by stop(); parallel runs share nothing). Started with the
  * `dynamic-scopes` feature so `urn:matrix:client:device:<id>` can be requested as MSC2967 wants.
+ *
+ * Creating the schema and importing the realm take most of a cold start (40 of 65 s on a busy 2-CPU machine), so
+ * the first start saves the freshly imported database as a template in the cache folder (keyed by Keycloak
+ * version and realm file) and later starts begin from a copy of it.
  */
 export async function startKeycloak(): Promise<RunningKeycloak> {
   const home = keycloakHome();
   const javaHome = javaHomeForKeycloak();
-  // --import-realm reads <home>/data/import; the fixture is copied there atomically (same content for every run).
-  const importDir = join(home, 'data', 'import');
-  await mkdir(importDir, { recursive: true });
-  const staged = join(importDir, `.matrix-realm.${process.pid}.tmp`);
-  await copyFile(REALM_FIXTURE, staged);
-  await rename(staged, join(importDir, 'matrix-realm.json'));
+  const template = join(interopCacheDir(), 'keycloak-db-templates', templateKey(home), DB_FILE);
+  if (!existsSync(template)) await buildTemplate(home, javaHome, template);
 
   let lastError: unknown;
   // The free ports are found by binding and releasing them; another process may take one in between, so retry.
   for (let attempt = 0; attempt < 3; attempt += 1) {
+    const dbDir = await mkdtemp(join(tmpdir(), 'mcp-keycloak-'));
     try {
-      return await spawnKeycloak(home, javaHome);
+      await copyFile(template, join(dbDir, DB_FILE));
+      const keycloak = await spawnKeycloak(home, javaHome, dbDir, false);
+      return {
+        ...keycloak,
+        stop: async () => {
+          await keycloak.stop();
+          await rm(dbDir, { recursive: true, force: true });
+        },
+      };
     } catch (error) {
+      await rm(dbDir, { recursive: true, force: true });
       lastError = error;
       if (!(error instanceof PortTakenError)) throw error;
     }
@@ -121,22 +132,66 @@ export async function startKeycloak(): Promise<RunningKeycloak> {
   throw lastError;
 }
 
+const DB_FILE = 'keycloakdb.mv.db';
+// The template's admin exists before the run starts, so its password cannot be per run. Keycloak only listens on
+// loopback, and the database is a throwaway copy.
+const ADMIN_PASSWORD = 'admin-password-for-tests-only';
+
+function templateKey(home: string): string {
+  const hash = createHash('sha256').update(readFileSync(REALM_FIXTURE)).update(keycloakVersion(home)).update(ADMIN_PASSWORD);
+  return `${keycloakVersion(home)}-${hash.digest('hex').slice(0, 16)}`;
+}
+
+/** Starts Keycloak once on an empty database with --import-realm, stops it cleanly and keeps the database file. */
+async function buildTemplate(home: string, javaHome: string, template: string): Promise<void> {
+  // --import-realm reads <home>/data/import; the fixture is copied there atomically (same content for every run).
+  const importDir = join(home, 'data', 'import');
+  await mkdir(importDir, { recursive: true });
+  const staged = join(importDir, `.matrix-realm.${process.pid}.tmp`);
+  await copyFile(REALM_FIXTURE, staged);
+  await rename(staged, join(importDir, 'matrix-realm.json'));
+
+  const dbDir = await mkdtemp(join(tmpdir(), 'mcp-keycloak-template-'));
+  try {
+    let keycloak: RunningKeycloak | undefined;
+    for (let attempt = 0; keycloak === undefined; attempt += 1) {
+      try {
+        keycloak = await spawnKeycloak(home, javaHome, dbDir, true);
+      } catch (error) {
+        if (!(error instanceof PortTakenError) || attempt >= 2) throw error;
+      }
+    }
+    await keycloak.stop();
+    // Only a clean shutdown leaves a consistent H2 file; after a SIGKILL there is no template rather than a bad one.
+    if (!/stopped in/.test(keycloak.logs())) throw new Error(`Keycloak did not shut down cleanly:\n${keycloak.logs().slice(-3000)}`);
+    await mkdir(join(template, '..'), { recursive: true });
+    // Renamed into place only when complete; concurrent builders each write a whole file, the last one wins.
+    const partial = `${template}.${process.pid}.partial`;
+    await copyFile(join(dbDir, DB_FILE), partial);
+    await rename(partial, template);
+  } finally {
+    await rm(dbDir, { recursive: true, force: true });
+  }
+}
+
 class PortTakenError extends Error {}
 
-async function spawnKeycloak(home: string, javaHome: string): Promise<RunningKeycloak> {
+async function spawnKeycloak(home: string, javaHome: string, dbDir: string, importRealm: boolean): Promise<RunningKeycloak> {
   const port = await freePort();
   const managementPort = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const issuer = `${url}/realms/${KEYCLOAK_REALM.realm}`;
-  const adminPassword = randomBytes(18).toString('base64url');
+  const adminPassword = ADMIN_PASSWORD;
   const args = [
     'start-dev',
     `--http-port=${port}`,
     '--http-host=127.0.0.1',
     `--http-management-port=${managementPort}`,
     '--hostname-strict=false',
-    '--import-realm',
-    '--db=dev-mem',
+    ...(importRealm ? ['--import-realm'] : []),
+    // Keycloak's dev-file URL, pointed at a directory of this run (the flags are those Keycloak adds for H2 2.x).
+    '--db=dev-file',
+    `--db-url=jdbc:h2:file:${join(dbDir, 'keycloakdb')};NON_KEYWORDS=VALUE;DB_CLOSE_ON_EXIT=FALSE;DB_CLOSE_DELAY=0`,
     // Local caches only: no JGroups discovery traffic.
     '--cache=local',
     '--features=dynamic-scopes',
