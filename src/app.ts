@@ -55,6 +55,7 @@ export function routeClassOf(path: string, homeserverFacingHere: boolean): Route
     if (rest === 'login/sso/redirect' || rest.startsWith('login/sso/redirect/')) return 'sso';
     return undefined;
   }
+  if (path.startsWith(`${OWN_PREFIX}/admin/`)) return 'admin';
   if (path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`)) return path.includes('/backchannel-logout/') ? 'backchannel_logout' : 'sso';
   if (path === '/health' || path === '/ready') return 'ops';
   if (homeserverFacingHere && (path === '/.well-known/openid-configuration' || path === '/oauth2/introspect')) return 'introspection';
@@ -100,8 +101,14 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
   homeserverApp.use(homeserverRouter.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
 
   const opsApp = new Koa({ proxy: false });
+  opsApp.use(requestContext(deps, 'homeserver'));
+  opsApp.use(renderMatrixErrors);
+  opsApp.use(unrecognizedWhenUnanswered);
   const opsRouter = new Router();
   registerOpsRoutes(opsRouter, readiness);
+  // Without a separate homeserver-facing listener the admin API must not sit on the public one: it goes here,
+  // on the operators' listener (loopback by default).
+  if (servesHomeserverFacing) registerAdminRoutes(opsRouter, deps);
   opsRouter.get('/metrics', async (ctx) => {
     ctx.type = deps.metrics.registry.contentType;
     ctx.body = await deps.metrics.registry.metrics();

@@ -1,3 +1,4 @@
+import { indexPendingSsoLogin } from './backchannel-logout.js';
 import type { Clock } from '../clock.js';
 import type { Store } from '../store/store.js';
 import { hashToken, randomBase62 } from '../sessions/tokens.js';
@@ -70,6 +71,9 @@ export class SsoLoginState {
   async saveConfirmation(confirmation: PendingConfirmation, ttlMs: number): Promise<string> {
     const id = randomBase62(32);
     await this.store.set(confirmationKey(id), JSON.stringify(confirmation), { ttlMs });
+    // A back-channel logout of this OP session or subject must void the page waiting for "Continue".
+    const origin = { idpId: confirmation.idpId, sub: confirmation.sub, ...(confirmation.sid === undefined ? {} : { sid: confirmation.sid }) };
+    await indexPendingSsoLogin(this.store, origin, confirmationKey(id), ttlMs);
     return id;
   }
 

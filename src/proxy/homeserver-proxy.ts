@@ -98,6 +98,8 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
         });
         upstream.once('response', (upstreamResponse: IncomingMessage) => relayResponse(upstreamResponse, res, log));
       };
+      // http-proxy drops the upstream request only when the incoming request stream breaks; a client that leaves
+      // after sending all of its request (any GET, every long-poll) would hold an upstream socket until the timeout.
       res.once('close', () => {
         if (!res.writableFinished) exchange.upstream?.destroy();
       });

@@ -1,0 +1,85 @@
+// `npm run dev-stack`: real Synapse (cached virtualenv), a development OP (oidc-provider with demo users alice/bob)
+// and the proxy with the in-memory store, all on loopback. Prints the URL and demo credentials; Ctrl-C stops all.
+import { stringify } from 'yaml';
+import { buildDeps } from '../src/build-deps.js';
+import { parseConfig } from '../src/config/load-config.js';
+import { createLogger } from '../src/observability/logger.js';
+import { createMetrics } from '../src/observability/metrics.js';
+import { startProxy } from '../src/server.js';
+import { MemoryStore } from '../src/store/memory-store.js';
+import { freePort } from '../test/support/free-port.js';
+import { startSynapse } from '../test/support/synapse.js';
+import { startTestOp } from '../test/support/test-op.js';
+
+const SERVER_NAME = 'localhost';
+const SECRET = 'dev-stack-shared-secret-0123456789';
+
+async function main(): Promise<void> {
+  const proxyPort = await freePort();
+  const facingPort = await freePort();
+  const proxyUrl = `http://127.0.0.1:${proxyPort}`;
+  process.stdout.write('dev-stack: starting the development OP...\n');
+  const op = await startTestOp({ proxyBaseUrl: proxyUrl, idpId: 'dev' });
+  process.stdout.write('dev-stack: starting Synapse (first run: `bash scripts/install-synapse.sh` installs it)...\n');
+  const synapse = await startSynapse({ masEndpoint: `http://127.0.0.1:${facingPort}/`, masSecret: SECRET, serverName: SERVER_NAME });
+
+  const config = parseConfig(
+    stringify({
+      server_name: SERVER_NAME,
+      public_baseurl: `${proxyUrl}/`,
+      listen: { host: '127.0.0.1', port: proxyPort },
+      homeserver: { url: synapse.url, secret: SECRET, listen: { host: '127.0.0.1', port: facingPort } },
+      oidc_providers: [
+        {
+          idp_id: 'dev',
+          idp_name: 'Development OP',
+          issuer: op.issuer,
+          client_id: op.clientId,
+          client_secret: op.clientSecret,
+          scopes: ['openid', 'profile', 'email', 'offline_access'],
+          password_grant: { enabled: true },
+          backchannel_logout_enabled: true,
+          user_mapping_provider: { config: { localpart_template: '{{ user.preferred_username }}', display_name_template: '{{ user.name }}', email_template: '{{ user.email }}' } },
+        },
+      ],
+      password_login: { enabled: true, idp_id: 'dev' },
+      sessions: { encryption_key: 'dev-stack-encryption-key-not-for-production-0123' },
+      metrics: { enabled: false },
+      log: { level: 'info' },
+    }),
+    { env: {} },
+  );
+  const store = new MemoryStore();
+  const deps = buildDeps(config, store, createLogger(config.log.level), createMetrics());
+  const proxy = await startProxy(deps);
+
+  process.stdout.write(
+    [
+      '',
+      `matrix-compat-proxy dev stack is up (Synapse ${synapse.version}).`,
+      `  Homeserver URL for any Matrix client: ${proxy.clientUrl}`,
+      `  Demo users (password login or SSO):   alice / ${op.users.alice.password}    bob / ${op.users.bob.password}`,
+      `  OP (issuer):                          ${op.issuer}`,
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n'),
+  );
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await proxy.stop(2000);
+    await store.close();
+    await synapse.stop();
+    await op.stop();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`dev-stack failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
