@@ -26,7 +26,8 @@ export interface LifecycleDeps {
 export class SessionLifecycle {
   constructor(private readonly deps: LifecycleDeps) {}
 
-  async start(input: NewSession): Promise<IssuedTokens> {
+  async start(requested: NewSession): Promise<IssuedTokens> {
+    const input = withDisplayNameLimit(requested);
     await this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
     const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
     if (previousId !== undefined) {
@@ -75,4 +76,13 @@ export class SessionLifecycle {
       this.deps.logger.warn({ err, idp_id: session.origin.idpId }, 'op.revoke.failed');
     }
   }
+}
+
+/** Synapse refuses device display names over 100 characters (upsert_device → 400 M_TOO_LARGE): shorten, don't fail the login. */
+const MAX_DEVICE_DISPLAY_NAME = 100;
+
+function withDisplayNameLimit(input: NewSession): NewSession {
+  const name = input.deviceDisplayName;
+  if (name === undefined || [...name].length <= MAX_DEVICE_DISPLAY_NAME) return input;
+  return { ...input, deviceDisplayName: [...name].slice(0, MAX_DEVICE_DISPLAY_NAME).join('') };
 }

@@ -47,6 +47,12 @@ describe('legacy login API against the in-process OP (memory store)', () => {
     assert.equal(h.homeserver.users.get('alice')?.displayName, h.op.users.alice.name);
   });
 
+  test('a device display name longer than Synapse accepts is shortened, not a failed login', async () => {
+    const { status, body } = await h.passwordLogin('alice', h.op.users.alice.password, { initial_device_display_name: 'é'.repeat(150) });
+    assert.equal(status, 200, JSON.stringify(body));
+    assert.equal(h.homeserver.devices('alice').get(body.device_id)?.displayName, 'é'.repeat(100));
+  });
+
   test('the deprecated top-level user wins over identifier; email identifiers go to the OP as the username', async () => {
     const legacy = await h.request('POST', LOGIN, {
       body: { type: 'm.login.password', user: 'alice', identifier: { type: 'm.id.user', user: 'bob' }, password: h.op.users.alice.password },
