@@ -2,7 +2,7 @@ import type { AppDeps } from '../app-deps.js';
 import { HomeserverError } from './adapter.js';
 import { resolveAccount } from '../identity/account-resolver.js';
 import { MappingError } from '../identity/user-mapping.js';
-import { UpstreamError } from '../oidc/upstream.js';
+import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import type { Session } from '../sessions/session.js';
 import { looksLikeOurToken } from '../sessions/tokens.js';
 import { admitSession } from '../sessions/revalidation.js';
@@ -141,7 +141,13 @@ async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<stri
 
   let localpart: string;
   try {
-    const account = await resolveAccount(policy, { sub: answer.sub, claims: { ...answer.claims, sub: answer.sub } }, deps);
+    // Introspection answers rarely carry profile claims; on first sight of a subject, ask userinfo with the
+    // client's own token so the mapping templates see the same claims as at login.
+    let claims: Record<string, unknown> = { ...answer.claims, sub: answer.sub };
+    if ((await deps.bindings.find(policy.issuer, answer.sub)) === undefined) {
+      claims = { ...claims, ...(await userinfoOrEmpty(deps, provider, token, answer.sub)) };
+    }
+    const account = await resolveAccount(policy, { sub: answer.sub, claims }, deps);
     if (!account.ok) {
       deps.logger.info({ reason: account.reason, idp_id: provider.idpId }, 'introspection.refused');
       cache.set(token, INACTIVE, now);
@@ -177,6 +183,17 @@ async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<stri
   };
   cache.set(token, value, now, answer.exp === undefined ? undefined : answer.exp * 1000);
   return withExpiresIn(value, now);
+}
+
+async function userinfoOrEmpty(deps: AppDeps, provider: UpstreamProvider, token: string, sub: string): Promise<Readonly<Record<string, unknown>>> {
+  try {
+    return await provider.userinfo(token, sub);
+  } catch (err: unknown) {
+    if (err instanceof UpstreamError && err.kind === 'unavailable') throw new IntrospectionUnavailable('The identity provider could not be reached for userinfo', err);
+    // No userinfo endpoint, or the token lacks the openid scope: map from the introspection claims alone.
+    deps.logger.debug({ err }, 'introspection.userinfo_skipped');
+    return {};
+  }
 }
 
 /** Remembers for a while which native devices exist, so a busy client does not cause an upsert per request. */

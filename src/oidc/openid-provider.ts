@@ -204,6 +204,13 @@ class OpenIdProvider implements UpstreamProvider {
     };
   }
 
+  async userinfo(accessToken: string, expectedSub: string): Promise<Readonly<Record<string, unknown>>> {
+    const resolved = await this.resolve();
+    this.requireEndpoint(resolved, 'userinfo_endpoint', 'userinfo');
+    const answer = await this.call('userinfo', () => fetchUserInfo(resolved.configuration, accessToken, expectedSub));
+    return { ...answer };
+  }
+
   async authorizationUrl(request: AuthorizationRequest): Promise<URL> {
     const resolved = await this.resolve();
     this.requireEndpoint(resolved, 'authorization_endpoint', 'authorization request');

@@ -17,6 +17,9 @@ export interface UpstreamProvider {
   /** RFC 7662 introspection of a token the OP issued (native OIDC clients). */
   introspect(token: string): Promise<UpstreamIntrospection>;
 
+  /** OIDC userinfo for an access token the OP issued; the answer's `sub` must equal `expectedSub`. */
+  userinfo(accessToken: string, expectedSub: string): Promise<Readonly<Record<string, unknown>>>;
+
   /** Authorization request URL for the SSO flow (code + PKCE S256). */
   authorizationUrl(request: AuthorizationRequest): Promise<URL>;
   /** Exchanges the callback's code; checks state, nonce, issuer (RFC 9207 `iss` when present), PKCE. */
