@@ -8,17 +8,7 @@ import { matrixErrors } from './matrix-error.js';
  * An empty body reads as `{}` only when `emptyAsObject` (POST /logout has no body in practice).
  */
 export async function readJsonBody(ctx: Context, limitBytes: number, options: { emptyAsObject?: boolean } = {}): Promise<unknown> {
-  const declared = Number(ctx.get('content-length') || '0');
-  if (declared > limitBytes) throw matrixErrors.tooLarge();
-
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limitBytes) throw matrixErrors.tooLarge();
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = await readBodyText(ctx, limitBytes);
   if (text.trim() === '') {
     if (options.emptyAsObject) return {};
     throw matrixErrors.notJson();
@@ -28,6 +18,20 @@ export async function readJsonBody(ctx: Context, limitBytes: number, options: { 
   } catch (err: unknown) {
     throw matrixErrors.notJson(err);
   }
+}
+
+/** The whole request body as UTF-8 text, refusing (413 M_TOO_LARGE) anything over `limitBytes` without reading on. */
+export async function readBodyText(ctx: Context, limitBytes: number): Promise<string> {
+  const declared = Number(ctx.get('content-length') || '0');
+  if (declared > limitBytes) throw matrixErrors.tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limitBytes) throw matrixErrors.tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Narrows an unknown JSON value to a plain object, else 400 M_BAD_JSON. */

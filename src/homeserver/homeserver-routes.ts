@@ -1,8 +1,9 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
-import { timingSafeEqual, createHash } from 'node:crypto';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
+import { readBodyText } from '../errors/json-body.js';
+import { bearerTokenOf, matchesSecret, secretDigest } from '../security/shared-secret.js';
 import { introspect, IntrospectionUnavailable } from './introspection.js';
 import { metadataForHomeserver } from './metadata.js';
 
@@ -11,6 +12,7 @@ import { metadataForHomeserver } from './metadata.js';
  * reads at start-up, and token introspection for every client request Synapse serves.
  */
 export function registerHomeserverFacingRoutes(router: Router, deps: AppDeps): void {
+  const homeserverSecret = secretDigest(deps.config.homeserver.secret);
   router.get('/.well-known/openid-configuration', async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     try {
@@ -22,7 +24,7 @@ export function registerHomeserverFacingRoutes(router: Router, deps: AppDeps): v
   });
 
   router.post('/oauth2/introspect', async (ctx) => {
-    requireHomeserverSecret(ctx, deps.config.homeserver.secret);
+    requireHomeserverSecret(ctx, homeserverSecret);
     const form = await readForm(ctx, deps.config.max_request_body);
     const token = form.get('token');
     ctx.set('Cache-Control', 'no-store');
@@ -50,22 +52,12 @@ export function registerHomeserverFacingRoutes(router: Router, deps: AppDeps): v
 }
 
 /** Constant-time check of `Authorization: Bearer <homeserver.secret>`; anything else → 401 (RFC 7662 §2.1). */
-export function requireHomeserverSecret(ctx: Context, secret: string): void {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(ctx.get('authorization'));
-  const presented = createHash('sha256').update(match?.[1] ?? '').digest();
-  const expected = createHash('sha256').update(secret).digest();
-  if (match === null || !timingSafeEqual(presented, expected)) {
+export function requireHomeserverSecret(ctx: Context, secretDigestValue: Buffer): void {
+  if (!matchesSecret(bearerTokenOf(ctx), secretDigestValue)) {
     throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'This endpoint is for the homeserver only', { headers: { 'WWW-Authenticate': 'Bearer' } });
   }
 }
 
 async function readForm(ctx: Context, limitBytes: number): Promise<URLSearchParams> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limitBytes) throw new MatrixError(413, 'M_TOO_LARGE', 'Request body too large');
-    chunks.push(chunk);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  return new URLSearchParams(await readBodyText(ctx, limitBytes));
 }
