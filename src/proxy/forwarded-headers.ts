@@ -16,18 +16,27 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** How the body of an incoming request is delimited; the hop to the homeserver must delimit it the same way. */
-export type BodyFraming = 'content-length' | 'chunked' | 'none';
+/**
+ * How the body of an incoming request is delimited; the hop to the homeserver must delimit it the same way.
+ * `codings` is the Transfer-Encoding as received: Node undoes only the final `chunked`, so any coding before it
+ * (`gzip, chunked`) still applies to the bytes we pass on.
+ */
+export type BodyFraming =
+  | { readonly kind: 'chunked'; readonly codings: string }
+  | { readonly kind: 'length'; readonly length: string }
+  | { readonly kind: 'none' };
 
+/** Node's parser has already refused both headers at once, a malformed length, and codings not ending in chunked. */
 export function bodyFraming(req: IncomingMessage): BodyFraming {
-  if (req.headers['transfer-encoding'] !== undefined) return 'chunked';
-  if (req.headers['content-length'] !== undefined) return 'content-length';
-  return 'none';
+  const codings = req.headers['transfer-encoding'];
+  if (codings !== undefined) return { kind: 'chunked', codings };
+  const length = req.headers['content-length'];
+  return length === undefined ? { kind: 'none' } : { kind: 'length', length };
 }
 
 /**
- * The headers of the request to the homeserver: end-to-end headers as received, hop-by-hop ones dropped, the body
- * framed explicitly, and the X-Forwarded-* set rebuilt from what we know.
+ * The headers of the request to the homeserver: end-to-end headers as received, hop-by-hop ones dropped, and the
+ * X-Forwarded-* set rebuilt from what we know. The caller settles the body framing (see bodyFraming).
  */
 export function upstreamRequestHeaders(req: IncomingMessage, trusted: TrustedProxies): IncomingHttpHeaders {
   const incoming = req.headers;
@@ -42,14 +51,6 @@ export function upstreamRequestHeaders(req: IncomingMessage, trusted: TrustedPro
     if (!peerIsTrusted && isForwardingHeader(name)) continue;
     headers[name] = value;
   }
-
-  // Framing is ours to decide, whatever the Connection header listed: a body sent without Content-Length or
-  // Transfer-Encoding would be read by the homeserver as the next request on a kept-alive socket (RFC 9112 §11.2).
-  // Node chunks POST/PUT on its own but not GET/DELETE/OPTIONS, so say it explicitly.
-  delete headers['content-length'];
-  const framing = bodyFraming(req);
-  if (framing === 'content-length') headers['content-length'] = incoming['content-length'];
-  if (framing === 'chunked') headers['transfer-encoding'] = 'chunked';
 
   const fromTrustedHop = (name: string) => (peerIsTrusted && !dropped.has(name) ? joined(incoming[name]) : undefined);
   const ownProto = (req.socket as Partial<TLSSocket>).encrypted === true ? 'https' : 'http';

@@ -80,6 +80,8 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
         path: pathOf(rawUrl),
         timeoutMs: isLongPoll(pathOf(rawUrl)) ? options.syncTimeoutMs : options.upstreamTimeoutMs,
         timedOut: false,
+        responded: false,
+        clientLeft: false,
         failed: false,
         upstream: undefined,
       };
@@ -91,17 +93,22 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
         exchange.upstream = upstream;
         // http-proxy's urlJoin collapses `//` and rewrites `http:/` in the path; the homeserver gets the bytes we got.
         upstream.path = basePath + rawUrl;
-        restoreFraming(upstream, framing);
+        frameBody(upstream, framing);
         upstream.setTimeout(exchange.timeoutMs, () => {
           exchange.timedOut = true;
           upstream.destroy(new Error(`no data from the homeserver for ${exchange.timeoutMs} ms`));
         });
-        upstream.once('response', (upstreamResponse: IncomingMessage) => relayResponse(upstreamResponse, res, log));
+        upstream.once('response', (upstreamResponse: IncomingMessage) => {
+          exchange.responded = true;
+          relayResponse(upstreamResponse, res, log);
+        });
       };
       // http-proxy drops the upstream request only when the incoming request stream breaks; a client that leaves
       // after sending all of its request (any GET, every long-poll) would hold an upstream socket until the timeout.
       res.once('close', () => {
-        if (!res.writableFinished) exchange.upstream?.destroy();
+        if (res.writableFinished) return;
+        if (!exchange.responded) exchange.clientLeft = true;
+        exchange.upstream?.destroy();
       });
 
       proxy.web(req, res, { agent: adoptingAgent(agent, adopt) }, (err: Error) => {
@@ -118,18 +125,24 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
   function failUpstream(err: Error, req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     if (exchange.failed) return;
     exchange.failed = true;
-    if (res.destroyed || req.socket.destroyed) {
-      // The client left (or broke its request): nothing to answer and nothing wrong upstream.
+    const details = { method: exchange.method, path: exchange.path, code: (err as NodeJS.ErrnoException).code, reason: err.message };
+    if (!exchange.timedOut && exchange.responded) {
+      // The homeserver answered, then the exchange broke (say it stopped reading an upload it had already refused).
+      // Not an outage; the client connection cannot carry on either way.
+      log.debug(details, 'proxy.upstream.cut');
+      res.destroy();
+      return;
+    }
+    if (!exchange.timedOut && (exchange.clientLeft || req.socket.destroyed)) {
+      // The client left or broke its request, and we dropped the upstream request: nothing to answer or count.
       exchange.upstream?.destroy();
       return;
     }
     const kind: UpstreamErrorKind = exchange.timedOut ? 'timeout' : 'unreachable';
     options.onUpstreamError?.(kind);
-    log.warn(
-      { kind, method: exchange.method, path: exchange.path, code: (err as NodeJS.ErrnoException).code, reason: err.message },
-      `proxy.upstream.${kind}`,
-    );
-    if (res.headersSent) {
+    log.warn({ kind, ...details }, `proxy.upstream.${kind}`);
+    if (res.headersSent || res.destroyed) {
+      // Too late for an error status: cutting the connection is the only way to tell the client it is incomplete.
       res.destroy();
       return;
     }
@@ -154,6 +167,10 @@ interface Exchange {
   readonly path: string;
   readonly timeoutMs: number;
   timedOut: boolean;
+  /** The upstream status line arrived (so the client's has gone out too). */
+  responded: boolean;
+  /** The client connection closed before any response went out. */
+  clientLeft: boolean;
   failed: boolean;
   upstream: ClientRequest | undefined;
 }
@@ -171,14 +188,24 @@ function relayResponse(upstreamResponse: IncomingMessage, res: ServerResponse, l
 }
 
 /**
- * http-proxy's deleteLength pass gives a DELETE or OPTIONS without Content-Length a `Content-Length: 0` and drops
- * its Transfer-Encoding, even when a chunked body follows; the body would then reach the homeserver as a second
- * request (request smuggling). Put the chunked framing back.
+ * Frames the upstream body the way the client framed it. Transfer-Encoding is hop-by-hop and gone from the copied
+ * headers, and a Connection header may have named Content-Length; Node only chunks POST/PUT/PATCH bodies by itself,
+ * and http-proxy's deleteLength pass even adds `Content-Length: 0` to a DELETE or OPTIONS whose chunked body follows.
+ * A body left unframed or misframed is read by the homeserver as the next request on the socket (RFC 9112 §11.2,
+ * request smuggling).
  */
-function restoreFraming(upstream: ClientRequest, framing: BodyFraming): void {
-  if (framing !== 'chunked') return;
-  upstream.removeHeader('content-length');
-  upstream.setHeader('transfer-encoding', 'chunked');
+function frameBody(upstream: ClientRequest, framing: BodyFraming): void {
+  switch (framing.kind) {
+    case 'chunked':
+      upstream.removeHeader('content-length');
+      upstream.setHeader('transfer-encoding', framing.codings);
+      return;
+    case 'length':
+      upstream.setHeader('content-length', framing.length);
+      return;
+    case 'none':
+      return;
+  }
 }
 
 /** What Node's ClientRequest calls on its agent, synchronously in its constructor, before the head is serialised. */

@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { Agent, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setFlagsFromString } from 'node:v8';
@@ -125,6 +125,17 @@ describe('homeserver proxy against a real upstream', () => {
     }
   });
 
+  test('a path prefix in the target is kept in front of the request path', async () => {
+    const prefixed = await startForwarder({ target: `${upstream.url}/homeserver/` });
+    try {
+      const reply = await send(prefixed.port, '/_matrix/client/versions?x=%2F');
+      assert.equal(reply.status, 200);
+      assert.equal(lastRequest(upstream).url, '/homeserver/_matrix/client/versions?x=%2F');
+    } finally {
+      await prefixed.close();
+    }
+  });
+
   test('HEAD, PUT and DELETE keep their method and body', async () => {
     const head = await send(forwarder.port, '/_matrix/client/v3/pushrules/', { method: 'HEAD' });
     assert.equal(head.status, 200);
@@ -172,7 +183,49 @@ describe('homeserver proxy against a real upstream', () => {
     }
   });
 
-  test('a chunked response streams through before the upstream has finished it', async () => {
+  test('a body keeps its framing when the client names Content-Length in Connection', async () => {
+    const before = upstream.requests.length;
+    const body = `{"a":1}GET /_matrix/smuggled HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const reply = await send(forwarder.port, '/_matrix/client/v3/named-length', {
+      headers: { Connection: 'Content-Length', 'Content-Length': Buffer.byteLength(body) },
+      body,
+    });
+    assert.equal(reply.status, 200);
+    const seen = upstream.requests.slice(before);
+    assert.deepEqual(seen.map((entry) => entry.url), ['/_matrix/client/v3/named-length']);
+    assert.equal(seen[0]?.bodyLength, Buffer.byteLength(body));
+  });
+
+  test('transfer codings before chunked still reach the upstream', async () => {
+    const reply = await send(forwarder.port, '/_matrix/client/v3/coded', {
+      method: 'POST',
+      headers: { 'Transfer-Encoding': 'gzip, chunked' },
+      body: 'pretend this is gzip',
+    });
+    assert.equal(reply.status, 200);
+    assert.equal(lastRequest(upstream).headers['transfer-encoding'], 'gzip, chunked');
+    assert.equal(lastRequest(upstream).bodyLength, 'pretend this is gzip'.length);
+  });
+
+  test('a client expecting 100-continue gets it, and the upstream gets the body', async () => {
+    const body = JSON.stringify({ hello: 'world' });
+    const req = request({
+      host: '127.0.0.1',
+      port: forwarder.port,
+      path: '/_matrix/client/v3/expects',
+      method: 'POST',
+      headers: { Expect: '100-continue', 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+      agent: false,
+    });
+    req.once('continue', () => req.end(body));
+    const [res] = (await once(req, 'response')) as [IncomingMessage];
+    res.resume();
+    assert.equal(res.statusCode, 200);
+    assert.equal(lastRequest(upstream).bodyLength, Buffer.byteLength(body));
+    assert.equal(lastRequest(upstream).headers.expect, undefined);
+  });
+
+  test('a chunked response streams through before the upstream has finished it', { timeout: 5000 }, async () => {
     const req = request({ host: '127.0.0.1', port: forwarder.port, path: '/_upstream/chunked?chunks=3&hold=1', agent: false });
     req.end();
     const [res] = (await once(req, 'response')) as [IncomingMessage];
@@ -270,8 +323,12 @@ describe('homeserver proxy against a real upstream', () => {
     req.on('error', () => {});
     req.end();
     await seen;
+    const left = performance.now();
     req.destroy();
     assert.deepEqual(await abandoned, ['/_upstream/hang']);
+    // Far below the 10 s upstream timeout, which would also end it eventually.
+    const waited = performance.now() - left;
+    assert.ok(waited < 1000, `the upstream request lived on for ${waited} ms`);
     assert.deepEqual(forwarder.upstreamErrors, []);
   });
 });
@@ -472,6 +529,7 @@ describe('homeserver proxy timeouts and failures', () => {
 
   test('a closed upstream port gets 502 M_UNKNOWN as JSON', async () => {
     const closed = await startForwarder({ target: `http://127.0.0.1:${await freePort()}` });
+    const keepAlive = new Agent({ keepAlive: true });
     try {
       const reply = await send(closed.port, '/_matrix/client/v3/sync');
       assert.equal(reply.status, 502);
@@ -479,14 +537,24 @@ describe('homeserver proxy timeouts and failures', () => {
       assert.equal(json(reply).errcode, 'M_UNKNOWN');
       assert.deepEqual(closed.upstreamErrors, ['unreachable']);
 
-      const body = 'x'.repeat(100_000);
-      const post = await send(closed.port, '/_matrix/client/v3/rooms/%21r%3Ax/send/m.room.message', {
+      // The answer comes while the body is still on its way: the socket must not be reused with it half read.
+      const upload = request({
+        host: '127.0.0.1',
+        port: closed.port,
+        path: '/_matrix/media/v3/upload',
         method: 'POST',
-        headers: { 'content-length': body.length },
-        body,
+        headers: { 'content-length': 100_000 },
+        // A keep-alive client: with agent: false node would ask for Connection: close itself.
+        agent: keepAlive,
       });
-      assert.equal(post.status, 502);
+      upload.on('error', () => {});
+      upload.write('x'.repeat(10));
+      const [partial] = (await once(upload, 'response')) as [IncomingMessage];
+      assert.equal(partial.statusCode, 502);
+      assert.equal(partial.headers.connection, 'close');
+      upload.destroy();
     } finally {
+      keepAlive.destroy();
       await closed.close();
     }
   });

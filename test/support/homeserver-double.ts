@@ -6,7 +6,8 @@ import { systemClock } from '../../src/clock.js';
 /**
  * A small stand-in for current Synapse with `matrix_authentication_service` enabled, for the parts the proxy
  * touches: the `/_synapse/mas/*` provisioning API and token checks through the auth service's introspection.
- * Its behaviour was taken from Synapse 1.163 (synapse/rest/synapse/mas/*.py, synapse/api/auth/mas.py) and is
+ * Also `GET /_matrix/client/v1/auth_metadata` (the auth service's metadata, fetched lazily and kept like Synapse
+ * does) and `/_matrix/client/versions`. Its behaviour was taken from Synapse 1.163 (synapse/rest/synapse/mas/*.py, synapse/api/auth/mas.py) and is
  * proven against the real thing by the shared checks in test/interop/synapse-provisioning.test.ts.
  *
  * Deliberate differences: validation error texts are shorter than pydantic's (status and errcode match); any
@@ -90,6 +91,8 @@ const MAX_DISPLAYNAME_LEN = 256;
 const MAX_USERID_LENGTH = 255;
 const LOCALPART_CHARACTERS = /^[a-z0-9._=\-/+]*$/;
 const LEGACY_AUTH_PATHS = /^\/_matrix\/client\/(?:r0|v3|unstable)\/(?:login(?:\/.*)?|logout(?:\/all)?|refresh|delete_devices|account\/password(?:\/.*)?|account\/deactivate|account\/3pid(?:\/.*)?|register\/[^/]+\/requestToken)$/;
+// synapse/rest/client/auth_metadata.py: unauthenticated, the auth service's metadata as Synapse fetched it.
+const AUTH_METADATA_PATHS = new Set(['/_matrix/client/v1/auth_metadata', '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata']);
 const CLIENT_PATH = /^\/_matrix\/client\/(?:r0|v3|v1|unstable)(\/.*)$/;
 
 class SynapseError extends Error {
@@ -126,6 +129,7 @@ interface Requester {
 export async function startHomeserverDouble(options: HomeserverDoubleOptions): Promise<HomeserverDouble> {
   const clock = options.clock ?? systemClock;
   const introspectionUrl = `${options.masEndpoint.replace(/\/+$/, '')}/oauth2/introspect`;
+  const metadataUrl = `${options.masEndpoint.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   const users = new Map<string, DoubleUser>();
   const deviceTable = new Map<string, Map<string, DoubleDevice>>();
   const calls: ProvisioningCall[] = [];
@@ -359,6 +363,28 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
 
   // ------------------------------------------------------------------------------------ client API
 
+  let metadata: Promise<Record<string, unknown>> | undefined;
+  /** Synapse's RetryOnExceptionCachedCall: fetched on first use, kept for the process lifetime, failures retried. */
+  function serverMetadata(): Promise<Record<string, unknown>> {
+    if (metadata === undefined) {
+      const fetching = (async () => {
+        const response = await fetch(metadataUrl, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(30_000) });
+        if (!response.ok) throw new Error(`metadata answered ${response.status}`);
+        const body = (await response.json()) as Record<string, unknown>;
+        // synapse/api/auth/mas.py ServerMetadata: both strictly strings, other fields kept.
+        if (typeof body['issuer'] !== 'string' || typeof body['account_management_uri'] !== 'string') {
+          throw new Error('metadata lacks issuer or account_management_uri');
+        }
+        return body;
+      })();
+      metadata = fetching;
+      fetching.catch(() => {
+        if (metadata === fetching) metadata = undefined;
+      });
+    }
+    return metadata;
+  }
+
   async function introspect(token: string): Promise<Introspection> {
     let status: number | undefined;
     let parsed: unknown;
@@ -512,6 +538,17 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
       }
       if (path === '/_matrix/client/versions' && req.method === 'GET') {
         sendJson(res, 200, { versions: ['r0.6.1', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6', 'v1.7', 'v1.8', 'v1.9', 'v1.10', 'v1.11', 'v1.12', 'v1.13', 'v1.14', 'v1.15'], unstable_features: {} });
+        return;
+      }
+      if (AUTH_METADATA_PATHS.has(path) && req.method === 'GET') {
+        let body: Record<string, unknown>;
+        try {
+          body = await serverMetadata();
+        } catch {
+          throw new SynapseError(500, 'M_UNKNOWN', 'Internal server error');
+        }
+        res.setHeader('cache-control', 'public, max-age=600, s-maxage=3600, stale-while-revalidate=600');
+        sendJson(res, 200, body);
         return;
       }
       if (path === '/_matrix/client/v3/register' || path === '/_matrix/client/r0/register') {

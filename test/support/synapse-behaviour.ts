@@ -45,6 +45,8 @@ export interface StandInAuthService {
   readonly metadataRequests: number;
   /** While set, introspection answers this HTTP status with a non-JSON body. */
   failWith: number | undefined;
+  /** While set, the metadata document answers this HTTP status. */
+  failMetadataWith: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -59,6 +61,10 @@ export async function startStandInAuthService(): Promise<StandInAuthService> {
     req.on('end', () => {
       if (req.method === 'GET' && req.url === '/.well-known/openid-configuration') {
         metadataRequests += 1;
+        if (service.failMetadataWith !== undefined) {
+          res.writeHead(service.failMetadataWith, { 'content-type': 'text/plain' }).end('auth service is down');
+          return;
+        }
         res.writeHead(200, { 'content-type': 'application/json' }).end(
           JSON.stringify({
             issuer: `${service.url}/`,
@@ -94,6 +100,7 @@ export async function startStandInAuthService(): Promise<StandInAuthService> {
       return metadataRequests;
     },
     failWith: undefined,
+    failMetadataWith: undefined,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -172,6 +179,26 @@ export function describeSynapseBehaviour(
     test('does not contact the auth service before a client needs it', () => {
       assert.equal(auth.metadataRequests, 0);
       assert.equal(auth.introspections.length, 0);
+    });
+
+    test('auth_metadata relays the auth service metadata, fetched on first use, kept once it succeeded', async () => {
+      auth.failMetadataWith = 502;
+      try {
+        assert.deepEqual(await client('GET', '/_matrix/client/v1/auth_metadata'), {
+          status: 500,
+          body: { errcode: 'M_UNKNOWN', error: 'Internal server error' },
+        });
+      } finally {
+        auth.failMetadataWith = undefined;
+      }
+      const metadata = await client('GET', '/_matrix/client/v1/auth_metadata');
+      assert.equal(metadata.status, 200);
+      assert.equal(metadata.body?.['issuer'], `${auth.url}/`);
+      assert.equal(metadata.body?.['account_management_uri'], `${auth.url}/account`);
+      assert.equal(metadata.body?.['token_endpoint'], `${auth.url}/token`, 'fields beyond the required two are passed on');
+      const unstable = await client('GET', '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata');
+      assert.deepEqual(unstable.body, metadata.body);
+      assert.equal(auth.metadataRequests, 2, 'one failed fetch, one kept');
     });
 
     test('provision_user creates the user with its display name; query_user reads it back', async () => {

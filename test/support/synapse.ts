@@ -66,10 +66,12 @@ export function synapsePython(): string {
  * A real Synapse on a free loopback port with delegated auth (`matrix_authentication_service`) pointing at
  * `masEndpoint`, SQLite and a generated config in a temp dir removed by stop().
  *
- * Synapse does not contact the auth service at start-up: it fetches `{endpoint}/.well-known/openid-configuration`
- * lazily (first /.well-known/matrix/client, /_matrix/client/v1/auth_metadata or UIA redirect) and caches it for the
- * process lifetime (retried only after a failure), and it introspects each access token on first use (cached 2 min).
- * So the auth service may come up after Synapse.
+ * Synapse does not contact the auth service at start-up (checked by the interop suite): it fetches
+ * `{endpoint}/.well-known/openid-configuration` lazily, on the first /_matrix/client/v1/auth_metadata,
+ * /.well-known/matrix/client or UIA redirect, and keeps it for the process lifetime (a failed fetch answers 500 and
+ * is retried next time); it introspects each access token on first use and keeps every well-formed answer, inactive
+ * ones included, for 2 minutes. So the auth service may come up after Synapse, and a metadata change needs a
+ * Synapse restart.
  */
 export async function startSynapse(options: StartSynapseOptions): Promise<RunningSynapse> {
   const python = synapsePython();
