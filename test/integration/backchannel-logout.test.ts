@@ -5,6 +5,7 @@ import { IDP_ID, SERVER_NAME, startProxyHarness, type Harness } from '../support
 import type { TestOpBrowser, TestOpUser } from '../support/test-op.js';
 import { parseToken } from '../../src/sessions/tokens.js';
 import type { Session } from '../../src/sessions/session.js';
+import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 
 /**
  * OpenID Connect Back-Channel Logout 1.0 through the proxy's HTTP receiver, with logout tokens sent by the real
@@ -73,35 +74,7 @@ async function assertLoggedOut(h: Harness, login: LegacyLogin, localpart = 'alic
   assert.equal(rejected.body['errcode'], 'M_UNKNOWN_TOKEN');
 }
 
-/** The browser in front of the proxy's SSO pages: one cookie jar, redirects by hand. */
-class ProxyBrowser {
-  private readonly cookies = new Map<string, string>();
-  constructor(private readonly origin: string) {}
-  get(url: string | URL): Promise<Response> {
-    return this.send(new URL(url, this.origin), 'GET');
-  }
-  post(url: string | URL, form: Record<string, string>): Promise<Response> {
-    return this.send(new URL(url, this.origin), 'POST', new URLSearchParams(form));
-  }
-  private async send(url: URL, method: string, form?: URLSearchParams): Promise<Response> {
-    const headers: Record<string, string> = {};
-    if (this.cookies.size > 0) headers['cookie'] = [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
-    if (form !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
-    const response = await fetch(url, { method, headers, redirect: 'manual', ...(form === undefined ? {} : { body: form.toString() }) });
-    for (const line of response.headers.getSetCookie()) {
-      const pair = line.split(';')[0] ?? '';
-      const equals = pair.indexOf('=');
-      if (equals > 0) this.cookies.set(pair.slice(0, equals).trim(), pair.slice(equals + 1).trim());
-    }
-    return response;
-  }
-}
 
-function locationOf(response: Response): URL {
-  const location = response.headers.get('location');
-  assert.ok(location, `expected a redirect, got ${response.status}`);
-  return new URL(location, response.url);
-}
 
 /** SSO up to the confirmation page; the OP browser is returned so the test can log out at the OP afterwards. */
 async function ssoUntilConfirmation(h: Harness, user: TestOpUser): Promise<{ browser: ProxyBrowser; opBrowser: TestOpBrowser; confirmationUrl: URL }> {

@@ -12,6 +12,7 @@ import { freePort } from '../support/free-port.js';
 import { startHomeserverDouble } from '../support/homeserver-double.js';
 import { HOMESERVER_SECRET, IDP_ID, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 import { startTestOp, type TestOp, type TestOpUser } from '../support/test-op.js';
+import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 
 /**
  * m.login.sso end to end over real HTTP: the proxy, the in-process oidc-provider (its login form driven by a
@@ -21,42 +22,7 @@ import { startTestOp, type TestOp, type TestOpUser } from '../support/test-op.js
 
 const CLIENT_REDIRECT = 'https://client.example/sso-done?keep=1&loginToken=stale';
 
-/** The browser's side of the proxy: one cookie jar, redirects followed by hand so each hop can be checked. */
-class ProxyBrowser {
-  private readonly cookies = new Map<string, string>();
-  constructor(private readonly origin: string) {}
 
-  async get(url: string | URL): Promise<Response> {
-    return this.send(new URL(url, this.origin), 'GET');
-  }
-
-  async post(url: string | URL, form: Record<string, string>): Promise<Response> {
-    return this.send(new URL(url, this.origin), 'POST', new URLSearchParams(form));
-  }
-
-  cookieHeader(): string {
-    return [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
-  }
-
-  private async send(url: URL, method: string, form?: URLSearchParams): Promise<Response> {
-    const headers: Record<string, string> = {};
-    if (url.origin === this.origin && this.cookies.size > 0) headers['cookie'] = this.cookieHeader();
-    if (form !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
-    const response = await fetch(url, { method, headers, redirect: 'manual', ...(form === undefined ? {} : { body: form.toString() }) });
-    for (const line of response.headers.getSetCookie()) {
-      const pair = line.split(';')[0] ?? '';
-      const equals = pair.indexOf('=');
-      if (equals > 0) this.cookies.set(pair.slice(0, equals).trim(), pair.slice(equals + 1).trim());
-    }
-    return response;
-  }
-}
-
-function locationOf(response: Response): URL {
-  const location = response.headers.get('location');
-  assert.ok(location, `expected a redirect, got ${response.status}`);
-  return new URL(location, response.url);
-}
 
 /** Step 1: the client sends the browser to /login/sso/redirect; the proxy answers 302 to the OP. */
 async function startSso(h: { url: string }, browser: ProxyBrowser, query: Record<string, string> = { redirectUrl: CLIENT_REDIRECT }, path = '/_matrix/client/v3/login/sso/redirect'): Promise<URL> {
