@@ -100,12 +100,19 @@ function urlOf(server: Server): string {
   return `http://${host}:${address.port}`;
 }
 
-/** Stop accepting, close idle keep-alive sockets now, and give busy ones `graceMs` before cutting them. */
+/**
+ * Stop accepting, close idle keep-alive sockets now and each busy one as soon as its response is done, and give
+ * the rest `graceMs` before cutting them.
+ */
 async function closeGracefully(server: Server, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-  timer.unref();
+  // A keep-alive socket becomes idle when its in-flight response ends; it would otherwise linger until keepAliveTimeout.
+  const sweeper = setInterval(() => server.closeIdleConnections(), 50);
+  const deadline = setTimeout(() => server.closeAllConnections(), graceMs);
+  sweeper.unref();
+  deadline.unref();
   await closed;
-  clearTimeout(timer);
+  clearInterval(sweeper);
+  clearTimeout(deadline);
 }

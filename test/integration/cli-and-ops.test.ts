@@ -146,10 +146,13 @@ describe('a running proxy process: health, readiness, metrics, graceful shutdown
     const inFlight = fetch(`http://127.0.0.1:${port}/slow`).then(async (response) => ({ status: response.status, body: await response.text() }));
     await new Promise((resolve) => setTimeout(resolve, 200));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const signalled = Date.now();
     child.kill('SIGTERM');
     const response = await inFlight;
     assert.deepEqual(response, { status: 200, body: 'finished' });
     assert.equal(await exited, 0);
+    // Drained, not cut at the 10 s bound: exit follows the last response closely.
+    assert.ok(Date.now() - signalled < 5000, `exit took ${Date.now() - signalled} ms`);
     assert.match(output, /proxy\.stopped/);
     await assert.rejects(fetch(`http://127.0.0.1:${port}/health`));
   });
