@@ -18,6 +18,7 @@ import { clientIp } from './proxy/client-address.js';
 import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
 import { OWN_PREFIX } from './own-paths.js';
+import { createPassthroughRevalidation } from './sessions/passthrough-revalidation.js';
 
 export interface HomeserverProxy {
   forward(req: IncomingMessage, res: ServerResponse): void;
@@ -64,6 +65,7 @@ export function routeClassOf(path: string, homeserverFacingHere: boolean): Route
 
 export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Readiness): AppHandlers {
   const servesHomeserverFacing = deps.config.homeserver.listen === undefined;
+  const revalidateBeforeForwarding = createPassthroughRevalidation(deps);
 
   const clientApp = new Koa({ proxy: false });
   clientApp.use(requestContext(deps, 'client'));
@@ -132,7 +134,19 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         return;
       }
       countPassthrough(deps, req, res);
-      proxy.forward(req, res);
+      const revalidation = revalidateBeforeForwarding(req);
+      if (revalidation === undefined) {
+        proxy.forward(req, res);
+        return;
+      }
+      revalidation.then(
+        (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeJsonError(res, refusal)),
+        (err: unknown) => {
+          // The store failed: Synapse's introspection decides, as it would without this check.
+          deps.logger.warn({ err }, 'revalidation.passthrough_failed');
+          proxy.forward(req, res);
+        },
+      );
     },
     homeserverFacing: homeserverApp.callback(),
     ops: opsApp.callback(),

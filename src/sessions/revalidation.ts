@@ -97,9 +97,15 @@ export async function admitRefresh(deps: RevalidationDeps, refreshToken: string)
   return admitSession(deps, session);
 }
 
+/** When the session's grant is next due for a check at the OP; undefined when it never is (no OP grant kept). */
+export function revalidationDueAt(deps: Pick<RevalidationDeps, 'config'>, session: Session): number | undefined {
+  if (session.origin.kind === 'appservice' || session.origin.sealedOpRefreshToken === undefined) return undefined;
+  return session.origin.lastValidatedAt + deps.config.sessions.revalidate_interval;
+}
+
 function isDue(deps: RevalidationDeps, session: Session): boolean {
-  if (session.origin.kind === 'appservice' || session.origin.sealedOpRefreshToken === undefined) return false;
-  return deps.clock.now() - session.origin.lastValidatedAt >= deps.config.sessions.revalidate_interval;
+  const dueAt = revalidationDueAt(deps, session);
+  return dueAt !== undefined && deps.clock.now() >= dueAt;
 }
 
 function graceOrUnavailable(deps: RevalidationDeps, session: Session): 'grace' | 'unavailable' {

@@ -36,7 +36,11 @@ export interface RunningKeycloak {
   /** Disables the user: password grants fail, refresh tokens are refused, introspection answers inactive. */
   disableUser(username: string): Promise<void>;
   enableUser(username: string): Promise<void>;
-  /** Ends all the user's sessions (the admin console's "Sign out"), offline sessions included. */
+  /**
+   * The admin console's "Sign out": ends the user's online sessions (with a back-channel logout to clients that
+   * registered a URL). Offline sessions stay and get no back-channel logout; Keycloak sets the user's not-before
+   * time (whole seconds) instead, so their refresh tokens issued in an earlier second are refused as "Stale token".
+   */
   logoutUser(username: string): Promise<void>;
   stop(): Promise<void>;
   logs(): string;
