@@ -182,10 +182,10 @@ function requestContext(deps: AppDeps, face: 'client' | 'homeserver') {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       deps.metrics.requests.inc({ route, method: ctx.method, status: String(ctx.status) });
       deps.metrics.requestDuration.observe({ route }, seconds);
-      (ctx.state['log'] as AppDeps['logger']).debug(
-        { method: ctx.method, url: redactUrl(ctx.originalUrl), status: ctx.status, ms: Math.round(seconds * 1e4) / 10 },
-        'request.done',
-      );
+      const log = ctx.state['log'] as AppDeps['logger'];
+      if (log.isLevelEnabled('debug')) {
+        log.debug({ method: ctx.method, url: redactUrl(ctx.originalUrl), status: ctx.status, ms: Math.round(seconds * 1e4) / 10 }, 'request.done');
+      }
     }
   };
 }

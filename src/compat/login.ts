@@ -92,7 +92,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: LoginRequest)
   }
 
   const account = await resolveOrFail(deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), passwordError);
-  await provisionOrFail(deps, account.localpart, account.firstLogin ? account.identity : undefined);
+  await provisionAccount(deps, account);
 
   const origin: SessionOrigin = {
     kind: 'password',
@@ -262,6 +262,15 @@ export async function resolveOrFail(
     throw toError(result.reason);
   }
   return result;
+}
+
+/**
+ * Creates the homeserver account on the first login of a subject (with display name and email from the templates),
+ * or when the homeserver lost it; later logins skip the round trip.
+ */
+export async function provisionAccount(deps: AppDeps, account: ResolvedAccount): Promise<void> {
+  if (account.firstLogin) return provisionOrFail(deps, account.localpart, account.identity);
+  if (!account.existsAtHomeserver) return provisionOrFail(deps, account.localpart, undefined);
 }
 
 export async function provisionOrFail(deps: AppDeps, localpart: string, identity: { displayName?: string; email?: string } | undefined): Promise<void> {

@@ -12,7 +12,7 @@ import { sendPage, sendRedirect } from '../pages/html-page.js';
 import type { FailureMessageKey } from '../pages/messages.js';
 import { confirmationPage, failurePage, pickerPage } from '../pages/sso-pages.js';
 import { sameHash } from '../sessions/tokens.js';
-import { provisionOrFail, resolveOrFail } from './login.js';
+import { provisionAccount, resolveOrFail } from './login.js';
 import { bindingHash, browserBinding, csrfTokenFor, type BrowserBinding } from './sso-browser-binding.js';
 import { SsoLoginState, type PendingConfirmation, type PendingSsoLogin } from './sso-login-state.js';
 import { destinationLabel, formActionSource, isWhitelisted, parseRedirectUrl, withLoginToken } from './sso-redirect-url.js';
@@ -169,7 +169,7 @@ async function getSsoCallback(ctx: Context, sso: SsoContext, idpId: string): Pro
   try {
     // Typed as AccountRefusal → SsoFailure: every refusal the resolver can give has a page of its own.
     account = await resolveOrFail(deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure));
-    await provisionOrFail(deps, account.localpart, account.firstLogin ? account.identity : undefined);
+    await provisionAccount(deps, account);
   } catch (err: unknown) {
     deps.metrics.logins.inc({ type: 'sso', outcome: err instanceof MatrixError && err.status < 500 ? 'rejected' : 'error' });
     throw err;

@@ -20,6 +20,8 @@ export type ResolvedAccount = {
   readonly identity: MappedIdentity;
   /** True when this login created the binding (first login of this subject). */
   readonly firstLogin: boolean;
+  /** Whether the homeserver already has the account (so a login after the first need not provision it). */
+  readonly existsAtHomeserver: boolean;
 };
 
 export type AccountRefusal =
@@ -52,7 +54,7 @@ export async function resolveAccount(
     const user = await deps.homeserver.queryUser(existing.localpart);
     if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };
     if (opUsername !== undefined) await deps.bindings.rememberOpUsername(existing, opUsername);
-    return { ok: true, localpart: existing.localpart, binding: existing, identity, firstLogin: false };
+    return { ok: true, localpart: existing.localpart, binding: existing, identity, firstLogin: false, existsAtHomeserver: user !== undefined };
   }
 
   if (!policy.enableRegistration) return { ok: false, reason: 'registration_disabled' };
@@ -71,5 +73,5 @@ export async function resolveAccount(
     ...(opUsername === undefined ? {} : { opUsername }),
   });
   if (!claim.ok) return { ok: false, reason: 'localpart_taken' };
-  return { ok: true, localpart: claim.binding.localpart, binding: claim.binding, identity, firstLogin: true };
+  return { ok: true, localpart: claim.binding.localpart, binding: claim.binding, identity, firstLogin: true, existsAtHomeserver: user !== undefined };
 }

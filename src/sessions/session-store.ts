@@ -71,13 +71,17 @@ export class SessionStore {
         ? {}
         : { refresh: { generation: 1, currentHash: hashToken(refreshToken), successorUnused: false, retiredHashes: [] } }),
     };
-    await this.store.set(sessionKeys.session(id), JSON.stringify(session));
-    await this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id);
-    await this.store.addToSet(sessionKeys.byUser(session.localpart), id);
+    // Independent writes, issued together (one pipelined round trip on Redis).
+    const writes: Promise<unknown>[] = [
+      this.store.set(sessionKeys.session(id), JSON.stringify(session)),
+      this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id),
+      this.store.addToSet(sessionKeys.byUser(session.localpart), id),
+    ];
     if (session.origin.kind !== 'appservice') {
-      await this.store.addToSet(sessionKeys.bySub(session.origin.idpId, session.origin.sub), id);
-      if (session.origin.sid !== undefined) await this.store.addToSet(sessionKeys.bySid(session.origin.idpId, session.origin.sid), id);
+      writes.push(this.store.addToSet(sessionKeys.bySub(session.origin.idpId, session.origin.sub), id));
+      if (session.origin.sid !== undefined) writes.push(this.store.addToSet(sessionKeys.bySid(session.origin.idpId, session.origin.sid), id));
     }
+    await Promise.all(writes);
     return { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) };
   }
 

@@ -1,0 +1,46 @@
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import ts from 'typescript';
+import { REPO_ROOT, RESULTS_DIR } from './child-processes.js';
+
+// Per process: a smoke run may build while a full run is using its copy.
+export const BUILD_DIR = join(RESULTS_DIR, `.build-${process.pid}`);
+const PROXY_ENTRY_SOURCES = ['bench/proxy-process.ts', 'bench/harness/proxy-protocol.ts'];
+
+let built: string | undefined;
+
+/**
+ * The proxy process as plain JavaScript, transpiled by TypeScript like `npm run build` does, so that it runs
+ * without tsx: tsx's module-hook thread adds about 30 MB of RSS and start-up work that production does not have,
+ * and the RSS targets are about the proxy. Written under bench/results/.build-<pid> (inside the repository, so that
+ * node_modules resolves). Returns the path of the entry script.
+ */
+export function compiledProxyProcess(): string {
+  if (built !== undefined) return built;
+  process.once('exit', () => rmSync(BUILD_DIR, { recursive: true, force: true }));
+  const sources = [...listTypeScript(join(REPO_ROOT, 'src')), ...PROXY_ENTRY_SOURCES.map((path) => join(REPO_ROOT, path))];
+  for (const source of sources) {
+    const output = ts.transpileModule(readFileSync(source, 'utf8'), {
+      fileName: source,
+      compilerOptions: {
+        target: ts.ScriptTarget.ES2023,
+        module: ts.ModuleKind.ESNext,
+        verbatimModuleSyntax: true,
+        sourceMap: false,
+      },
+    });
+    const target = join(BUILD_DIR, relative(REPO_ROOT, source)).replace(/\.ts$/, '.js');
+    mkdirSync(dirname(target), { recursive: true });
+    writeFileSync(target, output.outputText);
+  }
+  built = join(BUILD_DIR, 'bench', 'proxy-process.js');
+  return built;
+}
+
+function listTypeScript(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return listTypeScript(path);
+    return entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts') ? [path] : [];
+  });
+}

@@ -1,0 +1,94 @@
+import type { Distribution } from './statistics.js';
+
+/**
+ * The work the load-generator process does on request. It runs in a process of its own so that generating load
+ * never competes with the proxy for one event loop.
+ */
+export type LoadJob = ThroughputJob | FixedRateJob | TransferJob | SequenceJob;
+
+export interface RequestShape {
+  readonly url: string;
+  readonly method?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: string;
+  /**
+   * Varies the request per call over the tokens in this file (one a line), in order and round robin:
+   * 'form' sends `token=<t>&token_type_hint=access_token` as the body (introspection, as Synapse sends it), 'bearer' an `Authorization: Bearer <t>` header.
+   */
+  readonly tokens?: { readonly file: string; readonly as: 'form' | 'bearer' };
+}
+
+/** Closed loop at full speed (autocannon): what the target can serve. */
+export interface ThroughputJob extends RequestShape {
+  readonly kind: 'throughput';
+  readonly connections: number;
+  /** Seconds; or `amount` requests in total. */
+  readonly durationSec?: number;
+  readonly amount?: number;
+}
+
+/** Open loop at a fixed request rate, evenly spaced, with microsecond latencies (autocannon only has whole ms). */
+export interface FixedRateJob extends RequestShape {
+  readonly kind: 'fixed-rate';
+  readonly rate: number;
+  readonly durationSec: number;
+  readonly connections: number;
+}
+
+/** One large body up or down, timed from the first byte sent to the last byte received. */
+export interface TransferJob {
+  readonly kind: 'transfer';
+  readonly url: string;
+  readonly direction: 'upload' | 'download';
+  readonly bytes: number;
+}
+
+/** Requests one after another on one keep-alive connection, each timed. */
+export interface SequenceJob {
+  readonly kind: 'sequence';
+  readonly steps: readonly RequestShape[];
+}
+
+export interface ThroughputResult {
+  readonly requestsPerSecond: number;
+  readonly ok: number;
+  readonly errors: number;
+  readonly non2xx: number;
+  readonly seconds: number;
+  readonly latencyMs: Distribution;
+}
+
+export interface FixedRateResult {
+  readonly requestsPerSecond: number;
+  readonly ok: number;
+  readonly errors: number;
+  readonly non2xx: number;
+  readonly latencyMs: Distribution;
+  /** How far behind schedule the generator itself fell at worst; a large value makes the run suspect. */
+  readonly maxLagMs: number;
+}
+
+export interface TransferResult {
+  readonly status: number;
+  readonly bytes: number;
+  readonly seconds: number;
+  readonly megabytesPerSecond: number;
+}
+
+export interface SequenceStep {
+  readonly ms: number;
+  readonly status: number;
+  readonly body: string;
+}
+
+export interface SequenceResult {
+  readonly steps: readonly SequenceStep[];
+}
+
+export type LoadResult<J extends LoadJob> = J extends ThroughputJob
+  ? ThroughputResult
+  : J extends FixedRateJob
+    ? FixedRateResult
+    : J extends TransferJob
+      ? TransferResult
+      : SequenceResult;

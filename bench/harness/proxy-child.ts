@@ -1,0 +1,88 @@
+import { IpcChannel, startNodeChild } from './child-processes.js';
+import { compiledProxyProcess } from './compile-proxy.js';
+import type { OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
+
+const STOP_TIMEOUT_MS = 15_000;
+
+type RequestBody = ProxyProcessRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+export interface ProxyChildOptions extends ProxyProcessInput {
+  /** Names the log file (bench/results/logs/proxy-<name>.log). */
+  readonly name: string;
+  /** Writes a V8 CPU profile (.cpuprofile) into this directory when the proxy stops. */
+  readonly cpuProfileDir?: string;
+}
+
+export interface ProxyMemory {
+  readonly rss: number;
+  readonly heapUsed: number;
+}
+
+/** A proxy running in a process of its own (bench/proxy-process.ts, compiled to JavaScript). */
+export class ProxyChild {
+  private constructor(
+    readonly clientUrl: string,
+    readonly homeserverFacingUrl: string,
+    readonly pid: number,
+    private readonly channel: IpcChannel<RequestBody, ProxyProcessReply>,
+    private readonly exited: Promise<number | null>,
+  ) {}
+
+  static async start(options: ProxyChildOptions): Promise<ProxyChild> {
+    const input: ProxyProcessInput = { config: options.config, ...(options.timeOpCalls === undefined ? {} : { timeOpCalls: options.timeOpCalls }) };
+    const started = await startNodeChild(compiledProxyProcess(), {
+      loader: 'none',
+      logName: `proxy-${options.name}`,
+      env: { MCP_BENCH_PROXY: JSON.stringify(input) },
+      nodeFlags: options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`],
+      readyLine: (line) => line.startsWith('{"bench":"ready"'),
+    });
+    const ready = JSON.parse(started.readyText) as ProxyProcessReady;
+    return new ProxyChild(ready.clientUrl, ready.homeserverFacingUrl, ready.pid, new IpcChannel(started.child), started.exited);
+  }
+
+  async memory(): Promise<ProxyMemory> {
+    const reply = await this.channel.request({ type: 'memory' });
+    if (reply.type !== 'memory') throw new Error(`unexpected reply ${reply.type}`);
+    return { rss: reply.rss, heapUsed: reply.heapUsed };
+  }
+
+  /** Samples the proxy's RSS every few ms until `stopRssWatch`, which returns the start value and the peak. */
+  async startRssWatch(): Promise<void> {
+    await this.channel.request({ type: 'rss-watch-start' });
+  }
+
+  async stopRssWatch(): Promise<{ baseline: number; peak: number }> {
+    const reply = await this.channel.request({ type: 'rss-watch-stop' });
+    if (reply.type !== 'rss-watch') throw new Error(`unexpected reply ${reply.type}`);
+    return { baseline: reply.baseline, peak: reply.peak };
+  }
+
+  /** Durations (ms) of the calls to the OP since the last call; needs `timeOpCalls`. */
+  async opCallTimings(): Promise<OpCallTimings> {
+    const reply = await this.channel.request({ type: 'op-call-timings' });
+    if (reply.type !== 'op-call-timings') throw new Error(`unexpected reply ${reply.type}`);
+    return reply.timings;
+  }
+
+  /** The proxy's monotonic clock in µs, to cut the load window out of a CPU profile. */
+  async clockMicros(): Promise<number> {
+    const reply = await this.channel.request({ type: 'clock' });
+    if (reply.type !== 'clock') throw new Error(`unexpected reply ${reply.type}`);
+    return reply.micros;
+  }
+
+  /** Graceful stop (the process exits normally, so a CPU profile gets written); killed if that takes too long. */
+  async stop(): Promise<void> {
+    const kill = setTimeout(() => {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, STOP_TIMEOUT_MS);
+    await this.channel.request({ type: 'stop' }).catch(() => undefined);
+    await this.exited;
+    clearTimeout(kill);
+  }
+}

@@ -1,0 +1,42 @@
+/** What bench/proxy-process.ts receives in MCP_BENCH_PROXY. */
+export interface ProxyProcessInput {
+  /** The proxy configuration as the YAML document would hold it. */
+  readonly config: Record<string, unknown>;
+  /**
+   * Record how long each call to the OP takes inside the proxy (SSO code exchange, password grant): the login
+   * benchmark subtracts them to see the proxy's own part.
+   */
+  readonly timeOpCalls?: boolean;
+}
+
+/** The one line the proxy process prints on stdout once it listens. */
+export interface ProxyProcessReady {
+  readonly bench: 'ready';
+  readonly clientUrl: string;
+  readonly homeserverFacingUrl: string;
+  readonly pid: number;
+}
+
+export type ProxyProcessRequest = { readonly id: number } & (
+  | { readonly type: 'memory' }
+  | { readonly type: 'rss-watch-start' }
+  | { readonly type: 'rss-watch-stop' }
+  | { readonly type: 'op-call-timings' }
+  | { readonly type: 'clock' }
+  | { readonly type: 'stop' }
+);
+
+export type ProxyProcessReply =
+  | { readonly type: 'ok' }
+  | { readonly type: 'error'; readonly message: string }
+  | { readonly type: 'memory'; readonly rss: number; readonly heapUsed: number; readonly external: number }
+  | { readonly type: 'rss-watch'; readonly baseline: number; readonly peak: number }
+  | { readonly type: 'op-call-timings'; readonly timings: OpCallTimings }
+  /** The monotonic clock V8's CPU profiler stamps its samples with (CLOCK_MONOTONIC), in microseconds. */
+  | { readonly type: 'clock'; readonly micros: number };
+
+/** Milliseconds per call to the OP, in the order they finished. */
+export interface OpCallTimings {
+  readonly exchangeCode: number[];
+  readonly passwordGrant: number[];
+}

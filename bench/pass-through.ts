@@ -1,0 +1,130 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { mintToken, newSessionId } from '../src/sessions/tokens.js';
+import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
+import { ProxyChild } from './harness/proxy-child.js';
+import { proxyConfig } from './harness/proxy-config.js';
+import { atLeast, atMost, formatValue, ratioRow, type ResultRow, type ScenarioResult } from './harness/report.js';
+import { RoundFigures, rotated } from './harness/rounds.js';
+import { seedSessions } from './harness/session-seeding.js';
+
+/**
+ * Issue 8, scenario 1: the fast upstream's 2 KB JSON answer fetched directly, through Debian's nginx and through the
+ * proxy, unauthenticated and with the access tokens of live legacy sessions (Redis) riding along. Synapse checks
+ * them through introspection, which has its own scenario; the proxy looks at a session on the way in only when it
+ * is due for re-validation, and remembers when that is. Then the latency each adds at a fixed 1,000 req/s.
+ */
+
+type Target = 'direct' | 'nginx' | 'proxy';
+const TARGETS: readonly Target[] = ['direct', 'nginx', 'proxy'];
+const PATH = '/_upstream/json';
+/** Few connections: at a fixed, moderate rate a handful suffices, and more would only add idle sockets. */
+const LATENCY_CONNECTIONS = 10;
+const TOKEN_SESSIONS = 1000;
+const KEY_PREFIX = 'mcp-bench-pass-through:';
+
+export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult> {
+  const settings = env.settings;
+  const upstream = await env.upstream();
+  const nginx = await env.nginx();
+  const load = await env.loadGenerator();
+  const redis = await env.redis();
+  const tokensFile = join(env.tempDir, 'pass-through-tokens.txt');
+  await seedSessions({ redisUrl: redis.url, keyPrefix: KEY_PREFIX, count: Math.min(TOKEN_SESSIONS, settings.sessions), firstIndex: 20_000_000, tokensFile });
+  const proxy = await ProxyChild.start({ name: 'pass-through', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX }) });
+  const urls: Record<Target, string> = { direct: upstream.url + PATH, nginx: nginx.url + PATH, proxy: proxy.clientUrl + PATH };
+  // Well-formed (right checksum) but naming no session: nothing can be remembered about them.
+  const unknownTokensFile = join(env.tempDir, 'pass-through-unknown-tokens.txt');
+  writeFileSync(unknownTokensFile, `${Array.from({ length: TOKEN_SESSIONS }, () => mintToken('access', newSessionId())).join('\n')}\n`);
+  const variants = [
+    { name: 'unauthenticated', shape: {} },
+    { name: 'with token', shape: { tokens: { file: tokensFile, as: 'bearer' as const } } },
+  ] as const;
+
+  const throughput = new RoundFigures<Target>();
+  const latency = new RoundFigures<Target>();
+  const errors: string[] = [];
+  try {
+    // With tokens too: the proxy's first sight of each session reads it from Redis once.
+    progress(`pass-through: warm-up`);
+    for (const target of TARGETS) {
+      for (const variant of variants) await load.run({ kind: 'throughput', url: urls[target], ...variant.shape, connections: settings.passThroughConnections, durationSec: settings.warmupSec });
+    }
+
+    for (let round = 0; round < settings.rounds; round++) {
+      for (const variant of variants) {
+        for (const target of rotated(TARGETS, round)) {
+          progress(`pass-through: round ${round + 1}/${settings.rounds}, ${variant.name}, ${target}`);
+          const result = await load.run({ kind: 'throughput', url: urls[target], ...variant.shape, connections: settings.passThroughConnections, durationSec: settings.roundSec });
+          if (result.errors + result.non2xx > 0) errors.push(`${target} ${variant.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
+          throughput.add(target, `${variant.name} req/s`, result.requestsPerSecond);
+          throughput.add(target, `${variant.name} p50`, result.latencyMs.p50);
+          throughput.add(target, `${variant.name} p99`, result.latencyMs.p99);
+        }
+      }
+      progress(`pass-through: round ${round + 1}/${settings.rounds}, unknown tokens, proxy`);
+      const unknown = await load.run({ kind: 'throughput', url: urls.proxy, tokens: { file: unknownTokensFile, as: 'bearer' }, connections: settings.passThroughConnections, durationSec: settings.roundSec });
+      if (unknown.errors + unknown.non2xx > 0) errors.push(`proxy unknown tokens: ${unknown.errors} errors, ${unknown.non2xx} non-2xx`);
+      throughput.add('proxy', 'unknown token req/s', unknown.requestsPerSecond);
+      throughput.add('proxy', 'unknown token p99', unknown.latencyMs.p99);
+      for (const target of rotated(TARGETS, round)) {
+        progress(`pass-through: round ${round + 1}/${settings.rounds}, ${settings.latencyRate} req/s fixed, ${target}`);
+        const result = await load.run({
+          kind: 'fixed-rate',
+          url: urls[target],
+          ...variants[1].shape,
+          rate: settings.latencyRate,
+          connections: LATENCY_CONNECTIONS,
+          durationSec: settings.roundSec,
+        });
+        if (result.errors + result.non2xx > 0) errors.push(`${target} fixed rate: ${result.errors} errors, ${result.non2xx} non-2xx`);
+        latency.add(target, 'p50', result.latencyMs.p50);
+        latency.add(target, 'p99', result.latencyMs.p99);
+        latency.add(target, 'achieved', result.requestsPerSecond);
+        latency.add(target, 'lag', result.maxLagMs);
+      }
+    }
+  } finally {
+    await proxy.stop();
+  }
+
+  const rows: ResultRow[] = [];
+  for (const variant of variants) {
+    const rps = (target: Target) => throughput.median(target, `${variant.name} req/s`);
+    const extra = (target: Target) => ({ p99Ms: throughput.median(target, `${variant.name} p99`), rounds: throughput.rounds(target, `${variant.name} req/s`) });
+    const label = `${variant.name}, ${settings.passThroughConnections} conn`;
+    rows.push(ratioRow(`direct, ${label}`, rps('direct'), 'req/s', { label: 'direct', value: rps('direct') }, extra('direct')));
+    rows.push(ratioRow(`nginx, ${label}`, rps('nginx'), 'req/s', { label: 'direct', value: rps('direct') }, extra('nginx')));
+    rows.push(
+      ratioRow(`proxy, ${label}`, rps('proxy'), 'req/s', { label: 'nginx', value: rps('nginx') }, {
+        ...extra('proxy'),
+        target: atLeast('≥ 0.5× nginx', rps('proxy') / rps('nginx'), 0.5, (ratio) => `${ratio.toFixed(2)}× nginx`),
+      }),
+    );
+  }
+  rows.push(
+    ratioRow(`proxy, unknown well-formed tokens, ${settings.passThroughConnections} conn`, throughput.median('proxy', 'unknown token req/s'), 'req/s', { label: 'proxy with token', value: throughput.median('proxy', 'with token req/s') }, {
+      p99Ms: throughput.median('proxy', 'unknown token p99'),
+      rounds: throughput.rounds('proxy', 'unknown token req/s'),
+    }),
+  );
+  const p50 = (target: Target) => latency.median(target, 'p50');
+  const latencyRow = (target: Target, extra: Partial<ResultRow> = {}) =>
+    ratioRow(`${target}: median latency @ ${settings.latencyRate} req/s`, p50(target), 'ms', { label: 'direct', value: p50('direct') }, {
+      p99Ms: latency.median(target, 'p99'),
+      rounds: latency.rounds(target, 'p50'),
+      ...extra,
+    });
+  const added = (target: Target) => p50(target) - p50('direct');
+  rows.push(latencyRow('direct'));
+  rows.push(latencyRow('nginx'));
+  rows.push(latencyRow('proxy', { target: atMost('added median ≤ 0.5 ms', added('proxy'), 0.5, (ms) => `+${formatValue(ms, 'ms')}`) }));
+
+  const notes = [
+    `added median latency at ${settings.latencyRate} req/s: proxy +${formatValue(added('proxy'), 'ms')}, nginx +${formatValue(added('nginx'), 'ms')} (open loop, ${LATENCY_CONNECTIONS} keep-alive connections, tokens of ${Math.min(TOKEN_SESSIONS, settings.sessions)} live sessions round robin)`,
+    `proxy vs direct, with token: ${(throughput.median('proxy', 'with token req/s') / throughput.median('direct', 'with token req/s')).toFixed(2)}×`,
+  ];
+  return { scenario: 'pass-through', rows, notes, problems: errors, details: { throughput: throughput.toJSON(), latency: latency.toJSON() } };
+}
+
+if (isEntryPoint(import.meta.url)) await runStandalone('pass-through', passThrough);

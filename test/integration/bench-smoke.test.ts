@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * `npm run bench -- --smoke`: every benchmark scenario for a moment, against the real stack (proxy processes, Redis,
+ * nginx, the in-process OP, the homeserver double). No figure is judged; what must hold is that every scenario ran
+ * and saw only right answers (active introspections, 200 logins, 302 callbacks, whole transfers, a session usable
+ * across two replicas), so a change that breaks a measured path fails here.
+ */
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const SCENARIOS = ['pass-through', 'large bodies', 'introspection', 'login', 'memory & scale', 'horizontal', 'profile'];
+
+interface SmokeResults {
+  readonly settings: { readonly mode: string };
+  readonly results: readonly { readonly scenario: string; readonly rows: readonly { readonly value: number }[]; readonly problems: readonly string[] }[];
+}
+
+test('the benchmark smoke run measures every scenario and sees only right answers', { timeout: 120_000 }, async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run-all.ts', '--smoke'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  assert.equal(code, 0, `run-all --smoke failed:\n${stderr.slice(-4000)}`);
+
+  const resultsPath = /^results: (.+\.json)$/m.exec(stdout)?.[1];
+  assert.ok(resultsPath, `no results file named in:\n${stdout.slice(-2000)}`);
+  const document = JSON.parse(readFileSync(resultsPath, 'utf8')) as SmokeResults;
+  assert.equal(document.settings.mode, 'smoke');
+  assert.deepEqual(
+    document.results.map((result) => result.scenario),
+    SCENARIOS,
+  );
+  for (const result of document.results) {
+    assert.deepEqual(result.problems, [], `${result.scenario} saw wrong answers`);
+    assert.ok(result.rows.length > 0, `${result.scenario} measured nothing`);
+    for (const row of result.rows) assert.ok(Number.isFinite(row.value), `${result.scenario}: a figure is not a number`);
+  }
+  for (const scenario of SCENARIOS) assert.ok(stdout.includes(`| ${scenario}`), `the table has no ${scenario} rows`);
+});
