@@ -85,7 +85,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
   clientRouter.post('/_matrix/client/v1/refresh', (ctx) => postRefresh(ctx, deps));
   clientRouter.post(`${OWN_PREFIX}/backchannel-logout/:idpId`, (ctx) => postBackchannelLogout(ctx, deps));
   registerSsoRoutes(clientRouter, deps, CLIENT_VERSIONS);
-  registerOpsRoutes(clientRouter, readiness);
+  registerOpsRoutes(clientRouter, readiness, { details: false });
   if (servesHomeserverFacing) registerHomeserverFacingRoutes(clientRouter, deps);
   clientApp.use(clientRouter.routes());
   clientApp.use(clientRouter.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
@@ -153,7 +153,8 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
   };
 }
 
-function registerOpsRoutes(router: Router, readiness: Readiness): void {
+/** `details`: the per-dependency checks (with error text) are only for the operators' and homeserver's listeners. */
+function registerOpsRoutes(router: Router, readiness: Readiness, options: { details: boolean } = { details: true }): void {
   router.get('/health', (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { status: 'ok' };
@@ -162,7 +163,7 @@ function registerOpsRoutes(router: Router, readiness: Readiness): void {
     const result = await readiness.check();
     ctx.set('Cache-Control', 'no-store');
     ctx.status = result.ok ? 200 : 503;
-    ctx.body = { status: result.ok ? 'ready' : 'not_ready', checks: result.checks };
+    ctx.body = { status: result.ok ? 'ready' : 'not_ready', ...(options.details ? { checks: result.checks } : {}) };
   });
 }
 

@@ -139,7 +139,9 @@ async function applyLogout(deps: AppDeps, idpId: string, claims: LogoutTokenClai
     ...(sid === undefined ? [] : [keys.loggedOutSid(idpId, sid)]),
     ...(sub === undefined ? [] : [sid === undefined ? keys.loggedOutSub(idpId, sub) : keys.loggedOutSidlessOfSub(idpId, sub)]),
   ];
-  await deps.store.setMany(markers.map((key) => ({ key, value: String(now), ttlMs: OP_LOGOUT_MARKER_TTL_MS })));
+  // Separate writes, not one setMany: the keys live in different Redis Cluster slots (MULTI would fail CROSSSLOT),
+  // and each marker is meaningful on its own.
+  await Promise.all(markers.map((key) => deps.store.set(key, String(now), { ttlMs: OP_LOGOUT_MARKER_TTL_MS })));
 
   const selector = sid === undefined ? { sub: sub as string } : { sid };
   const loginTokensVoided = await deps.loginTokens.voidFor(idpId, selector);

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { matrixErrors } from './matrix-error.js';
+import { MatrixError, matrixErrors } from './matrix-error.js';
 
 /**
  * Reads a JSON request body for the routes the proxy owns, with the Matrix error rules: invalid JSON → 400
@@ -21,18 +21,35 @@ export async function readJsonBody(ctx: Context, limitBytes: number, options: { 
 }
 
 /** The whole request body as UTF-8 text, refusing (413 M_TOO_LARGE) anything over `limitBytes` without reading on. */
-export async function readBodyText(ctx: Context, limitBytes: number): Promise<string> {
+export async function readBodyText(ctx: Context, limitBytes: number, deadlineMs = BODY_DEADLINE_MS): Promise<string> {
   const declared = Number(ctx.get('content-length') || '0');
   if (declared > limitBytes) throw matrixErrors.tooLarge();
+  // The listener has no request timeout (/sync long-polls pass through it), so a body trickled byte by byte
+  // would hold the connection forever: owned routes give the body a deadline of their own.
+  let timedOut = false;
+  const deadline = setTimeout(() => {
+    timedOut = true;
+    ctx.req.destroy();
+  }, deadlineMs);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limitBytes) throw matrixErrors.tooLarge();
-    chunks.push(chunk);
+  try {
+    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limitBytes) throw matrixErrors.tooLarge();
+      chunks.push(chunk);
+    }
+  } catch (err: unknown) {
+    if (timedOut) throw new MatrixError(408, 'M_UNKNOWN', 'The request body was not received in time');
+    throw err;
+  } finally {
+    clearTimeout(deadline);
   }
+  if (timedOut) throw new MatrixError(408, 'M_UNKNOWN', 'The request body was not received in time');
   return Buffer.concat(chunks).toString('utf8');
 }
+
+const BODY_DEADLINE_MS = 30_000;
 
 /** Narrows an unknown JSON value to a plain object, else 400 M_BAD_JSON. */
 export function expectObject(value: unknown, what = 'Request body'): Record<string, unknown> {

@@ -125,6 +125,12 @@ async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<stri
     cache.set(token, INACTIVE, now);
     return INACTIVE;
   }
+  if (!(await isAccessToken(provider, token, answer.claims))) {
+    // OPs answer active:true for their refresh tokens too (Keycloak: typ "Refresh"; oidc-provider: no token_type),
+    // with the grant's scope: such a token must never pass as an access token.
+    cache.set(token, INACTIVE, now);
+    return INACTIVE;
+  }
   const scopes = (answer.scope ?? '').split(' ').filter((s) => s !== '');
   if (!scopes.some((scope) => API_SCOPES.includes(scope))) {
     cache.set(token, INACTIVE, now);
@@ -183,6 +189,27 @@ async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<stri
   };
   cache.set(token, value, now, answer.exp === undefined ? undefined : answer.exp * 1000);
   return withExpiresIn(value, now);
+}
+
+/**
+ * Whether an introspected token is an access token. RFC 7662 `token_type` / Keycloak's `typ` decide when present;
+ * when the OP names no type (oidc-provider omits it for refresh tokens), the userinfo endpoint decides: a resource
+ * server accepts only access tokens (RFC 6750).
+ */
+async function isAccessToken(provider: UpstreamProvider, token: string, claims: Readonly<Record<string, unknown>>): Promise<boolean> {
+  const named = [claims['token_type'], claims['typ']].filter((value): value is string => typeof value === 'string');
+  if (named.some((value) => /refresh|offline|^id$|id_token/i.test(value))) return false;
+  if (named.length > 0) return true;
+  const sub = typeof claims['sub'] === 'string' ? claims['sub'] : '';
+  try {
+    await provider.userinfo(token, sub);
+    return true;
+  } catch (err: unknown) {
+    if (err instanceof UpstreamError && err.kind === 'unavailable') throw new IntrospectionUnavailable('The identity provider could not be reached for userinfo', err);
+    // No userinfo endpoint: nothing more to learn; the scope checks that follow still apply.
+    if (err instanceof UpstreamError && err.kind === 'unsupported') return true;
+    return false;
+  }
 }
 
 async function userinfoOrEmpty(deps: AppDeps, provider: UpstreamProvider, token: string, sub: string): Promise<Readonly<Record<string, unknown>>> {

@@ -20,7 +20,9 @@ export type Admission = 'active' | 'inactive' | 'unavailable';
 export type RevalidationDeps = Pick<AppDeps, 'config' | 'clock' | 'store' | 'sessions' | 'lifecycle' | 'providers' | 'keys' | 'logger' | 'metrics'>;
 
 /** Longer than any OP round trip we wait for (the provider's own timeout ends a hung call first). */
-const LOCK_TTL_MS = 30_000;
+// Longer than the slowest chain one re-validation can make (discovery, token, JWKS, userinfo: 10 s each), so the
+// lease cannot lapse while the OP call runs and let a second replica spend the same rotating refresh token.
+const LOCK_TTL_MS = 60_000;
 /** After a failed OP call, other requests of the session skip the OP for this long instead of hammering it. */
 const RETRY_BACKOFF_MS = 15_000;
 /** How long a request waits for another replica's check before deciding from the grace period alone. */

@@ -121,7 +121,9 @@ export class SessionStore {
       lastSeenAt: now,
       ...(seen.ip === undefined ? {} : { ip: seen.ip }),
       ...(seen.userAgent === undefined ? {} : { userAgent: seen.userAgent }),
-      ...(current.refresh?.successorUnused ? { refresh: retirePrevious(current.refresh) } : {}),
+      // Only the use of the CURRENT access token retires the previous refresh token: a stale snapshot (this token
+      // was rotated away meanwhile, and the new pair may never have reached the client) must not.
+      ...(current.refresh?.successorUnused && sameHash(current.accessTokenHash, session.accessTokenHash) ? { refresh: retirePrevious(current.refresh) } : {}),
     }));
   }
 

@@ -1,9 +1,10 @@
 import type { Clock } from '../clock.js';
 import { MemoryStore } from './memory-store.js';
 import { connectRedisStore, type RedisConnectionOptions } from './redis-store.js';
-import type { Store } from './store.js';
+import { StoreUnavailableError, type Store } from './store.js';
 
 export type { SetEntry, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+export { StoreUnavailableError } from './store.js';
 export type { RedisConnectionOptions } from './redis-store.js';
 
 export interface CreateStoreOptions {
@@ -19,5 +20,26 @@ export interface CreateStoreOptions {
  */
 export async function createStore(options: CreateStoreOptions): Promise<Store> {
   if (options.redis === undefined) return new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
-  return connectRedisStore(options.redis);
+  return failuresAsUnavailable(await connectRedisStore(options.redis));
+}
+
+/**
+ * Every failure of a Redis call (connection lost, command timeout) surfaces as StoreUnavailableError, so routes can
+ * answer 503 instead of a 500. Argument errors (RangeError) are the caller's bug and stay as they are.
+ */
+function failuresAsUnavailable(store: Store): Store {
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== 'function' || property === 'close' || property === 'ping') return value;
+      return async (...args: unknown[]) => {
+        try {
+          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        } catch (err: unknown) {
+          if (err instanceof RangeError || err instanceof StoreUnavailableError) throw err;
+          throw new StoreUnavailableError(String(property), err);
+        }
+      };
+    },
+  });
 }

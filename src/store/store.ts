@@ -82,3 +82,11 @@ export interface TokenBucket {
 }
 
 export type TokenBucketResult = { readonly allowed: true } | { readonly allowed: false; readonly retryAfterMs: number };
+
+/** The backend could not answer (connection lost, timeout): callers answer 503, never a 500 or a logout. */
+export class StoreUnavailableError extends Error {
+  constructor(operation: string, cause: unknown) {
+    super(`store ${operation} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'StoreUnavailableError';
+  }
+}

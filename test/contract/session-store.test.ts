@@ -119,6 +119,26 @@ for (const backend of backends) {
       await store.close();
     });
 
+    test('a stale use of an access token does not retire a refresh token whose successor was never delivered', async () => {
+      const clock = new FakeClock();
+      const store = await backend.make(clock);
+      const sessions = new SessionStore(store, clock, key);
+      const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', origin, refreshableLifetimeMs: 300_000 });
+      const second = await sessions.refresh(issued.refreshToken!, 300_000);
+      assert.ok(second.ok);
+      // Synapse introspects A2 (snapshot taken) while the client refreshes with R2 and loses the response.
+      const snapshot = await sessions.authenticate(second.accessToken);
+      assert.ok(snapshot.ok);
+      const third = await sessions.refresh(second.refreshToken, 300_000);
+      assert.ok(third.ok);
+      await sessions.touch(snapshot.session);
+      // The client retries with R2: still the same, undelivered pair — not a reuse.
+      const retry = await sessions.refresh(second.refreshToken, 300_000);
+      assert.ok(retry.ok, 'R2 must still be accepted');
+      assert.equal(retry.accessToken, third.accessToken);
+      await store.close();
+    });
+
     test('indexes by user, device, sub and sid are kept and cleaned', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);

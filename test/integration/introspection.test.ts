@@ -108,6 +108,23 @@ describe('homeserver-facing API (Synapse matrix_authentication_service contract)
     assert.equal(h.op.requestCount('/token/introspection'), again, 'served from the cache');
   });
 
+  test("a native client's refresh token never passes as an access token", async () => {
+    const response = await fetch(`${h.op.issuer}/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${h.op.clientId}:${h.op.clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'password',
+        username: 'alice',
+        password: h.op.users.alice.password,
+        scope: 'openid offline_access urn:matrix:client:api:* urn:matrix:client:device:NATIVEDEV4',
+      }),
+    });
+    const tokens = (await response.json()) as { access_token: string; refresh_token?: string };
+    assert.ok(tokens.refresh_token, 'the OP issued a refresh token');
+    assert.equal((await introspect(h, tokens.access_token)).body['active'], true);
+    assert.deepEqual((await introspect(h, tokens.refresh_token)).body, { active: false });
+  });
+
   test('a token without the Matrix API scope, or an unknown one, is inactive', async () => {
     const response = await fetch(`${h.op.issuer}/token`, {
       method: 'POST',

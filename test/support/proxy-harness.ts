@@ -26,6 +26,8 @@ export interface HarnessOptions {
   readonly clock?: Clock;
   /** Options for the in-process OP. */
   readonly op?: Parameters<typeof startTestOp>[0];
+  /** Start a private redis-server even when REDIS_URL is set (tests that stop it). */
+  readonly privateRedis?: boolean;
   /** Edits the proxy config (as plain YAML-shaped data) before it is validated. */
   readonly configure?: (config: Record<string, any>) => void;
 }
@@ -41,6 +43,8 @@ export interface Harness {
   readonly store: Store;
   /** Set when the harness runs on Redis. */
   readonly redisUrl: string | undefined;
+  /** Stops the harness's own redis-server (an outage); only with `store: 'redis'` and no REDIS_URL. */
+  stopRedis(): Promise<void>;
   readonly proxy: RunningProxy;
   /** POST /login m.login.password through the proxy; returns status and JSON body. */
   passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any; headers: Headers }>;
@@ -92,7 +96,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
   let redis: RunningRedis | undefined;
   let store: Store;
   if (options.store === 'redis') {
-    redis = await startRedis();
+    redis = await startRedis({ ignoreEnv: options.privateRedis === true });
     store = await createStore({ redis: { url: redis.url, keyPrefix: `harness-${Math.random().toString(36).slice(2)}:` } });
   } else {
     store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
@@ -129,13 +133,17 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     config,
     store,
     redisUrl: redis?.url,
+    async stopRedis() {
+      if (redis === undefined) throw new Error('the harness runs on the memory store');
+      await redis.stop();
+    },
     proxy,
     request,
     passwordLogin: (user, password, extra = {}) =>
       request('POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password, ...extra } }),
     async stop() {
       await proxy.stop(1000);
-      await store.close();
+      await store.close().catch(() => undefined);
       await homeserver.stop();
       await op.stop();
       await redis?.stop();
