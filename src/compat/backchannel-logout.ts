@@ -247,8 +247,16 @@ export async function loggedOutAtOpSince(store: Store, origin: { idpId: string; 
  * the OP must not have logged out its session since. Unredeemed tokens are voided at logout already; this catches a
  * token minted from a grant that was in flight when the logout arrived.
  */
-export async function loginGrantStillValid(deps: Pick<AppDeps, 'store' | 'bindings'>, grant: LoginGrant): Promise<boolean> {
+/** Whether bindings of this provider are keyed by the OP's `sub` itself (no subject_claim/subject_template). */
+function usesOpSubject(deps: Pick<AppDeps, 'config'>, idpId: string): boolean {
+  const mapping = deps.config.oidc_providers.find((provider) => provider.idp_id === idpId)?.user_mapping_provider.config;
+  return mapping !== undefined && mapping.subject_claim === 'sub' && mapping.subject_template === undefined;
+}
+
+export async function loginGrantStillValid(deps: Pick<AppDeps, 'store' | 'bindings' | 'config'>, grant: LoginGrant): Promise<boolean> {
   const binding = await deps.bindings.findByLocalpart(grant.localpart);
   if (binding === undefined || binding.issuer !== grant.origin.issuer) return false;
+  // The localpart may have been re-bound to another subject (admin delete + import) since this grant was made.
+  if (usesOpSubject(deps, grant.origin.idpId) && binding.sub !== grant.origin.sub) return false;
   return !(await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt));
 }

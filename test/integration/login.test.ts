@@ -236,6 +236,23 @@ describe('legacy login API against the in-process OP (memory store)', () => {
     assert.equal(h.homeserver.devices('bob').size, devicesBefore);
     h.homeserver.failProvisioning('upsert_device', 200, 0);
   });
+
+  test('a login token dies when its localpart is re-bound to another subject before redemption', async () => {
+    assert.equal((await h.passwordLogin('alice', h.op.users.alice.password)).status, 200);
+    const origin = { kind: 'sso' as const, idpId: 'testop', issuer: h.op.issuer, sub: h.op.users.alice.sub, lastValidatedAt: Date.now() };
+    const token = await h.deps.loginTokens.mint({ localpart: 'alice', origin }, 120_000);
+    const original = await h.deps.bindings.remove(h.op.issuer, h.op.users.alice.sub);
+    assert.ok(original);
+    const rebound = await h.deps.bindings.claim({ issuer: h.op.issuer, sub: 'another-subject', localpart: 'alice', idpId: 'testop' });
+    assert.ok(rebound.ok);
+    try {
+      const response = await h.request('POST', LOGIN, { body: { type: 'm.login.token', token } });
+      assert.equal(response.status, 403);
+    } finally {
+      await h.deps.bindings.remove(h.op.issuer, 'another-subject');
+      await h.deps.bindings.claim({ issuer: original.issuer, sub: original.sub, localpart: original.localpart, idpId: original.idpId });
+    }
+  });
 });
 
 describe('throttling, appservices, token expiry and storage (Redis store)', () => {
