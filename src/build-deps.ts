@@ -65,6 +65,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
       perAccount: { burst: config.rate_limits.login_per_account.burst, perSecond: config.rate_limits.login_per_account.per_second },
+      ssoPerIp: { burst: config.rate_limits.sso_per_ip.burst, perSecond: config.rate_limits.sso_per_ip.per_second },
     }),
   };
 }

@@ -10,8 +10,14 @@ export class LoginThrottle {
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
-    private readonly limits: { readonly perIp: TokenBucket; readonly perAccount: TokenBucket },
+    private readonly limits: { readonly perIp: TokenBucket; readonly perAccount: TokenBucket; readonly ssoPerIp: TokenBucket },
   ) {}
+
+  /** SSO starts (each writes a pending login to the store), per client IP. */
+  async checkSsoStart(ip: string): Promise<void> {
+    const result = await this.store.takeToken(`rate:sso:ip:${ip}`, this.limits.ssoPerIp, this.clock.now());
+    if (!result.allowed) throw matrixErrors.limitExceeded(result.retryAfterMs);
+  }
 
   /** Throws 429 M_LIMIT_EXCEEDED (with retry_after_ms) when either bucket is empty. */
   async check(ip: string, account: string | undefined): Promise<void> {

@@ -16,6 +16,8 @@ import { provisionAccount, resolveOrFail } from './login.js';
 import { bindingHash, browserBinding, csrfTokenFor, type BrowserBinding } from './sso-browser-binding.js';
 import { SsoLoginState, type PendingConfirmation, type PendingSsoLogin } from './sso-login-state.js';
 import { destinationLabel, formActionSource, isWhitelisted, parseRedirectUrl, withLoginToken } from './sso-redirect-url.js';
+import { clientAddress } from './client-address.js';
+import { readBodyText } from '../errors/json-body.js';
 
 /**
  * m.login.sso through the upstream OP (Matrix C-S spec, "Client login via SSO"):
@@ -67,6 +69,8 @@ function ssoError(failure: SsoFailure, cause?: unknown): SsoError {
       return new SsoError(failure, 403, 'M_USER_DEACTIVATED', cause);
     case 'op_error':
       return new SsoError(failure, 502, 'M_UNKNOWN', cause);
+    case 'rate_limited':
+      return new SsoError(failure, 429, 'M_LIMIT_EXCEEDED', cause);
     case 'op_unavailable':
     case 'homeserver_unavailable':
       return new SsoError(failure, 503, 'M_UNKNOWN', cause);
@@ -107,6 +111,13 @@ async function getSsoRedirect(ctx: Context, sso: SsoContext, version: string, id
   const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
   if (idpId === undefined || provider === undefined) throw ssoError('unknown_provider');
 
+  // Each start writes a pending login to the store: unauthenticated writes get a per-IP bucket of their own.
+  try {
+    await deps.throttle.checkSsoStart(clientAddress(ctx));
+  } catch (err: unknown) {
+    if (err instanceof MatrixError && err.errcode === 'M_LIMIT_EXCEEDED') throw ssoError('rate_limited', err);
+    throw err;
+  }
   const lifetimeMs = deps.config.sessions.sso_login_lifetime;
   const secret = sso.binding.issue(ctx, lifetimeMs);
   const { state, nonce, codeVerifier } = await sso.logins.begin({ idpId, redirectUrl: target.url.href, browserHash: bindingHash(secret), lifetimeMs });
@@ -287,14 +298,13 @@ const FORM_LIMIT_BYTES = 4096;
 async function readForm(ctx: Context): Promise<URLSearchParams> {
   const type = ctx.get('content-type').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') throw ssoError('csrf');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > FORM_LIMIT_BYTES) throw ssoError('csrf');
-    chunks.push(chunk);
+  try {
+    return new URLSearchParams(await readBodyText(ctx, FORM_LIMIT_BYTES));
+  } catch (err: unknown) {
+    // Oversized or too slow: no honest confirmation form looks like that.
+    if (err instanceof MatrixError && !(err instanceof SsoError)) throw ssoError('csrf', err);
+    throw err;
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
 function logOf(ctx: Context, deps: AppDeps): Logger {
@@ -312,6 +322,8 @@ function asPage(deps: AppDeps, handler: (ctx: Context) => Promise<void>) {
       if (error.status >= 500) log.error({ err, failure }, 'sso.failed');
       else log.info({ event: 'sso.refused', failure, status: error.status, reason: error.cause === undefined ? undefined : String(error.cause) }, 'sso.refused');
       const requestId = ctx.response.get('X-Request-Id');
+      const retryAfterMs = error.cause instanceof MatrixError ? error.cause.extras.retryAfterMs : undefined;
+      if (retryAfterMs !== undefined) ctx.set('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
       sendPage(
         ctx,
         failurePage(failure, {

@@ -417,6 +417,8 @@ export const configSchema = z
         // MAS defaults: per IP burst 3 then 3/min; per account burst 1800 then 1800/h.
         login_per_ip: tokenBucket(3, 0.05),
         login_per_account: tokenBucket(1800, 0.5),
+        // SSO starts per client IP: each one stores a pending login, so unauthenticated writes are bounded.
+        sso_per_ip: tokenBucket(30, 0.5),
       })
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),

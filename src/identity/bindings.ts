@@ -68,7 +68,13 @@ export class BindingStore {
   /** Records the OP username that worked for this subject (login by Matrix localpart uses it). */
   async rememberOpUsername(binding: Binding, opUsername: string): Promise<void> {
     if (binding.opUsername === opUsername) return;
-    await this.store.set(keys.binding(binding.issuer, binding.sub), JSON.stringify({ ...binding, opUsername }));
+    // Compare-and-set against what was read: a binding removed meanwhile (admin) must not come back.
+    const key = keys.binding(binding.issuer, binding.sub);
+    const current = await this.store.get(key);
+    if (current === undefined) return;
+    const stored = JSON.parse(current) as Binding;
+    if (stored.localpart !== binding.localpart) return;
+    await this.store.compareAndSet(key, current, JSON.stringify({ ...stored, opUsername }));
   }
 
   async remove(issuer: string, sub: string): Promise<Binding | undefined> {

@@ -86,6 +86,11 @@ export const messages = {
       what: "The sign-in provider's answer could not be verified, so it was refused.",
       todo: 'Go back to your app and start signing in again. If it keeps happening, tell your server administrator.',
     },
+    rate_limited: {
+      heading: 'Too many sign-in attempts',
+      what: 'Sign-ins from your network were started too often in a short time.',
+      todo: 'Wait a minute, then start signing in again from your app.',
+    },
     op_unavailable: {
       heading: 'The sign-in provider is not reachable',
       what: 'The sign-in provider did not answer in time.',

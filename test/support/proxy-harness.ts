@@ -85,7 +85,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     ],
     password_login: { enabled: true, idp_id: IDP_ID },
     sessions: { encryption_key: 'an-encryption-key-for-tests-only-0123456789abcdef' },
-    rate_limits: { login_per_ip: { burst: 1000, per_second: 100 }, login_per_account: { burst: 1000, per_second: 100 } },
+    rate_limits: { login_per_ip: { burst: 1000, per_second: 100 }, login_per_account: { burst: 1000, per_second: 100 }, sso_per_ip: { burst: 1000, per_second: 100 } },
     admin: { token: ADMIN_TOKEN },
     metrics: { enabled: false },
     log: { level: process.env['MCP_TEST_LOG'] === '1' ? 'debug' : 'silent' },

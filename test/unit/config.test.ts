@@ -243,7 +243,11 @@ describe('defaults and normalisation', () => {
       op_unreachable_grace: 3_600_000,
       encryption_key: ENCRYPTION_KEY,
     });
-    assert.deepEqual(config.rate_limits, { login_per_ip: { burst: 3, per_second: 0.05 }, login_per_account: { burst: 1800, per_second: 0.5 } });
+    assert.deepEqual(config.rate_limits, {
+      login_per_ip: { burst: 3, per_second: 0.05 },
+      login_per_account: { burst: 1800, per_second: 0.5 },
+      sso_per_ip: { burst: 30, per_second: 0.5 },
+    });
     assert.deepEqual(config.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9009 } });
     assert.deepEqual(config.admin, {});
     assert.deepEqual(config.log, { level: 'info' });
