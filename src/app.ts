@@ -66,6 +66,7 @@ export function routeClassOf(path: string, homeserverFacingHere: boolean): Route
 export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Readiness): AppHandlers {
   const servesHomeserverFacing = deps.config.homeserver.listen === undefined;
   const revalidateBeforeForwarding = createPassthroughRevalidation(deps);
+  const countPassthrough = passthroughCounter(deps);
 
   const clientApp = new Koa({ proxy: false });
   clientApp.use(requestContext(deps, 'client'));
@@ -133,7 +134,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         clientCallback(req, res);
         return;
       }
-      countPassthrough(deps, req, res);
+      countPassthrough(req, res);
       const revalidation = revalidateBeforeForwarding(req);
       if (revalidation === undefined) {
         proxy.forward(req, res);
@@ -216,12 +217,28 @@ function methodNotAllowed(): MatrixError {
   return new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
 }
 
-function countPassthrough(deps: AppDeps, req: IncomingMessage, res: ServerResponse): void {
-  const started = process.hrtime.bigint();
-  res.once('finish', () => {
-    deps.metrics.requests.inc({ route: 'passthrough', method: req.method ?? 'GET', status: String(res.statusCode) });
-    deps.metrics.requestDuration.observe({ route: 'passthrough' }, Number(process.hrtime.bigint() - started) / 1e9);
-  });
+/**
+ * Pass-through metrics with the label children looked up once per (method, status), not per request: this runs for
+ * every request the homeserver serves.
+ */
+function passthroughCounter(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const counters = new Map<string, { inc(): void }>();
+  const duration = deps.metrics.requestDuration.labels({ route: 'passthrough' });
+  return function countPassthrough(req, res) {
+    const started = process.hrtime.bigint();
+    res.once('finish', () => {
+      const method = req.method ?? 'GET';
+      const key = `${method} ${res.statusCode}`;
+      let counter = counters.get(key);
+      if (counter === undefined) {
+        counter = deps.metrics.requests.labels({ route: 'passthrough', method, status: String(res.statusCode) });
+        // Methods are client-chosen: bound the memo (prom-client's own label set stays bounded by what it saw).
+        if (counters.size < 256) counters.set(key, counter);
+      }
+      counter.inc();
+      duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    });
+  };
 }
 
 function writeJsonError(res: ServerResponse, error: MatrixError): void {
