@@ -12,7 +12,7 @@ import { randomString } from '../sessions/tokens.js';
 
 const DEVICE_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 import { clientAddress } from './client-address.js';
-import { loginGrantStillValid } from './backchannel-logout.js';
+import { loggedOutAtOpSince, loginGrantStillValid } from './backchannel-logout.js';
 
 /** POST /login body fields shared by every login type (Matrix C-S spec, "POST /_matrix/client/v3/login"). */
 interface LoginRequest {
@@ -158,6 +158,12 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
   } catch (err: unknown) {
     if (err instanceof HomeserverError) throw matrixErrors.unavailable('The homeserver', err);
     throw err;
+  }
+  // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
+  // look again now that the session exists.
+  if (origin.kind !== 'appservice' && (await loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt))) {
+    await deps.lifecycle.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
+    throw new MatrixError(403, 'M_FORBIDDEN', 'The sign-in was ended at the identity provider');
   }
   ctx.state['log']?.info?.({ event: 'login.ok', localpart, device_id: deviceId, kind: origin.kind }, 'login.ok');
   ctx.set('Cache-Control', 'no-store');
