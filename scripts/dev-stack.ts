@@ -10,6 +10,7 @@ import { MemoryStore } from '../src/store/memory-store.js';
 import { freePort } from '../test/support/free-port.js';
 import { startSynapse } from '../test/support/synapse.js';
 import { startTestOp } from '../test/support/test-op.js';
+import { testOpProviderBlock } from '../test/support/test-op-provider.js';
 
 const SERVER_NAME = 'localhost';
 const SECRET = 'dev-stack-shared-secret-0123456789';
@@ -29,19 +30,7 @@ async function main(): Promise<void> {
       public_baseurl: `${proxyUrl}/`,
       listen: { host: '127.0.0.1', port: proxyPort },
       homeserver: { url: synapse.url, secret: SECRET, listen: { host: '127.0.0.1', port: facingPort } },
-      oidc_providers: [
-        {
-          idp_id: 'dev',
-          idp_name: 'Development OP',
-          issuer: op.issuer,
-          client_id: op.clientId,
-          client_secret: op.clientSecret,
-          scopes: ['openid', 'profile', 'email', 'offline_access'],
-          password_grant: { enabled: true },
-          backchannel_logout_enabled: true,
-          user_mapping_provider: { config: { localpart_template: '{{ user.preferred_username }}', display_name_template: '{{ user.name }}', email_template: '{{ user.email }}' } },
-        },
-      ],
+      oidc_providers: [testOpProviderBlock(op, 'dev', 'Development OP')],
       password_login: { enabled: true, idp_id: 'dev' },
       sessions: { encryption_key: 'dev-stack-encryption-key-not-for-production-0123' },
       metrics: { enabled: false },

@@ -15,6 +15,9 @@ import { freePort } from './free-port.js';
 import { KEYCLOAK_REALM, startKeycloak, type RunningKeycloak } from './keycloak.js';
 import { startRedis, type RunningRedis } from './redis-server.js';
 import { startSynapse, type RunningSynapse } from './synapse.js';
+import { jsonRequest, type JsonResponse, type RequestOptions } from './json-request.js';
+
+export { jsonRequest, type JsonResponse, type RequestOptions };
 
 export const INTEROP_SERVER_NAME = 'example.test';
 export const INTEROP_IDP_ID = 'keycloak';
@@ -25,18 +28,6 @@ const PROXY_LOG_LIMIT = 2 * 1024 * 1024;
 /** The interop suite runs unless MCP_SKIP_INTEROP=1 says otherwise; a missing Synapse or Keycloak is a failure. */
 export function interopSkipReason(): string | false {
   return process.env['MCP_SKIP_INTEROP'] === '1' ? 'MCP_SKIP_INTEROP=1' : false;
-}
-
-export interface JsonResponse {
-  readonly status: number;
-  readonly body: any;
-  readonly headers: Headers;
-}
-
-export interface RequestOptions {
-  readonly token?: string;
-  readonly body?: unknown;
-  readonly headers?: Record<string, string>;
 }
 
 export interface InteropProxy {
@@ -239,25 +230,6 @@ async function startConfiguredProxy(raw: Record<string, any>, redis: RunningRedi
   };
 }
 
-/** A JSON request to any of the servers (proxy, Synapse directly, Keycloak); non-JSON bodies come back as text. */
-export async function jsonRequest(url: string, method: string, options: RequestOptions = {}): Promise<JsonResponse> {
-  const headers: Record<string, string> = { ...options.headers };
-  if (options.token !== undefined) headers['authorization'] = `Bearer ${options.token}`;
-  let body: string | undefined;
-  if (options.body !== undefined) {
-    headers['content-type'] ??= 'application/json';
-    body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
-  }
-  const response = await fetch(url, { method, headers, ...(body === undefined ? {} : { body }) });
-  const text = await response.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  return { status: response.status, body: parsed, headers: response.headers };
-}
 
 // ---------------------------------------------------------------------------------------------------- Keycloak admin
 

@@ -11,6 +11,8 @@ import { createStore } from '../../src/store/index.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { Store } from '../../src/store/store.js';
 import { freePort } from './free-port.js';
+import { jsonRequest } from './json-request.js';
+import { testOpProviderBlock } from './test-op-provider.js';
 import { startHomeserverDouble } from './homeserver-double.js';
 import { startRedis, type RunningRedis } from './redis-server.js';
 import { startTestOp, type TestOp } from './test-op.js';
@@ -68,21 +70,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     public_baseurl: `${proxyUrl}/`,
     listen: { host: '127.0.0.1', port: proxyPort },
     homeserver: { url: homeserver.url, mode: 'synapse', secret: HOMESERVER_SECRET, upstream_timeout: '10s' },
-    oidc_providers: [
-      {
-        idp_id: IDP_ID,
-        idp_name: 'Test OP',
-        issuer: op.issuer,
-        client_id: op.clientId,
-        client_secret: op.clientSecret,
-        scopes: ['openid', 'profile', 'email', 'offline_access'],
-        password_grant: { enabled: true },
-        backchannel_logout_enabled: true,
-        user_mapping_provider: {
-          config: { localpart_template: '{{ user.preferred_username }}', display_name_template: '{{ user.name }}', email_template: '{{ user.email }}' },
-        },
-      },
-    ],
+    oidc_providers: [testOpProviderBlock(op, IDP_ID, 'Test OP')],
     password_login: { enabled: true, idp_id: IDP_ID },
     sessions: { encryption_key: 'an-encryption-key-for-tests-only-0123456789abcdef' },
     rate_limits: { login_per_ip: { burst: 1000, per_second: 100 }, login_per_account: { burst: 1000, per_second: 100 }, sso_per_ip: { burst: 1000, per_second: 100 } },
@@ -105,24 +93,8 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
   const deps = buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
   const proxy = await startProxy(deps);
 
-  const request: Harness['request'] = async (method, path, requestOptions = {}) => {
-    const headers: Record<string, string> = { ...requestOptions.headers };
-    if (requestOptions.token !== undefined) headers['authorization'] = `Bearer ${requestOptions.token}`;
-    let body: string | undefined;
-    if (requestOptions.body !== undefined) {
-      headers['content-type'] ??= 'application/json';
-      body = typeof requestOptions.body === 'string' ? requestOptions.body : JSON.stringify(requestOptions.body);
-    }
-    const response = await fetch(`${proxy.clientUrl}${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      // not JSON: keep the text
-    }
-    return { status: response.status, body: parsed, headers: response.headers };
-  };
+  const request: Harness['request'] = (method, path, requestOptions = {}) => jsonRequest(`${proxy.clientUrl}${path}`, method, requestOptions);
+
 
   return {
     url: proxy.clientUrl,
