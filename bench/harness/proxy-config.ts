@@ -58,7 +58,11 @@ export function proxyConfig(options: ProxyConfigOptions): Record<string, unknown
           password_login: { enabled: true, idp_id: IDP_ID },
         }),
     sessions: { encryption_key: ENCRYPTION_KEY },
-    rate_limits: { login_per_ip: { burst: 1_000_000, per_second: 100_000 }, login_per_account: { burst: 1_000_000, per_second: 100_000 } },
+    rate_limits: {
+      login_per_ip: { burst: 1_000_000, per_second: 100_000 },
+      login_per_account: { burst: 1_000_000, per_second: 100_000 },
+      sso_per_ip: { burst: 1_000_000, per_second: 100_000 },
+    },
     metrics: { enabled: true, listen: { host: '127.0.0.1', port: 0 } },
     log: { level: options.logLevel ?? 'info' },
   };
