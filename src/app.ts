@@ -5,6 +5,7 @@ import Router from '@koa/router';
 import type { AppDeps } from './app-deps.js';
 import { renderMatrixErrors } from './errors/error-middleware.js';
 import { MatrixError } from './errors/matrix-error.js';
+import { writeMatrixError } from './errors/write-matrix-error.js';
 import { getLoginFlows } from './compat/login-flows.js';
 import { postLogin } from './compat/login.js';
 import { postLogout, postLogoutAll } from './compat/logout.js';
@@ -125,7 +126,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
       const rawPath = queryStart < 0 ? url : url.slice(0, queryStart);
       const path = normaliseMatrixPath(rawPath);
       if (path === undefined) {
-        writeJsonError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
+        writeMatrixError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
         return;
       }
       if (routeClassOf(path, servesHomeserverFacing) !== undefined) {
@@ -141,7 +142,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         return;
       }
       revalidation.then(
-        (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeJsonError(res, refusal)),
+        (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeMatrixError(res, refusal)),
         (err: unknown) => {
           // The store failed: Synapse's introspection decides, as it would without this check.
           deps.logger.warn({ err }, 'revalidation.passthrough_failed');
@@ -239,10 +240,4 @@ function passthroughCounter(deps: AppDeps): (req: IncomingMessage, res: ServerRe
       duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     });
   };
-}
-
-function writeJsonError(res: ServerResponse, error: MatrixError): void {
-  const body = JSON.stringify(error.toBody());
-  res.writeHead(error.status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
-  res.end(body);
 }

@@ -12,6 +12,7 @@ import { randomString } from '../sessions/tokens.js';
 
 const DEVICE_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 import { clientAddress } from './client-address.js';
+import { bearerTokenOf } from '../security/shared-secret.js';
 import { loggedOutAtOpSince, loginGrantStillValid } from './backchannel-logout.js';
 
 /** POST /login body fields shared by every login type (Matrix C-S spec, "POST /_matrix/client/v3/login"). */
@@ -126,8 +127,8 @@ async function appserviceLogin(ctx: Context, deps: AppDeps, request: LoginReques
   if (!deps.appservices.enabled) {
     throw new MatrixError(400, 'M_APPSERVICE_LOGIN_UNSUPPORTED', 'Application service login is not configured on this server');
   }
-  const header = /^Bearer\s+(\S+)\s*$/i.exec(ctx.get('authorization'));
-  const appservice = header?.[1] === undefined ? undefined : deps.appservices.byToken(header[1]);
+  const asToken = bearerTokenOf(ctx);
+  const appservice = asToken === undefined ? undefined : deps.appservices.byToken(asToken);
   if (appservice === undefined) throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid application service token');
   const who = identifierOf(request.body, deps.config.server_name);
   if (who.kind !== 'localpart') throw new MatrixError(400, 'M_EXCLUSIVE', 'The user is not in the namespace of this application service');

@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { matrixErrors } from '../errors/matrix-error.js';
+import { bearerTokenOfHeader } from '../security/shared-secret.js';
 import type { Session } from '../sessions/session.js';
 import type { SessionStore } from '../sessions/session-store.js';
 
@@ -10,8 +11,8 @@ import type { SessionStore } from '../sessions/session-store.js';
 export function accessTokenOf(ctx: Context): string {
   const header = ctx.get('authorization');
   if (header !== '') {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (match?.[1] !== undefined) return match[1];
+    const token = bearerTokenOfHeader(header);
+    if (token !== undefined) return token;
     throw matrixErrors.unknownToken();
   }
   const fromQuery = ctx.query['access_token'];

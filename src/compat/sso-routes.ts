@@ -322,8 +322,7 @@ function asPage(deps: AppDeps, handler: (ctx: Context) => Promise<void>) {
       if (error.status >= 500) log.error({ err, failure }, 'sso.failed');
       else log.info({ event: 'sso.refused', failure, status: error.status, reason: error.cause === undefined ? undefined : String(error.cause) }, 'sso.refused');
       const requestId = ctx.response.get('X-Request-Id');
-      const retryAfterMs = error.cause instanceof MatrixError ? error.cause.extras.retryAfterMs : undefined;
-      if (retryAfterMs !== undefined) ctx.set('Retry-After', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
+      if (error.cause instanceof MatrixError) ctx.set(error.cause.headers());
       sendPage(
         ctx,
         failurePage(failure, {

@@ -24,10 +24,7 @@ export async function renderMatrixErrors(ctx: Context, next: Next): Promise<void
     }
     ctx.status = error.status;
     ctx.set('Cache-Control', 'no-store');
-    if (error.extras.retryAfterMs !== undefined) {
-      ctx.set('Retry-After', String(Math.max(1, Math.ceil(error.extras.retryAfterMs / 1000))));
-    }
-    for (const [name, value] of Object.entries(error.extras.headers ?? {})) ctx.set(name, value);
+    ctx.set(error.headers());
     ctx.body = error.toBody();
   }
 }

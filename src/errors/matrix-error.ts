@@ -44,6 +44,14 @@ export class MatrixError extends Error {
     this.extras = extras;
   }
 
+  /** Response headers the error carries: Retry-After (whole seconds, at least 1) and any extras. */
+  headers(): Record<string, string> {
+    return {
+      ...(this.extras.retryAfterMs === undefined ? {} : { 'Retry-After': String(Math.max(1, Math.ceil(this.extras.retryAfterMs / 1000))) }),
+      ...this.extras.headers,
+    };
+  }
+
   /** The JSON body the spec defines: errcode, error, and the optional standard extras. */
   toBody(): Record<string, unknown> {
     const body: Record<string, unknown> = { errcode: this.errcode, error: this.message };

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { MatrixError } from '../errors/matrix-error.js';
 import { bodyFraming, downstreamResponseHeaders, upstreamRequestHeaders, type BodyFraming } from './forwarded-headers.js';
 import { trustedProxies } from './trusted-proxies.js';
+import { writeMatrixError } from '../errors/write-matrix-error.js';
 
 export type UpstreamErrorKind = 'unreachable' | 'timeout';
 
@@ -149,15 +150,8 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
       kind === 'timeout'
         ? new MatrixError(504, 'M_UNKNOWN', 'The homeserver did not answer in time', {}, err)
         : new MatrixError(502, 'M_UNKNOWN', 'The homeserver cannot be reached', {}, err);
-    const body = JSON.stringify(error.toBody());
-    res.writeHead(error.status, {
-      'Content-Type': 'application/json',
-      'Content-Length': Buffer.byteLength(body),
-      'Cache-Control': 'no-store',
-      // An unread request body would otherwise be left on a socket we want to reuse.
-      ...(req.complete ? {} : { Connection: 'close' }),
-    });
-    res.end(body);
+    // An unread request body would otherwise be left on a socket we want to reuse.
+    writeMatrixError(res, error, req.complete ? {} : { Connection: 'close' });
   }
 }
 

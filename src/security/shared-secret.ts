@@ -1,10 +1,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context } from 'koa';
 
-/** The token of an `Authorization: Bearer <token>` header; undefined when absent or of another scheme. */
+/** The token of an `Authorization: Bearer <token>` header value; undefined when absent or of another scheme. */
+export function bearerTokenOfHeader(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+}
+
 export function bearerTokenOf(ctx: Context): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(ctx.get('authorization'));
-  return match?.[1];
+  return bearerTokenOfHeader(ctx.get('authorization'));
 }
 
 /** A secret's digest, computed once at start-up for `matchesSecret`. */

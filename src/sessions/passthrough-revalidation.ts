@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { matrixErrors, type MatrixError } from '../errors/matrix-error.js';
 import { revalidateIfDue, revalidationDueAt, type RevalidationDeps } from './revalidation.js';
 import { looksLikeOurToken, parseToken } from './tokens.js';
+import { bearerTokenOfHeader } from '../security/shared-secret.js';
 
 /** Sessions whose next check time this replica remembers; beyond it the oldest entries are forgotten. */
 const MAX_REMEMBERED = 10_000;
@@ -74,7 +75,7 @@ export function createPassthroughRevalidation(deps: RevalidationDeps): (req: Inc
 /** Bearer token of the Authorization header, or the deprecated `access_token` query parameter. */
 function accessTokenOf(req: IncomingMessage): string | undefined {
   const header = req.headers.authorization;
-  if (header !== undefined) return /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+  if (header !== undefined) return bearerTokenOfHeader(header);
   const url = req.url ?? '';
   const queryStart = url.indexOf('?');
   if (queryStart < 0 || !url.includes('access_token=', queryStart)) return undefined;
