@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
 import type { Config } from './config/schema.js';
-import type { HomeserverAdapter } from './homeserver/adapter.js';
+import type { HomeserverAdapter } from './provisioning/homeserver-adapter.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import type { AppserviceRegistry } from './identity/appservice-registry.js';
 import type { BindingStore } from './identity/bindings.js';
@@ -12,7 +12,7 @@ import type { SessionKeys } from './sessions/secret-box.js';
 import type { SessionLifecycle } from './sessions/session-lifecycle.js';
 import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
-import type { LoginThrottle } from './compat/login-throttle.js';
+import type { LoginThrottle } from './security/login-throttle.js';
 
 /** Everything a handler may use, built once in main.ts (or by a test) and passed in: no module singletons. */
 export interface AppDeps {

@@ -10,16 +10,16 @@ import { getLoginFlows } from './compat/login-flows.js';
 import { postLogin } from './compat/login.js';
 import { postLogout, postLogoutAll } from './compat/logout.js';
 import { postRefresh } from './compat/refresh.js';
-import { postBackchannelLogout } from './compat/backchannel-logout.js';
+import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
 import { registerSsoRoutes } from './compat/sso-routes.js';
 import { registerAdminRoutes } from './admin/admin-routes.js';
 import { registerHomeserverFacingRoutes } from './homeserver/homeserver-routes.js';
-import { normaliseMatrixPath } from './proxy/path-normalisation.js';
-import { clientIp } from './proxy/client-address.js';
+import { normaliseMatrixPath } from './http/path-normalisation.js';
+import { clientIp } from './http/client-address.js';
 import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
-import { OWN_PREFIX } from './own-paths.js';
-import { createPassthroughRevalidation } from './sessions/passthrough-revalidation.js';
+import { OWN_PREFIX } from './http/own-prefix.js';
+import { createPassthroughRevalidation } from './proxy/revalidation-gate.js';
 
 export interface HomeserverProxy {
   forward(req: IncomingMessage, res: ServerResponse): void;

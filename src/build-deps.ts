@@ -2,8 +2,8 @@ import type { Logger } from 'pino';
 import type { AppDeps } from './app-deps.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
-import type { HomeserverAdapter } from './homeserver/adapter.js';
-import { SynapseProvisioning } from './homeserver/synapse-provisioning.js';
+import type { HomeserverAdapter } from './provisioning/homeserver-adapter.js';
+import { SynapseProvisioning } from './provisioning/synapse.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import { AppserviceRegistry } from './identity/appservice-registry.js';
 import { BindingStore } from './identity/bindings.js';
@@ -16,7 +16,7 @@ import { deriveSessionKeys } from './sessions/secret-box.js';
 import { SessionLifecycle } from './sessions/session-lifecycle.js';
 import { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
-import { LoginThrottle } from './compat/login-throttle.js';
+import { LoginThrottle } from './security/login-throttle.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;

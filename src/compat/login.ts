@@ -3,17 +3,17 @@ import type { AppDeps } from '../app-deps.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
 import { resolveAccount, type AccountRefusal, type AccountResult, type ResolvedAccount } from '../identity/account-resolver.js';
 import { MappingError } from '../identity/user-mapping.js';
-import { HomeserverError } from '../homeserver/adapter.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
-import { expectObject, optionalBoolean, optionalString, readJsonBody } from '../errors/json-body.js';
+import { expectObject, optionalBoolean, optionalString, readJsonBody } from '../http/body.js';
 import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
 
 const DEVICE_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
-import { clientAddress } from './client-address.js';
+import { clientAddress } from '../http/request-state.js';
 import { bearerTokenOf } from '../security/shared-secret.js';
-import { loggedOutAtOpSince, loginGrantStillValid } from './backchannel-logout.js';
+import { loggedOutAtOpSince, loginGrantStillValid } from '../backchannel/backchannel-logout.js';
 
 /** POST /login body fields shared by every login type (Matrix C-S spec, "POST /_matrix/client/v3/login"). */
 interface LoginRequest {

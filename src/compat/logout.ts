@@ -1,10 +1,10 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { HomeserverError } from '../homeserver/adapter.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { matrixErrors } from '../errors/matrix-error.js';
-import { readJsonBody } from '../errors/json-body.js';
+import { readJsonBody } from '../http/body.js';
 import type { EndReason } from '../sessions/session-lifecycle.js';
-import { requireSession } from './request-auth.js';
+import { requireSession } from '../http/access-token.js';
 
 /**
  * POST /logout: ends the session of the presented token, removes its device at the homeserver and revokes the OP

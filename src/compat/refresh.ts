@@ -1,8 +1,8 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
-import { expectObject, optionalString, readJsonBody } from '../errors/json-body.js';
-import { HomeserverError } from '../homeserver/adapter.js';
+import { expectObject, optionalString, readJsonBody } from '../http/body.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { parseToken } from '../sessions/tokens.js';
 import { admitRefresh } from '../sessions/revalidation.js';
 

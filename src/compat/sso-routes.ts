@@ -2,9 +2,9 @@ import type { Context } from 'koa';
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
 import type { AppDeps } from '../app-deps.js';
-import { OWN_PREFIX } from '../own-paths.js';
+import { OWN_PREFIX } from '../http/own-prefix.js';
 import { MatrixError, type MatrixErrcode } from '../errors/matrix-error.js';
-import { HomeserverError } from '../homeserver/adapter.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { resolveAccount, type AccountRefusal, type ResolvedAccount } from '../identity/account-resolver.js';
 import { MappingError } from '../identity/user-mapping.js';
 import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
@@ -13,11 +13,11 @@ import type { FailureMessageKey } from '../pages/messages.js';
 import { confirmationPage, failurePage, pickerPage } from '../pages/sso-pages.js';
 import { sameHash } from '../sessions/tokens.js';
 import { provisionAccount, resolveOrFail } from './login.js';
-import { bindingHash, browserBinding, csrfTokenFor, type BrowserBinding } from './sso-browser-binding.js';
-import { SsoLoginState, type PendingConfirmation, type PendingSsoLogin } from './sso-login-state.js';
-import { destinationLabel, formActionSource, isWhitelisted, parseRedirectUrl, withLoginToken } from './sso-redirect-url.js';
-import { clientAddress } from './client-address.js';
-import { readBodyText } from '../errors/json-body.js';
+import { bindingHash, browserBinding, csrfTokenFor, type BrowserBinding } from './sso/browser-binding.js';
+import { SsoLoginState, type PendingConfirmation, type PendingSsoLogin } from '../sessions/pending-sso-logins.js';
+import { destinationLabel, formActionSource, isWhitelisted, parseRedirectUrl, withLoginToken } from './sso/redirect-url.js';
+import { clientAddress } from '../http/request-state.js';
+import { readBodyText } from '../http/body.js';
 
 /**
  * m.login.sso through the upstream OP (Matrix C-S spec, "Client login via SSO"):

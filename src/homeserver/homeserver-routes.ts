@@ -2,7 +2,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
-import { readBodyText } from '../errors/json-body.js';
+import { readBodyText } from '../http/body.js';
 import { bearerTokenOf, matchesSecret, secretDigest } from '../security/shared-secret.js';
 import { introspect, IntrospectionUnavailable } from './introspection.js';
 import { metadataForHomeserver } from './metadata.js';

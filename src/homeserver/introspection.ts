@@ -1,5 +1,5 @@
 import type { AppDeps } from '../app-deps.js';
-import { HomeserverError } from './adapter.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { resolveAccount } from '../identity/account-resolver.js';
 import { MappingError } from '../identity/user-mapping.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';

@@ -4,7 +4,7 @@ import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { MatrixError } from '../errors/matrix-error.js';
 import { bodyFraming, downstreamResponseHeaders, upstreamRequestHeaders, type BodyFraming } from './forwarded-headers.js';
-import { trustedProxies } from './trusted-proxies.js';
+import { trustedProxies } from '../http/trusted-proxies.js';
 import { writeMatrixError } from '../errors/write-matrix-error.js';
 
 export type UpstreamErrorKind = 'unreachable' | 'timeout';

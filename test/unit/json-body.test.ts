@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import { renderMatrixErrors } from '../../src/errors/error-middleware.js';
-import { readBodyText } from '../../src/errors/json-body.js';
+import { readBodyText } from '../../src/http/body.js';
 
 test('a body trickled slower than its deadline gets 408 and the connection is not held', async () => {
   const app = new Koa();

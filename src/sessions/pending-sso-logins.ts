@@ -1,7 +1,7 @@
-import { indexPendingSsoLogin } from './backchannel-logout.js';
+import { indexPendingSsoLogin } from '../backchannel/backchannel-logout.js';
 import type { Clock } from '../clock.js';
 import type { Store } from '../store/store.js';
-import { hashToken, randomBase62 } from '../sessions/tokens.js';
+import { hashToken, randomBase62 } from './tokens.js';
 
 /** An SSO login between the redirect to the OP and its callback. Keyed by the hash of `state`. */
 export interface PendingSsoLogin {

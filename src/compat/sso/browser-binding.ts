@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import { createHash } from 'node:crypto';
-import { hashToken, randomBase62, sameHash } from '../sessions/tokens.js';
+import { hashToken, randomBase62, sameHash } from '../../sessions/tokens.js';
 
 /**
  * The cookie that ties an SSO login to the browser that started it (Matrix C-S spec, "Security considerations" of

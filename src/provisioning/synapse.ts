@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { HomeserverError, type HomeserverAdapter, type HomeserverUser, type ProvisionedUser } from './adapter.js';
+import { HomeserverError, type HomeserverAdapter, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 
 export interface SynapseProvisioningOptions {
   /** Synapse's base URL (the one serving `/_synapse/mas/*`). */

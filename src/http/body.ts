@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { MatrixError, matrixErrors } from './matrix-error.js';
+import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
 
 /**
  * Reads a JSON request body for the routes the proxy owns, with the Matrix error rules: invalid JSON → 400

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { matrixErrors, type MatrixError } from '../errors/matrix-error.js';
-import { revalidateIfDue, revalidationDueAt, type RevalidationDeps } from './revalidation.js';
-import { looksLikeOurToken, parseToken } from './tokens.js';
+import { revalidateIfDue, revalidationDueAt, type RevalidationDeps } from '../sessions/revalidation.js';
+import { looksLikeOurToken, parseToken } from '../sessions/tokens.js';
 import { bearerTokenOfHeader } from '../security/shared-secret.js';
 
 /** Sessions whose next check time this replica remembers; beyond it the oldest entries are forgotten. */
