@@ -17,6 +17,8 @@ import { SessionLifecycle } from './sessions/session-lifecycle.js';
 import { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import { LoginThrottle } from './security/login-throttle.js';
+import { secretDigest } from './security/shared-secret.js';
+import { SsoLoginState } from './sessions/pending-sso-logins.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -29,9 +31,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   const clock = overrides.clock ?? systemClock;
   const keys = deriveSessionKeys(config.sessions.encryption_key);
   const providers = overrides.providers ?? createUpstreamProviders(config.oidc_providers, { logger, clock });
-  const homeserver =
-    overrides.homeserver ??
-    new SynapseProvisioning({ baseUrl: config.homeserver.url, secret: config.homeserver.secret, timeoutMs: config.homeserver.provisioning_timeout, logger });
+  const homeserver = overrides.homeserver ?? homeserverBackend(config, logger);
   const policies = new Map<string, ProviderPolicy>(
     config.oidc_providers.map((provider) => [
       provider.idp_id,
@@ -62,10 +62,21 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     homeserver,
     keys,
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
+    ssoLogins: new SsoLoginState(store, clock),
+    homeserverSecretDigest: secretDigest(config.homeserver.secret),
+    adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
       perAccount: { burst: config.rate_limits.login_per_account.burst, perSecond: config.rate_limits.login_per_account.per_second },
       ssoPerIp: { burst: config.rate_limits.sso_per_ip.burst, perSecond: config.rate_limits.sso_per_ip.per_second },
     }),
   };
+}
+
+/** The one switch over homeserver backends (`homeserver.mode`); the next backend is one more case here. */
+function homeserverBackend(config: Config, logger: Logger): HomeserverAdapter {
+  switch (config.homeserver.mode) {
+    case 'synapse':
+      return new SynapseProvisioning({ baseUrl: config.homeserver.url, secret: config.homeserver.secret, timeoutMs: config.homeserver.provisioning_timeout, logger });
+  }
 }

@@ -427,6 +427,8 @@ export const configSchema = z
     admin: z.strictObject({ token: secret(32, 'token_path').optional() }).prefault({}),
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
     max_request_body: byteSize(64 * 1024),
+    // The listener has no request timeout (/sync long-polls pass through it): owned routes bound their body reads.
+    request_body_timeout: duration('30s'),
   })
   .superRefine(checkConfig, evenAfterFieldErrors);
 

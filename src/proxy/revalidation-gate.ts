@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { matrixErrors, type MatrixError } from '../errors/matrix-error.js';
 import { revalidateIfDue, revalidationDueAt, type RevalidationDeps } from '../sessions/revalidation.js';
 import { looksLikeOurToken, parseToken } from '../sessions/tokens.js';
-import { bearerTokenOfHeader } from '../security/shared-secret.js';
+import { accessTokenOfRequest } from '../http/access-token.js';
 
 /** Sessions whose next check time this replica remembers; beyond it the oldest entries are forgotten. */
 const MAX_REMEMBERED = 10_000;
@@ -17,7 +17,7 @@ const MAX_REMEMBERED = 10_000;
  * Returns `undefined` synchronously when nothing is due (the common case: no I/O, no await), else a promise of the
  * error to answer instead of forwarding (`undefined`: forward).
  */
-export function createPassthroughRevalidation(deps: RevalidationDeps): (req: IncomingMessage) => Promise<MatrixError | undefined> | undefined {
+export function createRevalidationGate(deps: RevalidationDeps): (req: IncomingMessage) => Promise<MatrixError | undefined> | undefined {
   // session id → when this replica next needs to look at the session. Another replica's check only moves the true
   // time later, so a remembered time is never too late.
   const nextCheckAt = new Map<string, number>();
@@ -31,7 +31,7 @@ export function createPassthroughRevalidation(deps: RevalidationDeps): (req: Inc
   };
 
   return function revalidateBeforeForwarding(req) {
-    const token = accessTokenOf(req);
+    const token = accessTokenOfRequest(req);
     if (token === undefined || !looksLikeOurToken(token)) return undefined;
     const parsed = parseToken(token);
     if (parsed?.kind !== 'access') return undefined;
@@ -70,14 +70,4 @@ export function createPassthroughRevalidation(deps: RevalidationDeps): (req: Inc
         return matrixErrors.unavailable('The identity provider');
     }
   }
-}
-
-/** Bearer token of the Authorization header, or the deprecated `access_token` query parameter. */
-function accessTokenOf(req: IncomingMessage): string | undefined {
-  const header = req.headers.authorization;
-  if (header !== undefined) return bearerTokenOfHeader(header);
-  const url = req.url ?? '';
-  const queryStart = url.indexOf('?');
-  if (queryStart < 0 || !url.includes('access_token=', queryStart)) return undefined;
-  return new URLSearchParams(url.slice(queryStart + 1)).get('access_token') ?? undefined;
 }

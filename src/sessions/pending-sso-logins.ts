@@ -1,4 +1,4 @@
-import { indexPendingSsoLogin } from '../backchannel/backchannel-logout.js';
+import { indexPendingSsoLogin } from './op-logouts.js';
 import type { Clock } from '../clock.js';
 import type { Store } from '../store/store.js';
 import { hashToken, randomBase62 } from './tokens.js';
