@@ -45,7 +45,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       },
     ]),
   );
-  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey);
+  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
   const lifecycle = new SessionLifecycle({ sessions, homeserver, providers, keys, logger, metrics });
   return {
     config,
@@ -55,8 +55,8 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     store,
     sessions,
     lifecycle,
-    loginTokens: new LoginTokenStore(store),
-    bindings: new BindingStore(store, clock),
+    loginTokens: new LoginTokenStore(store, logger),
+    bindings: new BindingStore(store, clock, logger),
     providers,
     policies,
     homeserver,

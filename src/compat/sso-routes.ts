@@ -348,7 +348,7 @@ function classify(err: unknown): { failure: FailureMessageKey; error: MatrixErro
 }
 
 export function registerSsoRoutes(router: Router, deps: AppDeps, versions: readonly string[]): void {
-  const sso: SsoContext = { deps, logins: new SsoLoginState(deps.store, deps.clock), binding: browserBinding(deps.config.public_baseurl) };
+  const sso: SsoContext = { deps, logins: new SsoLoginState(deps.store, deps.clock, deps.logger), binding: browserBinding(deps.config.public_baseurl) };
   for (const version of versions) {
     const base = `/_matrix/client/${version}/login/sso/redirect`;
     // The trailing-slash form Element iOS sends arrives here too: app.ts routes on the normalised path.
