@@ -45,7 +45,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       },
     ]),
   );
-  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey);
+  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
   const lifecycle = new SessionLifecycle({ sessions, homeserver, providers, keys, logger, metrics });
   return {
     config,
@@ -55,14 +55,14 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     store,
     sessions,
     lifecycle,
-    loginTokens: new LoginTokenStore(store),
-    bindings: new BindingStore(store, clock),
+    loginTokens: new LoginTokenStore(store, logger),
+    bindings: new BindingStore(store, clock, logger),
     providers,
     policies,
     homeserver,
     keys,
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
-    ssoLogins: new SsoLoginState(store, clock),
+    ssoLogins: new SsoLoginState(store, clock, logger),
     homeserverSecretDigest: secretDigest(config.homeserver.secret),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {

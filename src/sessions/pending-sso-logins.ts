@@ -1,5 +1,6 @@
 import { indexPendingSsoLogin } from './op-logouts.js';
 import type { Clock } from '../clock.js';
+import { isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
 import { hashToken, randomBase62 } from './tokens.js';
 
@@ -30,17 +31,51 @@ export interface PendingConfirmation {
   readonly validatedAt: number;
 }
 
-const pendingKey = (state: string) => `sso-pending:${hashToken(state)}`;
-const confirmationKey = (id: string) => `sso-confirm:${hashToken(id)}`;
+export const ssoLoginKeys = {
+  pending: (state: string) => `sso-pending:${hashToken(state)}`,
+  confirmation: (id: string) => `sso-confirm:${hashToken(id)}`,
+} as const;
+
+/*
+ * Version 1 of both records added only `v`. Those written without it (releases up to d73999c, version 0) are still
+ * read: a login started before an upgrade finishes after it.
+ */
+export const pendingSsoLoginRecord = recordFormat<PendingSsoLogin>({ name: 'sso_pending', version: 1, decoders: { 0: isPendingFields, 1: isPendingFields } });
+export const pendingConfirmationRecord = recordFormat<PendingConfirmation>({
+  name: 'sso_confirmation',
+  version: 1,
+  decoders: { 0: isConfirmationFields, 1: isConfirmationFields },
+});
+
+function isPendingFields(f: Fields): boolean {
+  return isString(f.idpId) && isString(f.redirectUrl) && isString(f.nonce) && isString(f.codeVerifier) && isString(f.browserHash) && isNumber(f.expiresAt);
+}
+
+function isConfirmationFields(f: Fields): boolean {
+  return (
+    isString(f.idpId) &&
+    isString(f.issuer) &&
+    isString(f.sub) &&
+    isOptional(f.sid, isString) &&
+    isOptional(f.sealedOpRefreshToken, isString) &&
+    isString(f.localpart) &&
+    isOptional(f.displayName, isString) &&
+    isString(f.redirectUrl) &&
+    isString(f.browserHash) &&
+    isNumber(f.validatedAt)
+  );
+}
 
 /**
  * Pending logins and confirmations, both single-use through `Store.consume`. Pending logins outlive their lifetime
- * in the store by one more lifetime, so a late callback gets "took too long" instead of "unknown link".
+ * in the store by one more lifetime, so a late callback gets "took too long" instead of "unknown link". An
+ * unreadable record reads as unknown (with a warning).
  */
 export class SsoLoginState {
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
+    private readonly logger: RecordLogger,
   ) {}
 
   /** Records a new pending login; returns the values the authorization request carries. */
@@ -57,37 +92,37 @@ export class SsoLoginState {
       browserHash: input.browserHash,
       expiresAt: this.clock.now() + input.lifetimeMs,
     };
-    await this.store.set(pendingKey(state), JSON.stringify(pending), { ttlMs: 2 * input.lifetimeMs });
+    await this.store.set(ssoLoginKeys.pending(state), pendingSsoLoginRecord.encode(pending), { ttlMs: 2 * input.lifetimeMs });
     return { state, nonce, codeVerifier };
   }
 
   /** Takes the pending login of `state` (once: a replayed state gets undefined). May be past `expiresAt`. */
   async takePending(state: string): Promise<PendingSsoLogin | undefined> {
     if (!/^[0-9A-Za-z]{32}$/.test(state)) return undefined;
-    const raw = await this.store.consume(pendingKey(state));
-    return raw === undefined ? undefined : (JSON.parse(raw) as PendingSsoLogin);
+    const key = ssoLoginKeys.pending(state);
+    return readRecord(pendingSsoLoginRecord, await this.store.consume(key), key, this.logger);
   }
 
   async saveConfirmation(confirmation: PendingConfirmation, ttlMs: number): Promise<string> {
     const id = randomBase62(32);
-    await this.store.set(confirmationKey(id), JSON.stringify(confirmation), { ttlMs });
+    await this.store.set(ssoLoginKeys.confirmation(id), pendingConfirmationRecord.encode(confirmation), { ttlMs });
     // A back-channel logout of this OP session or subject must void the page waiting for "Continue".
     const origin = { idpId: confirmation.idpId, sub: confirmation.sub, ...(confirmation.sid === undefined ? {} : { sid: confirmation.sid }) };
-    await indexPendingSsoLogin(this.store, origin, confirmationKey(id), ttlMs);
+    await indexPendingSsoLogin(this.store, origin, ssoLoginKeys.confirmation(id), ttlMs);
     return id;
   }
 
   /** Reads a confirmation without using it up (the page is shown; the form is not sent yet). */
   async peekConfirmation(id: string): Promise<PendingConfirmation | undefined> {
     if (!/^[0-9A-Za-z]{32}$/.test(id)) return undefined;
-    const raw = await this.store.get(confirmationKey(id));
-    return raw === undefined ? undefined : (JSON.parse(raw) as PendingConfirmation);
+    const key = ssoLoginKeys.confirmation(id);
+    return readRecord(pendingConfirmationRecord, await this.store.get(key), key, this.logger);
   }
 
   /** Uses the confirmation up: of concurrent "Continue" submissions exactly one gets it. */
   async takeConfirmation(id: string): Promise<PendingConfirmation | undefined> {
     if (!/^[0-9A-Za-z]{32}$/.test(id)) return undefined;
-    const raw = await this.store.consume(confirmationKey(id));
-    return raw === undefined ? undefined : (JSON.parse(raw) as PendingConfirmation);
+    const key = ssoLoginKeys.confirmation(id);
+    return readRecord(pendingConfirmationRecord, await this.store.consume(key), key, this.logger);
   }
 }
