@@ -4,7 +4,7 @@ import { MatrixError } from '../errors/matrix-error.js';
 import { readBodyText } from '../http/body.js';
 import { matchesSecret } from '../security/shared-secret.js';
 import { bearerTokenOf } from '../http/access-token.js';
-import { requestLog } from '../http/request-state.js';
+import { paramOf, requestLog } from '../http/request-state.js';
 import type { Binding } from '../identity/bindings.js';
 import type { Session } from '../sessions/session.js';
 import { ImportFormatError, importBindings, parseImport, type ImportReport } from './binding-import.js';
@@ -41,21 +41,21 @@ export function requireAdminToken(ctx: Context, deps: AppDeps): void {
 }
 
 async function listUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
-  const localpart = paramOf(ctx, 'localpart');
+  const localpart = requiredParam(ctx, 'localpart');
   const sessions = await sessionsOfUser(deps, localpart);
   sessions.sort((a, b) => a.createdAt - b.createdAt);
   ctx.body = { user_id: `@${localpart}:${deps.config.server_name}`, sessions: sessions.map(describeSession) };
 }
 
 async function endSession(ctx: Context, deps: AppDeps): Promise<void> {
-  const ended = await deps.lifecycle.end(paramOf(ctx, 'sessionId'), 'admin');
+  const ended = await deps.lifecycle.end(requiredParam(ctx, 'sessionId'), 'admin');
   if (ended === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such session');
   logAdmin(ctx, 'admin.session_ended', { session_id: ended.id, localpart: ended.localpart });
   ctx.body = { ended: [ended.id] };
 }
 
 async function endUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
-  const localpart = paramOf(ctx, 'localpart');
+  const localpart = requiredParam(ctx, 'localpart');
   const ids = await deps.sessions.idsOfUser(localpart);
   const ended = await deps.lifecycle.endMany(ids, 'admin');
   logAdmin(ctx, 'admin.user_sessions_ended', { localpart, count: ended.length });
@@ -63,13 +63,13 @@ async function endUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
 }
 
 async function showBinding(ctx: Context, deps: AppDeps): Promise<void> {
-  const binding = await deps.bindings.find(paramOf(ctx, 'issuer'), paramOf(ctx, 'sub'));
+  const binding = await deps.bindings.find(requiredParam(ctx, 'issuer'), requiredParam(ctx, 'sub'));
   if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such binding');
   ctx.body = describeBinding(binding);
 }
 
 async function showBindingOfUser(ctx: Context, deps: AppDeps): Promise<void> {
-  const binding = await deps.bindings.findByLocalpart(paramOf(ctx, 'localpart'));
+  const binding = await deps.bindings.findByLocalpart(requiredParam(ctx, 'localpart'));
   if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No binding for this user');
   ctx.body = describeBinding(binding);
 }
@@ -80,8 +80,8 @@ async function showBindingOfUser(ctx: Context, deps: AppDeps): Promise<void> {
  * they are swept once more afterwards for a login that raced the removal.
  */
 async function deleteBinding(ctx: Context, deps: AppDeps): Promise<void> {
-  const issuer = paramOf(ctx, 'issuer');
-  const sub = paramOf(ctx, 'sub');
+  const issuer = requiredParam(ctx, 'issuer');
+  const sub = requiredParam(ctx, 'sub');
   const binding = await deps.bindings.find(issuer, sub);
   if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such binding');
   const endBound = async () => {
@@ -168,9 +168,10 @@ function describeImport(report: ImportReport): Record<string, unknown> {
   };
 }
 
-function paramOf(ctx: Context, name: string): string {
-  const value = (ctx['params'] as Record<string, string | undefined> | undefined)?.[name];
-  if (value === undefined || value === '') throw new MatrixError(400, 'M_INVALID_PARAM', `Missing ${name}`);
+/** A route parameter the admin API needs: empty → 400 naming it. */
+function requiredParam(ctx: Context, name: string): string {
+  const value = paramOf(ctx, name);
+  if (value === '') throw new MatrixError(400, 'M_INVALID_PARAM', `Missing ${name}`);
   return value;
 }
 

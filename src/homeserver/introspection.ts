@@ -1,8 +1,4 @@
 import type { AppDeps } from '../app-deps.js';
-import { HomeserverError } from '../provisioning/homeserver-adapter.js';
-import { resolveAccount } from '../identity/account-resolver.js';
-import { MappingError } from '../identity/user-mapping.js';
-import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import type { Session } from '../sessions/session.js';
 import { looksLikeOurToken } from '../sessions/tokens.js';
 import { admitSession } from '../sessions/revalidation.js';

@@ -1,7 +1,7 @@
 import type { AppDeps } from '../app-deps.js';
 import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { resolveAccount } from '../identity/account-resolver.js';
-import { provisionAccount } from '../identity/account-provisioning.js';
+import { provisionUser } from '../identity/account-provisioning.js';
 import { MappingError } from '../identity/user-mapping.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import { API_SCOPES, DEVICE_SCOPE_PREFIXES, INACTIVE, IntrospectionUnavailable } from './introspection-answer.js';
@@ -100,13 +100,7 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
       return INACTIVE;
     }
     localpart = account.localpart;
-    if (account.firstLogin) {
-      await deps.homeserver.provisionUser({
-        localpart,
-        ...(account.identity.displayName === undefined ? {} : { displayName: account.identity.displayName }),
-        ...(account.identity.email === undefined ? {} : { emails: [account.identity.email] }),
-      });
-    }
+    if (account.firstLogin) await provisionUser(deps.homeserver, localpart, account.identity);
     await ensureDevice(deps, localpart, deviceId);
   } catch (err: unknown) {
     if (err instanceof MappingError) {

@@ -2,7 +2,7 @@ import { isOptional, isString, readRecord, recordFormat, type Fields, type Recor
 import type { Store } from '../store/store.js';
 import type { SessionOrigin } from './session.js';
 import { isOpOrigin } from './session-store.js';
-import { hashToken, randomBase62 } from './tokens.js';
+import { hashToken, isOpaqueSecret, newOpaqueSecret } from './tokens.js';
 
 /** What a login token stands for: an identity already authenticated at the OP, waiting for `m.login.token`. */
 export interface LoginGrant {
@@ -33,7 +33,7 @@ export class LoginTokenStore {
   ) {}
 
   async mint(grant: LoginGrant, ttlMs: number): Promise<string> {
-    const token = randomBase62(32);
+    const token = newOpaqueSecret();
     const hash = hashToken(token);
     await this.store.set(loginTokenKeys.grant(hash), loginGrantRecord.encode(grant), { ttlMs });
     // Indexed by OP session and subject so a back-channel logout can void tokens not yet redeemed.
@@ -47,7 +47,7 @@ export class LoginTokenStore {
    * undefined (an unreadable grant is used up all the same: it is single-use and short-lived).
    */
   async redeem(token: string): Promise<LoginGrant | undefined> {
-    if (!/^[0-9A-Za-z]{32}$/.test(token)) return undefined;
+    if (!isOpaqueSecret(token)) return undefined;
     const key = loginTokenKeys.grant(hashToken(token));
     return readRecord(loginGrantRecord, await this.store.consume(key), key, this.logger);
   }

@@ -2,7 +2,7 @@ import { indexPendingSsoLogin } from './op-logouts.js';
 import type { Clock } from '../clock.js';
 import { isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
-import { hashToken, randomBase62 } from './tokens.js';
+import { hashToken, isOpaqueSecret, newOpaqueSecret, randomBase62 } from './tokens.js';
 
 /** An SSO login between the redirect to the OP and its callback. Keyed by the hash of `state`. */
 export interface PendingSsoLogin {
@@ -80,8 +80,8 @@ export class SsoLoginState {
 
   /** Records a new pending login; returns the values the authorization request carries. */
   async begin(input: { idpId: string; redirectUrl: string; browserHash: string; lifetimeMs: number }): Promise<{ state: string; nonce: string; codeVerifier: string }> {
-    const state = randomBase62(32);
-    const nonce = randomBase62(32);
+    const state = newOpaqueSecret();
+    const nonce = newOpaqueSecret();
     // RFC 7636 §4.1: 43 to 128 unreserved characters.
     const codeVerifier = randomBase62(64);
     const pending: PendingSsoLogin = {
@@ -98,13 +98,13 @@ export class SsoLoginState {
 
   /** Takes the pending login of `state` (once: a replayed state gets undefined). May be past `expiresAt`. */
   async takePending(state: string): Promise<PendingSsoLogin | undefined> {
-    if (!/^[0-9A-Za-z]{32}$/.test(state)) return undefined;
+    if (!isOpaqueSecret(state)) return undefined;
     const key = ssoLoginKeys.pending(state);
     return readRecord(pendingSsoLoginRecord, await this.store.consume(key), key, this.logger);
   }
 
   async saveConfirmation(confirmation: PendingConfirmation, ttlMs: number): Promise<string> {
-    const id = randomBase62(32);
+    const id = newOpaqueSecret();
     await this.store.set(ssoLoginKeys.confirmation(id), pendingConfirmationRecord.encode(confirmation), { ttlMs });
     // A back-channel logout of this OP session or subject must void the page waiting for "Continue".
     const origin = { idpId: confirmation.idpId, sub: confirmation.sub, ...(confirmation.sid === undefined ? {} : { sid: confirmation.sid }) };
@@ -114,14 +114,14 @@ export class SsoLoginState {
 
   /** Reads a confirmation without using it up (the page is shown; the form is not sent yet). */
   async peekConfirmation(id: string): Promise<PendingConfirmation | undefined> {
-    if (!/^[0-9A-Za-z]{32}$/.test(id)) return undefined;
+    if (!isOpaqueSecret(id)) return undefined;
     const key = ssoLoginKeys.confirmation(id);
     return readRecord(pendingConfirmationRecord, await this.store.get(key), key, this.logger);
   }
 
   /** Uses the confirmation up: of concurrent "Continue" submissions exactly one gets it. */
   async takeConfirmation(id: string): Promise<PendingConfirmation | undefined> {
-    if (!/^[0-9A-Za-z]{32}$/.test(id)) return undefined;
+    if (!isOpaqueSecret(id)) return undefined;
     const key = ssoLoginKeys.confirmation(id);
     return readRecord(pendingConfirmationRecord, await this.store.consume(key), key, this.logger);
   }

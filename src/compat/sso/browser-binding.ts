@@ -1,13 +1,12 @@
 import type { Context } from 'koa';
 import { createHash } from 'node:crypto';
-import { hashToken, randomBase62, sameHash } from '../../sessions/tokens.js';
+import { hashToken, isOpaqueSecret, newOpaqueSecret, sameHash } from '../../sessions/tokens.js';
 
 /**
  * The cookie that ties an SSO login to the browser that started it (Matrix C-S spec, "Security considerations" of
  * SSO: guard against unsolicited callbacks). The cookie holds a random secret; pending logins and confirmations
  * keep only its hash. One secret per browser, reused by later logins, so two tabs signing in at once both work.
  */
-const SECRET_PATTERN = /^[0-9A-Za-z]{32}$/;
 
 /** `__Host-` (RFC 6265bis §4.1.3.2) pins the cookie to this exact origin when the proxy is served over HTTPS. */
 function cookieName(secure: boolean): string {
@@ -28,12 +27,12 @@ export function browserBinding(publicBaseUrl: string): BrowserBinding {
   const name = cookieName(secure);
   const read = (ctx: Context): string | undefined => {
     const value = cookieValue(ctx.get('cookie'), name);
-    return value !== undefined && SECRET_PATTERN.test(value) ? value : undefined;
+    return value !== undefined && isOpaqueSecret(value) ? value : undefined;
   };
   return {
     read,
     issue(ctx, maxAgeMs) {
-      const secret = read(ctx) ?? randomBase62(32);
+      const secret = read(ctx) ?? newOpaqueSecret();
       const attributes = [`${name}=${secret}`, 'Path=/', `Max-Age=${Math.max(1, Math.floor(maxAgeMs / 1000))}`, 'HttpOnly', 'SameSite=Lax'];
       // Set by hand: Koa's cookie helper refuses Secure on a plain-HTTP hop behind a TLS-terminating proxy.
       if (secure) attributes.push('Secure');
