@@ -37,6 +37,11 @@ export interface NativePlaces {
   readonly synapseDataDir: string;
   /** Synapse's /config mount (the rendered homeserver.yaml and log.yaml). */
   readonly synapseConfigDir: string;
+  /**
+   * Where nginx logs: the image sends its logs to the container's stdout and stderr, which natively are sockets here
+   * (node's child pipes), and nginx cannot open /dev/stdout on a socket.
+   */
+  readonly nginxLogDir: string;
 }
 
 export type Rewrite = readonly [from: string, to: string];
@@ -59,6 +64,10 @@ export function nativeRewrites(file: DeployFile, places: NativePlaces, compose: 
   const publicUrl: Rewrite = ['http://localhost:8080', `http://${at(places.nginxPort)}`];
   const keycloakPublic: Rewrite = ['http://localhost:8081', `http://${at(places.keycloakPort)}`];
   const keycloakInternal: Rewrite = ['http://keycloak:8080', `http://${at(places.keycloakPort)}`];
+  const nginxLogs: Rewrite[] = [
+    ['access_log /dev/stdout', `access_log ${places.nginxLogDir}/access.log`],
+    ['error_log /dev/stderr', `error_log ${places.nginxLogDir}/error.log`],
+  ];
   const usedSecrets = (text: string) => secretRewrites(compose).filter(([from]) => text.includes(from));
   switch (file) {
     case 'homeserver': {
@@ -96,11 +105,13 @@ export function nativeRewrites(file: DeployFile, places: NativePlaces, compose: 
       return [publicUrl, ['http://proxy:8009', `http://${at(places.proxyPort)}`]];
     case 'nginxFull':
       return [
+        ...nginxLogs,
         ['listen 8080;', `listen ${at(places.nginxPort)};`],
         ['server proxy:8009;', `server ${at(places.proxyPort)};`],
       ];
     case 'nginxAuthOnly':
       return [
+        ...nginxLogs,
         ['listen 8080;', `listen ${at(places.nginxPort)};`],
         ['server proxy:8009;', `server ${at(places.proxyPort)};`],
         ['server synapse:8008;', `server ${at(places.synapsePort)};`],

@@ -32,6 +32,7 @@ const places: NativePlaces = {
   keycloakPort: 41008,
   synapseDataDir: '/tmp/mcp-deploy-test/synapse-data',
   synapseConfigDir: '/tmp/mcp-deploy-test/synapse-config',
+  nginxLogDir: '/tmp/mcp-deploy-test/nginx-logs',
 };
 const compose = readCompose();
 const repoFile = (path: string) => readFileSync(join(REPO_ROOT, path), 'utf8');
