@@ -163,3 +163,19 @@ describe('Dockerfile', () => {
     assert.deepEqual(runtime.entrypoint, ['node', 'bin/matrix-compat-proxy.js']);
   });
 });
+
+describe('Grafana dashboard (deploy/grafana)', () => {
+  test('valid JSON whose every query names a metric the proxy exports', async () => {
+    const { createMetrics } = await import('../../src/observability/metrics.js');
+    const exported = new Set((await createMetrics().registry.getMetricsAsJSON()).map((metric) => metric.name));
+    const dashboard = JSON.parse(repoFile('deploy/grafana/matrix-compat-proxy-dashboard.json')) as { panels: { title: string; targets: { expr: string }[] }[] };
+    assert.ok(dashboard.panels.length > 0);
+    for (const panel of dashboard.panels) {
+      for (const { expr } of panel.targets) {
+        const names = [...expr.matchAll(/\bmcp_[a-z0-9_]+/g)].map((match) => match[0].replace(/_(bucket|sum|count)$/, ''));
+        assert.ok(names.length > 0, `${panel.title}: no metric in ${expr}`);
+        for (const name of names) assert.ok(exported.has(name), `${panel.title}: ${name} is not a metric of the proxy`);
+      }
+    }
+  });
+});
