@@ -179,3 +179,23 @@ describe('Grafana dashboard (deploy/grafana)', () => {
     }
   });
 });
+
+describe('the runtime stage’s dependencies', () => {
+  test('every package src/ imports at run time is a production dependency (the image installs only those)', async () => {
+    const { readdirSync } = await import('node:fs');
+    const pkg = JSON.parse(repoFile('package.json')) as { dependencies: Record<string, string> };
+    const files = (readdirSync(join(REPO_ROOT, 'src'), { recursive: true }) as string[]).filter((file) => file.endsWith('.ts'));
+    const imported = new Set<string>();
+    for (const file of files) {
+      const text = repoFile(join('src', file));
+      // `import type` is erased by the compiler; only value imports need the package at run time.
+      for (const match of text.matchAll(/^import\s+(?!type\s)[^'"]*?from\s+'([^'.][^']*)'|^import\s+'([^'.][^']*)'|\bimport\(\s*'([^'.][^']*)'\s*\)/gm)) {
+        const specifier = match[1] ?? match[2] ?? match[3] ?? '';
+        if (specifier.startsWith('node:')) continue;
+        imported.add(specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : (specifier.split('/')[0] ?? specifier));
+      }
+    }
+    assert.ok(imported.has('koa') && imported.has('ioredis') && imported.has('@koa/router'), `the scan found: ${[...imported].join(', ')}`);
+    for (const name of imported) assert.ok(name in pkg.dependencies, `src/ imports ${name}, which is not in "dependencies" (npm ci --omit=dev leaves it out of the image)`);
+  });
+});
