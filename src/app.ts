@@ -13,7 +13,7 @@ import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
 import type { Readiness } from './ops/health.js';
 import { createRevalidationGate } from './proxy/revalidation-gate.js';
-import { ownedRoutes, type Route } from './routes.js';
+import { listenerShapeOf, ownedRoutes, type Route } from './routes.js';
 
 export type { Readiness } from './ops/health.js';
 export { OWN_PREFIX } from './http/own-prefix.js';
@@ -39,7 +39,7 @@ interface MatchedRoute {
 }
 
 export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Readiness): AppHandlers {
-  const routes = ownedRoutes(deps, readiness);
+  const routes = ownedRoutes(listenerShapeOf(deps), readiness);
   const clientCallback = listenerApp(deps, routes, 'client').callback();
   const ownsPath = ownedPathMatcher(routes, 'client');
   const revalidateBeforeForwarding = createRevalidationGate(deps);

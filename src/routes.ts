@@ -18,6 +18,16 @@ import { getHealth, getMetrics, getReady, type Readiness } from './ops/health.js
 
 export type Route = OwnedRoute<AppDeps>;
 
+/** What decides which routes exist and where: a separate homeserver-facing listener, and an admin token. */
+export interface ListenerShape {
+  readonly separateHomeserverListener: boolean;
+  readonly adminApi: boolean;
+}
+
+export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest'>): ListenerShape {
+  return { separateHomeserverListener: deps.config.homeserver.listen !== undefined, adminApi: deps.adminTokenDigest !== undefined };
+}
+
 /** Legacy clients use r0, current ones v3 (Matrix C-S spec, "API standards"). */
 const CLIENT_VERSIONS = ['v3', 'r0'] as const;
 
@@ -29,8 +39,8 @@ const CLIENT_VERSIONS = ['v3', 'r0'] as const;
  * Listeners follow the config: without `homeserver.listen`, what the homeserver calls is served on the client
  * listener and the admin API moves to the operators' listener (loopback by default), never the public one.
  */
-export function ownedRoutes(deps: AppDeps, readiness: Readiness): Route[] {
-  const separateHomeserverListener = deps.config.homeserver.listen !== undefined;
+export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[] {
+  const { separateHomeserverListener } = shape;
   // The homeserver-facing app always has them (server.ts only listens with it when homeserver.listen is set).
   const homeserverFacing: readonly Listener[] = separateHomeserverListener ? ['homeserver'] : ['homeserver', 'client'];
   const adminListeners: readonly Listener[] = separateHomeserverListener ? ['homeserver'] : ['homeserver', 'ops'];
@@ -70,7 +80,7 @@ export function ownedRoutes(deps: AppDeps, readiness: Readiness): Route[] {
     );
   }
   routes.push({ method: 'GET', path: '/metrics', listener: 'ops', style: 'matrix', metric: 'ops', handler: getMetrics });
-  if (deps.adminTokenDigest !== undefined) {
+  if (shape.adminApi) {
     for (const endpoint of adminEndpoints) {
       for (const listener of adminListeners) {
         routes.push({

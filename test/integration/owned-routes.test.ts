@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { createApp } from '../../src/app.js';
-import { ownedRoutes, type Route } from '../../src/routes.js';
+import { listenerShapeOf, ownedRoutes, type Route } from '../../src/routes.js';
 import { ADMIN_TOKEN, HOMESERVER_SECRET, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
@@ -52,7 +52,7 @@ describe('the owned-route table', () => {
   });
 
   test('every client-listener path of the table, in every spelling, is answered by the proxy and none reaches the homeserver', async () => {
-    const routes = ownedRoutes(h.deps, noReadiness).filter((route) => route.listener === 'client');
+    const routes = ownedRoutes(listenerShapeOf(h.deps), noReadiness).filter((route) => route.listener === 'client');
     assert.ok(routes.length >= 20, `the table has the client routes (${routes.length})`);
     h.homeserver.requestsSeen.length = 0;
     let checked = 0;
@@ -80,7 +80,7 @@ describe('the owned-route table', () => {
   });
 
   test('every owned POST route, on both listeners, answers a trickled body with 408 before closing', async () => {
-    const routes = ownedRoutes(h.deps, noReadiness).filter((route) => route.method === 'POST' && route.listener !== 'ops');
+    const routes = ownedRoutes(listenerShapeOf(h.deps), noReadiness).filter((route) => route.method === 'POST' && route.listener !== 'ops');
     assert.ok(routes.some((route) => route.path.includes('backchannel-logout')), 'the back-channel logout receiver is among them');
     for (const route of routes) {
       const base = route.listener === 'client' ? h.url : homeserverFacingUrl;

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { AutoDiscovery } from 'matrix-js-sdk';
-import { routeClassOf } from '../../src/app.js';
-import { normaliseMatrixPath } from '../../src/proxy/path-normalisation.js';
+import { ownedPathMatcher } from '../../src/http/owned-routes.js';
+import { ownedRoutes } from '../../src/routes.js';
+import { normaliseMatrixPath } from '../../src/http/path-normalisation.js';
 import { startDeployStack, type DeployStack, type NginxLayout, type RunningNginx } from '../support/deploy-stack.js';
 import { interopSkipReason, jsonRequest } from '../support/interop-stack.js';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
@@ -75,10 +76,13 @@ const PROBES: readonly string[] = [
 /** The proxy's ops routes: in the auth-routes-only layout nginx leaves /health and /ready to Synapse (both answer them). */
 const OPS = new Set(['/health', '/ready']);
 
-/** Whether the proxy would answer this raw path itself (or refuse it as malformed): the one table, src/app.ts. */
+/** The client listener's owned paths in this layout (Synapse calls the proxy on its own listener): the one table, src/routes.ts. */
+const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
+
+/** Whether the proxy would answer this raw path itself (or refuse it as malformed). */
 function proxyOwns(rawPath: string): boolean {
   const normalised = normaliseMatrixPath(rawPath);
-  return normalised === undefined || (routeClassOf(normalised, false) !== undefined && !OPS.has(normalised));
+  return normalised === undefined || (clientOwns(normalised) && !OPS.has(normalised));
 }
 
 /** A GET with the path exactly as given (fetch would normalise it first). */
