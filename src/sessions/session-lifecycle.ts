@@ -28,13 +28,29 @@ export class SessionLifecycle {
 
   async start(requested: NewSession): Promise<IssuedTokens> {
     const input = withDisplayNameLimit(requested);
-    await this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
-    const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
-    if (previousId !== undefined) {
-      // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
-      await this.end(previousId, 'device_reused', { keepDevice: true });
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens === undefined) {
+      await this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
+      const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
+      if (previousId !== undefined) {
+        // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
+        await this.end(previousId, 'device_reused', { keepDevice: true });
+      }
+      return this.deps.sessions.create(input);
     }
-    return this.deps.sessions.create(input);
+    // The homeserver issues the tokens. A live session on this device keeps its homeserver token: the device and its
+    // E2EE keys stay, and no second token exists (Synapse would keep an older one valid next to a new login's). Only
+    // a dead one is replaced by a new login.
+    const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
+    const previous = previousId === undefined ? undefined : await this.deps.sessions.get(previousId);
+    let homeserverToken: string | undefined;
+    if (previous?.homeserverToken !== undefined) {
+      const candidate = this.deps.keys.open(previous.homeserverToken);
+      if (await tokens.isLive(candidate, input.localpart, input.deviceId)) homeserverToken = candidate;
+    }
+    homeserverToken ??= await tokens.login(input.localpart, input.deviceId, input.deviceDisplayName);
+    if (previousId !== undefined) await this.end(previousId, 'device_reused', { keepDevice: true });
+    return this.deps.sessions.create({ ...input, sealedHomeserverToken: this.deps.keys.seal(homeserverToken) });
   }
 
   /**
@@ -47,7 +63,7 @@ export class SessionLifecycle {
     if (!options.keepDevice) {
       // Another live session may have taken over this device id since; then the device stays.
       const owner = await this.deps.sessions.idOfDevice(session.localpart, session.deviceId);
-      if (owner === undefined || owner === session.id) await this.deps.homeserver.deleteDevice(session.localpart, session.deviceId);
+      if (owner === undefined || owner === session.id) await this.endAtHomeserver(session);
     }
     const removed = await this.deps.sessions.remove(sessionId);
     if (removed === undefined) return undefined;
@@ -55,6 +71,26 @@ export class SessionLifecycle {
     this.deps.logger.info({ event: 'session.ended', reason, session_id: removed.id, localpart: removed.localpart, device_id: removed.deviceId }, 'session.ended');
     await this.revokeAtOp(removed);
     return removed;
+  }
+
+  /**
+   * Every session of the user ends; where the homeserver issues tokens, every token of the user there ends too
+   * (logout/all: also the ones the proxy never issued, such as a login made directly at the homeserver).
+   */
+  async endAllOfUser(localpart: string, reason: EndReason): Promise<Session[]> {
+    const ended = await this.endMany(await this.deps.sessions.idsOfUser(localpart), reason);
+    await this.deps.homeserver.tokens?.logoutAll(localpart);
+    return ended;
+  }
+
+  /** The homeserver side of an ending: the device's own token logs it out, or the backend deletes the device. */
+  private async endAtHomeserver(session: Session): Promise<void> {
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens !== undefined && session.homeserverToken !== undefined) {
+      await tokens.logout(session.localpart, session.deviceId, this.deps.keys.open(session.homeserverToken));
+      return;
+    }
+    await this.deps.homeserver.deleteDevice(session.localpart, session.deviceId);
   }
 
   async endMany(sessionIds: readonly string[], reason: EndReason, options: { keepDevice?: boolean } = {}): Promise<Session[]> {
