@@ -52,7 +52,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ]),
   );
   const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
-  const lifecycle = new SessionLifecycle({ sessions, homeserver, providers, keys, logger, metrics });
+  const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
   return {
     config,
     clock,

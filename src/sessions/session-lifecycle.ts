@@ -4,12 +4,17 @@ import type { Metrics } from '../observability/metrics.js';
 import type { UpstreamProvider } from '../oidc/upstream.js';
 import type { SessionKeys } from './secret-box.js';
 import type { Session } from './session.js';
+import type { Store } from '../store/store.js';
+
+/** Marks an account the proxy locked at the homeserver, so the next sign-in the OP accepts unlocks it. */
+const lockedKey = (localpart: string) => `homeserver-locked:${localpart}`;
 import type { IssuedTokens, NewSession, SessionStore } from './session-store.js';
 
 export type EndReason = 'logout' | 'logout_all' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin';
 
 export interface LifecycleDeps {
   readonly sessions: SessionStore;
+  readonly store: Store;
   readonly homeserver: HomeserverAdapter;
   readonly providers: ReadonlyMap<string, UpstreamProvider>;
   readonly keys: SessionKeys;
@@ -48,6 +53,12 @@ export class SessionLifecycle {
       const candidate = this.deps.keys.open(previous.homeserverToken);
       if (await tokens.isLive(candidate, input.localpart, input.deviceId)) homeserverToken = candidate;
     }
+    // The OP accepted this user again (this is a new sign-in): a lock the proxy set when the OP refused them goes.
+    if (input.origin.kind !== 'appservice' && (await this.deps.store.get(lockedKey(input.localpart))) !== undefined) {
+      await tokens.setLocked(input.localpart, false);
+      await this.deps.store.delete(lockedKey(input.localpart));
+      this.deps.logger.info({ event: 'homeserver.unlocked', localpart: input.localpart }, 'homeserver.unlocked');
+    }
     homeserverToken ??= await tokens.login(input.localpart, input.deviceId, input.deviceDisplayName);
     if (previousId !== undefined) await this.end(previousId, 'device_reused', { keepDevice: true });
     return this.deps.sessions.create({ ...input, sealedHomeserverToken: this.deps.keys.seal(homeserverToken) });
@@ -81,6 +92,24 @@ export class SessionLifecycle {
     const ended = await this.endMany(await this.deps.sessions.idsOfUser(localpart), reason);
     await this.deps.homeserver.tokens?.logoutAll(localpart);
     return ended;
+  }
+
+  /**
+   * The OP refused the user (re-validation): where a homeserver admin token is configured, lock the account too, so
+   * that tokens the proxy never issued stop as well (Synapse answers them M_USER_LOCKED, soft logout). Reversible:
+   * the next sign-in the OP accepts unlocks it. Best effort: the proxy's own sessions are over either way.
+   */
+  async lockAtHomeserver(localpart: string): Promise<void> {
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens === undefined) return;
+    try {
+      // Marker first: if the lock then fails half-way, a later sign-in still tries to unlock.
+      await this.deps.store.set(lockedKey(localpart), String(Date.now()));
+      if (await tokens.setLocked(localpart, true)) this.deps.logger.info({ event: 'homeserver.locked', localpart }, 'homeserver.locked');
+      else await this.deps.store.delete(lockedKey(localpart));
+    } catch (err: unknown) {
+      this.deps.logger.warn({ err, localpart }, 'homeserver.lock_failed');
+    }
   }
 
   /** The homeserver side of an ending: the device's own token logs it out, or the backend deletes the device. */
