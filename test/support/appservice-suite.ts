@@ -24,6 +24,8 @@ export interface AppserviceSuiteOptions {
   readonly flavour: 'synapse' | 'dendrite';
   /** `url` of the registrations: null on Synapse, "" on Dendrite. */
   readonly registrationUrl: null | '';
+  /** The proxy's backend; jwt: `jwt` is the shared secret of the homeserver's jwt_config (HS256). Default appservice. */
+  readonly backend?: { readonly mode: 'appservice' } | { readonly mode: 'jwt'; readonly secret: string; readonly issuer: string; readonly audience: string };
   start(registrations: RegistrationFiles, sharedSecret: string): Promise<SuiteHomeserver>;
 }
 
@@ -74,11 +76,15 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
       store: 'redis',
       op: { users: [{ username: 'admin', password: 'op-admin-password', sub: 'sub-admin', email: 'admin@example.test', name: 'Admin', groups: [] }, { username: 'bridge_sneaky', password: 'sneaky-password', sub: 'sub-sneaky', email: 'sneaky@example.test', name: 'Sneaky', groups: [] }] },
       configure: (config) => {
+        const deny = [`@admin:${SERVER_NAME.replace(/\./g, '\\.')}`];
+        const backend = options.backend ?? { mode: 'appservice' };
         config['homeserver'] = {
           url: synapse.url,
-          mode: 'appservice',
+          mode: backend.mode,
           flavour: options.flavour,
-          appservice: { registration_file: registrations.proxy.path, deny_users: [`@admin:${SERVER_NAME.replace(/\./g, '\\.')}`] },
+          ...(backend.mode === 'appservice'
+            ? { appservice: { registration_file: registrations.proxy.path, deny_users: deny } }
+            : { jwt: { key: backend.secret, algorithm: 'HS256', issuer: backend.issuer, audience: backend.audience, deny_users: deny } }),
           admin_token: adminToken,
           upstream_timeout: '10s',
         };
@@ -249,6 +255,8 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
     assert.equal((await h.request('GET', WHOAMI, { token: logged.body.access_token })).body.user_id, mxid('bridge_puppet1'));
     assert.equal((await h.request('GET', `${WHOAMI}?user_id=${encodeURIComponent(mxid('bridge_puppet1'))}`, { token: bridge })).body.user_id, mxid('bridge_puppet1'), 'the bridge acts as its puppets with its own as_token');
 
+    // The proxy's own as_token exists only in appservice mode.
+    if ((options.backend?.mode ?? 'appservice') !== 'appservice') return;
     const own = registrations.proxy.asToken;
     for (const response of [
       await h.request('GET', WHOAMI, { token: own }),
