@@ -6,6 +6,7 @@ import { MappingError } from '../identity/user-mapping.js';
 import { HomeserverError } from '../homeserver/adapter.js';
 import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
 import { expectObject, optionalBoolean, optionalString, readJsonBody } from '../errors/json-body.js';
+import { missingClaimsAdvice } from '../oidc/missing-claims.js';
 import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
@@ -92,7 +93,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: LoginRequest)
     throw passwordError('op_unavailable', err);
   }
 
-  const account = await resolveOrFail(deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), passwordError);
+  const account = await resolveOrFail(deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), passwordError, grant);
   await provisionAccount(deps, account);
 
   const origin: SessionOrigin = {
@@ -252,6 +253,7 @@ export async function resolveOrFail(
   idpId: string,
   resolve: () => Promise<AccountResult>,
   toError: (failure: AccountRefusal, cause?: unknown) => MatrixError,
+  grant?: Pick<UpstreamGrant, 'claims' | 'userinfoSkipped'>,
 ): Promise<ResolvedAccount> {
   let result: AccountResult;
   try {
@@ -259,16 +261,26 @@ export async function resolveOrFail(
   } catch (err: unknown) {
     if (err instanceof HomeserverError) throw matrixErrors.unavailable('The homeserver', err);
     if (err instanceof MappingError) {
-      deps.logger.error({ err, idp_id: idpId }, 'mapping.failed');
+      deps.logger.error({ err, idp_id: idpId, ...missingClaimsOf(deps, idpId, grant) }, 'mapping.failed');
       throw new MatrixError(403, 'M_FORBIDDEN', 'No Matrix user can be assigned to this account; contact the server administrator', {}, err);
     }
     throw err;
   }
   if (!result.ok) {
-    deps.logger.info({ idp_id: idpId, reason: result.reason }, 'login.refused');
+    const missing = result.reason === 'no_localpart' ? missingClaimsOf(deps, idpId, grant) : {};
+    if (missing.hint !== undefined) deps.logger.warn({ idp_id: idpId, reason: result.reason, ...missing }, `login.refused: ${missing.hint}`);
+    else deps.logger.info({ idp_id: idpId, reason: result.reason }, 'login.refused');
     throw toError(result.reason);
   }
   return result;
+}
+
+/** Issue 13: when the templates lack claims, the log names them and what to change. */
+function missingClaimsOf(deps: AppDeps, idpId: string, grant: Pick<UpstreamGrant, 'claims' | 'userinfoSkipped'> | undefined): { missing_claims?: string[]; hint?: string } {
+  const mapper = deps.policies.get(idpId)?.mapper;
+  if (grant === undefined || mapper === undefined) return {};
+  const missing = mapper.missingClaims(grant.claims);
+  return missing.length === 0 ? {} : { missing_claims: missing, hint: missingClaimsAdvice(idpId, missing, grant) };
 }
 
 /**

@@ -179,7 +179,7 @@ async function getSsoCallback(ctx: Context, sso: SsoContext, idpId: string): Pro
   let account: ResolvedAccount;
   try {
     // Typed as AccountRefusal → SsoFailure: every refusal the resolver can give has a page of its own.
-    account = await resolveOrFail(deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure));
+    account = await resolveOrFail(deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure), grant);
     await provisionAccount(deps, account);
   } catch (err: unknown) {
     deps.metrics.logins.inc({ type: 'sso', outcome: err instanceof MatrixError && err.status < 500 ? 'rejected' : 'error' });

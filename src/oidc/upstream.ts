@@ -38,6 +38,12 @@ export interface UpstreamGrant {
   readonly sid?: string;
   /** ID token claims merged with userinfo (userinfo wins), the input of the mapping templates. */
   readonly claims: Readonly<Record<string, unknown>>;
+  /**
+   * True when `claims` are the ID token's alone although the OP serves userinfo (`user_profile_method: auto`). An OP
+   * that follows OIDC Core §5.4 puts profile claims only in userinfo when it issues an access token, so a claim the
+   * templates miss may be there.
+   */
+  readonly userinfoSkipped: boolean;
   readonly accessToken: string;
   readonly refreshToken?: string;
   readonly expiresInSeconds?: number;
@@ -85,13 +91,25 @@ export type UpstreamErrorKind =
   | 'unsupported' // the OP lacks what was asked (no introspection endpoint, no password grant)
   | 'invalid_token'; // a token presented to us (logout token) failed validation
 
+/** For the admin, not the client: what the OP answered and what that most likely means. */
+export interface UpstreamDiagnosis {
+  readonly status?: number;
+  /** The first characters of the OP's answer body. */
+  readonly bodyStart?: string;
+  /** The likely cause in the admin's terms, with the setting to check. */
+  readonly likelyCause: string;
+}
+
 export class UpstreamError extends Error {
   readonly kind: UpstreamErrorKind;
   readonly idpId: string;
-  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown) {
+  /** Set when the OP (or the way to it) misbehaved in a way the admin should hear about. */
+  readonly diagnosis?: UpstreamDiagnosis;
+  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown, diagnosis?: UpstreamDiagnosis) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'UpstreamError';
     this.kind = kind;
     this.idpId = idpId;
+    if (diagnosis !== undefined) this.diagnosis = diagnosis;
   }
 }
