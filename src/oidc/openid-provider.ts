@@ -106,6 +106,13 @@ export function createUpstreamProvider(settings: ProviderSettings, deps: Upstrea
   return new OpenIdProvider(settings, deps);
 }
 
+/** OIDC Core §3.1.3.7: the admin's list (already in `metadata`), else the OP's, else RS256; never `none`; HMAC only with a client secret. */
+export function acceptedIdTokenAlgs(metadata: Readonly<Record<string, unknown>>, hasClientSecret: boolean): string[] {
+  const advertised = metadata['id_token_signing_alg_values_supported'];
+  const candidates = Array.isArray(advertised) ? advertised.filter((alg): alg is string => typeof alg === 'string') : ['RS256'];
+  return candidates.filter((alg) => VERIFIABLE_ALGS.has(alg) && (!alg.startsWith('HS') || hasClientSecret));
+}
+
 export function isLoopbackHost(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127(\.\d{1,3}){3}$/.test(hostname);
 }
@@ -299,7 +306,7 @@ class OpenIdProvider implements UpstreamProvider {
     }
     Object.freeze(metadata);
 
-    const idTokenAlgs = this.acceptedAlgs(metadata);
+    const idTokenAlgs = acceptedIdTokenAlgs(metadata, this.settings.client_secret !== undefined);
     const pkce = this.usesPkce(metadata);
     const serverMetadata = { ...metadata, id_token_signing_alg_values_supported: [...idTokenAlgs] } as ServerMetadata;
     const configuration = new Configuration(
@@ -337,13 +344,6 @@ class OpenIdProvider implements UpstreamProvider {
       if (err instanceof ClientKeyError) throw new UpstreamError('invalid_response', this.idpId, err.message, err);
       throw err;
     }
-  }
-
-  /** OIDC Core §3.1.3.7: the admin's list, else the OP's, else RS256; never `none`; HMAC only with a client secret. */
-  private acceptedAlgs(metadata: Readonly<Record<string, unknown>>): string[] {
-    const advertised = metadata['id_token_signing_alg_values_supported'];
-    const candidates = Array.isArray(advertised) ? advertised.filter((alg): alg is string => typeof alg === 'string') : ['RS256'];
-    return candidates.filter((alg) => VERIFIABLE_ALGS.has(alg) && (!alg.startsWith('HS') || this.settings.client_secret !== undefined));
   }
 
   private usesPkce(metadata: Readonly<Record<string, unknown>>): boolean {

@@ -1,5 +1,5 @@
 import { AuthorizationResponseError, ClientError, ResponseBodyError, WWWAuthenticateChallengeError } from 'openid-client';
-import { UpstreamError, type UpstreamDiagnosis } from './upstream.js';
+import { UpstreamError, type UpstreamCause, type UpstreamErrorDetails } from './upstream.js';
 
 const TRANSPORT_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 
@@ -15,12 +15,23 @@ const CREDENTIALS_REFUSED = new Set(['invalid_grant', 'access_denied']);
 /** OAuth error codes an OP uses to say it cannot answer right now (RFC 6749 §4.1.2.1). */
 const OP_BUSY = new Set(['server_error', 'temporarily_unavailable']);
 
+interface Cause {
+  readonly cause: UpstreamCause;
+  readonly likelyCause: string;
+}
+
+const CLIENT_AUTHENTICATION: Cause = { cause: 'client_authentication', likelyCause: 'client authentication: check client_id, client_secret and client_auth_method against the client registered at the OP' };
+const GRANT_NOT_ALLOWED: Cause = { cause: 'grant_type', likelyCause: 'a grant type not allowed for this client: allow it in the client settings at the OP' };
+const GRANT_DISABLED: Cause = { cause: 'grant_type', likelyCause: 'a disabled grant type: enable it at the OP (password grant, refresh tokens) or turn the feature off here' };
+const UNKNOWN_SCOPE: Cause = { cause: 'scope', likelyCause: 'an unknown scope: remove it from scopes, or allow it for the client at the OP' };
+const OP_FAILING: Cause = { cause: 'op_failing', likelyCause: 'the OP is failing or overloaded (its own log says why)' };
+
 /** RFC 6749 §5.2 codes that mean the OP is fine but this proxy's client registration or config is wrong. */
-const CONFIGURATION_CODES: Readonly<Record<string, string>> = {
-  invalid_client: 'client authentication: check client_id, client_secret and client_auth_method against the client registered at the OP',
-  unauthorized_client: 'a grant type not allowed for this client: allow it in the client settings at the OP',
-  unsupported_grant_type: 'a disabled grant type: enable it at the OP (password grant, refresh tokens) or turn the feature off here',
-  invalid_scope: 'an unknown scope: remove it from scopes, or allow it for the client at the OP',
+const CONFIGURATION_CODES: Readonly<Record<string, Cause>> = {
+  invalid_client: CLIENT_AUTHENTICATION,
+  unauthorized_client: GRANT_NOT_ALLOWED,
+  unsupported_grant_type: GRANT_DISABLED,
+  invalid_scope: UNKNOWN_SCOPE,
 };
 
 /** What the OP answered, read before translation: status and the start of the body (never the whole of it). */
@@ -68,7 +79,7 @@ export function toUpstreamError(idpId: string, operation: string, err: unknown, 
   if (isTransportFailure(err)) {
     const detail = transportDetail(err);
     return new UpstreamError('unavailable', idpId, `${operation}: the OP could not be reached (${detail})`, err, {
-      likelyCause: `the OP is unreachable from the proxy (${detail}): network, DNS, TLS or a firewall`,
+      diagnosis: { cause: 'unreachable', likelyCause: `the OP is unreachable from the proxy (${detail}): network, DNS, TLS or a firewall` },
     });
   }
   const grant = GRANT_OPERATIONS.has(operation);
@@ -106,49 +117,48 @@ function fromOAuthError(
   answer: OpAnswer | undefined,
 ): UpstreamError {
   const said = `${code}${describe(description)}`;
-  const diagnosis = (likelyCause: string): UpstreamDiagnosis => ({ status, bodyStart: answer?.bodyStart ?? said, likelyCause });
+  const details = (why: Cause): UpstreamErrorDetails => ({ status, oauthError: code, diagnosis: { status, bodyStart: answer?.bodyStart ?? said, ...why } });
   if (status >= 500 || status === 429 || OP_BUSY.has(code)) {
-    return new UpstreamError('unavailable', idpId, `${operation}: the OP answered HTTP ${status} ${said}`, cause, diagnosis('the OP is failing or overloaded (its own log says why)'));
+    return new UpstreamError('unavailable', idpId, `${operation}: the OP answered HTTP ${status} ${said}`, cause, details(OP_FAILING));
   }
   const configuration = CONFIGURATION_CODES[code];
   if (configuration !== undefined) {
     const kind = code === 'unsupported_grant_type' ? 'unsupported' : 'invalid_response';
-    return new UpstreamError(kind, idpId, `${operation}: the OP answered HTTP ${status} ${said}; likely ${configuration}`, cause, diagnosis(configuration));
+    return new UpstreamError(kind, idpId, `${operation}: the OP answered HTTP ${status} ${said}; likely ${configuration.likelyCause}`, cause, details(configuration));
   }
   if (CREDENTIALS_REFUSED.has(code) || (grant && status === 403)) {
-    return new UpstreamError('invalid_grant', idpId, `${operation}: the OP refused the credentials (HTTP ${status} ${said})`, cause);
+    return new UpstreamError('invalid_grant', idpId, `${operation}: the OP refused the credentials (HTTP ${status} ${said})`, cause, { status, oauthError: code });
   }
-  const likelyCause = guessCause(status, `${code} ${typeof description === 'string' ? description : ''}`, answer);
-  return new UpstreamError(grant ? 'unavailable' : 'invalid_response', idpId, `${operation}: the OP answered HTTP ${status} ${said}`, cause, diagnosis(likelyCause));
+  const why = guessCause(status, `${code} ${typeof description === 'string' ? description : ''}`, answer);
+  return new UpstreamError(grant ? 'unavailable' : 'invalid_response', idpId, `${operation}: the OP answered HTTP ${status} ${said}`, cause, details(why));
 }
 
 function fromUnexpectedStatus(idpId: string, operation: string, grant: boolean, status: number, cause: unknown, answer: OpAnswer | undefined): UpstreamError {
   const bodyStart = answer?.bodyStart ?? '';
   const quoted = bodyStart === '' ? 'an empty body' : `"${bodyStart}"`;
   if (grant && status === 403) {
-    return new UpstreamError('invalid_grant', idpId, `${operation}: the OP refused the credentials (HTTP 403 with ${quoted}, not RFC 6749 JSON)`, cause);
+    return new UpstreamError('invalid_grant', idpId, `${operation}: the OP refused the credentials (HTTP 403 with ${quoted}, not RFC 6749 JSON)`, cause, { status });
   }
-  const likelyCause = status >= 500 || status === 429 ? 'the OP is failing or overloaded (its own log says why)' : guessCause(status, bodyStart, answer);
+  const why = status >= 500 || status === 429 ? OP_FAILING : guessCause(status, bodyStart, answer);
   const kind = grant || status >= 500 || status === 429 ? 'unavailable' : 'invalid_response';
   return new UpstreamError(kind, idpId, `${operation}: the OP answered HTTP ${status} with ${quoted}${grant ? ', not RFC 6749 error JSON' : ''}`, cause, {
     status,
-    bodyStart,
-    likelyCause,
+    diagnosis: { status, bodyStart, ...why },
   });
 }
 
 /** The likely cause of a 4xx the OP did not explain in RFC terms, from its status and words. */
-function guessCause(status: number, text: string, answer: OpAnswer | undefined): string {
+function guessCause(status: number, text: string, answer: OpAnswer | undefined): Cause {
   const lower = text.toLowerCase();
-  if (/scope/.test(lower)) return CONFIGURATION_CODES['invalid_scope'] as string;
-  if (/grant|not allowed|not supported|unsupported|disabled/.test(lower)) return CONFIGURATION_CODES['unsupported_grant_type'] as string;
+  if (/scope/.test(lower)) return UNKNOWN_SCOPE;
+  if (/grant|not allowed|not supported|unsupported|disabled/.test(lower)) return GRANT_DISABLED;
   if (status === 401 || answer?.wwwAuthenticate !== undefined || /client|auth|credential|secret/.test(lower)) {
-    return `${CONFIGURATION_CODES['invalid_client'] as string} (run \`matrix-compat-proxy doctor\`)`;
+    return { cause: 'client_authentication', likelyCause: `${CLIENT_AUTHENTICATION.likelyCause} (run \`matrix-compat-proxy doctor\`)` };
   }
   if (text.trim() === '') {
-    return 'client authentication, a disabled grant type or an unknown scope — the OP did not say which (run `matrix-compat-proxy doctor`)';
+    return { cause: 'unknown', likelyCause: 'client authentication, a disabled grant type or an unknown scope — the OP did not say which (run `matrix-compat-proxy doctor`)' };
   }
-  return 'an answer the proxy cannot interpret (run `matrix-compat-proxy doctor`)';
+  return { cause: 'unknown', likelyCause: 'an answer the proxy cannot interpret (run `matrix-compat-proxy doctor`)' };
 }
 
 function describe(description: unknown): string {

@@ -98,18 +98,34 @@ export interface UpstreamDiagnosis {
   readonly bodyStart?: string;
   /** The likely cause in the admin's terms, with the setting to check. */
   readonly likelyCause: string;
+  /** The same, as a word a program can test. */
+  readonly cause: UpstreamCause;
+}
+
+export type UpstreamCause = 'client_authentication' | 'grant_type' | 'scope' | 'op_failing' | 'unreachable' | 'unknown';
+
+export interface UpstreamErrorDetails {
+  /** The HTTP status the OP answered with, when it answered. */
+  readonly status?: number;
+  /** The RFC 6749 §5.2 `error` code, when the OP sent one. */
+  readonly oauthError?: string;
+  /** Set when the OP (or the way to it) misbehaved in a way the admin should hear about. */
+  readonly diagnosis?: UpstreamDiagnosis;
 }
 
 export class UpstreamError extends Error {
   readonly kind: UpstreamErrorKind;
   readonly idpId: string;
-  /** Set when the OP (or the way to it) misbehaved in a way the admin should hear about. */
+  readonly status?: number;
+  readonly oauthError?: string;
   readonly diagnosis?: UpstreamDiagnosis;
-  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown, diagnosis?: UpstreamDiagnosis) {
+  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown, details: UpstreamErrorDetails = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'UpstreamError';
     this.kind = kind;
     this.idpId = idpId;
-    if (diagnosis !== undefined) this.diagnosis = diagnosis;
+    if (details.status !== undefined) this.status = details.status;
+    if (details.oauthError !== undefined) this.oauthError = details.oauthError;
+    if (details.diagnosis !== undefined) this.diagnosis = details.diagnosis;
   }
 }

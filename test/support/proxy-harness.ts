@@ -45,6 +45,8 @@ export interface Harness {
   readonly homeserver: Awaited<ReturnType<typeof startHomeserverDouble>>;
   readonly deps: AppDeps;
   readonly config: Config;
+  /** The configuration as YAML-shaped data, before validation (a copy: edit it to make variants). */
+  rawConfig(): Record<string, any>;
   readonly store: Store;
   /** Set when the harness runs on Redis. */
   readonly redisUrl: string | undefined;
@@ -115,6 +117,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     homeserver,
     deps,
     config,
+    rawConfig: () => structuredClone(raw),
     store,
     redisUrl: redis?.url,
     async stopRedis() {
