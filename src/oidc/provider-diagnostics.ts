@@ -221,6 +221,9 @@ async function probeRefresh(provider: UpstreamProvider): Promise<RefreshProbe> {
     if (!(err instanceof UpstreamError)) throw err;
     const said = answerOf(err);
     if (err.kind === 'invalid_grant') return { authenticated: true, unreachable: false, said: `a made-up refresh token was refused with ${said}` };
+    if (err.diagnosis?.cause === 'token_refused') {
+      return { authenticated: true, unreachable: false, said: `a made-up refresh token was refused with ${said}, not invalid_grant: re-validation keeps such sessions until sessions.op_unreachable_grace` };
+    }
     if (err.kind === 'unsupported' || err.diagnosis?.cause === 'grant_type') {
       return { authenticated: true, unreachable: false, said, refreshRefused: `the OP does not let this client use refresh tokens (${said}): sessions cannot be re-validated` };
     }

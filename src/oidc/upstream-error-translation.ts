@@ -24,6 +24,10 @@ const CLIENT_AUTHENTICATION: Cause = { cause: 'client_authentication', likelyCau
 const GRANT_NOT_ALLOWED: Cause = { cause: 'grant_type', likelyCause: 'a grant type not allowed for this client: allow it in the client settings at the OP' };
 const GRANT_DISABLED: Cause = { cause: 'grant_type', likelyCause: 'a disabled grant type: enable it at the OP (password grant, refresh tokens) or turn the feature off here' };
 const UNKNOWN_SCOPE: Cause = { cause: 'scope', likelyCause: 'an unknown scope: remove it from scopes, or allow it for the client at the OP' };
+const TOKEN_REFUSED: Cause = {
+  cause: 'token_refused',
+  likelyCause: 'the OP refused the token without RFC 6749 invalid_grant: the proxy treats it as an unavailable OP and keeps the session until sessions.op_unreachable_grace runs out',
+};
 const OP_FAILING: Cause = { cause: 'op_failing', likelyCause: 'the OP is failing or overloaded (its own log says why)' };
 
 /** RFC 6749 §5.2 codes that mean the OP is fine but this proxy's client registration or config is wrong. */
@@ -150,6 +154,9 @@ function fromUnexpectedStatus(idpId: string, operation: string, grant: boolean, 
 /** The likely cause of a 4xx the OP did not explain in RFC terms, from its status and words. */
 function guessCause(status: number, text: string, answer: OpAnswer | undefined): Cause {
   const lower = text.toLowerCase();
+  // Dex answers an unknown, used or expired refresh token with 400 invalid_request "Refresh token is invalid or has
+  // already been claimed by another client.": a refusal of the token, but not one a session may end on.
+  if (/\b(refresh[ _]token|token|code)\b.*\b(invalid|expired|revoked|claimed|not found|unknown)\b/.test(lower)) return TOKEN_REFUSED;
   if (/scope/.test(lower)) return UNKNOWN_SCOPE;
   if (/grant|not allowed|not supported|unsupported|disabled/.test(lower)) return GRANT_DISABLED;
   if (status === 401 || answer?.wwwAuthenticate !== undefined || /client|auth|credential|secret/.test(lower)) {

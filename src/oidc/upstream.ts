@@ -102,7 +102,8 @@ export interface UpstreamDiagnosis {
   readonly cause: UpstreamCause;
 }
 
-export type UpstreamCause = 'client_authentication' | 'grant_type' | 'scope' | 'op_failing' | 'unreachable' | 'unknown';
+/** `token_refused`: the OP refused a refresh token or code, but not with RFC 6749's invalid_grant (Dex: invalid_request). */
+export type UpstreamCause = 'client_authentication' | 'grant_type' | 'scope' | 'token_refused' | 'op_failing' | 'unreachable' | 'unknown';
 
 export interface UpstreamErrorDetails {
   /** The HTTP status the OP answered with, when it answered. */
