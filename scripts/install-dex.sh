@@ -24,6 +24,8 @@ if [ -x "$BINARY" ]; then
   exit 0
 fi
 
+# The Go toolchain of Debian-based images lives in /usr/local/go (not always on a non-login shell's PATH).
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null || { echo "go not found: building Dex needs a Go toolchain (1.25+), e.g. /usr/local/go/bin" >&2; exit 1; }
 mkdir -p "$DEX_HOME"
 exec 9>"$DEX_HOME/.lock"

@@ -23,6 +23,8 @@ if [ -x "$BINARY" ]; then
   exit 0
 fi
 
+# The Go toolchain of Debian-based images lives in /usr/local/go (not always on a non-login shell's PATH).
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null || { echo "go not found: building Hydra needs a Go toolchain (1.22+), e.g. /usr/local/go/bin" >&2; exit 1; }
 command -v gcc >/dev/null || { echo "gcc not found: Hydra's SQLite storage needs cgo (apt-get install gcc)" >&2; exit 1; }
 mkdir -p "$HYDRA_HOME"

@@ -4,7 +4,7 @@ import { UpstreamError, type UpstreamCause, type UpstreamErrorDetails } from './
 const TRANSPORT_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 
 /** Token-endpoint operations: their answers are mapped by what they mean for the user's credentials. */
-const GRANT_OPERATIONS = new Set(['password grant', 'refresh grant', 'code exchange', 'client authentication probe']);
+const GRANT_OPERATIONS = new Set(['password grant', 'refresh grant', 'code exchange']);
 
 /**
  * OAuth error codes that say "these credentials (password, refresh token, code) are refused": RFC 6749 §5.2's
