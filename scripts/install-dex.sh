@@ -52,7 +52,7 @@ chmod -R u+w "$build/src"
   go mod edit -dropreplace=github.com/dexidp/dex/api/v2
   # cgo only adds the SQLite storage; the tests use Dex's memory storage.
   CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
-    -ldflags "-s -w -X github.com/dexidp/dex/version.Version=$DEX_VERSION" \
+    -ldflags "-s -w -X main.version=$DEX_VERSION" \
     -o "$build/dex" ./cmd/dex
 )
 "$build/dex" version >&2
