@@ -86,10 +86,11 @@ export async function diagnoseProvider(input: ProviderDiagnosisInput): Promise<P
     add('token endpoint', 'fail', 'the OP has no token_endpoint', 'set token_endpoint, or use an OP with one');
     return { checks, metadata };
   }
-  await checkClientAuthentication(input, provider, method, add);
+  const authenticated = await checkClientAuthentication(input, provider, method, add);
 
   let testLogin: UpstreamGrant | undefined;
-  if (input.passwordGrant) testLogin = await checkPasswordGrant(input, provider, metadata, add);
+  if (input.passwordGrant && authenticated) testLogin = await checkPasswordGrant(input, provider, metadata, add);
+  else if (input.passwordGrant) add('password grant', 'skip', 'not tried: the OP does not accept the client yet (see client authentication)');
   await checkAuthorizationRequest(input, provider, metadata, add);
   checkScopes(settings.scopes ?? ['openid'], metadata, add);
 
@@ -173,16 +174,17 @@ async function checkJwks(input: ProviderDiagnosisInput, metadata: Record<string,
   }
 }
 
-async function checkClientAuthentication(input: ProviderDiagnosisInput, provider: UpstreamProvider, method: ClientAuthMethod, add: Add): Promise<void> {
+/** True when the OP accepted the client as configured. */
+async function checkClientAuthentication(input: ProviderDiagnosisInput, provider: UpstreamProvider, method: ClientAuthMethod, add: Add): Promise<boolean> {
   const outcome = await probeRefresh(provider);
   if (outcome.authenticated) {
     add('client authentication', 'pass', `the OP accepted client ${input.settings.client_id} with ${method} (${outcome.said})`);
     if (outcome.refreshRefused !== undefined) add('refresh tokens', 'warn', outcome.refreshRefused, 'allow the refresh_token grant (refresh tokens) for the client at the OP, so sessions are re-validated');
-    return;
+    return true;
   }
   if (outcome.unreachable) {
     add('client authentication', 'fail', `could not test: ${outcome.said}`, 'check that the proxy can reach the token endpoint');
-    return;
+    return false;
   }
   // Refused: find what the OP would accept, to say exactly what to change.
   const { settings } = input;
@@ -195,21 +197,25 @@ async function checkClientAuthentication(input: ProviderDiagnosisInput, provider
           ? ' (the client secret contains + or %, which OPs that form-decode the Basic header read differently)'
           : '';
       add('client authentication', 'fail', `the OP refused ${method} (${outcome.said}) but accepts ${other}${why}`, `set client_auth_method: ${other}`);
-      return;
+      return false;
     }
   }
+  const fix = 'check client_id and client_secret against the client registered at the OP, and that the client is confidential with this authentication method';
   add(
     'client authentication',
     'fail',
     `the OP refused client ${settings.client_id} with ${method}: ${outcome.said}`,
-    'check client_id and client_secret against the client registered at the OP, and that the client is confidential with this authentication method',
+    outcome.explained ? fix : `${fix}; if they are right, the OP refuses the refresh_token grant for this client without saying so: allow it`,
   );
+  return false;
 }
 
 interface RefreshProbe {
   readonly authenticated: boolean;
   readonly unreachable: boolean;
   readonly said: string;
+  /** The OP said why, in RFC 6749 terms. */
+  readonly explained?: boolean;
   readonly refreshRefused?: string;
 }
 
@@ -228,7 +234,7 @@ async function probeRefresh(provider: UpstreamProvider): Promise<RefreshProbe> {
       return { authenticated: true, unreachable: false, said, refreshRefused: `the OP does not let this client use refresh tokens (${said}): sessions cannot be re-validated` };
     }
     const unreachable = err.kind === 'unavailable' && (err.status === undefined || err.status >= 500 || err.status === 429);
-    return { authenticated: false, unreachable, said };
+    return { authenticated: false, unreachable, said, explained: err.oauthError !== undefined };
   }
 }
 
@@ -293,7 +299,8 @@ async function checkAuthorizationRequest(input: ProviderDiagnosisInput, provider
     return;
   }
   const location = response.headers.get('location');
-  const body = location === null ? (await response.text()).replace(/\s+/g, ' ').slice(0, 160) : (await response.body?.cancel(), '');
+  // An error page is HTML: its words are what the admin needs, not its markup.
+  const body = location === null ? (await response.text()).replace(/<(script|style)[\s\S]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 160) : (await response.body?.cancel(), '');
   if (location !== null && response.status >= 300 && response.status < 400) {
     const target = new URL(location, url);
     const callback = new URL(input.redirectUri);

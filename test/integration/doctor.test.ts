@@ -129,9 +129,8 @@ describe('doctor finds issue 13’s failures on OPs set up wrong on purpose', ()
       assert.equal(auth.status, 'fail');
       assert.match(auth.message, /HTTP 400 with an empty body/);
       assert.match(auth.fix ?? '', /check client_id and client_secret/);
-      const password = find(checks, 'provider testop', 'password grant');
-      assert.equal(password.status, 'fail');
-      assert.match(password.message, /client authentication, a disabled grant type or an unknown scope/);
+      assert.match(auth.fix ?? '', /the OP refuses the refresh_token grant for this client without saying so/);
+      assert.equal(find(checks, 'provider testop', 'password grant').status, 'skip', 'not tried while the client is refused');
     } finally {
       h.op.answerTokenRequests(undefined);
     }
