@@ -22,7 +22,15 @@ async function main(): Promise<void> {
   process.stdout.write('dev-stack: starting the development OP...\n');
   const op = await startTestOp({ proxyBaseUrl: proxyUrl, idpId: 'dev' });
   process.stdout.write('dev-stack: starting Synapse (first run: `bash scripts/install-synapse.sh` installs it)...\n');
-  const synapse = await startSynapse({ masEndpoint: `http://127.0.0.1:${facingPort}/`, masSecret: SECRET, serverName: SERVER_NAME });
+  // Synapse's public_baseurl is what it serves as m.homeserver.base_url at /.well-known/matrix/client (passed through by
+  // the proxy): it must be the proxy, or a client that discovers the homeserver logs in at Synapse itself and gets
+  // 404 M_UNRECOGNIZED (issue 18).
+  const synapse = await startSynapse({
+    masEndpoint: `http://127.0.0.1:${facingPort}/`,
+    masSecret: SECRET,
+    serverName: SERVER_NAME,
+    extraConfig: { public_baseurl: `${proxyUrl}/` },
+  });
 
   const config = parseConfig(
     stringify({

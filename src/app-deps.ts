@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
 import type { Config } from './config/schema.js';
-import type { HomeserverAdapter } from './homeserver/adapter.js';
+import type { HomeserverAdapter } from './provisioning/homeserver-adapter.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import type { AppserviceRegistry } from './identity/appservice-registry.js';
 import type { BindingStore } from './identity/bindings.js';
@@ -12,9 +12,14 @@ import type { SessionKeys } from './sessions/secret-box.js';
 import type { SessionLifecycle } from './sessions/session-lifecycle.js';
 import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
-import type { LoginThrottle } from './compat/login-throttle.js';
+import type { LoginThrottle } from './security/login-throttle.js';
+import type { SsoLoginState } from './sessions/pending-sso-logins.js';
 
-/** Everything a handler may use, built once in main.ts (or by a test) and passed in: no module singletons. */
+/**
+ * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
+ * singletons. Model modules never take this: each declares the narrow deps it needs (LifecycleDeps,
+ * RevalidationDeps, OpLogoutDeps), which this satisfies.
+ */
 export interface AppDeps {
   readonly config: Config;
   readonly clock: Clock;
@@ -31,4 +36,9 @@ export interface AppDeps {
   readonly keys: SessionKeys;
   readonly appservices: AppserviceRegistry;
   readonly throttle: LoginThrottle;
+  readonly ssoLogins: SsoLoginState;
+  /** Digest of `homeserver.secret` (introspection callers), computed once. */
+  readonly homeserverSecretDigest: Buffer;
+  /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
+  readonly adminTokenDigest: Buffer | undefined;
 }

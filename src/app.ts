@@ -3,31 +3,24 @@ import { randomUUID } from 'node:crypto';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import type { AppDeps } from './app-deps.js';
-import { renderMatrixErrors } from './errors/error-middleware.js';
 import { MatrixError } from './errors/matrix-error.js';
-import { writeMatrixError } from './errors/write-matrix-error.js';
-import { getLoginFlows } from './compat/login-flows.js';
-import { postLogin } from './compat/login.js';
-import { postLogout, postLogoutAll } from './compat/logout.js';
-import { postRefresh } from './compat/refresh.js';
-import { postBackchannelLogout } from './compat/backchannel-logout.js';
-import { registerSsoRoutes } from './compat/sso-routes.js';
-import { registerAdminRoutes } from './admin/admin-routes.js';
-import { registerHomeserverFacingRoutes } from './homeserver/homeserver-routes.js';
-import { normaliseMatrixPath } from './proxy/path-normalisation.js';
-import { clientIp } from './proxy/client-address.js';
+import { renderErrors, writeRawMatrixError, type ErrorStyle } from './errors/render.js';
+import { clientIp } from './http/client-address.js';
+import { ownedPathMatcher, type Listener } from './http/owned-routes.js';
+import { normaliseMatrixPath } from './http/path-normalisation.js';
+import { requestLog, setRequestState } from './http/request-state.js';
 import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
-import { OWN_PREFIX } from './own-paths.js';
-import { createPassthroughRevalidation } from './sessions/passthrough-revalidation.js';
+import type { Readiness } from './ops/health.js';
+import { createRevalidationGate } from './proxy/revalidation-gate.js';
+import { listenerShapeOf, ownedRoutes, type Route } from './routes.js';
+
+export type { Readiness } from './ops/health.js';
+export { OWN_PREFIX } from './http/own-prefix.js';
 
 export interface HomeserverProxy {
   forward(req: IncomingMessage, res: ServerResponse): void;
   close(): void;
-}
-
-export interface Readiness {
-  check(): Promise<{ ok: boolean; checks: Record<string, string> }>;
 }
 
 export interface AppHandlers {
@@ -39,85 +32,18 @@ export interface AppHandlers {
   readonly ops: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
-const CLIENT_VERSIONS = ['v3', 'r0'] as const;
-export { OWN_PREFIX };
-
-/**
- * Paths the proxy answers itself; matched on the NORMALISED path so `//login`, `%2F`, trailing-slash and version
- * variants cannot slip past to the homeserver.
- */
-export function routeClassOf(path: string, homeserverFacingHere: boolean): RouteClass | undefined {
-  const match = /^\/_matrix\/client\/(v3|r0|v1)\/(.+)$/.exec(path);
-  if (match) {
-    const [, version, rest] = match as unknown as [string, string, string];
-    if (rest === 'refresh') return 'refresh';
-    if (version === 'v1') return undefined;
-    if (rest === 'login') return 'login';
-    if (rest === 'logout' || rest === 'logout/all') return 'logout';
-    if (rest === 'login/sso/redirect' || rest.startsWith('login/sso/redirect/')) return 'sso';
-    return undefined;
-  }
-  if (path.startsWith(`${OWN_PREFIX}/admin/`)) return 'admin';
-  if (path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`)) return path.includes('/backchannel-logout/') ? 'backchannel_logout' : 'sso';
-  if (path === '/health' || path === '/ready') return 'ops';
-  if (homeserverFacingHere && (path === '/.well-known/openid-configuration' || path === '/oauth2/introspect')) return 'introspection';
-  return undefined;
+/** Route state the table's wrapper records for the renderer and the metrics. */
+interface MatchedRoute {
+  readonly style: ErrorStyle;
+  readonly metric: RouteClass;
 }
 
 export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Readiness): AppHandlers {
-  const servesHomeserverFacing = deps.config.homeserver.listen === undefined;
-  const revalidateBeforeForwarding = createPassthroughRevalidation(deps);
+  const routes = ownedRoutes(listenerShapeOf(deps), readiness);
+  const clientCallback = listenerApp(deps, routes, 'client').callback();
+  const ownsPath = ownedPathMatcher(routes, 'client');
+  const revalidateBeforeForwarding = createRevalidationGate(deps);
   const countPassthrough = passthroughCounter(deps);
-
-  const clientApp = new Koa({ proxy: false });
-  clientApp.use(requestContext(deps, 'client'));
-  clientApp.use(renderMatrixErrors);
-  clientApp.use(unrecognizedWhenUnanswered);
-  clientApp.use(corsForOwnedRoutes);
-  const clientRouter = new Router();
-  for (const version of CLIENT_VERSIONS) {
-    const base = `/_matrix/client/${version}`;
-    clientRouter.get(`${base}/login`, (ctx) => getLoginFlows(ctx, deps));
-    clientRouter.post(`${base}/login`, (ctx) => postLogin(ctx, deps));
-    clientRouter.post(`${base}/logout`, (ctx) => postLogout(ctx, deps));
-    clientRouter.post(`${base}/logout/all`, (ctx) => postLogoutAll(ctx, deps));
-    clientRouter.post(`${base}/refresh`, (ctx) => postRefresh(ctx, deps));
-  }
-  // matrix-js-sdk falls back to the v1 path of /refresh.
-  clientRouter.post('/_matrix/client/v1/refresh', (ctx) => postRefresh(ctx, deps));
-  clientRouter.post(`${OWN_PREFIX}/backchannel-logout/:idpId`, (ctx) => postBackchannelLogout(ctx, deps));
-  registerSsoRoutes(clientRouter, deps, CLIENT_VERSIONS);
-  registerOpsRoutes(clientRouter, readiness, { details: false });
-  if (servesHomeserverFacing) registerHomeserverFacingRoutes(clientRouter, deps);
-  clientApp.use(clientRouter.routes());
-  clientApp.use(clientRouter.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
-  const clientCallback = clientApp.callback();
-
-  const homeserverApp = new Koa({ proxy: false });
-  homeserverApp.use(requestContext(deps, 'homeserver'));
-  homeserverApp.use(renderMatrixErrors);
-  homeserverApp.use(unrecognizedWhenUnanswered);
-  const homeserverRouter = new Router();
-  registerHomeserverFacingRoutes(homeserverRouter, deps);
-  registerAdminRoutes(homeserverRouter, deps);
-  registerOpsRoutes(homeserverRouter, readiness);
-  homeserverApp.use(homeserverRouter.routes());
-  homeserverApp.use(homeserverRouter.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
-
-  const opsApp = new Koa({ proxy: false });
-  opsApp.use(requestContext(deps, 'homeserver'));
-  opsApp.use(renderMatrixErrors);
-  opsApp.use(unrecognizedWhenUnanswered);
-  const opsRouter = new Router();
-  registerOpsRoutes(opsRouter, readiness);
-  // Without a separate homeserver-facing listener the admin API must not sit on the public one: it goes here,
-  // on the operators' listener (loopback by default).
-  if (servesHomeserverFacing) registerAdminRoutes(opsRouter, deps);
-  opsRouter.get('/metrics', async (ctx) => {
-    ctx.type = deps.metrics.registry.contentType;
-    ctx.body = await deps.metrics.registry.metrics();
-  });
-  opsApp.use(opsRouter.routes());
 
   return {
     client(req, res) {
@@ -126,10 +52,10 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
       const rawPath = queryStart < 0 ? url : url.slice(0, queryStart);
       const path = normaliseMatrixPath(rawPath);
       if (path === undefined) {
-        writeMatrixError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
+        writeRawMatrixError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
         return;
       }
-      if (routeClassOf(path, servesHomeserverFacing) !== undefined) {
+      if (ownsPath(path)) {
         // Route on the normalised path, keep the query as sent.
         req.url = queryStart < 0 ? path : path + url.slice(queryStart);
         clientCallback(req, res);
@@ -142,7 +68,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         return;
       }
       revalidation.then(
-        (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeMatrixError(res, refusal)),
+        (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeRawMatrixError(res, refusal)),
         (err: unknown) => {
           // The store failed: Synapse's introspection decides, as it would without this check.
           deps.logger.warn({ err }, 'revalidation.passthrough_failed');
@@ -150,43 +76,54 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         },
       );
     },
-    homeserverFacing: homeserverApp.callback(),
-    ops: opsApp.callback(),
+    homeserverFacing: listenerApp(deps, routes, 'homeserver').callback(),
+    ops: listenerApp(deps, routes, 'ops').callback(),
   };
 }
 
-/** `details`: the per-dependency checks (with error text) are only for the operators' and homeserver's listeners. */
-function registerOpsRoutes(router: Router, readiness: Readiness, options: { details: boolean } = { details: true }): void {
-  router.get('/health', (ctx) => {
-    ctx.set('Cache-Control', 'no-store');
-    ctx.body = { status: 'ok' };
-  });
-  router.get('/ready', async (ctx) => {
-    const result = await readiness.check();
-    ctx.set('Cache-Control', 'no-store');
-    ctx.status = result.ok ? 200 : 503;
-    ctx.body = { status: result.ok ? 'ready' : 'not_ready', ...(options.details ? { checks: result.checks } : {}) };
-  });
+/** One Koa app per listener, its router built from the table's routes for that listener. */
+function listenerApp(deps: AppDeps, routes: readonly Route[], listener: Listener): Koa {
+  const app = new Koa({ proxy: false });
+  app.use(requestContext(deps, listener));
+  app.use(renderErrors((ctx) => matchedRoute(ctx)?.style ?? 'matrix'));
+  app.use(unrecognizedWhenUnanswered);
+  if (listener === 'client') app.use(corsForOwnedRoutes);
+  const router = new Router();
+  for (const route of routes) {
+    if (route.listener !== listener) continue;
+    const matched: MatchedRoute = { style: route.style, metric: route.metric };
+    router.register(route.path, [route.method], async (ctx: Context) => {
+      ctx.state['route'] = matched;
+      await route.handler(ctx, deps);
+    });
+  }
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true, methodNotAllowed: () => methodNotAllowed(), notImplemented: () => methodNotAllowed() }));
+  return app;
+}
+
+function matchedRoute(ctx: Context): MatchedRoute | undefined {
+  return ctx.state['route'] as MatchedRoute | undefined;
 }
 
 /** Request id, child logger, client address and metrics for every request the proxy answers itself. */
-function requestContext(deps: AppDeps, face: 'client' | 'homeserver') {
+function requestContext(deps: AppDeps, listener: Listener) {
+  const face = listener === 'client' ? 'client' : 'homeserver';
   return async function withRequestContext(ctx: Context, next: Next): Promise<void> {
     const started = process.hrtime.bigint();
     const incomingId = ctx.get('x-request-id');
     const requestId = /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : randomUUID();
     ctx.set('X-Request-Id', requestId);
-    ctx.state['clientIp'] = clientIp(ctx.req, deps.config.trusted_proxies);
-    ctx.state['log'] = deps.logger.child({ request_id: requestId, face });
-    const route = routeClassOf(ctx.path, true) ?? (face === 'homeserver' ? 'admin' : 'other');
+    setRequestState(ctx, { requestId, clientIp: clientIp(ctx.req, deps.config.trusted_proxies), log: deps.logger.child({ request_id: requestId, face }) });
     try {
       await next();
     } finally {
+      const route = matchedRoute(ctx)?.metric ?? (listener === 'client' ? 'other' : 'admin');
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       deps.metrics.requests.inc({ route, method: ctx.method, status: String(ctx.status) });
       deps.metrics.requestDuration.observe({ route }, seconds);
-      const log = ctx.state['log'] as AppDeps['logger'];
-      if (log.isLevelEnabled('debug')) {
+      const log = requestLog(ctx);
+      if (log?.isLevelEnabled('debug') === true) {
         log.debug({ method: ctx.method, url: redactUrl(ctx.originalUrl), status: ctx.status, ms: Math.round(seconds * 1e4) / 10 }, 'request.done');
       }
     }

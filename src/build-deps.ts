@@ -2,8 +2,8 @@ import type { Logger } from 'pino';
 import type { AppDeps } from './app-deps.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
-import type { HomeserverAdapter } from './homeserver/adapter.js';
-import { SynapseProvisioning } from './homeserver/synapse-provisioning.js';
+import type { HomeserverAdapter } from './provisioning/homeserver-adapter.js';
+import { SynapseProvisioning } from './provisioning/synapse.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import { AppserviceRegistry } from './identity/appservice-registry.js';
 import { BindingStore } from './identity/bindings.js';
@@ -16,7 +16,9 @@ import { deriveSessionKeys } from './sessions/secret-box.js';
 import { SessionLifecycle } from './sessions/session-lifecycle.js';
 import { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
-import { LoginThrottle } from './compat/login-throttle.js';
+import { LoginThrottle } from './security/login-throttle.js';
+import { secretDigest } from './security/shared-secret.js';
+import { SsoLoginState } from './sessions/pending-sso-logins.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -29,9 +31,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   const clock = overrides.clock ?? systemClock;
   const keys = deriveSessionKeys(config.sessions.encryption_key);
   const providers = overrides.providers ?? createUpstreamProviders(config.oidc_providers, { logger, clock });
-  const homeserver =
-    overrides.homeserver ??
-    new SynapseProvisioning({ baseUrl: config.homeserver.url, secret: config.homeserver.secret, timeoutMs: config.homeserver.provisioning_timeout, logger });
+  const homeserver = overrides.homeserver ?? homeserverBackend(config, logger);
   const policies = new Map<string, ProviderPolicy>(
     config.oidc_providers.map((provider) => [
       provider.idp_id,
@@ -45,7 +45,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       },
     ]),
   );
-  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey);
+  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
   const lifecycle = new SessionLifecycle({ sessions, homeserver, providers, keys, logger, metrics });
   return {
     config,
@@ -55,17 +55,28 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     store,
     sessions,
     lifecycle,
-    loginTokens: new LoginTokenStore(store),
-    bindings: new BindingStore(store, clock),
+    loginTokens: new LoginTokenStore(store, logger),
+    bindings: new BindingStore(store, clock, logger),
     providers,
     policies,
     homeserver,
     keys,
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
+    ssoLogins: new SsoLoginState(store, clock, logger),
+    homeserverSecretDigest: secretDigest(config.homeserver.secret),
+    adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
       perAccount: { burst: config.rate_limits.login_per_account.burst, perSecond: config.rate_limits.login_per_account.per_second },
       ssoPerIp: { burst: config.rate_limits.sso_per_ip.burst, perSecond: config.rate_limits.sso_per_ip.per_second },
     }),
   };
+}
+
+/** The one switch over homeserver backends (`homeserver.mode`); the next backend is one more case here. */
+function homeserverBackend(config: Config, logger: Logger): HomeserverAdapter {
+  switch (config.homeserver.mode) {
+    case 'synapse':
+      return new SynapseProvisioning({ baseUrl: config.homeserver.url, secret: config.homeserver.secret, timeoutMs: config.homeserver.provisioning_timeout, logger });
+  }
 }

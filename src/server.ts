@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { createApp, type Readiness } from './app.js';
+import { createApp } from './app.js';
+import type { Readiness } from './ops/health.js';
 import type { AppDeps } from './app-deps.js';
 import { createHomeserverProxy } from './proxy/homeserver-proxy.js';
 

@@ -37,7 +37,7 @@ const USER_AGENT = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, l
 export async function seedSessions(options: SeedOptions): Promise<SeededSessions> {
   const store = await createStore({ redis: { url: options.redisUrl, keyPrefix: options.keyPrefix ?? SESSION_KEY_PREFIX } });
   const keys = deriveSessionKeys(ENCRYPTION_KEY);
-  const sessions = new SessionStore(store, systemClock, keys.tokenDerivationKey);
+  const sessions = new SessionStore(store, systemClock, keys.tokenDerivationKey, { warn: (fields, message) => console.warn(message, fields) });
   const first = options.firstIndex ?? 0;
   const accessTokens = new Array<string>(options.count);
   const opRefreshToken = () => randomBytes(options.opRefreshTokenLength ?? 43).toString('base64url').slice(0, options.opRefreshTokenLength ?? 43);

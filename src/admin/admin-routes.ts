@@ -1,10 +1,10 @@
-import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
-import { readBodyText } from '../errors/json-body.js';
-import { bearerTokenOf, matchesSecret, secretDigest } from '../security/shared-secret.js';
-import { HomeserverError } from '../homeserver/adapter.js';
+import { MatrixError } from '../errors/matrix-error.js';
+import { readBodyText } from '../http/body.js';
+import { matchesSecret } from '../security/shared-secret.js';
+import { bearerTokenOf } from '../http/access-token.js';
+import { paramOf, requestLog } from '../http/request-state.js';
 import type { Binding } from '../identity/bindings.js';
 import type { Session } from '../sessions/session.js';
 import { ImportFormatError, importBindings, parseImport, type ImportReport } from './binding-import.js';
@@ -16,65 +16,60 @@ export const ADMIN_PREFIX = '/_matrix-compat-proxy/admin/v1';
 const IMPORT_BODY_LIMIT = 16 * 1024 * 1024;
 
 /**
- * The admin API, for the non-public (homeserver-facing) listener only, authenticated with `admin.token`.
- * Without a configured token no route exists, so every admin path answers 404.
+ * The admin API, for the non-public (homeserver-facing, else operators') listener only, authenticated with
+ * `admin.token`. Without a configured token no route exists (routes.ts), so every admin path answers 404.
  */
-export function registerAdminRoutes(router: Router, deps: AppDeps): void {
-  const token = deps.config.admin?.token;
-  if (token === undefined || token === '') return;
-  const expectedDigest = secretDigest(token);
-  const admin = (handler: (ctx: Context) => Promise<void>) => async (ctx: Context) => {
-    requireAdminToken(ctx, expectedDigest);
-    ctx.set('Cache-Control', 'no-store');
-    await handler(ctx);
-  };
+export const adminEndpoints = [
+  { method: 'GET', path: `${ADMIN_PREFIX}/users/:localpart/sessions`, handler: listUserSessions },
+  { method: 'DELETE', path: `${ADMIN_PREFIX}/users/:localpart/sessions`, handler: endUserSessions },
+  { method: 'DELETE', path: `${ADMIN_PREFIX}/sessions/:sessionId`, handler: endSession },
+  { method: 'GET', path: `${ADMIN_PREFIX}/users/:localpart/binding`, handler: showBindingOfUser },
+  { method: 'GET', path: `${ADMIN_PREFIX}/bindings/:issuer/:sub`, handler: showBinding },
+  { method: 'DELETE', path: `${ADMIN_PREFIX}/bindings/:issuer/:sub`, handler: deleteBinding },
+  { method: 'POST', path: `${ADMIN_PREFIX}/bindings/import`, handler: postBindingImport },
+] as const satisfies readonly { method: string; path: string; handler: (ctx: Context, deps: AppDeps) => Promise<void> }[];
 
-  router.get(`${ADMIN_PREFIX}/users/:localpart/sessions`, admin((ctx) => listUserSessions(ctx, deps)));
-  router.delete(`${ADMIN_PREFIX}/users/:localpart/sessions`, admin((ctx) => endUserSessions(ctx, deps)));
-  router.delete(`${ADMIN_PREFIX}/sessions/:sessionId`, admin((ctx) => endSession(ctx, deps)));
-  router.get(`${ADMIN_PREFIX}/users/:localpart/binding`, admin((ctx) => showBindingOfUser(ctx, deps)));
-  router.get(`${ADMIN_PREFIX}/bindings/:issuer/:sub`, admin((ctx) => showBinding(ctx, deps)));
-  router.delete(`${ADMIN_PREFIX}/bindings/:issuer/:sub`, admin((ctx) => deleteBinding(ctx, deps)));
-  router.post(`${ADMIN_PREFIX}/bindings/import`, admin((ctx) => postBindingImport(ctx, deps)));
-}
-
-function requireAdminToken(ctx: Context, expectedDigest: Buffer): void {
+/** Every admin call: the admin token (constant-time), and answers that are never cached. */
+export function requireAdminToken(ctx: Context, deps: AppDeps): void {
+  const expectedDigest = deps.adminTokenDigest;
+  if (expectedDigest === undefined) throw new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request');
   if (ctx.get('authorization') === '') throw new MatrixError(401, 'M_MISSING_TOKEN', 'Missing admin token', { headers: { 'WWW-Authenticate': 'Bearer' } });
   if (!matchesSecret(bearerTokenOf(ctx), expectedDigest)) {
     throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid admin token', { headers: { 'WWW-Authenticate': 'Bearer' } });
   }
+  ctx.set('Cache-Control', 'no-store');
 }
 
 async function listUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
-  const localpart = paramOf(ctx, 'localpart');
+  const localpart = requiredParam(ctx, 'localpart');
   const sessions = await sessionsOfUser(deps, localpart);
   sessions.sort((a, b) => a.createdAt - b.createdAt);
   ctx.body = { user_id: `@${localpart}:${deps.config.server_name}`, sessions: sessions.map(describeSession) };
 }
 
 async function endSession(ctx: Context, deps: AppDeps): Promise<void> {
-  const ended = await unlessHomeserverDown(() => deps.lifecycle.end(paramOf(ctx, 'sessionId'), 'admin'));
+  const ended = await deps.lifecycle.end(requiredParam(ctx, 'sessionId'), 'admin');
   if (ended === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such session');
   logAdmin(ctx, 'admin.session_ended', { session_id: ended.id, localpart: ended.localpart });
   ctx.body = { ended: [ended.id] };
 }
 
 async function endUserSessions(ctx: Context, deps: AppDeps): Promise<void> {
-  const localpart = paramOf(ctx, 'localpart');
+  const localpart = requiredParam(ctx, 'localpart');
   const ids = await deps.sessions.idsOfUser(localpart);
-  const ended = await unlessHomeserverDown(() => deps.lifecycle.endMany(ids, 'admin'));
+  const ended = await deps.lifecycle.endMany(ids, 'admin');
   logAdmin(ctx, 'admin.user_sessions_ended', { localpart, count: ended.length });
   ctx.body = { ended: ended.map((session) => session.id) };
 }
 
 async function showBinding(ctx: Context, deps: AppDeps): Promise<void> {
-  const binding = await deps.bindings.find(paramOf(ctx, 'issuer'), paramOf(ctx, 'sub'));
+  const binding = await deps.bindings.find(requiredParam(ctx, 'issuer'), requiredParam(ctx, 'sub'));
   if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such binding');
   ctx.body = describeBinding(binding);
 }
 
 async function showBindingOfUser(ctx: Context, deps: AppDeps): Promise<void> {
-  const binding = await deps.bindings.findByLocalpart(paramOf(ctx, 'localpart'));
+  const binding = await deps.bindings.findByLocalpart(requiredParam(ctx, 'localpart'));
   if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No binding for this user');
   ctx.body = describeBinding(binding);
 }
@@ -85,24 +80,24 @@ async function showBindingOfUser(ctx: Context, deps: AppDeps): Promise<void> {
  * they are swept once more afterwards for a login that raced the removal.
  */
 async function deleteBinding(ctx: Context, deps: AppDeps): Promise<void> {
-  const issuer = paramOf(ctx, 'issuer');
-  const sub = paramOf(ctx, 'sub');
+  const issuer = requiredParam(ctx, 'issuer');
+  const sub = requiredParam(ctx, 'sub');
   const binding = await deps.bindings.find(issuer, sub);
   if (binding === undefined) throw new MatrixError(404, 'M_NOT_FOUND', 'No such binding');
   const endBound = async () => {
     const sessions = (await sessionsOfUser(deps, binding.localpart)).filter((session) => session.origin.kind !== 'appservice' && session.origin.issuer === issuer);
     return deps.lifecycle.endMany(sessions.map((session) => session.id), 'admin');
   };
-  const ended = await unlessHomeserverDown(endBound);
+  const ended = await endBound();
   await deps.bindings.remove(issuer, sub);
-  ended.push(...(await unlessHomeserverDown(endBound)));
+  ended.push(...(await endBound()));
   logAdmin(ctx, 'admin.binding_deleted', { localpart: binding.localpart, idp_id: binding.idpId, sessions_ended: ended.length });
   ctx.body = { deleted: describeBinding(binding), ended: ended.map((session) => session.id) };
 }
 
 async function postBindingImport(ctx: Context, deps: AppDeps): Promise<void> {
   const dryRun = ['1', 'true', 'yes'].includes(String(ctx.query['dry_run'] ?? '').toLowerCase());
-  const text = await readBodyText(ctx, IMPORT_BODY_LIMIT);
+  const text = await readBodyText(ctx, { maxBytes: IMPORT_BODY_LIMIT, deadlineMs: deps.config.request_body_timeout });
   let parsed;
   try {
     parsed = parseImport(text, ctx.get('content-type').toLowerCase());
@@ -173,21 +168,13 @@ function describeImport(report: ImportReport): Record<string, unknown> {
   };
 }
 
-function paramOf(ctx: Context, name: string): string {
-  const value = (ctx['params'] as Record<string, string | undefined> | undefined)?.[name];
-  if (value === undefined || value === '') throw new MatrixError(400, 'M_INVALID_PARAM', `Missing ${name}`);
+/** A route parameter the admin API needs: empty → 400 naming it. */
+function requiredParam(ctx: Context, name: string): string {
+  const value = paramOf(ctx, name);
+  if (value === '') throw new MatrixError(400, 'M_INVALID_PARAM', `Missing ${name}`);
   return value;
 }
 
-async function unlessHomeserverDown<T>(operation: () => Promise<T>): Promise<T> {
-  try {
-    return await operation();
-  } catch (err: unknown) {
-    if (err instanceof HomeserverError) throw matrixErrors.unavailable('The homeserver', err);
-    throw err;
-  }
-}
-
 function logAdmin(ctx: Context, event: string, fields: Record<string, unknown>): void {
-  (ctx.state['log'] as AppDeps['logger'] | undefined)?.info({ event, ...fields }, event);
+  requestLog(ctx)?.info({ event, ...fields }, event);
 }

@@ -1,7 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { readAppserviceRegistrations } from './appservice-registrations.js';
 import { isMapping } from './env-substitution.js';
 import type { ProblemList } from './problem-list.js';
+import { readFailure } from './read-failure.js';
 
 /** Where a secret may instead be given as a file, like Synapse's client_secret_path. */
 interface SecretFileKey {
@@ -29,7 +31,8 @@ const SECRET_FILE_KEYS: readonly SecretFileKey[] = [
 
 /**
  * Reads every `*_path` secret file into its plain key (relative paths from baseDir, the config file's folder; the
- * trailing newline that editors add is dropped) and makes appservice registration paths absolute. Mutates `root`.
+ * trailing newline that editors add is dropped), makes appservice registration paths absolute and checks those files.
+ * Mutates `root`.
  */
 export function resolveFileReferences(root: Record<string, unknown>, baseDir: string, problems: ProblemList): void {
   for (const { container, key, fileKey } of SECRET_FILE_KEYS) {
@@ -58,25 +61,14 @@ export function resolveFileReferences(root: Record<string, unknown>, baseDir: st
 
   const appserviceFiles = root['appservice_config_files'];
   if (Array.isArray(appserviceFiles)) {
-    root['appservice_config_files'] = appserviceFiles.map((file, index) => {
-      if (typeof file !== 'string' || file === '') return file;
-      const absolute = resolve(baseDir, file);
-      if (!existsSync(absolute)) problems.report(['appservice_config_files', index], `file not found: ${absolute}`);
-      return absolute;
+    const absolute = appserviceFiles.map((file: unknown) => (typeof file === 'string' && file !== '' ? resolve(baseDir, file) : file));
+    root['appservice_config_files'] = absolute;
+    // Parsed now, as start-up parses them (identity/appservice-registry.ts reads them with the same function).
+    const readable = absolute.flatMap((file, index) => (typeof file === 'string' ? [{ file, index }] : []));
+    readAppserviceRegistrations(readable.map(({ file }) => file)).forEach((result, position) => {
+      if (result.ok) return;
+      const index = readable[position]?.index ?? position;
+      for (const problem of result.problems) problems.report(['appservice_config_files', index], problem);
     });
-  }
-}
-
-function readFailure(err: unknown): string {
-  const code = typeof err === 'object' && err !== null && 'code' in err ? (err as { code: unknown }).code : undefined;
-  switch (code) {
-    case 'ENOENT':
-      return 'no such file';
-    case 'EACCES':
-      return 'permission denied';
-    case 'EISDIR':
-      return 'is a directory';
-    default:
-      return err instanceof Error ? err.message : String(err);
   }
 }

@@ -36,6 +36,12 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
   return parseConfig(text, { env, baseDir: dirname(resolve(path)) });
 }
 
+/**
+ * Validates a config document: YAML, `${ENV}` references, secret and appservice registration files, the schema with
+ * its cross-field rules, mapping templates, and the OP rules the provider constructor asserts. Every problem at once,
+ * each with its key path; the result is frozen. A start and --check-config both run exactly this (main.ts), so
+ * nothing after it may refuse a config that passed.
+ */
 export function parseConfig(yamlText: string, options: ParseOptions = {}): Config {
   const env = options.env ?? process.env;
   const baseDir = options.baseDir ?? process.cwd();

@@ -1,6 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { parseByteSize, parseDuration, type Parsed } from './durations.js';
+import { templateProblem } from './mapping-templates.js';
 
 /**
  * The validated configuration. This schema sees the document after `${ENV}` substitution and after every `*_path`
@@ -161,12 +162,21 @@ export const DEFAULT_MAPPING_PROVIDER = 'synapse.handlers.oidc.JinjaOidcMappingP
 /** Synapse renamed the module and still accepts the old name (synapse/config/oidc.py, LEGACY_USER_MAPPING_PROVIDER). */
 const LEGACY_MAPPING_PROVIDER = 'synapse.handlers.oidc_handler.JinjaOidcMappingProvider';
 
+/** A Jinja template as Synapse's mapping provider takes it; compiled here so a broken one is a config problem. */
+const template = z
+  .string()
+  .min(1)
+  .superRefine((source, ctx) => {
+    const problem = templateProblem(source);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem, input: source });
+  });
+
 const mappingConfig = z.strictObject({
   subject_claim: z.string().min(1).default('sub'),
-  subject_template: z.string().min(1).optional(),
-  localpart_template: z.string().min(1).optional(),
-  display_name_template: z.string().min(1).optional(),
-  email_template: z.string().min(1).optional(),
+  subject_template: template.optional(),
+  localpart_template: template.optional(),
+  display_name_template: template.optional(),
+  email_template: template.optional(),
   picture_claim: z.string().min(1).default('picture'),
   // The username-picker page is not built yet: refuse `true` by name rather than silently ignoring it.
   confirm_localpart: z
@@ -289,6 +299,7 @@ function checkProvider(provider: Record<string, unknown>, ctx: z.core.$Refinemen
   if (provider['client_secret'] !== undefined && provider['client_secret_jwt_key'] !== undefined) {
     problem('client_secret_jwt_key', 'give either client_secret or client_secret_jwt_key, not both');
   }
+  checkPlainHttp(provider, problem);
   // Synapse's metadata checks (OidcProvider._validate_metadata) applied to the explicit endpoints. These also cover
   // password_grant: without discovery a token_endpoint is always required.
   if (provider['discover'] === false) {
@@ -300,6 +311,43 @@ function checkProvider(provider: Record<string, unknown>, ctx: z.core.$Refinemen
     } else if (provider['jwks_uri'] === undefined && provider['skip_verification'] !== true) {
       problem('jwks_uri', 'is required when discover is false (ID token signatures are checked with it)');
     }
+  }
+}
+
+/** The OP endpoints the proxy itself calls (the authorization and end-session endpoints are for the browser). */
+const BACK_CHANNEL_ENDPOINTS = ['token_endpoint', 'userinfo_endpoint', 'jwks_uri', 'introspection_endpoint', 'revocation_endpoint'] as const;
+
+/**
+ * Plain http to the OP only for a loopback issuer or with skip_verification, the rule the provider's constructor
+ * asserts (oidc/openid-provider.ts): refused here first so that --check-config and start-up agree. With an https
+ * issuer, openid-client refuses a plain-http endpoint at its first call (oauth4webapi "only requests to HTTPS are
+ * allowed"), so an explicit http endpoint would fail the first login rather than the start.
+ */
+function checkPlainHttp(provider: Record<string, unknown>, problem: (key: string, message: string) => void): void {
+  if (provider['skip_verification'] === true) return;
+  const issuer = parsedUrl(provider['issuer']);
+  if (issuer === undefined) return;
+  if (issuer.protocol === 'http:') {
+    if (!isLoopbackHost(issuer.hostname)) problem('issuer', `${issuer.origin} is plain http: use https, or set skip_verification: true (testing only)`);
+    return;
+  }
+  for (const key of BACK_CHANNEL_ENDPOINTS) {
+    const endpoint = parsedUrl(provider[key]);
+    if (endpoint?.protocol === 'http:') problem(key, 'is plain http while the issuer is https: use https, or set skip_verification: true (testing only)');
+  }
+}
+
+/** The hosts oidc/openid-provider.ts lets speak plain http: the OP runs on this machine. */
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+function parsedUrl(value: unknown): URL | undefined {
+  if (typeof value !== 'string') return undefined;
+  try {
+    return new URL(value);
+  } catch {
+    return undefined;
   }
 }
 
@@ -423,10 +471,16 @@ export const configSchema = z
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
+    // Discovery must lead clients to the proxy, not to the homeserver's own port (issue 18).
+    well_known_client: z
+      .strictObject({ serve: z.boolean().default(true), extra: z.record(z.string(), z.unknown()).default({}) })
+      .prefault({}),
     metrics: z.strictObject({ enabled: z.boolean().default(true), listen: listener('127.0.0.1', 9009) }).prefault({}),
     admin: z.strictObject({ token: secret(32, 'token_path').optional() }).prefault({}),
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
     max_request_body: byteSize(64 * 1024),
+    // The listener has no request timeout (/sync long-polls pass through it): owned routes bound their body reads.
+    request_body_timeout: duration('30s'),
   })
   .superRefine(checkConfig, evenAfterFieldErrors);
 

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import type { Config } from '../config/schema.js';
-import { HomeserverError } from '../homeserver/adapter.js';
-import { SynapseProvisioning } from '../homeserver/synapse-provisioning.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
+import { SynapseProvisioning } from '../provisioning/synapse.js';
 import type { AddCheck } from './checks.js';
 
 /**

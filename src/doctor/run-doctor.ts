@@ -1,5 +1,5 @@
 import type { Config } from '../config/schema.js';
-import { OWN_PREFIX } from '../own-paths.js';
+import { OWN_PREFIX } from '../http/own-prefix.js';
 import { diagnoseProvider } from '../oidc/provider-diagnostics.js';
 import { checksFor, type DoctorCheck } from './checks.js';
 import { checkHomeserver } from './homeserver-checks.js';

@@ -1,4 +1,18 @@
+import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
+import { OAuthError } from '../errors/oauth-error.js';
+import { UpstreamError } from '../oidc/upstream.js';
+
+/** GET /.well-known/openid-configuration — the document Synapse reads from its auth service at start-up. */
+export async function getMetadata(ctx: Context, deps: AppDeps): Promise<void> {
+  ctx.set('Cache-Control', 'no-store');
+  try {
+    ctx.body = await metadataForHomeserver(deps);
+  } catch (err: unknown) {
+    if (!(err instanceof UpstreamError)) throw err;
+    throw new OAuthError(503, 'temporarily_unavailable', 'The identity provider metadata is unavailable', {}, err);
+  }
+}
 
 /**
  * The metadata document Synapse fetches from its auth service: the upstream OP's own metadata (so Synapse's

@@ -1,4 +1,4 @@
-import type { HomeserverAdapter } from '../homeserver/adapter.js';
+import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
 import type { UpstreamGrant } from '../oidc/upstream.js';
 import type { BindingStore, Binding } from './bindings.js';
 import { meetsRequirements, type AttributeRequirement, type MappedIdentity, type UserMapper } from './user-mapping.js';

@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { parse } from 'yaml';
+import { readAppserviceRegistrations } from '../config/appservice-registrations.js';
+import { ConfigError } from '../config/load-config.js';
 
 /** An application service as Synapse loads it from its registration file (the same files, pointed at by config). */
 export interface Appservice {
@@ -17,9 +17,23 @@ export class AppserviceRegistry {
     return new AppserviceRegistry([]);
   }
 
-  /** Reads registration YAML files; a malformed file is a start-up error naming the file and the field. */
+  /**
+   * Reads the registration files with the config loader's reader, which already refused any bad file when the config
+   * was loaded; a file changed since then is refused again here, in the same words.
+   */
   static load(paths: readonly string[]): AppserviceRegistry {
-    return new AppserviceRegistry(paths.map(loadRegistration));
+    const appservices: Appservice[] = [];
+    const problems: string[] = [];
+    readAppserviceRegistrations(paths).forEach((result, index) => {
+      if (!result.ok) {
+        problems.push(...result.problems.map((problem) => `appservice_config_files[${index}]: ${problem}`));
+        return;
+      }
+      const { id, senderLocalpart, userNamespaces, asToken } = result.registration;
+      appservices.push({ id, senderLocalpart, userNamespaces, asTokenDigest: createHash('sha256').update(asToken).digest() });
+    });
+    if (problems.length > 0) throw new ConfigError(problems);
+    return new AppserviceRegistry(appservices);
   }
 
   get enabled(): boolean {
@@ -41,34 +55,4 @@ export class AppserviceRegistry {
     if (localpart === appservice.senderLocalpart) return true;
     return appservice.userNamespaces.some((pattern) => pattern.test(userId));
   }
-}
-
-function loadRegistration(path: string): Appservice {
-  let doc: unknown;
-  try {
-    doc = parse(readFileSync(path, 'utf8'));
-  } catch (err: unknown) {
-    throw new Error(`appservice_config_files: cannot read ${path}: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  const fail = (field: string): never => {
-    throw new Error(`appservice_config_files: ${path}: ${field} is missing or invalid`);
-  };
-  if (typeof doc !== 'object' || doc === null) return fail('the document');
-  const record = doc as Record<string, unknown>;
-  const id = typeof record['id'] === 'string' ? record['id'] : fail('id');
-  const asToken = typeof record['as_token'] === 'string' && record['as_token'] !== '' ? record['as_token'] : fail('as_token');
-  const senderLocalpart = typeof record['sender_localpart'] === 'string' ? record['sender_localpart'] : fail('sender_localpart');
-  const namespaces = (record['namespaces'] ?? {}) as Record<string, unknown>;
-  const users = Array.isArray(namespaces['users']) ? (namespaces['users'] as unknown[]) : [];
-  const userNamespaces = users.map((entry, index) => {
-    const regex = (entry as Record<string, unknown> | null)?.['regex'];
-    if (typeof regex !== 'string') return fail(`namespaces.users[${index}].regex`);
-    try {
-      // Synapse matches namespace regexes against the whole user id.
-      return new RegExp(`^(?:${regex})$`);
-    } catch {
-      return fail(`namespaces.users[${index}].regex`);
-    }
-  });
-  return { id, senderLocalpart, userNamespaces, asTokenDigest: createHash('sha256').update(asToken).digest() };
 }

@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.js';
+import { isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
 
 /**
@@ -17,25 +18,51 @@ export interface Binding {
 
 export type ClaimResult = { readonly ok: true; readonly binding: Binding } | { readonly ok: false; readonly reason: 'localpart_taken'; readonly owner: { issuer: string; sub: string } };
 
-const keys = {
+/** Which subject holds a localpart: the claim that makes "one localpart, one subject" atomic. */
+export interface LocalpartOwner {
+  readonly issuer: string;
+  readonly sub: string;
+}
+
+export const bindingKeys = {
   binding: (issuer: string, sub: string) => `binding:${issuer}|${sub}`,
   owner: (localpart: string) => `localpart-owner:${localpart}`,
-};
+} as const;
 
+/*
+ * Version 1 of both records added only `v`. Those written without it (releases up to d73999c, version 0) are still
+ * read: bindings never expire, so version 0 must stay readable until a release migrates them.
+ */
+export const bindingRecord = recordFormat<Binding>({ name: 'binding', version: 1, decoders: { 0: isBindingFields, 1: isBindingFields } });
+export const localpartOwnerRecord = recordFormat<LocalpartOwner>({ name: 'localpart_owner', version: 1, decoders: { 0: isOwnerFields, 1: isOwnerFields } });
+
+function isBindingFields(f: Fields): boolean {
+  return isString(f.issuer) && isString(f.sub) && isString(f.localpart) && isString(f.idpId) && isNumber(f.createdAt) && isOptional(f.opUsername, isString);
+}
+
+function isOwnerFields(f: Fields): boolean {
+  return isString(f.issuer) && isString(f.sub);
+}
+
+/**
+ * An unreadable binding reads as no binding; an unreadable localpart owner reads as no owner, but `claim` still
+ * cannot take the localpart (its write only succeeds on an absent key), so it never binds two subjects to one.
+ */
 export class BindingStore {
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
+    private readonly logger: RecordLogger,
   ) {}
 
   async find(issuer: string, sub: string): Promise<Binding | undefined> {
-    const raw = await this.store.get(keys.binding(issuer, sub));
-    return raw === undefined ? undefined : (JSON.parse(raw) as Binding);
+    const key = bindingKeys.binding(issuer, sub);
+    return readRecord(bindingRecord, await this.store.get(key), key, this.logger);
   }
 
-  async ownerOf(localpart: string): Promise<{ issuer: string; sub: string } | undefined> {
-    const raw = await this.store.get(keys.owner(localpart));
-    return raw === undefined ? undefined : (JSON.parse(raw) as { issuer: string; sub: string });
+  async ownerOf(localpart: string): Promise<LocalpartOwner | undefined> {
+    const key = bindingKeys.owner(localpart);
+    return readRecord(localpartOwnerRecord, await this.store.get(key), key, this.logger);
   }
 
   async findByLocalpart(localpart: string): Promise<Binding | undefined> {
@@ -48,8 +75,8 @@ export class BindingStore {
    * localpart cannot both win; a subject already bound keeps its binding (the caller looks it up first).
    */
   async claim(input: Omit<Binding, 'createdAt'>): Promise<ClaimResult> {
-    const owner = { issuer: input.issuer, sub: input.sub };
-    const claimed = await this.store.set(keys.owner(input.localpart), JSON.stringify(owner), { onlyIfAbsent: true });
+    const owner: LocalpartOwner = { issuer: input.issuer, sub: input.sub };
+    const claimed = await this.store.set(bindingKeys.owner(input.localpart), localpartOwnerRecord.encode(owner), { onlyIfAbsent: true });
     if (!claimed) {
       const current = await this.ownerOf(input.localpart);
       if (current === undefined || current.issuer !== input.issuer || current.sub !== input.sub) {
@@ -57,7 +84,7 @@ export class BindingStore {
       }
     }
     const binding: Binding = { ...input, createdAt: this.clock.now() };
-    const written = await this.store.set(keys.binding(input.issuer, input.sub), JSON.stringify(binding), { onlyIfAbsent: true });
+    const written = await this.store.set(bindingKeys.binding(input.issuer, input.sub), bindingRecord.encode(binding), { onlyIfAbsent: true });
     if (!written) {
       const existing = await this.find(input.issuer, input.sub);
       if (existing !== undefined) return { ok: true, binding: existing };
@@ -69,20 +96,23 @@ export class BindingStore {
   async rememberOpUsername(binding: Binding, opUsername: string): Promise<void> {
     if (binding.opUsername === opUsername) return;
     // Compare-and-set against what was read: a binding removed meanwhile (admin) must not come back.
-    const key = keys.binding(binding.issuer, binding.sub);
+    const key = bindingKeys.binding(binding.issuer, binding.sub);
     const current = await this.store.get(key);
-    if (current === undefined) return;
-    const stored = JSON.parse(current) as Binding;
-    if (stored.localpart !== binding.localpart) return;
-    await this.store.compareAndSet(key, current, JSON.stringify({ ...stored, opUsername }));
+    const stored = readRecord(bindingRecord, current, key, this.logger);
+    if (current === undefined || stored === undefined || stored.localpart !== binding.localpart) return;
+    await this.store.compareAndSet(key, current, bindingRecord.encode({ ...stored, opUsername }));
   }
 
+  /**
+   * Removes the binding and, if this subject holds it, its localpart. An unreadable binding is removed as asked, but
+   * its localpart cannot be known and stays claimed.
+   */
   async remove(issuer: string, sub: string): Promise<Binding | undefined> {
-    const raw = await this.store.consume(keys.binding(issuer, sub));
-    if (raw === undefined) return undefined;
-    const binding = JSON.parse(raw) as Binding;
+    const key = bindingKeys.binding(issuer, sub);
+    const binding = readRecord(bindingRecord, await this.store.consume(key), key, this.logger);
+    if (binding === undefined) return undefined;
     const owner = await this.ownerOf(binding.localpart);
-    if (owner?.issuer === issuer && owner.sub === sub) await this.store.delete(keys.owner(binding.localpart));
+    if (owner?.issuer === issuer && owner.sub === sub) await this.store.delete(bindingKeys.owner(binding.localpart));
     return binding;
   }
 }

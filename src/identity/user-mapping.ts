@@ -1,9 +1,11 @@
 import nunjucks from 'nunjucks';
+import { createTemplateEnvironment } from '../config/mapping-templates.js';
 
 /**
  * Synapse's default OIDC mapping provider (JinjaOidcMappingProvider), compatible with the templates admins already
  * have in homeserver.yaml: `{{ user.preferred_username }}`, `{{ user.name|capitalize }}`,
- * `{{ user.email.split('@')[0] }}`. Templates are compiled once, at start-up, so a broken one fails the start.
+ * `{{ user.email.split('@')[0] }}`. The config loader refuses a template that does not compile or names an unknown
+ * filter (config/mapping-templates.ts, the same environment); this module compiles once more at start-up and renders.
  */
 export interface MappingConfig {
   readonly subject_claim?: string | undefined;
@@ -174,10 +176,7 @@ function sandboxedEnvironment(): nunjucks.Environment {
     runtime.memberLookup = (obj, val) => (typeof val === 'string' && FORBIDDEN_MEMBERS.has(val) ? undefined : original(obj, val));
     memberLookupGuarded = true;
   }
-  const env = new nunjucks.Environment(null, { autoescape: false, throwOnUndefined: false });
-  // Synapse's filter: the part of an email address before the '@'.
-  env.addFilter('localpart_from_email', (value: unknown) => (typeof value === 'string' ? (value.split('@')[0] ?? '') : ''));
-  return env;
+  return createTemplateEnvironment();
 }
 
 /** A deep copy with null prototypes: templates see only the claims, nothing inherited. */

@@ -101,6 +101,11 @@ export const messages = {
       what: 'Your identity was confirmed, but the Matrix server behind this sign-in did not answer.',
       todo: 'Try again in a few minutes.',
     },
+    store_unavailable: {
+      heading: 'The server is busy',
+      what: 'The server could not reach its session storage just now.',
+      todo: 'Wait a few seconds, then go back to your app and start signing in again.',
+    },
     requirements_not_met: {
       heading: 'Your account may not use this server',
       what: 'You signed in, but your account does not have the access this Matrix server requires.',

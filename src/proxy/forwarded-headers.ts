@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { peerAddress } from './client-address.js';
-import type { TrustedProxies } from './trusted-proxies.js';
+import { peerAddress } from '../http/client-address.js';
+import type { TrustedProxies } from '../http/trusted-proxies.js';
 
 /** RFC 9110 §7.6.1: meaningful for one connection only; a proxy must not forward them in either direction. */
 const HOP_BY_HOP = new Set([

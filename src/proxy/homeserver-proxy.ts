@@ -4,8 +4,8 @@ import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { MatrixError } from '../errors/matrix-error.js';
 import { bodyFraming, downstreamResponseHeaders, upstreamRequestHeaders, type BodyFraming } from './forwarded-headers.js';
-import { trustedProxies } from './trusted-proxies.js';
-import { writeMatrixError } from '../errors/write-matrix-error.js';
+import { trustedProxies } from '../http/trusted-proxies.js';
+import { writeRawMatrixError } from '../errors/render.js';
 
 export type UpstreamErrorKind = 'unreachable' | 'timeout';
 
@@ -151,7 +151,7 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
         ? new MatrixError(504, 'M_UNKNOWN', 'The homeserver did not answer in time', {}, err)
         : new MatrixError(502, 'M_UNKNOWN', 'The homeserver cannot be reached', {}, err);
     // An unread request body would otherwise be left on a socket we want to reuse.
-    writeMatrixError(res, error, req.complete ? {} : { Connection: 'close' });
+    writeRawMatrixError(res, error, req.complete ? {} : { Connection: 'close' });
   }
 }
 

@@ -1,14 +1,4 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Context } from 'koa';
-
-/** The token of an `Authorization: Bearer <token>` header value; undefined when absent or of another scheme. */
-export function bearerTokenOfHeader(header: string | undefined): string | undefined {
-  return header === undefined ? undefined : /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
-}
-
-export function bearerTokenOf(ctx: Context): string | undefined {
-  return bearerTokenOfHeader(ctx.get('authorization'));
-}
 
 /** A secret's digest, computed once at start-up for `matchesSecret`. */
 export function secretDigest(secret: string): Buffer {

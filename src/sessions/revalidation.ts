@@ -1,6 +1,13 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { AppDeps } from '../app-deps.js';
-import { UpstreamError } from '../oidc/upstream.js';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { Config } from '../config/schema.js';
+import type { Metrics } from '../observability/metrics.js';
+import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
+import type { Store } from '../store/store.js';
+import type { SessionKeys } from './secret-box.js';
+import type { SessionLifecycle } from './session-lifecycle.js';
+import type { SessionStore } from './session-store.js';
 import type { Session } from './session.js';
 import { parseToken, sameHash } from './tokens.js';
 
@@ -17,7 +24,18 @@ export type RevalidationOutcome = 'fresh' | 'revalidated' | 'ended' | 'grace' | 
 /** Whether a request with this session may proceed; `unavailable` must become a 503-class answer, never a logout. */
 export type Admission = 'active' | 'inactive' | 'unavailable';
 
-export type RevalidationDeps = Pick<AppDeps, 'config' | 'clock' | 'store' | 'sessions' | 'lifecycle' | 'providers' | 'keys' | 'logger' | 'metrics'>;
+/** What re-validation needs, and nothing more (the model never sees the faces' dependencies). */
+export interface RevalidationDeps {
+  readonly config: Pick<Config, 'sessions'>;
+  readonly clock: Clock;
+  readonly store: Store;
+  readonly sessions: SessionStore;
+  readonly lifecycle: SessionLifecycle;
+  readonly providers: ReadonlyMap<string, UpstreamProvider>;
+  readonly keys: SessionKeys;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
 
 /** Longer than any OP round trip we wait for (the provider's own timeout ends a hung call first). */
 // Longer than the slowest chain one re-validation can make (discovery, token, JWKS, userinfo: 10 s each), so the

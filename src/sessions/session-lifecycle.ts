@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { HomeserverAdapter } from '../homeserver/adapter.js';
+import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UpstreamProvider } from '../oidc/upstream.js';
 import type { SessionKeys } from './secret-box.js';

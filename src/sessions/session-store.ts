@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.js';
+import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
-import type { Session } from './session.js';
+import type { RefreshFamily, Session, SessionOrigin } from './session.js';
 import { hashToken, mintToken, newSessionId, parseToken, sameHash, successorTokens } from './tokens.js';
 
 const RETIRED_HASHES_KEPT = 8;
@@ -13,6 +14,64 @@ export const sessionKeys = {
   bySid: (idpId: string, sid: string) => `sid-sessions:${idpId}:${sid}`,
   bySub: (idpId: string, sub: string) => `sub-sessions:${idpId}:${sub}`,
 } as const;
+
+/**
+ * The session record under `sessionKeys.session`. Version 1 added only the `v` field: releases up to d73999c wrote
+ * the same fields without it (version 0), and such sessions stay valid (a rolling upgrade must not log anyone out);
+ * the first update after the upgrade rewrites them as version 1.
+ */
+export const sessionRecord = recordFormat<Session>({ name: 'session', version: 1, decoders: { 0: isSessionFields, 1: isSessionFields } });
+
+function isSessionFields(f: Fields): boolean {
+  return (
+    isString(f.id) &&
+    isString(f.localpart) &&
+    isString(f.deviceId) &&
+    isOptional(f.deviceDisplayName, isString) &&
+    isSessionOrigin(f.origin) &&
+    isNumber(f.createdAt) &&
+    isNumber(f.lastSeenAt) &&
+    isOptional(f.ip, isString) &&
+    isOptional(f.userAgent, isString) &&
+    isString(f.accessTokenHash) &&
+    isOptional(f.accessExpiresAt, isNumber) &&
+    isOptional(f.refresh, isRefreshFamily) &&
+    isOptional(f.softLoggedOut, isSoftLogout)
+  );
+}
+
+/** An origin at an OP (password, SSO or login-token login); login grants carry one too. */
+export function isOpOrigin(value: unknown): value is Extract<SessionOrigin, { kind: 'password' | 'sso' | 'token' }> {
+  return (
+    isFields(value) &&
+    (value.kind === 'password' || value.kind === 'sso' || value.kind === 'token') &&
+    isString(value.idpId) &&
+    isString(value.issuer) &&
+    isString(value.sub) &&
+    isOptional(value.sid, isString) &&
+    isOptional(value.sealedOpRefreshToken, isString) &&
+    isNumber(value.lastValidatedAt)
+  );
+}
+
+function isSessionOrigin(value: unknown): value is SessionOrigin {
+  return isOpOrigin(value) || (isFields(value) && value.kind === 'appservice' && isString(value.appserviceId));
+}
+
+function isRefreshFamily(value: unknown): value is RefreshFamily {
+  return (
+    isFields(value) &&
+    Number.isSafeInteger(value.generation) &&
+    isString(value.currentHash) &&
+    isOptional(value.previousHash, isString) &&
+    isBoolean(value.successorUnused) &&
+    isStringArray(value.retiredHashes)
+  );
+}
+
+function isSoftLogout(value: unknown): boolean {
+  return isFields(value) && isNumber(value.at) && value.reason === 'backchannel_logout';
+}
 
 export interface NewSession {
   readonly localpart: string;
@@ -48,6 +107,7 @@ export class SessionStore {
     private readonly store: Store,
     private readonly clock: Clock,
     private readonly tokenDerivationKey: Buffer,
+    private readonly logger: RecordLogger,
   ) {}
 
   async create(input: NewSession): Promise<IssuedTokens> {
@@ -73,7 +133,7 @@ export class SessionStore {
     };
     // Independent writes, issued together (one pipelined round trip on Redis).
     const writes: Promise<unknown>[] = [
-      this.store.set(sessionKeys.session(id), JSON.stringify(session)),
+      this.store.set(sessionKeys.session(id), sessionRecord.encode(session)),
       this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id),
       this.store.addToSet(sessionKeys.byUser(session.localpart), id),
     ];
@@ -85,9 +145,10 @@ export class SessionStore {
     return { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) };
   }
 
+  /** The session, or undefined when absent or unreadable (then with a warning: see `sessionRecord`). */
   async get(id: string): Promise<Session | undefined> {
-    const raw = await this.store.get(sessionKeys.session(id));
-    return raw === undefined ? undefined : (JSON.parse(raw) as Session);
+    const key = sessionKeys.session(id);
+    return readRecord(sessionRecord, await this.store.get(key), key, this.logger);
   }
 
   /** Resolves an access token to its live session: one store read (the session id is inside the token). */
@@ -139,8 +200,8 @@ export class SessionStore {
     for (let attempt = 0; attempt < 20; attempt++) {
       const key = sessionKeys.session(parsed.sessionId);
       const raw = await this.store.get(key);
-      if (raw === undefined) return { ok: false, reason: 'unknown' };
-      const session = JSON.parse(raw) as Session;
+      const session = readRecord(sessionRecord, raw, key, this.logger);
+      if (raw === undefined || session === undefined) return { ok: false, reason: 'unknown' };
       const family = session.refresh;
       if (family === undefined) return { ok: false, reason: 'unknown' };
       const now = this.clock.now();
@@ -168,7 +229,8 @@ export class SessionStore {
           retiredHashes: [...(family.previousHash === undefined ? [] : [family.previousHash]), ...family.retiredHashes].slice(0, RETIRED_HASHES_KEPT),
         },
       };
-      if (await this.store.compareAndSet(key, raw, JSON.stringify(rotated))) {
+      // Compared against the string read, not a re-encoding: a version-0 record is replaced by a version-1 one here.
+      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(rotated))) {
         return { ok: true, session: rotated, ...successors, expiresInMs: lifetimeMs };
       }
       // Lost the race: another request rotated (or touched) the session; read it again.
@@ -176,11 +238,15 @@ export class SessionStore {
     throw new Error(`refresh of session ${parsed.sessionId} kept losing compare-and-set`);
   }
 
-  /** Removes the session and its index entries. Returns the session that was removed, if any. */
+  /**
+   * Removes the session and its index entries. Returns the session that was removed, if any. An unreadable record is
+   * removed too (callers get here after reading it, so only a concurrent rewrite can make it unreadable), but its
+   * index entries cannot be found and stay until their own cleanup.
+   */
   async remove(id: string): Promise<Session | undefined> {
-    const raw = await this.store.consume(sessionKeys.session(id));
-    if (raw === undefined) return undefined;
-    const session = JSON.parse(raw) as Session;
+    const key = sessionKeys.session(id);
+    const session = readRecord(sessionRecord, await this.store.consume(key), key, this.logger);
+    if (session === undefined) return undefined;
     const deviceKey = sessionKeys.byDevice(session.localpart, session.deviceId);
     // Only drop the device index if it still points at this session (a newer login may own the device now).
     if ((await this.store.get(deviceKey)) === id) await this.store.delete(deviceKey);
@@ -208,14 +274,19 @@ export class SessionStore {
     return this.store.get(sessionKeys.byDevice(localpart, deviceId));
   }
 
-  /** Read-modify-write with compare-and-set; undefined when the session is gone. */
+  /**
+   * Read-modify-write with compare-and-set; undefined when the session is gone or unreadable (an unreadable record is
+   * left as it is: it may be a newer release's, read during a rollback).
+   */
   async update(id: string, change: (current: Session) => Session): Promise<Session | undefined> {
     const key = sessionKeys.session(id);
     for (let attempt = 0; attempt < 20; attempt++) {
       const raw = await this.store.get(key);
-      if (raw === undefined) return undefined;
-      const next = change(JSON.parse(raw) as Session);
-      if (await this.store.compareAndSet(key, raw, JSON.stringify(next))) return next;
+      const current = readRecord(sessionRecord, raw, key, this.logger);
+      if (raw === undefined || current === undefined) return undefined;
+      const next = change(current);
+      // Compared against the exact string read (never a re-encoding of it), so any concurrent write makes this fail.
+      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(next))) return next;
     }
     throw new Error(`update of session ${id} kept losing compare-and-set`);
   }

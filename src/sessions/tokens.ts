@@ -38,6 +38,20 @@ export function randomBase62(length: number, bytes: (n: number) => Buffer = rand
   return randomString(BASE62, length, bytes);
 }
 
+const OPAQUE_SECRET = /^[0-9A-Za-z]{32}$/;
+
+/**
+ * The single-use random values the proxy hands out besides its tokens (login tokens, SSO state, confirmation ids,
+ * browser secrets): 32 base62 characters, about 190 bits. Anything else presented is not one of ours.
+ */
+export function newOpaqueSecret(): string {
+  return randomBase62(32);
+}
+
+export function isOpaqueSecret(value: string): boolean {
+  return OPAQUE_SECRET.test(value);
+}
+
 export function newSessionId(): string {
   return randomBase62(SESSION_ID_LENGTH);
 }

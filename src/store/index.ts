@@ -3,7 +3,7 @@ import { MemoryStore } from './memory-store.js';
 import { connectRedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { StoreUnavailableError, type Store } from './store.js';
 
-export type { SetEntry, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+export type { SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
 export { StoreUnavailableError } from './store.js';
 export type { RedisConnectionOptions } from './redis-store.js';
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock.js';
-import { checkIncrement, checkTtlMs } from './argument-checks.js';
-import type { SetEntry, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import { checkTtlMs } from './argument-checks.js';
+import type { SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
 import { checkTokenBucket, tokenBucketStep, type BucketState } from './token-bucket.js';
 
 /** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
@@ -49,25 +49,12 @@ export class MemoryStore implements Store {
     });
   }
 
-  async getIndirect(indexKey: string): Promise<string | undefined> {
-    this.assertOpen();
-    const target = this.readString(indexKey);
-    return target === undefined ? undefined : this.readString(target);
-  }
-
   async set(key: string, value: string, options: SetOptions = {}): Promise<boolean> {
     this.assertOpen();
     const ttlMs = checkTtlMs(options.ttlMs);
     if (options.onlyIfAbsent === true && this.live(key) !== undefined) return false;
     this.write(key, { type: 'string', data: value }, ttlMs);
     return true;
-  }
-
-  async setMany(entries: readonly SetEntry[]): Promise<void> {
-    this.assertOpen();
-    // Validate everything before the first write: all or none.
-    const ttls = entries.map((entry) => checkTtlMs(entry.ttlMs));
-    entries.forEach((entry, i) => this.write(entry.key, { type: 'string', data: entry.value }, ttls[i]));
   }
 
   async delete(...keys: string[]): Promise<number> {
@@ -95,13 +82,6 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async ttl(key: string): Promise<number | null | undefined> {
-    this.assertOpen();
-    const entry = this.live(key);
-    if (entry === undefined) return undefined;
-    return entry.expiresAt === undefined ? null : entry.expiresAt - this.clock.now();
-  }
-
   async addToSet(key: string, member: string, ttlMs?: number): Promise<void> {
     this.assertOpen();
     const checkedTtl = checkTtlMs(ttlMs);
@@ -120,7 +100,7 @@ export class MemoryStore implements Store {
     if (entry === undefined) return;
     const members = expectType(entry.value, 'set');
     members.delete(member);
-    // Redis deletes a set when its last member goes; mirror that so ttl() and exists-checks agree.
+    // Redis deletes a set when its last member goes; mirror that so a later addToSet starts without the old TTL.
     if (members.size === 0) this.entries.delete(key);
   }
 
@@ -128,25 +108,6 @@ export class MemoryStore implements Store {
     this.assertOpen();
     const entry = this.live(key);
     return entry === undefined ? [] : [...expectType(entry.value, 'set')];
-  }
-
-  async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
-    this.assertOpen();
-    checkIncrement(by);
-    const checkedTtl = checkTtlMs(ttlMs);
-    const entry = this.live(key);
-    if (entry === undefined) {
-      this.write(key, { type: 'string', data: String(by) }, checkedTtl);
-      return by;
-    }
-    const current = expectType(entry.value, 'string');
-    if (!/^-?\d+$/.test(current) || !Number.isSafeInteger(Number(current))) {
-      throw new Error('ERR value is not an integer or out of range');
-    }
-    const next = Number(current) + by;
-    if (!Number.isSafeInteger(next)) throw new Error('ERR increment or decrement would overflow');
-    entry.value = { type: 'string', data: String(next) };
-    return next;
   }
 
   async takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult> {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { checkIncrement, checkTtlMs } from './argument-checks.js';
-import type { SetEntry, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import { checkTtlMs } from './argument-checks.js';
+import type { SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
 import { checkTokenBucket } from './token-bucket.js';
 
 /**
@@ -40,7 +40,7 @@ const reconnectDelayMs = (attempt: number): number => Math.min(attempt * 100, 30
 
 /**
  * Builds an ioredis client for the configured topology. The client gets no ioredis `keyPrefix`: RedisStore applies
- * the prefix itself, because ioredis cannot prefix keys that a Lua script computes (getIndirect).
+ * the prefix itself, in one place (`RedisStore.key`), to commands and scripts alike.
  */
 export function createRedisClient(options: RedisConnectionOptions): RedisClient {
   const fromUrl = options.url === undefined ? {} : parseRedisUrl(options.url);
@@ -162,9 +162,8 @@ export interface RedisStoreOptions {
 }
 
 /*
- * Lua keeps each multi-step operation atomic on the server. Scripts touch only keys in one hash slot: under Redis
- * Cluster, keys used together (getIndirect's index and target, the keys of one setMany) must share a `{...}` hash
- * tag, e.g. `at:{sess-1}` → `session:{sess-1}`. On a single node or Sentinel any keys work.
+ * Lua keeps each multi-step operation atomic on the server. Each script touches one key, so every script is valid
+ * under Redis Cluster whatever the key; a future multi-key script needs its keys to share a `{...}` hash tag.
  */
 const scripts = {
   storeConsume: {
@@ -190,23 +189,6 @@ const scripts = {
         redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
       end
       return 1`,
-  },
-  storeGetIndirect: {
-    // The index holds an unprefixed key (callers never see the prefix), so the script adds it: ARGV[1] = prefix.
-    numberOfKeys: 1,
-    lua: `
-      local target = redis.call('GET', KEYS[1])
-      if not target then return false end
-      return redis.call('GET', ARGV[1] .. target)`,
-  },
-  storeIncrement: {
-    // ARGV: by, ttlMs ('' = none). The TTL is set only when this call created the counter.
-    numberOfKeys: 1,
-    lua: `
-      local created = redis.call('EXISTS', KEYS[1]) == 0
-      local value = redis.call('INCRBY', KEYS[1], ARGV[1])
-      if created and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-      return value`,
   },
   storeTakeToken: {
     // ARGV: burst, perSecond, nowMs. Same arithmetic as tokenBucketStep in token-bucket.ts; returns the wait in
@@ -246,8 +228,6 @@ const scripts = {
 interface ScriptCommands {
   storeConsume(key: string): Promise<string | null>;
   storeCompareAndSet(key: string, hasExpected: string, expected: string, next: string, ttlMs: string): Promise<number>;
-  storeGetIndirect(indexKey: string, prefix: string): Promise<string | null>;
-  storeIncrement(key: string, by: string, ttlMs: string): Promise<number>;
   storeTakeToken(key: string, burst: string, perSecond: string, nowMs: string): Promise<number>;
   storeReleaseLock(key: string, owner: string): Promise<number>;
 }
@@ -293,11 +273,6 @@ export class RedisStore implements Store {
     return values.map(orUndefined);
   }
 
-  async getIndirect(indexKey: string): Promise<string | undefined> {
-    this.assertOpen();
-    return orUndefined(await this.run.storeGetIndirect(this.key(indexKey), this.prefix));
-  }
-
   async set(key: string, value: string, options: SetOptions = {}): Promise<boolean> {
     this.assertOpen();
     const ttlMs = checkTtlMs(options.ttlMs);
@@ -312,19 +287,6 @@ export class RedisStore implements Store {
         : await this.client.set(prefixed, value, 'PX', ttlMs);
     }
     return reply === 'OK';
-  }
-
-  async setMany(entries: readonly SetEntry[]): Promise<void> {
-    this.assertOpen();
-    if (entries.length === 0) return;
-    const ttls = entries.map((entry) => checkTtlMs(entry.ttlMs));
-    const transaction = this.client.multi();
-    entries.forEach((entry, i) => {
-      const ttlMs = ttls[i];
-      if (ttlMs === undefined) transaction.set(this.key(entry.key), entry.value);
-      else transaction.set(this.key(entry.key), entry.value, 'PX', ttlMs);
-    });
-    await execOrThrow(transaction);
   }
 
   async delete(...keys: string[]): Promise<number> {
@@ -355,14 +317,6 @@ export class RedisStore implements Store {
     return wrote === 1;
   }
 
-  async ttl(key: string): Promise<number | null | undefined> {
-    this.assertOpen();
-    const remaining = await this.client.pttl(this.key(key));
-    if (remaining === -2) return undefined;
-    if (remaining === -1) return null;
-    return remaining;
-  }
-
   async addToSet(key: string, member: string, ttlMs?: number): Promise<void> {
     this.assertOpen();
     const checkedTtl = checkTtlMs(ttlMs);
@@ -382,13 +336,6 @@ export class RedisStore implements Store {
   async setMembers(key: string): Promise<string[]> {
     this.assertOpen();
     return this.client.smembers(this.key(key));
-  }
-
-  async increment(key: string, by = 1, ttlMs?: number): Promise<number> {
-    this.assertOpen();
-    checkIncrement(by);
-    const checkedTtl = checkTtlMs(ttlMs);
-    return this.run.storeIncrement(this.key(key), String(by), checkedTtl === undefined ? '' : String(checkedTtl));
   }
 
   async takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult> {

@@ -12,15 +12,8 @@ export interface Store {
   get(key: string): Promise<string | undefined>;
   /** Values of several keys in one round trip, in order; absent ones are undefined. */
   getMany(keys: readonly string[]): Promise<(string | undefined)[]>;
-  /**
-   * Reads the value at `indexKey` and returns the value stored under the key it names, in one atomic round trip
-   * (`at:<hash>` → `session:<id>` → JSON). Undefined when either is missing.
-   */
-  getIndirect(indexKey: string): Promise<string | undefined>;
   /** Writes `value`; with `onlyIfAbsent`, writes nothing and returns false if the key already exists. */
   set(key: string, value: string, options?: SetOptions): Promise<boolean>;
-  /** Writes several keys atomically (all or none visible), each with its own TTL. */
-  setMany(entries: readonly SetEntry[]): Promise<void>;
   /** Deletes keys; returns how many existed. */
   delete(...keys: string[]): Promise<number>;
   /**
@@ -33,16 +26,11 @@ export interface Store {
    * Returns true when it wrote. The rotation primitive: of concurrent callers with the same `expected`, one wins.
    */
   compareAndSet(key: string, expected: string | undefined, next: string, options?: SetOptions): Promise<boolean>;
-  /** Remaining TTL in ms; undefined when absent, `null` when the key has no expiry. */
-  ttl(key: string): Promise<number | null | undefined>;
 
   /** Set members (indexes such as user → session ids). `ttlMs` refreshes the whole set's expiry when given. */
   addToSet(key: string, member: string, ttlMs?: number): Promise<void>;
   removeFromSet(key: string, member: string): Promise<void>;
   setMembers(key: string): Promise<string[]>;
-
-  /** Atomically adds `by` and returns the new value; the TTL is set when the counter is created. */
-  increment(key: string, by?: number, ttlMs?: number): Promise<number>;
 
   /**
    * Token bucket (shared by all replicas): takes one token from the bucket at `key` holding at most `burst`
@@ -68,12 +56,6 @@ export interface Store {
 export interface SetOptions {
   readonly ttlMs?: number;
   readonly onlyIfAbsent?: boolean;
-}
-
-export interface SetEntry {
-  readonly key: string;
-  readonly value: string;
-  readonly ttlMs?: number;
 }
 
 export interface TokenBucket {

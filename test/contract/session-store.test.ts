@@ -6,6 +6,7 @@ import { MemoryStore } from '../../src/store/memory-store.js';
 import type { Store } from '../../src/store/store.js';
 import { SessionStore } from '../../src/sessions/session-store.js';
 import { mintToken, parseToken, successorTokens } from '../../src/sessions/tokens.js';
+import { captureLog } from '../support/captured-log.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type RunningRedis } from '../support/redis-server.js';
 
@@ -30,7 +31,7 @@ for (const backend of backends) {
     test('tokens are opaque, checksummed and only their hashes are stored', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);
-      const sessions = new SessionStore(store, clock, key);
+      const sessions = new SessionStore(store, clock, key, captureLog().logger);
       const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', origin, refreshableLifetimeMs: 300_000 });
       assert.match(issued.accessToken, /^mcpa_[0-9A-Za-z]{16}_[0-9A-Za-z]{32}_[0-9A-Za-z]{6}$/);
       assert.ok(issued.refreshToken?.startsWith('mcpr_'));
@@ -50,7 +51,7 @@ for (const backend of backends) {
     test('refreshable access tokens expire; others do not', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);
-      const sessions = new SessionStore(store, clock, key);
+      const sessions = new SessionStore(store, clock, key, captureLog().logger);
       const refreshable = await sessions.create({ localpart: 'alice', deviceId: 'A', origin, refreshableLifetimeMs: 300_000 });
       const forever = await sessions.create({ localpart: 'alice', deviceId: 'B', origin });
       clock.advance(299_000);
@@ -65,7 +66,7 @@ for (const backend of backends) {
     test('20 concurrent refreshes of one token get the same pair with exactly one rotation', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);
-      const sessions = new SessionStore(store, clock, key);
+      const sessions = new SessionStore(store, clock, key, captureLog().logger);
       const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', origin, refreshableLifetimeMs: 300_000 });
       let writes = 0;
       const countingStore = new Proxy(store, {
@@ -81,7 +82,7 @@ for (const backend of backends) {
           return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
         },
       });
-      const racing = new SessionStore(countingStore, clock, key);
+      const racing = new SessionStore(countingStore, clock, key, captureLog().logger);
       const results = await Promise.all(Array.from({ length: 20 }, () => racing.refresh(issued.refreshToken!, 300_000)));
       assert.ok(results.every((r) => r.ok));
       const pairs = new Set(results.map((r) => (r.ok ? `${r.accessToken} ${r.refreshToken}` : '')));
@@ -97,7 +98,7 @@ for (const backend of backends) {
     test('previous refresh token stays valid until the new pair is used, then reuse ends the family', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);
-      const sessions = new SessionStore(store, clock, key);
+      const sessions = new SessionStore(store, clock, key, captureLog().logger);
       const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', origin, refreshableLifetimeMs: 300_000 });
       const first = await sessions.refresh(issued.refreshToken!, 300_000);
       assert.ok(first.ok);
@@ -122,7 +123,7 @@ for (const backend of backends) {
     test('a stale use of an access token does not retire a refresh token whose successor was never delivered', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);
-      const sessions = new SessionStore(store, clock, key);
+      const sessions = new SessionStore(store, clock, key, captureLog().logger);
       const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', origin, refreshableLifetimeMs: 300_000 });
       const second = await sessions.refresh(issued.refreshToken!, 300_000);
       assert.ok(second.ok);
@@ -142,7 +143,7 @@ for (const backend of backends) {
     test('indexes by user, device, sub and sid are kept and cleaned', async () => {
       const clock = new FakeClock();
       const store = await backend.make(clock);
-      const sessions = new SessionStore(store, clock, key);
+      const sessions = new SessionStore(store, clock, key, captureLog().logger);
       const a = await sessions.create({ localpart: 'alice', deviceId: 'A', origin });
       const b = await sessions.create({ localpart: 'alice', deviceId: 'B', origin: { ...origin, sid: 'sid-2' } });
       assert.deepEqual((await sessions.idsOfUser('alice')).sort(), [a.session.id, b.session.id].sort());

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
-import { clientIp } from '../../src/proxy/client-address.js';
+import { clientIp } from '../../src/http/client-address.js';
 import { createHomeserverProxy, type HomeserverProxyOptions, type UpstreamErrorKind } from '../../src/proxy/homeserver-proxy.js';
 import { freePort } from '../support/free-port.js';
 import { hashStream, patternStream, startUpstream, type RecordedRequest, type Upstream } from '../support/upstream-server.js';

@@ -68,6 +68,8 @@ export interface HomeserverDouble {
   devices(localpart: string): ReadonlyMap<string, DoubleDevice>;
   readonly calls: ProvisioningCall[];
   readonly introspections: IntrospectionCall[];
+  /** Every request that reached the double, as `METHOD raw-target` (what the proxy passed through). */
+  readonly requestsSeen: string[];
   /**
    * The next `times` calls to `endpoint` ('*' = any) under /_synapse/mas answer `status` (errcode M_UNKNOWN) without
    * doing anything. Replaces what was pending for that endpoint; `times` 0 clears it.
@@ -523,7 +525,9 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
     sendJson(res, 200, { user_id: requester.userId, device_id: requester.deviceId, method, path: url.pathname });
   }
 
+  const requestsSeen: string[] = [];
   const server = createServer((req, res) => {
+    requestsSeen.push(`${req.method ?? 'GET'} ${req.url ?? '/'}`);
     const url = new URL(req.url ?? '/', 'http://double.invalid');
     const path = url.pathname;
     void (async () => {
@@ -572,6 +576,7 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
 
   return {
     url: `http://127.0.0.1:${port}`,
+    requestsSeen,
     serverName: options.serverName,
     users,
     devices: (localpart) => deviceTable.get(localpart) ?? new Map(),

@@ -7,7 +7,7 @@ import { parseConfig } from '../../src/config/load-config.js';
 import type { Config } from '../../src/config/schema.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { OWN_PREFIX } from '../../src/own-paths.js';
+import { OWN_PREFIX } from '../../src/http/own-prefix.js';
 import { startProxy, type RunningProxy } from '../../src/server.js';
 import { createStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/store.js';

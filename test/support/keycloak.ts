@@ -180,6 +180,13 @@ async function buildTemplate(home: string, javaHome: string, template: string): 
 
 class PortTakenError extends Error {}
 
+/**
+ * Build-time options of every Keycloak the suites start. Keycloak re-augments its distribution (about a minute on a
+ * busy 2-CPU machine, rewriting lib/quarkus of the shared install) whenever these differ from the last start, so every
+ * start uses the same ones. `--cache=local`: no JGroups discovery traffic.
+ */
+export const KEYCLOAK_BUILD_OPTIONS: readonly string[] = ['--db=dev-file', '--cache=local', '--features=dynamic-scopes', '--health-enabled=false', '--metrics-enabled=false'];
+
 async function spawnKeycloak(home: string, javaHome: string, dbDir: string, importRealm: boolean): Promise<RunningKeycloak> {
   const port = await freePort();
   const managementPort = await freePort();
@@ -194,13 +201,8 @@ async function spawnKeycloak(home: string, javaHome: string, dbDir: string, impo
     '--hostname-strict=false',
     ...(importRealm ? ['--import-realm'] : []),
     // Keycloak's dev-file URL, pointed at a directory of this run (the flags are those Keycloak adds for H2 2.x).
-    '--db=dev-file',
     `--db-url=jdbc:h2:file:${join(dbDir, 'keycloakdb')};NON_KEYWORDS=VALUE;DB_CLOSE_ON_EXIT=FALSE;DB_CLOSE_DELAY=0`,
-    // Local caches only: no JGroups discovery traffic.
-    '--cache=local',
-    '--features=dynamic-scopes',
-    '--health-enabled=false',
-    '--metrics-enabled=false',
+    ...KEYCLOAK_BUILD_OPTIONS,
   ];
   const started = performance.now();
   const child = spawn(join(home, 'bin', 'kc.sh'), args, {
@@ -299,7 +301,7 @@ async function spawnKeycloak(home: string, javaHome: string, dbDir: string, impo
   };
 }
 
-async function waitForDiscovery(issuer: string): Promise<void> {
+export async function waitForDiscovery(issuer: string): Promise<void> {
   const deadline = performance.now() + STARTUP_TIMEOUT_MS;
   for (;;) {
     try {
@@ -314,7 +316,7 @@ async function waitForDiscovery(issuer: string): Promise<void> {
   }
 }
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+export function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined) return;
   try {
     process.kill(-child.pid, signal);
@@ -323,7 +325,7 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-function keycloakVersion(home: string): string {
+export function keycloakVersion(home: string): string {
   try {
     return /Version\s+(\S+)/.exec(readFileSync(join(home, 'version.txt'), 'utf8'))?.[1] ?? 'unknown';
   } catch {

@@ -1,4 +1,4 @@
-import { OWN_PREFIX } from '../../src/own-paths.js';
+import { OWN_PREFIX } from '../../src/http/own-prefix.js';
 import { freePort } from './free-port.js';
 import { HOMESERVER_SECRET, INTEROP_SERVER_NAME, startConfiguredProxy, type InteropProxy } from './interop-stack.js';
 import { startRedis, type RunningRedis } from './redis-server.js';

@@ -15,8 +15,10 @@ export interface RunningRedis {
 export interface StartRedisOptions {
   /** Start a private server even when REDIS_URL is set (tests that kill the server or need cluster mode). */
   readonly ignoreEnv?: boolean;
-  /** Extra redis-server arguments, e.g. ['--cluster-enabled', 'yes']. */
+  /** Extra redis-server arguments, e.g. ['--cluster-enabled', 'yes']; they override the defaults. */
   readonly extraArgs?: readonly string[];
+  /** A port chosen by the caller (already named in other servers' configs) instead of a free one found here. */
+  readonly port?: number;
 }
 
 const REDIS_SERVER = process.env['REDIS_SERVER_BIN'] ?? 'redis-server';
@@ -42,7 +44,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Runni
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt += 1) {
     try {
-      const port = await freeLoopbackPort();
+      const port = options.port ?? (await freeLoopbackPort());
       return await spawnRedis(port, (dir) => [
         ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
         ...(options.extraArgs ?? []),

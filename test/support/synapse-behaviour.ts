@@ -3,8 +3,8 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { HomeserverError } from '../../src/homeserver/adapter.js';
-import { SynapseProvisioning } from '../../src/homeserver/synapse-provisioning.js';
+import { HomeserverError } from '../../src/provisioning/homeserver-adapter.js';
+import { SynapseProvisioning } from '../../src/provisioning/synapse.js';
 
 /**
  * The behaviour of Synapse (with `matrix_authentication_service` enabled) that the proxy relies on, as one suite run

@@ -10,6 +10,9 @@ import { ConfigError, loadConfig, parseConfig } from '../../src/config/load-conf
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 
+/** A Synapse appservice registration with every field Synapse requires. */
+const REGISTRATION = 'id: bridge\nurl: null\nas_token: as-token-0123\nhs_token: hs-token-0123\nsender_localpart: bridgebot\nnamespaces:\n  users:\n    - { exclusive: true, regex: "@bridge_.*:example\\\\.org" }\n';
+
 const HOMESERVER_SECRET = 'homeserver-secret-0123456789';
 const ENCRYPTION_KEY = 'encryption-key-0123456789abcdef0123456789';
 
@@ -133,6 +136,25 @@ const BROKEN: readonly BrokenRow[] = [
     paths: ['oidc_providers[0].id_token_signing_alg_values_supported[1]'],
     says: 'never',
   },
+  { name: 'plain-http issuer', edit: (c) => (provider(c).issuer = 'http://op.example.org/'), paths: ['oidc_providers[0].issuer'], says: 'skip_verification' },
+  {
+    name: 'plain-http endpoints of an https issuer',
+    edit: (c) => Object.assign(provider(c), { jwks_uri: 'http://op.example.org/jwks', authorization_endpoint: 'http://op.example.org/auth' }),
+    paths: ['oidc_providers[0].jwks_uri'],
+    says: 'issuer is https',
+  },
+  {
+    name: 'template that does not compile',
+    edit: (c) => (provider(c).user_mapping_provider = { config: { subject_template: '{% for x in user.groups %}' } }),
+    paths: ['oidc_providers[0].user_mapping_provider.config.subject_template'],
+    says: 'does not compile',
+  },
+  {
+    name: 'template naming an unknown filter',
+    edit: (c) => (provider(c).user_mapping_provider = { config: { email_template: '{{ user.email | lower | nosuch }}' } }),
+    paths: ['oidc_providers[0].user_mapping_provider.config.email_template'],
+    says: 'no filter named "nosuch"',
+  },
   { name: 'unsupported client_auth_method', edit: (c) => (provider(c).client_auth_method = 'client_secret_jwt'), paths: ['oidc_providers[0].client_auth_method'] },
   {
     name: 'private_key_jwt without a key',
@@ -225,6 +247,22 @@ describe('config validation', () => {
 });
 
 describe('defaults and normalisation', () => {
+  test('plain http is accepted where the OP provider accepts it: a loopback issuer, or skip_verification', () => {
+    const config = validConfig();
+    Object.assign(provider(config), { issuer: 'http://127.0.0.1:8080/realms/m', token_endpoint: 'http://127.0.0.1:8080/token' });
+    config['oidc_providers'].push({ idp_id: 'lab', issuer: 'http://op.lab.example/', client_id: 'x', skip_verification: true, jwks_uri: 'http://op.lab.example/jwks' });
+    config['oidc_providers'].push({ idp_id: 'v6', issuer: 'http://[::1]:8080/', client_id: 'x' });
+    assert.equal(parseConfig(stringify(config), { env: {} }).oidc_providers.length, 3);
+  });
+
+  test("Synapse's templates compile, its localpart_from_email filter and nunjucks' own included", () => {
+    const config = validConfig();
+    provider(config).user_mapping_provider = {
+      config: { localpart_template: '{{ user.email | localpart_from_email }}', display_name_template: '{{ user.name|capitalize }}', email_template: "{{ user.email.split('@')[0] }}" },
+    };
+    assert.equal(parseConfig(stringify(config), { env: {} }).oidc_providers[0]?.user_mapping_provider.config.display_name_template, '{{ user.name|capitalize }}');
+  });
+
   test('defaults fill every optional key', () => {
     const config = parseConfig(stringify(validConfig()), { env: {} });
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8009 });
@@ -464,8 +502,34 @@ describe('*_path secrets', () => {
     assert.deepEqual(problemsOf(stringify(config), { env: {}, baseDir: dir }), ['homeserver.secret: must be at least 16 characters long']);
   });
 
+  test("appservice registrations are read with Synapse's rules, each problem naming the file and the field", () => {
+    const write = (name: string, text: string) => writeFileSync(join(dir, name), text);
+    write('good.yaml', REGISTRATION);
+    write('twin.yaml', REGISTRATION.replace('id: bridge', 'id: twin'));
+    write('list.yaml', '- id: bridge\n');
+    write('bare.yaml', 'id: bare\nas_token: t\nnamespaces:\n  users: "@.*"\n');
+    write('regex.yaml', REGISTRATION.replace('as-token-0123', 'other-token').replace('id: bridge', 'id: regex').replace('exclusive: true, regex: "@bridge_.*', 'regex: "@(bridge_.*'));
+    const config = validConfig();
+    config['appservice_config_files'] = ['good.yaml', 'twin.yaml', 'list.yaml', 'bare.yaml', 'regex.yaml', 'good.yaml'];
+    const problems = problemsOf(stringify(config), { env: {}, baseDir: dir });
+    const at = (file: string) => join(dir, file);
+    assert.deepEqual(problems, [
+      `appservice_config_files[1]: ${at('twin.yaml')}: as_token is already the as_token of ${at('good.yaml')}`,
+      `appservice_config_files[2]: ${at('list.yaml')}: must be a YAML mapping (a Synapse appservice registration)`,
+      `appservice_config_files[3]: ${at('bare.yaml')}: hs_token is required (a non-empty string)`,
+      `appservice_config_files[3]: ${at('bare.yaml')}: sender_localpart is required (a non-empty string)`,
+      `appservice_config_files[3]: ${at('bare.yaml')}: url is required (a URL, or null for an appservice that receives no events)`,
+      `appservice_config_files[3]: ${at('bare.yaml')}: namespaces.users must be a list of { exclusive, regex }`,
+      `appservice_config_files[4]: ${at('regex.yaml')}: namespaces.users[0].exclusive is required (true or false)`,
+      problems[7] ?? '',
+      `appservice_config_files[5]: ${at('good.yaml')}: id "bridge" is already the id of ${at('good.yaml')}`,
+      `appservice_config_files[5]: ${at('good.yaml')}: as_token is already the as_token of ${at('good.yaml')}`,
+    ]);
+    assert.match(problems[7] ?? '', /^appservice_config_files\[4\]: .*regex\.yaml: namespaces\.users\[0\]\.regex is not a regular expression/);
+  });
+
   test('appservice registration paths become absolute', () => {
-    writeFileSync(join(dir, 'bridge.yaml'), 'id: bridge\n');
+    writeFileSync(join(dir, 'bridge.yaml'), REGISTRATION);
     const config = validConfig();
     config['appservice_config_files'] = ['bridge.yaml'];
     assert.deepEqual(parseConfig(stringify(config), { env: {}, baseDir: dir }).appservice_config_files, [join(dir, 'bridge.yaml')]);

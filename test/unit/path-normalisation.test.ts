@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { normaliseMatrixPath } from '../../src/proxy/path-normalisation.js';
+import { normaliseMatrixPath } from '../../src/http/path-normalisation.js';
 
 const LOGIN = '/_matrix/client/v3/login';
 

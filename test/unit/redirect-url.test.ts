@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { destinationLabel, formActionSource, isWhitelisted, parseRedirectUrl, withLoginToken } from '../../src/compat/sso-redirect-url.js';
+import { destinationLabel, formActionSource, isWhitelisted, parseRedirectUrl, withLoginToken } from '../../src/compat/sso/redirect-url.js';
 
 /** Values as the route sees them: already query-decoded (so `%0d%0a` in the request arrives as CR LF here). */
 const ACCEPTED: readonly [string, string][] = [

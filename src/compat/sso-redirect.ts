@@ -1,0 +1,63 @@
+import type { Context } from 'koa';
+import type { AppDeps } from '../app-deps.js';
+import { matrixErrors } from '../errors/matrix-error.js';
+import { clientAddress, logOf, singleQueryValue } from '../http/request-state.js';
+import { sendPage, sendRedirect } from '../pages/html-page.js';
+import { pickerPage } from '../pages/sso-pages.js';
+import { RateLimited } from '../security/login-throttle.js';
+import { bindingHash, browserBinding } from './sso/browser-binding.js';
+import { parseRedirectUrl } from './sso/redirect-url.js';
+import { ssoError } from './sso/sso-error.js';
+import { callbackUri } from './sso/sso-flow.js';
+
+/**
+ * GET /login/sso/redirect[/{idpId}]?redirectUrl=… — starts SSO at the OP (code + PKCE, state bound to a browser
+ * cookie), or shows the provider picker when several are configured and the client named none.
+ */
+export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: string, idpIdParam: string | undefined): Promise<void> {
+  const requestedIdp = idpIdParam === undefined || idpIdParam === '' ? undefined : idpIdParam;
+  if (requestedIdp !== undefined && !deps.providers.has(requestedIdp)) throw ssoError('unknown_provider');
+  const target = parseRedirectUrl(singleQueryValue(ctx, 'redirectUrl'));
+  if (!target.ok) throw ssoError(target.reason === 'missing' ? 'missing_redirect_url' : 'invalid_redirect_url');
+  // MSC3824 / spec v1.18 `action`; the unstable name is what matrix-js-sdk also sends.
+  const register = (singleQueryValue(ctx, 'action') ?? singleQueryValue(ctx, 'org.matrix.msc3824.action')) === 'register';
+
+  let idpId = requestedIdp;
+  if (idpId === undefined) {
+    const offered = deps.config.oidc_providers.filter((provider) => deps.providers.has(provider.idp_id));
+    if (offered.length > 1) {
+      const entries = offered.map((provider) => ({
+        name: provider.idp_name,
+        href: `/_matrix/client/${version}/login/sso/redirect/${encodeURIComponent(provider.idp_id)}?redirectUrl=${encodeURIComponent(target.url.href)}${register ? '&action=register' : ''}`,
+      }));
+      sendPage(ctx, pickerPage(deps.config.server_name, entries));
+      return;
+    }
+    idpId = offered[0]?.idp_id;
+  }
+  const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
+  if (idpId === undefined || provider === undefined) throw ssoError('unknown_provider');
+
+  // Each start writes a pending login to the store: unauthenticated writes get a per-IP bucket of their own.
+  try {
+    await deps.throttle.checkSsoStart(clientAddress(ctx));
+  } catch (err: unknown) {
+    // The page carries Retry-After like the API's 429 (the renderer copies the cause's headers).
+    if (err instanceof RateLimited) throw ssoError('rate_limited', matrixErrors.limitExceeded(err.retryAfterMs));
+    throw err;
+  }
+  const lifetimeMs = deps.config.sessions.sso_login_lifetime;
+  const secret = browserBinding(deps.config.public_baseurl).issue(ctx, lifetimeMs);
+  const { state, nonce, codeVerifier } = await deps.ssoLogins.begin({ idpId, redirectUrl: target.url.href, browserHash: bindingHash(secret), lifetimeMs });
+  // An unreachable OP (discovery) is thrown as it is: the renderer shows the "provider not reachable" page.
+  const authorizationUrl = await provider.authorizationUrl({
+    redirectUri: callbackUri(deps, idpId),
+    state,
+    nonce,
+    codeVerifier,
+    // The OIDC "prompt=create" extension is what the spec's OAuth API uses for registration too.
+    ...(register ? { prompt: 'create' } : {}),
+  });
+  logOf(ctx, deps.logger).info({ event: 'sso.redirect', idp_id: idpId, register }, 'sso.redirect');
+  sendRedirect(ctx, authorizationUrl.href, 302);
+}

@@ -1,0 +1,141 @@
+import type { ServerResponse } from 'node:http';
+import type { Context, Next } from 'koa';
+import type { Logger } from 'pino';
+import { MappingError } from '../identity/user-mapping.js';
+import { UpstreamError } from '../oidc/upstream.js';
+import { sendPage } from '../pages/html-page.js';
+import type { FailureMessageKey } from '../pages/messages.js';
+import { failurePage } from '../pages/sso-pages.js';
+import { HomeserverError } from '../provisioning/homeserver-adapter.js';
+import { RateLimited } from '../security/login-throttle.js';
+import { StoreUnavailableError } from '../store/store.js';
+import { requestLog } from '../http/request-state.js';
+import { MatrixError, matrixErrors } from './matrix-error.js';
+import { OAuthError, type OAuthErrorCode } from './oauth-error.js';
+import { PageError } from './page-error.js';
+
+/** How a route answers errors: Matrix JSON (client API, admin), OAuth JSON (introspection, back-channel), HTML page. */
+export type ErrorStyle = 'matrix' | 'oauth' | 'page';
+
+/**
+ * The one error renderer. Handlers throw; this middleware alone writes error bodies, in the style of the route that
+ * failed (`styleOf(ctx)`), and maps the outages of the adapters to 503 in one place: the store, the homeserver and
+ * the OP. Anything unexpected is a 500 with the details only in the log.
+ */
+export function renderErrors(styleOf: (ctx: Context) => ErrorStyle) {
+  return async function renderError(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+    } catch (err: unknown) {
+      const log = requestLog(ctx);
+      const style = styleOf(ctx);
+      if (style === 'oauth' && err instanceof OAuthError) {
+        logRefusal(log, err.status, err.error, err);
+        writeOAuth(ctx, err);
+        return;
+      }
+      const error = asMatrixError(err);
+      logRefusal(log, error.status, error.errcode, err);
+      switch (style) {
+        case 'matrix':
+          ctx.status = error.status;
+          ctx.set('Cache-Control', 'no-store');
+          ctx.set(error.headers());
+          ctx.body = error.toBody();
+          return;
+        case 'oauth':
+          writeOAuth(ctx, new OAuthError(error.status, oauthCodeOf(error), error.message, error.headers(), err));
+          return;
+        case 'page':
+          writePage(ctx, err, error);
+          return;
+      }
+    }
+  };
+}
+
+/**
+ * Every failure as the Matrix error a client may see. Outages are 503, never 401/403, so clients keep their session
+ * and retry; a store outage also says when (Retry-After).
+ */
+export function asMatrixError(err: unknown): MatrixError {
+  if (err instanceof MatrixError) return err;
+  if (err instanceof StoreUnavailableError) {
+    return new MatrixError(503, 'M_UNKNOWN', 'The service is temporarily unavailable, try again later', { headers: { 'Retry-After': '5' } }, err);
+  }
+  if (err instanceof HomeserverError) return matrixErrors.unavailable('The homeserver', err);
+  if (err instanceof UpstreamError) return matrixErrors.unavailable('The identity provider', err);
+  if (err instanceof RateLimited) return matrixErrors.limitExceeded(err.retryAfterMs);
+  if (err instanceof MappingError) {
+    // The provider's templates cannot give this identity a Matrix user: the admin must act (logged as an error).
+    return new MatrixError(403, 'M_FORBIDDEN', 'No Matrix user can be assigned to this account; contact the server administrator', {}, err);
+  }
+  return matrixErrors.internal(err);
+}
+
+/** For the paths that answer before or outside Koa (malformed paths, pass-through refusals): same body and headers. */
+export function writeRawMatrixError(res: ServerResponse, err: unknown, extraHeaders: Readonly<Record<string, string>> = {}): void {
+  const error = asMatrixError(err);
+  const body = JSON.stringify(error.toBody());
+  res.writeHead(error.status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    ...error.headers(),
+    ...extraHeaders,
+  });
+  res.end(body);
+}
+
+function writeOAuth(ctx: Context, error: OAuthError): void {
+  ctx.status = error.status;
+  ctx.set('Cache-Control', 'no-store');
+  ctx.set(error.headers);
+  ctx.body = error.toBody();
+}
+
+function oauthCodeOf(error: MatrixError): OAuthErrorCode {
+  if (error.status === 401) return 'invalid_token';
+  if (error.status === 503) return 'temporarily_unavailable';
+  if (error.status >= 500) return 'server_error';
+  return 'invalid_request';
+}
+
+/** Browser routes answer with the page that explains the failure, never with JSON. */
+function writePage(ctx: Context, err: unknown, error: MatrixError): void {
+  const requestId = ctx.response.get('X-Request-Id');
+  ctx.set(error.headers());
+  if (error.cause instanceof MatrixError) ctx.set(error.cause.headers());
+  const { failure, detail } = pageFailureOf(err, error);
+  sendPage(
+    ctx,
+    failurePage(failure, {
+      status: error.status,
+      errcode: error.errcode,
+      ...(requestId === '' ? {} : { requestId }),
+      ...(detail === undefined ? {} : { detail }),
+    }),
+  );
+}
+
+function pageFailureOf(err: unknown, error: MatrixError): { failure: FailureMessageKey; detail?: string } {
+  if (err instanceof PageError) return { failure: err.failure };
+  const cause = err instanceof MatrixError ? err.cause : err;
+  if (cause instanceof MappingError || err instanceof MappingError) return { failure: 'mapping_failed' };
+  if (cause instanceof HomeserverError) return { failure: 'homeserver_unavailable' };
+  if (cause instanceof StoreUnavailableError) return { failure: 'store_unavailable' };
+  if (cause instanceof UpstreamError) return { failure: 'op_unavailable' };
+  if (cause instanceof RateLimited) return { failure: 'rate_limited' };
+  if (error.status >= 500) return { failure: 'internal' };
+  return { failure: 'internal', detail: error.message };
+}
+
+/** Errors an operator must act on are logged as errors; a client's own mistake or a refusal is not. */
+function logRefusal(log: Logger | undefined, status: number, code: string, err: unknown): void {
+  if (log === undefined) return;
+  if (status >= 500 || err instanceof MappingError || (err instanceof MatrixError && err.cause instanceof MappingError)) {
+    log.error({ err: err instanceof Error ? err : new Error(String(err)), code }, 'request.failed');
+  } else {
+    log.info({ code, status, reason: err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined }, 'request.rejected');
+  }
+}

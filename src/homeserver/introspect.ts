@@ -1,0 +1,28 @@
+import type { Context } from 'koa';
+import type { AppDeps } from '../app-deps.js';
+import { OAuthError } from '../errors/oauth-error.js';
+import { bearerTokenOf } from '../http/access-token.js';
+import { bodyLimitsOf, readFormBody } from '../http/body.js';
+import { matchesSecret } from '../security/shared-secret.js';
+import { introspect } from './introspection.js';
+
+/**
+ * POST /oauth2/introspect (RFC 7662) in Synapse's `matrix_authentication_service` contract: Synapse asks about
+ * every access token it is shown, authenticated with the shared secret. Speaks OAuth: errors are OAuth bodies, and
+ * an internal fault is a 503 (`IntrospectionUnavailable`), never `active: false`, which would log the user out.
+ */
+export async function postIntrospect(ctx: Context, deps: AppDeps): Promise<void> {
+  // Constant-time check of `Authorization: Bearer <homeserver.secret>`; anything else → 401 (RFC 7662 §2.1).
+  if (!matchesSecret(bearerTokenOf(ctx), deps.homeserverSecretDigest)) {
+    throw new OAuthError(401, 'invalid_client', 'This endpoint is for the homeserver only', { 'WWW-Authenticate': 'Bearer' });
+  }
+  const form = await readFormBody(ctx, bodyLimitsOf(deps.config));
+  const token = form.get('token');
+  if (token === null || token === '') throw new OAuthError(400, 'invalid_request', 'token is required');
+  const answer = await introspect(deps, token, {
+    hint: form.get('token_type_hint') ?? undefined,
+    deviceIdSupported: ctx.get('x-mas-supports-device-id') === '1',
+  });
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = answer;
+}

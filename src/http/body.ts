@@ -1,0 +1,122 @@
+import type { IncomingMessage } from 'node:http';
+import type { Context } from 'koa';
+import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
+
+/** How much of a body the routes the proxy owns accept, and how long it may take to arrive. */
+export interface BodyLimits {
+  readonly maxBytes: number;
+  readonly deadlineMs: number;
+}
+
+export function bodyLimitsOf(config: { readonly max_request_body: number; readonly request_body_timeout: number }): BodyLimits {
+  return { maxBytes: config.max_request_body, deadlineMs: config.request_body_timeout };
+}
+
+/**
+ * The one body reader of every owned route. The listener has no request timeout (/sync long-polls pass through it),
+ * so a body trickled byte by byte would hold the connection forever: reading stops at the deadline and the route
+ * answers 408 with `Connection: close` — the answer is written first, the socket closed after it, so the client
+ * learns why. Larger than `maxBytes` (declared or actually sent) → 413 M_TOO_LARGE without reading on.
+ */
+export function readBodyText(ctx: Context, limits: BodyLimits): Promise<string> {
+  return readRequestBody(ctx.req, limits);
+}
+
+export function readRequestBody(req: IncomingMessage, limits: BodyLimits): Promise<string> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > limits.maxBytes) return Promise.reject(closing(matrixErrors.tooLarge()));
+  return new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = (error: MatrixError | undefined) => {
+      clearTimeout(deadline);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('aborted', onAborted);
+      if (error === undefined) {
+        resolve(Buffer.concat(chunks).toString('utf8'));
+        return;
+      }
+      // Stop buffering what is still coming; the response goes out with Connection: close and the socket follows.
+      req.pause();
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limits.maxBytes) finish(closing(matrixErrors.tooLarge()));
+      else chunks.push(chunk);
+    };
+    const onEnd = () => finish(undefined);
+    const onError = (err: Error) => finish(closing(new MatrixError(400, 'M_UNKNOWN', 'The request body could not be read', {}, err)));
+    const onAborted = () => finish(closing(new MatrixError(400, 'M_UNKNOWN', 'The request body was cut off')));
+    const deadline = setTimeout(() => finish(closing(new MatrixError(408, 'M_UNKNOWN', 'The request body was not received in time'))), limits.deadlineMs);
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('aborted', onAborted);
+    if (req.readableEnded) finish(undefined);
+  });
+}
+
+/** An error after which the connection cannot be reused (the rest of the body was not read). */
+function closing(error: MatrixError): MatrixError {
+  return new MatrixError(error.status, error.errcode, error.message, { ...error.extras, headers: { ...error.extras.headers, Connection: 'close' } }, error.cause);
+}
+
+/**
+ * A JSON body with the Matrix error rules: invalid JSON → 400 M_NOT_JSON. The Content-Type is not checked, as in
+ * Synapse: legacy clients, curl and browsers' fetch send JSON labelled text/plain or form-urlencoded, and it must
+ * still work. An empty body reads as `{}` only when `emptyAsObject` (POST /logout has no body in practice).
+ */
+export async function readJsonBody(ctx: Context, limits: BodyLimits, options: { emptyAsObject?: boolean } = {}): Promise<unknown> {
+  const text = await readBodyText(ctx, limits);
+  if (text.trim() === '') {
+    if (options.emptyAsObject) return {};
+    throw matrixErrors.notJson();
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err: unknown) {
+    throw matrixErrors.notJson(err);
+  }
+}
+
+/** An `application/x-www-form-urlencoded` body (introspection, back-channel logout, the SSO confirmation form). */
+export async function readFormBody(ctx: Context, limits: BodyLimits): Promise<URLSearchParams> {
+  return new URLSearchParams(await readBodyText(ctx, limits));
+}
+
+/** The media type of the request, lower-cased, without parameters ('' when absent). */
+export function mediaTypeOf(ctx: Context): string {
+  return ctx.get('content-type').split(';')[0]?.trim().toLowerCase() ?? '';
+}
+
+/** Narrows an unknown JSON value to a plain object, else 400 M_BAD_JSON. */
+export function expectObject(value: unknown, what = 'Request body'): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw matrixErrors.badJson(`${what} must be a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Optional string field; present but not a string → 400 M_BAD_JSON naming the field. */
+export function optionalString(body: Record<string, unknown>, field: string): string | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw matrixErrors.badJson(`'${field}' must be a string`);
+  return value;
+}
+
+export function requiredString(body: Record<string, unknown>, field: string): string {
+  const value = optionalString(body, field);
+  if (value === undefined) throw matrixErrors.badJson(`Missing property '${field}'`);
+  return value;
+}
+
+export function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw matrixErrors.badJson(`'${field}' must be a boolean`);
+  return value;
+}

@@ -1,0 +1,42 @@
+import type { Context } from 'koa';
+import type { RouteClass } from '../observability/metrics.js';
+import type { ErrorStyle } from '../errors/render.js';
+import { OWN_PREFIX } from './own-prefix.js';
+
+/** The three listeners: what clients call, what the homeserver calls (and the admin API), what operators scrape. */
+export type Listener = 'client' | 'homeserver' | 'ops';
+
+/**
+ * One route the proxy answers itself. The table of these (src/routes.ts) is the only list: the routers are built
+ * from it AND the client listener's dispatcher decides from it what is passed through, so a route cannot be
+ * answered by one and forgotten by the other.
+ */
+export interface OwnedRoute<D> {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** @koa/router pattern (`:name` parameters), matched against the NORMALISED path. */
+  readonly path: string;
+  readonly listener: Listener;
+  /** How failures are answered: Matrix JSON, OAuth JSON or an HTML page (errors/render.ts). */
+  readonly style: ErrorStyle;
+  /** The `route` label of the request metrics. */
+  readonly metric: RouteClass;
+  readonly handler: (ctx: Context, deps: D) => Promise<void> | void;
+}
+
+/**
+ * Whether a normalised path belongs to the proxy on a listener: any route of the table at that path (whatever the
+ * method: a wrong method is the proxy's 405, not the homeserver's business), or anything under the proxy's own
+ * prefix (an unknown page of ours is our 404, never forwarded).
+ */
+export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string) => boolean {
+  const patterns = routes.filter((route) => route.listener === listener).map((route) => patternOf(route.path));
+  return (path) => path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`) || patterns.some((pattern) => pattern.test(path));
+}
+
+function patternOf(path: string): RegExp {
+  const source = path
+    .split('/')
+    .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('/');
+  return new RegExp(`^${source}$`);
+}

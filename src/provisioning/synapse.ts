@@ -1,0 +1,231 @@
+import type { Logger } from 'pino';
+import { HomeserverError, type HomeserverAdapter, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
+
+export interface SynapseProvisioningOptions {
+  /** Synapse's base URL (the one serving `/_synapse/mas/*`). */
+  readonly baseUrl: string;
+  /** `matrix_authentication_service.secret` of Synapse's config. */
+  readonly secret: string;
+  /** Budget of one adapter call, retries included; each attempt gets what is left of it. */
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** Further attempts after a transient failure (default 3). */
+  readonly retries?: number;
+  /** First back-off delay; doubles per retry, with jitter (default 100 ms). */
+  readonly retryBaseDelayMs?: number;
+}
+
+type MasEndpoint = 'provision_user' | 'query_user' | 'upsert_device' | 'delete_device' | 'sync_devices';
+
+interface MasResponse {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+const DEFAULT_RETRIES = 3;
+const DEFAULT_RETRY_BASE_DELAY_MS = 100;
+const MAX_RETRY_DELAY_MS = 2_000;
+
+/**
+ * The homeserver adapter for Synapse with `matrix_authentication_service` enabled: a client of the provisioning API
+ * Synapse serves to MAS under `/_synapse/mas/*` (synapse/rest/synapse/mas/{users,devices}.py), authenticated with
+ * the shared secret as a Bearer token.
+ *
+ * Every call is idempotent on Synapse's side (create-or-update, delete, reconcile), so transient failures (network,
+ * timeout, 5xx, 429) are retried with exponential back-off and jitter; a 4xx is final.
+ */
+export class SynapseProvisioning implements HomeserverAdapter {
+  readonly #baseUrl: string;
+  readonly #secret: string;
+  readonly #timeoutMs: number;
+  readonly #logger: Logger;
+  readonly #retries: number;
+  readonly #retryBaseDelayMs: number;
+
+  constructor(options: SynapseProvisioningOptions) {
+    this.#baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.#secret = options.secret;
+    this.#timeoutMs = options.timeoutMs;
+    this.#logger = options.logger.child({ component: 'synapse-provisioning' });
+    this.#retries = options.retries ?? DEFAULT_RETRIES;
+    this.#retryBaseDelayMs = options.retryBaseDelayMs ?? DEFAULT_RETRY_BASE_DELAY_MS;
+  }
+
+  async provisionUser(user: ProvisionedUser): Promise<void> {
+    // Fields left out stay as they are in Synapse; `set_*` replaces (set_emails replaces the whole list).
+    const body: Record<string, unknown> = { localpart: user.localpart };
+    if (user.displayName !== undefined) body['set_displayname'] = user.displayName;
+    if (user.avatarUrl !== undefined) body['set_avatar_url'] = user.avatarUrl;
+    if (user.emails !== undefined) body['set_emails'] = [...user.emails];
+    const response = await this.#call('provision_user', 'POST', body);
+    this.#expectSuccess('provision_user', response);
+  }
+
+  async queryUser(localpart: string): Promise<HomeserverUser | undefined> {
+    const response = await this.#call('query_user', 'GET', undefined, new URLSearchParams({ localpart }));
+    if (isUnknownUser(response)) return undefined;
+    this.#expectSuccess('query_user', response);
+    return parseQueryUser(response.body);
+  }
+
+  async upsertDevice(localpart: string, deviceId: string, displayName?: string): Promise<void> {
+    const body: Record<string, unknown> = { localpart, device_id: deviceId };
+    if (displayName !== undefined) body['display_name'] = displayName;
+    const response = await this.#call('upsert_device', 'POST', body);
+    this.#expectSuccess('upsert_device', response);
+  }
+
+  async deleteDevice(localpart: string, deviceId: string): Promise<void> {
+    const response = await this.#call('delete_device', 'POST', { localpart, device_id: deviceId });
+    // A user Synapse never heard of has no device to delete: the goal (no such device) holds.
+    if (isUnknownUser(response)) return;
+    this.#expectSuccess('delete_device', response);
+  }
+
+  async syncDevices(localpart: string, deviceIds: readonly string[]): Promise<void> {
+    const response = await this.#call('sync_devices', 'POST', { localpart, devices: [...deviceIds] });
+    // Same reasoning as deleteDevice, but only when the wanted list is empty: devices of an unknown user
+    // cannot be created, so a non-empty list is a real failure.
+    if (deviceIds.length === 0 && isUnknownUser(response)) return;
+    this.#expectSuccess('sync_devices', response);
+  }
+
+  /** One adapter call: attempts until a final answer, the retry budget, or the time budget runs out. */
+  async #call(endpoint: MasEndpoint, method: 'GET' | 'POST', body: unknown, query?: URLSearchParams): Promise<MasResponse> {
+    const deadline = performance.now() + this.#timeoutMs;
+    for (let attempt = 0; ; attempt += 1) {
+      const remaining = deadline - performance.now();
+      let failure: HomeserverError;
+      let retryAfterMs: number | undefined;
+      try {
+        const response = await this.#attempt(endpoint, method, body, query, Math.max(1, Math.floor(remaining)));
+        if (!isTransientStatus(response.status)) return response;
+        failure = statusError(endpoint, response);
+        retryAfterMs = response.status === 429 ? retryAfterFrom(response) : undefined;
+      } catch (error) {
+        failure = new HomeserverError('transient', `${endpoint}: Synapse unreachable (${describe(error)})`, { cause: error });
+      }
+      const delay = retryAfterMs ?? this.#backoff(attempt);
+      const timeLeft = deadline - performance.now();
+      if (attempt >= this.#retries || delay >= timeLeft) {
+        this.#logger.error({ event: 'homeserver.provisioning.failed', endpoint, attempts: attempt + 1, err: failure }, failure.message);
+        throw failure;
+      }
+      this.#logger.warn(
+        { event: 'homeserver.provisioning.retry', endpoint, attempt: attempt + 1, delayMs: Math.round(delay), status: failure.status },
+        failure.message,
+      );
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
+  async #attempt(
+    endpoint: MasEndpoint,
+    method: 'GET' | 'POST',
+    body: unknown,
+    query: URLSearchParams | undefined,
+    timeoutMs: number,
+  ): Promise<MasResponse & { headers: Headers }> {
+    const url = `${this.#baseUrl}/_synapse/mas/${endpoint}${query === undefined ? '' : `?${query.toString()}`}`;
+    const headers: Record<string, string> = { authorization: `Bearer ${this.#secret}`, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(url, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(timeoutMs),
+      redirect: 'error',
+    });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      parsed = text.slice(0, 200);
+    }
+    return { status: response.status, body: parsed, headers: response.headers };
+  }
+
+  #backoff(attempt: number): number {
+    const ceiling = Math.min(MAX_RETRY_DELAY_MS, this.#retryBaseDelayMs * 2 ** attempt);
+    // "Equal jitter": at least half the step, so retries never bunch up at zero, spread over the other half.
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  #expectSuccess(endpoint: MasEndpoint, response: MasResponse): void {
+    if (response.status >= 200 && response.status < 300) return;
+    const error = statusError(endpoint, response);
+    this.#logger.error({ event: 'homeserver.provisioning.failed', endpoint, status: response.status, err: error }, error.message);
+    throw error;
+  }
+}
+
+function isTransientStatus(status: number): boolean {
+  return status >= 500 || status === 429;
+}
+
+/**
+ * Synapse's "User not found" (404 M_NOT_FOUND). A 404 with another errcode (M_UNRECOGNIZED: no `/_synapse/mas`
+ * at all, MAS integration off) is a misconfiguration, not an unknown user.
+ */
+function isUnknownUser(response: MasResponse): boolean {
+  return response.status === 404 && errcodeOf(response.body) === 'M_NOT_FOUND';
+}
+
+function statusError(endpoint: MasEndpoint, response: MasResponse): HomeserverError {
+  const errcode = errcodeOf(response.body);
+  const detail = errorTextOf(response.body);
+  let hint = '';
+  if (response.status === 401 || response.status === 403) {
+    hint = ' (does homeserver.secret match matrix_authentication_service.secret in homeserver.yaml?)';
+  } else if (response.status === 404 && errcode === 'M_UNRECOGNIZED') {
+    hint = ' (is matrix_authentication_service enabled in homeserver.yaml?)';
+  }
+  const kind = isTransientStatus(response.status) ? 'transient' : 'permanent';
+  const message = `${endpoint}: Synapse answered ${response.status}${errcode === undefined ? '' : ` ${errcode}`}${detail === undefined ? '' : `: ${detail}`}${hint}`;
+  return new HomeserverError(kind, message, { status: response.status });
+}
+
+function errcodeOf(body: unknown): string | undefined {
+  return isRecord(body) && typeof body['errcode'] === 'string' ? body['errcode'] : undefined;
+}
+
+function errorTextOf(body: unknown): string | undefined {
+  if (isRecord(body) && typeof body['error'] === 'string') return body['error'].slice(0, 300);
+  return typeof body === 'string' && body !== '' ? body : undefined;
+}
+
+/** Matrix 429s carry retry_after_ms (and maybe Retry-After); honour it within reason. */
+function retryAfterFrom(response: MasResponse & { headers: Headers }): number | undefined {
+  const fromBody = isRecord(response.body) ? response.body['retry_after_ms'] : undefined;
+  if (typeof fromBody === 'number' && Number.isFinite(fromBody) && fromBody >= 0) return Math.min(fromBody, MAX_RETRY_DELAY_MS);
+  const header = Number(response.headers.get('retry-after'));
+  if (Number.isFinite(header) && header > 0) return Math.min(header * 1000, MAX_RETRY_DELAY_MS);
+  return undefined;
+}
+
+function parseQueryUser(body: unknown): HomeserverUser {
+  if (!isRecord(body) || typeof body['user_id'] !== 'string') {
+    throw new HomeserverError('permanent', 'query_user: Synapse answered without a user_id');
+  }
+  const displayName = body['display_name'];
+  return {
+    userId: body['user_id'],
+    ...(typeof displayName === 'string' && displayName !== '' ? { displayName } : {}),
+    deactivated: body['is_deactivated'] === true,
+    suspended: body['is_suspended'] === true,
+  };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) {
+    // fetch wraps the socket error (ECONNREFUSED, ...) in `cause`.
+    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+    return error.name === 'TimeoutError' ? 'timed out' : `${error.message}${cause}`;
+  }
+  return String(error);
+}

@@ -1,0 +1,111 @@
+import type { AppDeps } from './app-deps.js';
+import { adminEndpoints, requireAdminToken } from './admin/admin-routes.js';
+import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
+import { getLoginFlows } from './compat/login-flows.js';
+import { postLogin } from './compat/login.js';
+import { postLogout } from './compat/logout.js';
+import { postLogoutAll } from './compat/logout-all.js';
+import { postRefresh } from './compat/refresh.js';
+import { getSsoCallback } from './compat/sso-callback.js';
+import { getSsoConfirm, postSsoConfirm } from './compat/sso-confirm.js';
+import { getSsoRedirect } from './compat/sso-redirect.js';
+import { getClientWellKnown } from './compat/well-known-client.js';
+import { postIntrospect } from './homeserver/introspect.js';
+import { getMetadata } from './homeserver/metadata.js';
+import { OWN_PREFIX } from './http/own-prefix.js';
+import type { Listener, OwnedRoute } from './http/owned-routes.js';
+import { paramOf } from './http/request-state.js';
+import { getHealth, getMetrics, getReady, type Readiness } from './ops/health.js';
+
+export type Route = OwnedRoute<AppDeps>;
+
+/** What decides which routes exist and where: a separate homeserver-facing listener, and an admin token. */
+export interface ListenerShape {
+  readonly separateHomeserverListener: boolean;
+  readonly adminApi: boolean;
+  /** `well_known_client.serve`: the proxy answers client discovery itself. */
+  readonly wellKnownClient: boolean;
+}
+
+export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest'>): ListenerShape {
+  return {
+    separateHomeserverListener: deps.config.homeserver.listen !== undefined,
+    adminApi: deps.adminTokenDigest !== undefined,
+    wellKnownClient: deps.config.well_known_client.serve,
+  };
+}
+
+/** Legacy clients use r0, current ones v3 (Matrix C-S spec, "API standards"). */
+const CLIENT_VERSIONS = ['v3', 'r0'] as const;
+
+/**
+ * THE table of what the proxy answers itself, on which listener, in which style. app.ts builds every router and the
+ * client listener's pass-through decision from it; test/unit/owned-routes.test.ts checks that every path here is
+ * answered by the proxy and none reaches the homeserver.
+ *
+ * Listeners follow the config: without `homeserver.listen`, what the homeserver calls is served on the client
+ * listener and the admin API moves to the operators' listener (loopback by default), never the public one.
+ */
+export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[] {
+  const { separateHomeserverListener } = shape;
+  // The homeserver-facing app always has them (server.ts only listens with it when homeserver.listen is set).
+  const homeserverFacing: readonly Listener[] = separateHomeserverListener ? ['homeserver'] : ['homeserver', 'client'];
+  const adminListeners: readonly Listener[] = separateHomeserverListener ? ['homeserver'] : ['homeserver', 'ops'];
+
+  const routes: Route[] = [];
+  for (const version of CLIENT_VERSIONS) {
+    const base = `/_matrix/client/${version}`;
+    routes.push(
+      { method: 'GET', path: `${base}/login`, listener: 'client', style: 'matrix', metric: 'login', handler: getLoginFlows },
+      { method: 'POST', path: `${base}/login`, listener: 'client', style: 'matrix', metric: 'login', handler: postLogin },
+      { method: 'POST', path: `${base}/logout`, listener: 'client', style: 'matrix', metric: 'logout', handler: postLogout },
+      { method: 'POST', path: `${base}/logout/all`, listener: 'client', style: 'matrix', metric: 'logout', handler: postLogoutAll },
+      { method: 'POST', path: `${base}/refresh`, listener: 'client', style: 'matrix', metric: 'refresh', handler: postRefresh },
+      // The trailing-slash form Element iOS sends arrives here too: the dispatcher routes on the normalised path.
+      { method: 'GET', path: `${base}/login/sso/redirect`, listener: 'client', style: 'page', metric: 'sso', handler: (ctx, d) => getSsoRedirect(ctx, d, version, undefined) },
+      { method: 'GET', path: `${base}/login/sso/redirect/:idpId`, listener: 'client', style: 'page', metric: 'sso', handler: (ctx, d) => getSsoRedirect(ctx, d, version, paramOf(ctx, 'idpId')) },
+    );
+  }
+  routes.push(
+    // matrix-js-sdk falls back to the v1 path of /refresh.
+    { method: 'POST', path: '/_matrix/client/v1/refresh', listener: 'client', style: 'matrix', metric: 'refresh', handler: postRefresh },
+    { method: 'GET', path: `${OWN_PREFIX}/sso/callback/:idpId`, listener: 'client', style: 'page', metric: 'sso', handler: getSsoCallback },
+    { method: 'GET', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: getSsoConfirm },
+    { method: 'POST', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: postSsoConfirm },
+    { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
+  );
+  if (shape.wellKnownClient) {
+    routes.push({ method: 'GET', path: '/.well-known/matrix/client', listener: 'client', style: 'matrix', metric: 'discovery', handler: getClientWellKnown });
+  }
+  for (const listener of homeserverFacing) {
+    routes.push(
+      { method: 'GET', path: '/.well-known/openid-configuration', listener, style: 'oauth', metric: 'introspection', handler: getMetadata },
+      { method: 'POST', path: '/oauth2/introspect', listener, style: 'oauth', metric: 'introspection', handler: postIntrospect },
+    );
+  }
+  for (const listener of ['client', 'homeserver', 'ops'] as const) {
+    routes.push(
+      { method: 'GET', path: '/health', listener, style: 'matrix', metric: 'ops', handler: getHealth },
+      { method: 'GET', path: '/ready', listener, style: 'matrix', metric: 'ops', handler: (ctx) => getReady(ctx, readiness, listener !== 'client') },
+    );
+  }
+  routes.push({ method: 'GET', path: '/metrics', listener: 'ops', style: 'matrix', metric: 'ops', handler: getMetrics });
+  if (shape.adminApi) {
+    for (const endpoint of adminEndpoints) {
+      for (const listener of adminListeners) {
+        routes.push({
+        method: endpoint.method,
+        path: endpoint.path,
+        listener,
+        style: 'matrix',
+        metric: 'admin',
+        handler: async (ctx, d) => {
+          requireAdminToken(ctx, d);
+          await endpoint.handler(ctx, d);
+        },
+      });
+      }
+    }
+  }
+  return routes;
+}
