@@ -65,7 +65,7 @@ describe('proxy + real Synapse + real Dex', { skip: interopSkipReason() }, () =>
   });
 
   test('doctor: every check passes against Dex and Synapse, with a real test login', async () => {
-    const checks = await runDoctor(stack.config, { env: { MCP_DOCTOR_USERNAME: alice.email, MCP_DOCTOR_PASSWORD: alice.password } });
+    const checks = await runDoctor(stack.config, { env: { MCP_DOCTOR_USERNAME: alice.email, MCP_DOCTOR_PASSWORD: alice.password }, timeoutMs: 30_000 });
     const failed = checks.filter((check) => check.status === 'fail');
     assert.deepEqual(failed, [], JSON.stringify(checks, null, 1));
     assert.equal(checks.find((check) => check.check === 'password grant')?.status, 'pass');

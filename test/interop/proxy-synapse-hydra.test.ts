@@ -82,7 +82,7 @@ describe('proxy + real Synapse + real Ory Hydra', { skip: interopSkipReason() },
   });
 
   test('doctor: every check passes against Hydra and Synapse', async () => {
-    const checks = await runDoctor(stack.config, { env: {} });
+    const checks = await runDoctor(stack.config, { env: {}, timeoutMs: 30_000 });
     assert.deepEqual(
       checks.filter((check) => check.status === 'fail'),
       [],

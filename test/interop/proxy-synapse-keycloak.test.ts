@@ -87,7 +87,8 @@ describe('proxy + real Synapse + real Keycloak', { skip: interopSkipReason(), co
   });
 
   test('doctor: every check passes against Keycloak and Synapse, with a real test login', async () => {
-    const checks = await runDoctor(stack.config, { env: { MCP_DOCTOR_USERNAME: bob.username, MCP_DOCTOR_PASSWORD: bob.password } });
+    // A generous per-request budget: Keycloak renders its first login page slowly on a busy machine.
+    const checks = await runDoctor(stack.config, { env: { MCP_DOCTOR_USERNAME: bob.username, MCP_DOCTOR_PASSWORD: bob.password }, timeoutMs: 30_000 });
     assert.deepEqual(
       checks.filter((check) => check.status === 'fail'),
       [],
