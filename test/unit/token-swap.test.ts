@@ -77,7 +77,7 @@ describe('token swap (appservice and JWT modes)', () => {
   });
 
   test('a hit reads no store; a change on this replica is seen at once, on another within the TTL', async () => {
-    const { clock, store, replicaA, replicaB, swapA, swapB } = setup();
+    const { clock, store, replicaA, swapA, swapB } = setup();
     const { accessToken, session } = await login(replicaA, 'syt_cached');
     assert.equal(await outcome(swapA(request('/x', `Bearer ${accessToken}`))), undefined);
     assert.equal(await outcome(swapB(request('/x', `Bearer ${accessToken}`))), undefined);
