@@ -14,6 +14,7 @@ import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import type { LoginThrottle } from './security/login-throttle.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
+import type { UiaSessions } from './sessions/uia-sessions.js';
 
 /**
  * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
@@ -37,6 +38,8 @@ export interface AppDeps {
   readonly appservices: AppserviceRegistry;
   readonly throttle: LoginThrottle;
   readonly ssoLogins: SsoLoginState;
+  /** User-Interactive Auth sessions of the proxy's own device deletion. */
+  readonly uia: UiaSessions;
   /** Digest of `homeserver.secret` (introspection callers), computed once. */
   readonly homeserverSecretDigest: Buffer;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */

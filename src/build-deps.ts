@@ -19,6 +19,7 @@ import type { Store } from './store/store.js';
 import { LoginThrottle } from './security/login-throttle.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
+import { UiaSessions } from './sessions/uia-sessions.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -63,6 +64,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     keys,
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
     ssoLogins: new SsoLoginState(store, clock, logger),
+    uia: new UiaSessions(store, clock, logger),
     homeserverSecretDigest: secretDigest(config.homeserver.secret),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {

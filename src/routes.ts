@@ -1,6 +1,10 @@
 import type { AppDeps } from './app-deps.js';
 import { adminEndpoints, requireAdminToken } from './admin/admin-routes.js';
 import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
+import { postAccountDeactivate } from './compat/account-deactivate.js';
+import { postAccountPassword } from './compat/account-password.js';
+import { deleteDevice } from './compat/delete-device.js';
+import { postDeleteDevices } from './compat/delete-devices.js';
 import { getLoginFlows } from './compat/login-flows.js';
 import { postLogin } from './compat/login.js';
 import { postLogout } from './compat/logout.js';
@@ -9,6 +13,7 @@ import { postRefresh } from './compat/refresh.js';
 import { getSsoCallback } from './compat/sso-callback.js';
 import { getSsoConfirm, postSsoConfirm } from './compat/sso-confirm.js';
 import { getSsoRedirect } from './compat/sso-redirect.js';
+import { getUiaSsoFallback } from './compat/uia-sso-fallback.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
 import { OWN_PREFIX } from './http/own-prefix.js';
@@ -57,6 +62,12 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
       // The trailing-slash form Element iOS sends arrives here too: the dispatcher routes on the normalised path.
       { method: 'GET', path: `${base}/login/sso/redirect`, listener: 'client', style: 'page', metric: 'sso', handler: (ctx, d) => getSsoRedirect(ctx, d, version, undefined) },
       { method: 'GET', path: `${base}/login/sso/redirect/:idpId`, listener: 'client', style: 'page', metric: 'sso', handler: (ctx, d) => getSsoRedirect(ctx, d, version, paramOf(ctx, 'idpId')) },
+      // Device deletion with User-Interactive Auth at the proxy; GET and PUT of a device stay the homeserver's.
+      { method: 'DELETE', path: `${base}/devices/:deviceId`, listener: 'client', style: 'matrix', metric: 'devices', handler: deleteDevice, methodOnly: true },
+      { method: 'POST', path: `${base}/delete_devices`, listener: 'client', style: 'matrix', metric: 'devices', handler: postDeleteDevices },
+      { method: 'GET', path: `${base}/auth/m.login.sso/fallback/web`, listener: 'client', style: 'page', metric: 'devices', handler: getUiaSsoFallback },
+      { method: 'POST', path: `${base}/account/password`, listener: 'client', style: 'matrix', metric: 'account', handler: postAccountPassword },
+      { method: 'POST', path: `${base}/account/deactivate`, listener: 'client', style: 'matrix', metric: 'account', handler: postAccountDeactivate },
     );
   }
   routes.push(

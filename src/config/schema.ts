@@ -47,6 +47,13 @@ function duration(defaultText: string) {
   return parsedWith<number>(positive(parseDuration)).default(fallback.value);
 }
 
+/** Like `duration`, where 0 is meaningful ("never"). */
+function durationOrZero(defaultText: string) {
+  const fallback = parseDuration(defaultText);
+  if (!fallback.ok) throw new Error(`bad default duration ${defaultText}`);
+  return parsedWith<number>(parseDuration).default(fallback.value);
+}
+
 function byteSize(defaultBytes: number) {
   return parsedWith<number>(positive(parseByteSize)).default(defaultBytes);
 }
@@ -428,6 +435,10 @@ const sessions = section(
     sso_login_lifetime: duration('30m'),
     revalidate_interval: duration('5m'),
     op_unreachable_grace: duration('1h'),
+    /** How long a User-Interactive Auth session (device deletion) may take, fallback page included. */
+    uia_session_lifetime: duration('15m'),
+    /** Synapse's ui_auth.session_timeout: after a successful UIA, the same access token skips it this long (0: never). */
+    uia_reuse_window: durationOrZero('2m'),
     encryption_key: secret(32, 'encryption_key_path'),
   }),
 );

@@ -33,6 +33,15 @@ export async function metadataForHomeserver(deps: AppDeps): Promise<Record<strin
   };
 }
 
+/** Where users manage their account, as the metadata advertises it (without asking the OP). */
+export function accountManagementUri(deps: Pick<AppDeps, 'config'>): string {
+  const configured = deps.config.homeserver.account_management_uri;
+  if (configured !== undefined) return configured;
+  const idpId = deps.config.password_login.idp_id ?? deps.config.oidc_providers[0]?.idp_id;
+  const issuer = deps.config.oidc_providers.find((provider) => provider.idp_id === idpId)?.issuer;
+  return issuer === undefined ? deps.config.public_baseurl : defaultAccountUri(issuer);
+}
+
 /** The OP whose tokens native clients use: the password-login provider, else the first one configured. */
 export function primaryProvider(deps: AppDeps) {
   const idpId = deps.config.password_login.idp_id ?? deps.config.oidc_providers[0]?.idp_id;

@@ -21,16 +21,27 @@ export interface OwnedRoute<D> {
   /** The `route` label of the request metrics. */
   readonly metric: RouteClass;
   readonly handler: (ctx: Context, deps: D) => Promise<void> | void;
+  /**
+   * The proxy owns only this method at this path; other methods pass through to the homeserver. For paths the
+   * homeserver serves too (`GET`/`PUT /devices/{id}` are Synapse's, `DELETE` is the proxy's under delegated auth).
+   */
+  readonly methodOnly?: boolean;
 }
 
 /**
- * Whether a normalised path belongs to the proxy on a listener: any route of the table at that path (whatever the
- * method: a wrong method is the proxy's 405, not the homeserver's business), or anything under the proxy's own
- * prefix (an unknown page of ours is our 404, never forwarded).
+ * Whether a request (normalised path, method) belongs to the proxy on a listener: any route of the table at that
+ * path (whatever the method: a wrong method is the proxy's 405, not the homeserver's business) unless the route
+ * owns only its own method (`methodOnly`), or anything under the proxy's own prefix (an unknown page of ours is our
+ * 404, never forwarded).
  */
-export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string) => boolean {
-  const patterns = routes.filter((route) => route.listener === listener).map((route) => patternOf(route.path));
-  return (path) => path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`) || patterns.some((pattern) => pattern.test(path));
+export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string, method?: string) => boolean {
+  const patterns = routes
+    .filter((route) => route.listener === listener)
+    .map((route) => ({ pattern: patternOf(route.path), method: route.methodOnly === true ? route.method : undefined }));
+  return (path, method = 'GET') =>
+    path === OWN_PREFIX ||
+    path.startsWith(`${OWN_PREFIX}/`) ||
+    patterns.some((entry) => (entry.method === undefined || entry.method === method.toUpperCase()) && entry.pattern.test(path));
 }
 
 function patternOf(path: string): RegExp {

@@ -9,6 +9,8 @@ export interface HtmlPage {
   readonly body: string;
   /** CSP form-action sources besides 'self' (where a form's submission may be redirected); none → no forms allowed. */
   readonly formActions?: readonly string[];
+  /** One inline script (a constant of this folder, never built from input), allowed by its hash and nothing else. */
+  readonly script?: string;
 }
 
 /** HTML escaping for text and double-quoted attribute values. */
@@ -61,11 +63,12 @@ const STYLE_HASH = `'sha256-${createHash('sha256').update(STYLE).digest('base64'
 /** Writes the page with the headers every proxy page carries; also clears the API's CORS headers (pages are not an API). */
 export function sendPage(ctx: Context, page: HtmlPage): void {
   const formAction = page.formActions === undefined ? "'none'" : ["'self'", ...page.formActions].join(' ');
+  const scriptSource = page.script === undefined ? '' : ` script-src 'sha256-${createHash('sha256').update(page.script).digest('base64')}';`;
   ctx.status = page.status;
   ctx.set('Content-Type', 'text/html; charset=utf-8');
   ctx.set(
     'Content-Security-Policy',
-    `default-src 'none'; style-src ${STYLE_HASH}; base-uri 'none'; form-action ${formAction}; frame-ancestors 'none'`,
+    `default-src 'none'; style-src ${STYLE_HASH};${scriptSource} base-uri 'none'; form-action ${formAction}; frame-ancestors 'none'`,
   );
   ctx.set('Cache-Control', 'no-store');
   ctx.set('X-Frame-Options', 'DENY');
@@ -80,7 +83,7 @@ export function sendPage(ctx: Context, page: HtmlPage): void {
 <meta name="referrer" content="no-referrer">
 <title>${escapeHtml(page.title)}</title>
 <style>${STYLE}</style>
-</head>
+${page.script === undefined ? '' : `<script>${page.script}</script>\n`}</head>
 <body>
 <main>
 ${page.body}

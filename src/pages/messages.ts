@@ -24,6 +24,21 @@ export const messages = {
     continueButton: 'Continue',
   },
 
+  reauth: {
+    title: 'Confirm it is you',
+    heading: 'Confirm it is you',
+    explanation: (operation: string) => `An app signed in as this account asks to ${operation}. To allow it, sign in again with your identity provider.`,
+    signedInAs: 'Account',
+    warning: 'If you did not ask for this in one of your apps, close this page: someone else may be using your account. Sign out of your other sessions and change your password.',
+    continueWith: (providerName: string) => `Continue with ${providerName}`,
+    doneTitle: 'Confirmed',
+    doneHeading: 'Thank you, you are confirmed',
+    doneText: 'You can close this window and return to your app.',
+    operations: {
+      delete_devices: (count: number) => (count === 1 ? 'sign out one of its sessions (remove a device)' : `sign out ${count} of its sessions (remove devices)`),
+    },
+  },
+
   error: {
     titleSuffix: 'Sign-in failed',
     whatToDo: 'What to do',
@@ -145,6 +160,21 @@ export const messages = {
       heading: 'The confirmation could not be checked',
       what: 'The confirmation was not sent from the page this server showed, or came from another browser.',
       todo: 'Go back to your app and start signing in again.',
+    },
+    uia_session_unknown: {
+      heading: 'This confirmation link is not valid',
+      what: 'This link was already used, has expired, or was not made by this server.',
+      todo: 'Go back to your app and try again: it will give you a new link.',
+    },
+    reauth_wrong_account: {
+      heading: 'You signed in with another account',
+      what: 'The account you just signed in with is not the one the app is signed in as, so nothing was confirmed.',
+      todo: 'Go back to your app, try again, and sign in with the same account the app uses.',
+    },
+    reauth_stale: {
+      heading: 'You were not asked to sign in again',
+      what: 'The identity provider confirmed an earlier sign-in instead of a new one, so nothing was confirmed.',
+      todo: 'Go back to your app and try again. If it keeps happening, tell your server administrator.',
     },
     internal: {
       heading: 'Something went wrong',

@@ -6,7 +6,7 @@ import type { SessionKeys } from './secret-box.js';
 import type { Session } from './session.js';
 import type { IssuedTokens, NewSession, SessionStore } from './session-store.js';
 
-export type EndReason = 'logout' | 'logout_all' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin';
+export type EndReason = 'logout' | 'logout_all' | 'device_deleted' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin';
 
 export interface LifecycleDeps {
   readonly sessions: SessionStore;

@@ -15,6 +15,7 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'unknown_state':
     case 'expired':
     case 'confirmation_unknown':
+    case 'uia_session_unknown':
       return new PageError(failure, 400, 'M_UNKNOWN', cause);
     case 'cookie_mismatch':
     case 'wrong_callback':
@@ -26,6 +27,8 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'no_localpart':
     case 'mapping_failed':
     case 'localpart_taken':
+    case 'reauth_wrong_account':
+    case 'reauth_stale':
       return new PageError(failure, 403, 'M_FORBIDDEN', cause);
     case 'deactivated':
       return new PageError(failure, 403, 'M_USER_DEACTIVATED', cause);
