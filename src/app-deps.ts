@@ -15,6 +15,7 @@ import type { Store } from './store/store.js';
 import type { LoginThrottle } from './security/login-throttle.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
 import type { UiaSessions } from './sessions/uia-sessions.js';
+import type { AccountSessions } from './sessions/account-sessions.js';
 
 /**
  * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
@@ -40,6 +41,8 @@ export interface AppDeps {
   readonly ssoLogins: SsoLoginState;
   /** User-Interactive Auth sessions of the proxy's own device deletion. */
   readonly uia: UiaSessions;
+  /** Signed-in visits of the account page. */
+  readonly accountSessions: AccountSessions;
   /** Digest of `homeserver.secret` (introspection callers), computed once. */
   readonly homeserverSecretDigest: Buffer;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */

@@ -20,6 +20,7 @@ import { LoginThrottle } from './security/login-throttle.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
 import { UiaSessions } from './sessions/uia-sessions.js';
+import { AccountSessions } from './sessions/account-sessions.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -65,6 +66,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
     ssoLogins: new SsoLoginState(store, clock, logger),
     uia: new UiaSessions(store, clock, logger),
+    accountSessions: new AccountSessions(store, clock, logger),
     homeserverSecretDigest: secretDigest(config.homeserver.secret),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {

@@ -1,4 +1,10 @@
 import type { AppDeps } from './app-deps.js';
+import { getAccountPage } from './account/account-page.js';
+import { accountPaths } from './account/account-paths.js';
+import { postAccountSignOut } from './account/account-sign-out.js';
+import { getAccountSignIn } from './account/account-sign-in.js';
+import { postCrossSigningReset } from './account/cross-signing-reset.js';
+import { postDeviceSignOut } from './account/device-sign-out.js';
 import { adminEndpoints, requireAdminToken } from './admin/admin-routes.js';
 import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
 import { postAccountDeactivate } from './compat/account-deactivate.js';
@@ -76,6 +82,12 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     { method: 'GET', path: `${OWN_PREFIX}/sso/callback/:idpId`, listener: 'client', style: 'page', metric: 'sso', handler: getSsoCallback },
     { method: 'GET', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: getSsoConfirm },
     { method: 'POST', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: postSsoConfirm },
+    // The account page (src/account/): HTML, a cookie session of its own, CSRF-checked forms.
+    { method: 'GET', path: accountPaths.page, listener: 'client', style: 'page', metric: 'account', handler: getAccountPage },
+    { method: 'GET', path: accountPaths.signIn, listener: 'client', style: 'page', metric: 'account', handler: getAccountSignIn },
+    { method: 'POST', path: accountPaths.deviceSignOut, listener: 'client', style: 'page', metric: 'account', handler: postDeviceSignOut },
+    { method: 'POST', path: accountPaths.crossSigningReset, listener: 'client', style: 'page', metric: 'account', handler: postCrossSigningReset },
+    { method: 'POST', path: accountPaths.signOut, listener: 'client', style: 'page', metric: 'account', handler: postAccountSignOut },
     { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
   );
   for (const listener of homeserverFacing) {

@@ -482,6 +482,18 @@ export const configSchema = z
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
+    account: z
+      .strictObject({
+        /** The account page under <public_baseurl>_matrix-compat-proxy/account (issue 15). */
+        enabled: z.boolean().default(true),
+        /** How long a sign-in to the account page lasts (its cookie's lifetime). */
+        session_lifetime: duration('30m'),
+        /** Signing out a device or approving a cross-signing reset needs an OP sign-in at most this old. */
+        recent_auth_window: duration('5m'),
+        /** The identity provider's own profile and password page, linked from the account page. */
+        identity_provider_url: url().optional(),
+      })
+      .prefault({}),
     metrics: z.strictObject({ enabled: z.boolean().default(true), listen: listener('127.0.0.1', 9009) }).prefault({}),
     admin: z.strictObject({ token: secret(32, 'token_path').optional() }).prefault({}),
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),

@@ -57,6 +57,11 @@ p{margin:.5rem 0}
 .button{display:block;width:100%;margin:.75rem 0 0;padding:.8rem 1rem;border:0;border-radius:8px;background:var(--accent);color:var(--accent-text);font:inherit;font-weight:600;text-align:center;text-decoration:none;cursor:pointer}
 .button.secondary{background:transparent;color:var(--text);border:1px solid var(--border)}
 ul.providers{list-style:none;padding:0;margin:1rem 0 0}
+ul.devices{list-style:none;padding:0;margin:.5rem 0}
+li.device{border-top:1px solid var(--border);padding:.5rem 0}
+li.device p{margin:.125rem 0}
+.notice{border-left:4px solid var(--accent);padding:.25rem .75rem}
+a{color:var(--accent)}
 `;
 const STYLE_HASH = `'sha256-${createHash('sha256').update(STYLE).digest('base64')}'`;
 

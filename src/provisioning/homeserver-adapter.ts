@@ -14,6 +14,23 @@ export interface HomeserverAdapter {
   deleteDevice(localpart: string, deviceId: string): Promise<void>;
   /** Makes the homeserver's device list of the user exactly `deviceIds` (adds missing, deletes others). */
   syncDevices(localpart: string, deviceIds: readonly string[]): Promise<void>;
+  /**
+   * Lets the user replace their cross-signing master key without User-Interactive Auth for a short while (Synapse:
+   * 10 minutes), after they approved the reset on the account page.
+   */
+  allowCrossSigningReset(localpart: string): Promise<void>;
+  /**
+   * The user's devices as the homeserver lists them to the user (client API `GET /devices`), read with a token
+   * that authenticates as that user (the account page's own). Every device: legacy, native OIDC, any other.
+   */
+  listDevices(userAccessToken: string): Promise<HomeserverDevice[]>;
+}
+
+export interface HomeserverDevice {
+  readonly deviceId: string;
+  readonly displayName?: string;
+  readonly lastSeenTs?: number;
+  readonly lastSeenIp?: string;
 }
 
 export interface ProvisionedUser {

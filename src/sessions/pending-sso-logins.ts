@@ -19,10 +19,13 @@ export interface PendingSsoLogin {
 
 /**
  * Why the browser went to the OP, when not to log in: `uia` completes the m.login.sso stage of a User-Interactive
- * Auth session (the fallback page). `requestedAt` is when the proxy asked for a fresh authentication: the OP's
- * `auth_time` must not be older.
+ * Auth session (the fallback page); `account` signs in to the account page and goes back to `returnTo` (a path of
+ * the page). `requestedAt` is when the proxy asked; with `fresh` (and always for `uia`) the OP's `auth_time` must
+ * not be older.
  */
-export type SsoPurpose = { readonly kind: 'uia'; readonly uiaSessionId: string; readonly requestedAt: number };
+export type SsoPurpose =
+  | { readonly kind: 'uia'; readonly uiaSessionId: string; readonly requestedAt: number }
+  | { readonly kind: 'account'; readonly returnTo: string; readonly fresh: boolean; readonly requestedAt: number };
 
 /** An identity the OP confirmed, waiting for the user to press "Continue" (or whitelisted: minted at once). */
 export interface PendingConfirmation {
@@ -66,7 +69,9 @@ function isPendingFields(f: Fields): boolean {
 }
 
 function isSsoPurpose(value: unknown): boolean {
-  return isFields(value) && value.kind === 'uia' && isString(value.uiaSessionId) && isNumber(value.requestedAt);
+  if (!isFields(value) || !isNumber(value.requestedAt)) return false;
+  if (value.kind === 'uia') return isString(value.uiaSessionId);
+  return value.kind === 'account' && isString(value.returnTo) && typeof value.fresh === 'boolean';
 }
 
 function isConfirmationFields(f: Fields): boolean {

@@ -5,6 +5,7 @@ import { accessTokenOf, requireSession } from '../../http/access-token.js';
 import { bodyLimitsOf, expectObject, readBodyText } from '../../http/body.js';
 import { logOf } from '../../http/request-state.js';
 import type { Session } from '../../sessions/session.js';
+import { deleteUserDevices } from '../../sessions/device-deletion.js';
 import { looksLikeOurToken } from '../../sessions/tokens.js';
 import { relayToHomeserver } from './homeserver-relay.js';
 
@@ -42,18 +43,9 @@ function parseBody(text: string): Record<string, unknown> {
   return expectObject(parsed);
 }
 
-/**
- * Deletes the user's devices: a device of a legacy session ends that session (device removed at the homeserver,
- * tokens dead, OP grant revoked); any other device (a native OIDC client's, one only the homeserver knows) is removed
- * at the homeserver, which then refuses its tokens at once. Device ids are looked up in the caller's own namespace
- * only: another user's device id names nothing of theirs here, and a missing device is not an error (as in Synapse).
- */
+/** Deletes the caller's devices (sessions/device-deletion.ts) and logs it. */
 export async function deleteDevicesOf(ctx: Context, deps: AppDeps, localpart: string, deviceIds: readonly string[]): Promise<void> {
-  for (const deviceId of deviceIds) {
-    const sessionId = await deps.sessions.idOfDevice(localpart, deviceId);
-    const ended = sessionId === undefined ? undefined : await deps.lifecycle.end(sessionId, 'device_deleted');
-    if (ended === undefined) await deps.homeserver.deleteDevice(localpart, deviceId);
-  }
+  await deleteUserDevices(deps, localpart, deviceIds);
   logOf(ctx, deps.logger).info({ event: 'devices.deleted', localpart, device_ids: deviceIds }, 'devices.deleted');
 }
 

@@ -11,6 +11,8 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'invalid_redirect_url':
       return new PageError(failure, 400, 'M_INVALID_PARAM', cause);
     case 'unknown_provider':
+    case 'device_unknown':
+    case 'account_unavailable':
       return new PageError(failure, 404, 'M_NOT_FOUND', cause);
     case 'unknown_state':
     case 'expired':
@@ -29,6 +31,7 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'localpart_taken':
     case 'reauth_wrong_account':
     case 'reauth_stale':
+    case 'account_csrf':
       return new PageError(failure, 403, 'M_FORBIDDEN', cause);
     case 'deactivated':
       return new PageError(failure, 403, 'M_USER_DEACTIVATED', cause);

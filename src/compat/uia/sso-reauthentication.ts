@@ -23,7 +23,7 @@ export async function completeSsoReauthentication(
   idpId: string,
   state: string,
   pending: PendingSsoLogin,
-  purpose: SsoPurpose,
+  purpose: Extract<SsoPurpose, { kind: 'uia' }>,
 ): Promise<void> {
   const redirectUri = callbackUri(deps, idpId);
   const callbackUrl = new URL(redirectUri);
@@ -35,8 +35,8 @@ export async function completeSsoReauthentication(
     if (!(err instanceof UpstreamError)) throw err;
     throw ssoError(err.kind === 'unavailable' ? 'op_unavailable' : 'op_rejected', err);
   }
-  // Only the proof was wanted; the OP grant is not kept.
-  if (grant.refreshToken !== undefined) await provider.revoke(grant.refreshToken, 'refresh_token').catch(() => undefined);
+  // Only the proof was wanted, but its OP tokens are dropped, not revoked: this authorization shares the browser's OP
+  // session (and at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too.
 
   const record = await deps.uia.get(purpose.uiaSessionId);
   if (record === undefined) throw ssoError('uia_session_unknown');
