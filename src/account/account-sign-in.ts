@@ -12,7 +12,7 @@ import { bindingHash, browserBinding } from '../compat/sso/browser-binding.js';
 import { ssoError } from '../compat/sso/sso-error.js';
 import { callbackUri } from '../compat/sso/sso-flow.js';
 import { resolveOrRefuse } from '../compat/sign-in.js';
-import { setAccountCookie } from './account-cookie.js';
+import { readAccountCookie, setAccountCookie } from './account-cookie.js';
 import { accountPaths, safeReturnPath } from './account-paths.js';
 
 /** Clock skew allowed between the OP's `auth_time` and the proxy's clock. */
@@ -112,6 +112,9 @@ export async function completeAccountSignIn(
     lifetimeMs,
     (secret) => deps.keys.seal(secret),
   );
+  // A fresh sign-in replaces this browser's earlier page session rather than leaving it to expire.
+  const previous = readAccountCookie(ctx, deps);
+  if (previous !== undefined) await deps.accountSessions.remove(previous);
   setAccountCookie(ctx, deps, id, lifetimeMs);
   logOf(ctx, deps.logger).info({ event: 'account.signed_in', idp_id: idpId, localpart: account.localpart, fresh: purpose.fresh }, 'account.signed_in');
   sendRedirect(ctx, `${deps.config.public_baseurl}${safeReturnPath(purpose.returnTo).slice(1)}`, 303);
