@@ -35,10 +35,15 @@ export interface OwnedRoute<D> {
  * 404, never forwarded).
  */
 export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string, method?: string) => boolean {
-  const patterns = routes
-    .filter((route) => route.listener === listener)
+  // Every pass-through request asks: exact paths are one Set lookup, only parameterised ones need a pattern. A
+  // method-only route is checked with its method.
+  const own = routes.filter((route) => route.listener === listener);
+  const exact = new Set(own.filter((route) => !route.path.includes(':') && route.methodOnly !== true).map((route) => route.path));
+  const patterns = own
+    .filter((route) => route.path.includes(':') || route.methodOnly === true)
     .map((route) => ({ pattern: patternOf(route.path), method: route.methodOnly === true ? route.method : undefined }));
   return (path, method = 'GET') =>
+    exact.has(path) ||
     path === OWN_PREFIX ||
     path.startsWith(`${OWN_PREFIX}/`) ||
     patterns.some((entry) => (entry.method === undefined || entry.method === method.toUpperCase()) && entry.pattern.test(path));
