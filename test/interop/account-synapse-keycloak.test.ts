@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { createClient } from 'matrix-js-sdk';
@@ -99,21 +100,26 @@ describe('account page and device deletion: proxy + real Synapse + real Keycloak
       assert.equal((await atSynapse('GET', WHOAMI, native.accessToken)).status, 401);
       assert.equal((await atSynapse('GET', WHOAMI, phone.access_token)).status, 200);
 
-      // Cross-signing: the first upload needs nothing, a replacement gets Synapse's 401 naming this page.
+      // Cross-signing: the first upload needs nothing, a replacement gets Synapse's 401 naming this page. Synapse
+      // decodes the keys (unpadded base64 of an Ed25519 public key).
+      const newKey = () => generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' }).x!.replace(/-/g, '+').replace(/_/g, '/');
+      const [first, second] = [newKey(), newKey()];
       const upload = (key: string) =>
         stack.request('POST', '/_matrix/client/v3/keys/device_signing/upload', {
           token: phone.access_token,
           body: { master_key: { user_id: phone.user_id, usage: ['master'], keys: { [`ed25519:${key}`]: key } } },
         });
-      assert.equal((await upload('FirstMasterKeyAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')).status, 200);
-      const refused = await upload('SecondMasterKeyBBBBBBBBBBBBBBBBBBBBBBBBBBBBB');
+      const firstUpload = await upload(first);
+      assert.equal(firstUpload.status, 200, JSON.stringify(firstUpload.body));
+      const refused = await upload(second);
       assert.equal(refused.status, 401, JSON.stringify(refused.body));
       const url = refused.body.params['org.matrix.cross_signing_reset'].url as string;
       assert.equal(url, `${stack.url}${ACCOUNT}?action=org.matrix.cross_signing_reset`);
       await page.goto(url);
       await page.click('#allow-reset');
       await page.waitForSelector('#reset-allowed');
-      assert.equal((await upload('SecondMasterKeyBBBBBBBBBBBBBBBBBBBBBBBBBBBBB')).status, 200);
+      const replaced = await upload(second);
+      assert.equal(replaced.status, 200, JSON.stringify(replaced.body));
     } finally {
       await context.close();
     }
