@@ -124,4 +124,31 @@ describe('account page and device deletion: proxy + real Synapse + real Keycloak
       await context.close();
     }
   });
+
+  test('UIA m.login.sso: the fallback page sends the user to Keycloak for a fresh sign-in (prompt=login, auth_time checked)', async () => {
+    const phone = await login('sso phone');
+    const tablet = await login('sso tablet');
+    const client = createClient({ baseUrl: stack.url, accessToken: phone.access_token, userId: phone.user_id, deviceId: phone.device_id });
+    let session: string | undefined;
+    try {
+      await client.deleteDevice(tablet.device_id);
+    } catch (err: unknown) {
+      session = (err as { data?: { session?: string } }).data?.session;
+    }
+    assert.ok(session);
+    const context = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      page.setDefaultTimeout(20_000);
+      await page.goto(`${stack.url}/_matrix/client/v3/auth/m.login.sso/fallback/web?session=${encodeURIComponent(session)}`);
+      await page.click('#continue');
+      await keycloakSignIn(page);
+      await page.waitForSelector('#done');
+    } finally {
+      await context.close();
+    }
+    await client.deleteDevice(tablet.device_id, { type: 'm.login.sso', session } as never);
+    assert.equal((await atSynapse('GET', WHOAMI, tablet.access_token)).status, 401);
+    client.stopClient();
+  });
 });
