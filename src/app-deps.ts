@@ -16,6 +16,7 @@ import type { LoginThrottle } from './security/login-throttle.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
 import type { UiaSessions } from './sessions/uia-sessions.js';
 import type { AccountSessions } from './sessions/account-sessions.js';
+import type { AppPasswords } from './sessions/app-passwords.js';
 
 /**
  * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
@@ -50,6 +51,8 @@ export interface AppDeps {
   readonly uia: UiaSessions;
   /** Signed-in visits of the account page. */
   readonly accountSessions: AccountSessions;
+  /** App passwords of the account page (issue 15). */
+  readonly appPasswords: AppPasswords;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
   readonly adminTokenDigest: Buffer | undefined;
 }

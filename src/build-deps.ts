@@ -26,6 +26,7 @@ import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
 import { UiaSessions } from './sessions/uia-sessions.js';
 import { AccountSessions } from './sessions/account-sessions.js';
+import { AppPasswords } from './sessions/app-passwords.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -75,6 +76,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ownAsTokenDigest: backend.ownAsToken === undefined ? undefined : secretDigest(backend.ownAsToken),
     uia: new UiaSessions(store, clock, logger),
     accountSessions: new AccountSessions(store, clock, logger),
+    appPasswords: new AppPasswords(store, clock, logger),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },

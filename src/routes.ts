@@ -5,6 +5,8 @@ import { postAccountSignOut } from './account/account-sign-out.js';
 import { getAccountSignIn } from './account/account-sign-in.js';
 import { postCrossSigningReset } from './account/cross-signing-reset.js';
 import { postDeviceSignOut } from './account/device-sign-out.js';
+import { postAppPasswordCreate } from './account/app-password-create.js';
+import { postAppPasswordRevoke } from './account/app-password-revoke.js';
 import { adminEndpoints, requireAdminToken } from './admin/admin-routes.js';
 import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
 import { postAccountDeactivate } from './compat/account-deactivate.js';
@@ -94,6 +96,8 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     { method: 'GET', path: accountPaths.signIn, listener: 'client', style: 'page', metric: 'account', handler: getAccountSignIn },
     { method: 'POST', path: accountPaths.deviceSignOut, listener: 'client', style: 'page', metric: 'account', handler: postDeviceSignOut },
     { method: 'POST', path: accountPaths.crossSigningReset, listener: 'client', style: 'page', metric: 'account', handler: postCrossSigningReset },
+    { method: 'POST', path: accountPaths.appPasswordCreate, listener: 'client', style: 'page', metric: 'account', handler: postAppPasswordCreate },
+    { method: 'POST', path: accountPaths.appPasswordRevoke, listener: 'client', style: 'page', metric: 'account', handler: postAppPasswordRevoke },
     { method: 'POST', path: accountPaths.signOut, listener: 'client', style: 'page', metric: 'account', handler: postAccountSignOut },
     { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
   );

@@ -68,6 +68,17 @@ export async function getAccountPage(ctx: Context, deps: AppDeps): Promise<void>
     case 'devices_list': {
       const { devices, homeserverIncomplete } = await devicesOf(deps, session);
       const signedOut = singleQueryValue(ctx, 'signed_out');
+      const revoked = singleQueryValue(ctx, 'revoked');
+      const notice = signedOut !== undefined ? messages.account.deviceSignedOut(signedOut) : revoked !== undefined ? messages.account.appPasswordRevoked(revoked) : undefined;
+      const appPasswords = deps.config.app_passwords.enabled
+        ? (await deps.appPasswords.list(session.localpart)).map((appPassword) => ({
+            id: appPassword.id,
+            name: appPassword.name,
+            createdAt: appPassword.createdAt,
+            ...(appPassword.lastUsedAt === undefined ? {} : { lastUsedAt: appPassword.lastUsedAt }),
+            refused: appPassword.refusedAt !== undefined,
+          }))
+        : undefined;
       sendPage(
         ctx,
         overviewPage({
@@ -76,7 +87,8 @@ export async function getAccountPage(ctx: Context, deps: AppDeps): Promise<void>
           homeserverIncomplete,
           csrfToken,
           ...identityProvider,
-          ...(signedOut === undefined ? {} : { notice: messages.account.deviceSignedOut(signedOut) }),
+          ...(notice === undefined ? {} : { notice }),
+          ...(appPasswords === undefined ? {} : { appPasswords }),
           paths: accountPaths,
           formActions,
         }),

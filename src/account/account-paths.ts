@@ -8,6 +8,8 @@ export const accountPaths = {
   signOut: `${ACCOUNT_PATH}/sign-out`,
   deviceSignOut: `${ACCOUNT_PATH}/devices/sign-out`,
   crossSigningReset: `${ACCOUNT_PATH}/cross-signing-reset`,
+  appPasswordCreate: `${ACCOUNT_PATH}/app-passwords/create`,
+  appPasswordRevoke: `${ACCOUNT_PATH}/app-passwords/revoke`,
 } as const;
 
 /**

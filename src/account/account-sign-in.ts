@@ -89,8 +89,9 @@ export async function completeAccountSignIn(
     if (!(err instanceof UpstreamError)) throw err;
     throw ssoError(err.kind === 'unavailable' ? 'op_unavailable' : 'op_rejected', err);
   }
-  // Only the proof was wanted, but its OP tokens are dropped, not revoked: this authorization shares the browser's OP
-  // session (and at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too.
+  // Its OP tokens are not revoked when the page session ends: this authorization shares the browser's OP session (and
+  // at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too. The refresh token is
+  // kept (sealed) for the page session's lifetime: an app password created in it is tied to that grant.
 
   const authTimeClaim = grant.claims['auth_time'];
   const authTime = typeof authTimeClaim === 'number' ? authTimeClaim * 1000 : undefined;
@@ -108,6 +109,8 @@ export async function completeAccountSignIn(
       ...(grant.sid === undefined ? {} : { sid: grant.sid }),
       // An OP that sends no auth_time vouches for "now" at best: the proxy's clock when the answer came.
       authTime: Math.min(authTime ?? deps.clock.now(), deps.clock.now()),
+      ...(grant.refreshToken === undefined ? {} : { sealedOpRefreshToken: deps.keys.seal(grant.refreshToken) }),
+      ...verifiedEmailOf(grant),
     },
     lifetimeMs,
     (secret) => deps.keys.seal(secret),
@@ -118,4 +121,10 @@ export async function completeAccountSignIn(
   setAccountCookie(ctx, deps, id, lifetimeMs);
   logOf(ctx, deps.logger).info({ event: 'account.signed_in', idp_id: idpId, localpart: account.localpart, fresh: purpose.fresh }, 'account.signed_in');
   sendRedirect(ctx, `${deps.config.public_baseurl}${safeReturnPath(purpose.returnTo).slice(1)}`, 303);
+}
+
+/** The e-mail claim when the OP does not say it is unverified (OIDC Core §5.1 `email_verified`). */
+function verifiedEmailOf(grant: UpstreamGrant): { email?: string } {
+  const email = grant.claims['email'];
+  return typeof email === 'string' && email !== '' && grant.claims['email_verified'] !== false ? { email } : {};
 }

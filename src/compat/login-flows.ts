@@ -15,7 +15,8 @@ export function getLoginFlows(ctx: Context, deps: AppDeps): void {
     ...(provider.idp_brand === undefined ? {} : { brand: provider.idp_brand }),
   }));
   const flows: Record<string, unknown>[] = [];
-  if (deps.config.password_login.enabled) flows.push({ type: 'm.login.password' });
+  // App passwords are typed where a password goes: a client offers that field only when the flow is listed.
+  if (deps.config.password_login.enabled || deps.config.app_passwords.enabled) flows.push({ type: 'm.login.password' });
   if (identityProviders.length > 0) {
     flows.push({
       type: 'm.login.sso',

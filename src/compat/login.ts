@@ -14,6 +14,8 @@ import { randomString } from '../sessions/tokens.js';
 import { parseLoginRequest, type AppserviceLogin, type LoginRequest, type PasswordLogin, type TokenLogin } from './login-request.js';
 import { accountRefusal, resolveOrRefuse } from './sign-in.js';
 import { relayAppserviceLogin } from './appservice-login-relay.js';
+import { appPasswordSignIn } from './app-password-login.js';
+import { isAppPasswordFormat } from '../sessions/app-passwords.js';
 
 /**
  * POST /login: m.login.password checked at the OP (password grant), m.login.token from the SSO bridge, and
@@ -24,7 +26,7 @@ export async function postLogin(ctx: Context, deps: AppDeps): Promise<void> {
   const homeserverIssuesTokens = deps.homeserver.tokens !== undefined;
   const request = parseLoginRequest(body, {
     serverName: deps.config.server_name,
-    passwordLogin: deps.config.password_login.enabled,
+    passwordLogin: deps.config.password_login.enabled || deps.config.app_passwords.enabled,
     appserviceLogin: deps.appservices.enabled || homeserverIssuesTokens,
   });
   if (request.type === 'm.login.application_service' && homeserverIssuesTokens) return relayAppserviceLogin(ctx, deps, body);
@@ -48,6 +50,22 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   if (who.kind === 'foreign_server') throw invalidCredentials();
 
   await deps.throttle.check(clientAddress(ctx), who.username);
+
+  // An app password is recognised by its prefix and checked here, BEFORE (and instead of) the OP's password grant.
+  if (deps.config.app_passwords.enabled && isAppPasswordFormat(request.password)) {
+    let signedIn;
+    try {
+      signedIn = await appPasswordSignIn(deps, who, request.password, invalidCredentials);
+    } catch (err: unknown) {
+      deps.metrics.logins.inc({ type: 'app_password', outcome: err instanceof MatrixError && err.status === 403 ? 'rejected' : 'error' });
+      throw err;
+    }
+    await completeLogin(ctx, deps, request, signedIn.localpart, signedIn.origin);
+    deps.metrics.logins.inc({ type: 'app_password', outcome: 'ok' });
+    return;
+  }
+  // App passwords alone enabled: any other password has nowhere to be checked.
+  if (!deps.config.password_login.enabled) throw invalidCredentials();
 
   const idpId = deps.config.password_login.idp_id;
   const provider = idpId === undefined ? undefined : deps.providers.get(idpId);

@@ -559,6 +559,14 @@ export const configSchema = z
         identity_provider_url: url().optional(),
       })
       .prefault({}),
+    app_passwords: z
+      .strictObject({
+        /** App passwords made on the account page log in by m.login.password without the OP's password grant. */
+        enabled: z.boolean().default(false),
+        /** How many app passwords one user may keep. */
+        max_per_user: z.number().int().min(1).max(100).default(10),
+      })
+      .prefault({}),
     // Discovery must lead clients to the proxy, not to the homeserver's own port (issue 18).
     well_known_client: z
       .strictObject({ serve: z.boolean().default(true), extra: z.record(z.string(), z.unknown()).default({}) })

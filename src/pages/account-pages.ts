@@ -26,6 +26,17 @@ export interface AccountPaths {
   readonly signOut: string;
   readonly deviceSignOut: string;
   readonly crossSigningReset: string;
+  readonly appPasswordCreate: string;
+  readonly appPasswordRevoke: string;
+}
+
+/** One app password in the list (never its secret: only a hash is kept). */
+export interface AppPasswordView {
+  readonly id: string;
+  readonly name: string;
+  readonly createdAt: number;
+  readonly lastUsedAt?: number;
+  readonly refused: boolean;
 }
 
 export interface OverviewView extends FormTargets {
@@ -37,6 +48,8 @@ export interface OverviewView extends FormTargets {
   readonly identityProviderHost: string;
   readonly notice?: string;
   readonly paths: AccountPaths;
+  /** Absent when app passwords are disabled: the section is not shown. */
+  readonly appPasswords?: readonly AppPasswordView[];
 }
 
 const dateFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'UTC' });
@@ -88,11 +101,50 @@ ${profile}
 <p>${text.devicesIntro}</p>
 ${view.homeserverIncomplete ? html`<p class="warning">${text.devicesIncomplete}</p>` : ''}
 ${rows.length === 0 ? html`<p>${text.noDevices}</p>` : html`<ul class="devices">${rows}</ul>`}
+${view.appPasswords === undefined ? '' : appPasswordsSection(view, view.appPasswords)}
 <h2 id="encryption">${text.encryptionHeading}</h2>
 <p>${text.encryptionText}</p>
 <a class="button secondary" href="${view.paths.page}?action=org.matrix.cross_signing_reset">${text.encryptionLink}</a>
 <p><a href="${view.paths.page}?action=org.matrix.account_deactivate">${text.deactivateLink}</a></p>
 ${signOutOfPageForm(view)}`.value,
+  };
+}
+
+function appPasswordsSection(view: { csrfToken: string; paths: AccountPaths }, appPasswords: readonly AppPasswordView[]): SafeHtml {
+  const text = messages.account;
+  const rows = appPasswords.map(
+    (appPassword) => html`<li class="device" data-app-password-id="${appPassword.id}">
+<p><strong>${appPassword.name}</strong></p>
+<p class="muted">${text.appPasswordCreated(when(appPassword.createdAt))}${appPassword.lastUsedAt === undefined ? '' : `, ${text.appPasswordUsed(when(appPassword.lastUsedAt))}`}</p>
+${appPassword.refused ? html`<p class="warning">${text.appPasswordRefused}</p>` : ''}
+<form method="post" action="${view.paths.appPasswordRevoke}">
+<input type="hidden" name="csrf_token" value="${view.csrfToken}">
+<input type="hidden" name="app_password_id" value="${appPassword.id}">
+<button class="button secondary" type="submit">${text.revokeAppPassword}</button>
+</form>
+</li>`,
+  );
+  return html`<h2 id="app-passwords">${text.appPasswordsHeading}</h2>
+<p>${text.appPasswordsIntro}</p>
+${rows.length === 0 ? html`<p>${text.noAppPasswords}</p>` : html`<ul class="devices">${rows}</ul>`}
+<form method="post" action="${view.paths.appPasswordCreate}">
+<input type="hidden" name="csrf_token" value="${view.csrfToken}">
+<label for="app-password-name">${text.appPasswordNameLabel}</label>
+<input id="app-password-name" name="name" maxlength="64" required>
+<button class="button" id="create-app-password" type="submit">${text.createAppPassword}</button>
+</form>`;
+}
+
+/** The one time an app password's secret is shown (the store keeps only its hash). */
+export function appPasswordCreatedPage(view: { name: string; secret: string; paths: AccountPaths }): HtmlPage {
+  const text = messages.account;
+  return {
+    status: 200,
+    title: text.title,
+    body: html`<h1>${text.appPasswordShownHeading(view.name)}</h1>
+<p>${text.appPasswordShownText}</p>
+<p class="mxid" id="app-password-secret">${view.secret}</p>
+<a class="button secondary" href="${view.paths.page}#app-passwords">${text.backToAccount}</a>`.value,
   };
 }
 

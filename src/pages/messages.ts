@@ -86,6 +86,18 @@ export const messages = {
     signedOutHeading: 'Signed out',
     signedOutText: 'You are signed out of this page. Your apps stay signed in.',
     signInAgain: 'Sign in again',
+    appPasswordsHeading: 'App passwords',
+    appPasswordsIntro: 'For apps that can only sign in with a password: give each app its own app password, and use it instead of your password with your Matrix ID.',
+    noAppPasswords: 'You have no app passwords.',
+    appPasswordCreated: (when: string) => `Created ${when}`,
+    appPasswordUsed: (when: string) => `last used ${when}`,
+    appPasswordRefused: 'Stopped working: your identity provider no longer allows this access.',
+    appPasswordNameLabel: 'Name (for example the app you will use it in)',
+    createAppPassword: 'Create an app password',
+    revokeAppPassword: 'Revoke',
+    appPasswordRevoked: (name: string) => `App password ${name} was revoked; the apps using it are signed out.`,
+    appPasswordShownHeading: (name: string) => `App password ${name}`,
+    appPasswordShownText: 'Copy it now and type it in your app as the password, with your Matrix ID as the user name. It will not be shown again.',
   },
 
   error: {
@@ -234,6 +246,31 @@ export const messages = {
       heading: 'This form could not be checked',
       what: 'The form was not sent from your account page in this browser, or your sign-in to the page has ended.',
       todo: 'Open your account page again and repeat what you wanted to do.',
+    },
+    app_password_unavailable: {
+      heading: 'App passwords are not available',
+      what: 'This server does not offer app passwords.',
+      todo: 'Sign in to your apps with single sign-on, or ask your server administrator.',
+    },
+    app_password_no_grant: {
+      heading: 'Your identity provider gave no lasting access',
+      what: 'An app password needs lasting access at your identity provider (a refresh token), and your sign-in did not grant it.',
+      todo: 'Ask your server administrator to add the offline_access scope to this identity provider in the proxy configuration.',
+    },
+    app_password_too_many: {
+      heading: 'Too many app passwords',
+      what: 'You already have as many app passwords as this server allows.',
+      todo: 'Go back to your account page, revoke one you no longer use, then create the new one.',
+    },
+    app_password_name: {
+      heading: 'The name is not usable',
+      what: 'An app password needs a name of 1 to 64 characters, so you can tell it apart later.',
+      todo: 'Go back to your account page and give it a name, such as the app you will use it in.',
+    },
+    app_password_unknown: {
+      heading: 'Unknown app password',
+      what: 'This app password does not exist (any more).',
+      todo: 'Go back to your account page and choose one from the list.',
     },
     account_unavailable: {
       heading: 'The account page is not available',

@@ -25,6 +25,10 @@ export interface AccountSession {
   readonly homeserverTokenHash: string;
   /** The same token, sealed (secret-box.ts) for the page's own calls: never in the store in clear. */
   readonly sealedHomeserverToken: string;
+  /** The sign-in's OP refresh token, sealed: the grant an app password made in this page session is tied to. */
+  readonly sealedOpRefreshToken?: string;
+  /** The account's verified e-mail at the OP, when the sign-in said: an app password then logs in by it too. */
+  readonly email?: string;
 }
 
 const HOMESERVER_TOKEN_PREFIX = 'mcpw_';
@@ -47,7 +51,9 @@ function isAccountSessionFields(f: Fields): boolean {
     isNumber(f.createdAt) &&
     isNumber(f.expiresAt) &&
     isString(f.homeserverTokenHash) &&
-    isString(f.sealedHomeserverToken)
+    isString(f.sealedHomeserverToken) &&
+    isOptional(f.sealedOpRefreshToken, isString) &&
+    isOptional(f.email, isString)
   );
 }
 

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Metrics } from '../observability/metrics.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import type { Store } from '../store/store.js';
+import type { AppPassword, AppPasswords } from './app-passwords.js';
 import type { SessionKeys } from './secret-box.js';
 import type { SessionLifecycle } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
@@ -35,6 +36,7 @@ export interface RevalidationDeps {
   readonly keys: SessionKeys;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  readonly appPasswords: AppPasswords;
 }
 
 /** Longer than any OP round trip we wait for (the provider's own timeout ends a hung call first). */
@@ -49,6 +51,7 @@ const MAX_WAIT_STEPS = 250;
 
 const lockKey = (sessionId: string) => `revalidation-lock:${sessionId}`;
 const backoffKey = (sessionId: string) => `revalidation-backoff:${sessionId}`;
+const appPasswordLockKey = (id: string) => `revalidation-lock:app-password:${id}`;
 
 /**
  * Checks the session's upstream grant at the OP again (refresh-token grant) when its last check is older than
@@ -119,7 +122,8 @@ export async function admitRefresh(deps: RevalidationDeps, refreshToken: string)
 
 /** When the session's grant is next due for a check at the OP; undefined when it never is (no OP grant kept). */
 export function revalidationDueAt(deps: Pick<RevalidationDeps, 'config'>, session: Session): number | undefined {
-  if (session.origin.kind === 'appservice' || session.origin.sealedOpRefreshToken === undefined) return undefined;
+  if (session.origin.kind === 'appservice') return undefined;
+  if (session.origin.sealedOpRefreshToken === undefined && session.origin.appPasswordId === undefined) return undefined;
   return session.origin.lastValidatedAt + deps.config.sessions.revalidate_interval;
 }
 
@@ -138,8 +142,10 @@ function graceOrUnavailable(deps: RevalidationDeps, session: Session): 'grace' |
 /** One refresh-token grant at the OP, with the lock held. */
 async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<RevalidationOutcome> {
   const origin = session.origin;
-  if (origin.kind === 'appservice' || origin.sealedOpRefreshToken === undefined) return 'fresh';
+  if (origin.kind === 'appservice') return 'fresh';
   const log = deps.logger.child({ session_id: session.id, localpart: session.localpart, idp_id: origin.idpId });
+  if (origin.appPasswordId !== undefined) return checkAppPasswordSession(deps, session, origin.appPasswordId, log);
+  if (origin.sealedOpRefreshToken === undefined) return 'fresh';
   const provider = deps.providers.get(origin.idpId);
   if (provider === undefined) {
     // A provider removed from the config cannot vouch for its sessions; treat it like an unreachable OP.
@@ -207,4 +213,109 @@ async function opUnreachable(deps: RevalidationDeps, session: Session, log: Reva
   if (outcome === 'grace') log.warn({ err, grace_left_ms: graceLeftMs }, 'revalidation.op_unavailable.grace');
   else log.error({ err }, 'revalidation.op_unavailable.failed_closed');
   return outcome;
+}
+
+/** What the OP said of an app password's grant. */
+export type AppPasswordGrantCheck =
+  | { readonly outcome: 'valid'; readonly appPassword: AppPassword }
+  | { readonly outcome: 'refused' | 'gone' }
+  | { readonly outcome: 'unreachable'; readonly err: unknown };
+
+/**
+ * Checks an app password's OP grant when its last check is older than `sessions.revalidate_interval` (refresh-token
+ * grant, rotated token written back to the app password). Single-flight per app password, not per session: all its
+ * sessions spend the same OP refresh token, which a rotating OP accepts exactly once. A refusal is remembered on
+ * the app password, so it logs nobody in any more (issue 15: "refuse it while the user is disabled at the OP").
+ */
+export async function checkAppPasswordGrant(deps: RevalidationDeps, id: string): Promise<AppPasswordGrantCheck> {
+  for (let step = 0; ; step++) {
+    const current = await deps.appPasswords.get(id);
+    if (current === undefined) return { outcome: 'gone' };
+    if (current.refusedAt !== undefined) return { outcome: 'refused' };
+    if (deps.clock.now() < current.lastValidatedAt + deps.config.sessions.revalidate_interval) return { outcome: 'valid', appPassword: current };
+    const release = await deps.store.tryLock(appPasswordLockKey(id), LOCK_TTL_MS);
+    if (release !== undefined) {
+      try {
+        return await appPasswordGrantAtOp(deps, id);
+      } finally {
+        await release();
+      }
+    }
+    if (step >= MAX_WAIT_STEPS) return { outcome: 'unreachable', err: new Error('app password re-validation still running elsewhere') };
+    await delay(WAIT_STEP_MS);
+  }
+}
+
+async function appPasswordGrantAtOp(deps: RevalidationDeps, id: string): Promise<AppPasswordGrantCheck> {
+  // Re-read under the lock: the previous holder may have finished between our read and our lock.
+  const locked = await deps.appPasswords.get(id);
+  if (locked === undefined) return { outcome: 'gone' };
+  if (locked.refusedAt !== undefined) return { outcome: 'refused' };
+  if (deps.clock.now() < locked.lastValidatedAt + deps.config.sessions.revalidate_interval) return { outcome: 'valid', appPassword: locked };
+  const log = deps.logger.child({ app_password_id: id, localpart: locked.localpart, idp_id: locked.idpId });
+  const provider = deps.providers.get(locked.idpId);
+  if (provider === undefined) {
+    log.error('revalidation.app_password.unknown_provider');
+    return { outcome: 'unreachable', err: undefined };
+  }
+  const usedSealed = locked.sealedOpRefreshToken;
+  let grant;
+  try {
+    grant = await provider.refreshGrant(deps.keys.open(usedSealed));
+  } catch (err: unknown) {
+    if (err instanceof UpstreamError && err.kind === 'invalid_grant') {
+      log.info({ reason: err.message }, 'revalidation.app_password.refused');
+      const marked = await deps.appPasswords.update(id, (current) =>
+        // Lost a race (our lock lapsed and another replica rotated the token): not a refusal.
+        current.sealedOpRefreshToken === usedSealed ? { ...current, refusedAt: deps.clock.now() } : current,
+      );
+      if (marked === undefined) return { outcome: 'gone' };
+      return marked.refusedAt !== undefined ? { outcome: 'refused' } : { outcome: 'valid', appPassword: marked };
+    }
+    deps.metrics.upstreamErrors.inc({ upstream: 'op', kind: err instanceof UpstreamError ? err.kind : 'error' });
+    return { outcome: 'unreachable', err };
+  }
+  if (grant.sub !== locked.sub) {
+    log.error({ returned_sub: grant.sub }, 'revalidation.app_password.subject_changed');
+    const marked = await deps.appPasswords.update(id, (current) => ({ ...current, refusedAt: deps.clock.now() }));
+    return marked === undefined ? { outcome: 'gone' } : { outcome: 'refused' };
+  }
+  const now = deps.clock.now();
+  const sealed = grant.refreshToken === undefined ? usedSealed : deps.keys.seal(grant.refreshToken);
+  const updated = await deps.appPasswords.update(id, (current) => ({ ...current, sealedOpRefreshToken: sealed, lastValidatedAt: now }));
+  if (updated === undefined) {
+    // Revoked while we were asking: the fresh OP grant belongs to nothing any more.
+    if (grant.refreshToken !== undefined) await provider.revoke(grant.refreshToken, 'refresh_token').catch(() => undefined);
+    return { outcome: 'gone' };
+  }
+  log.debug('revalidation.app_password.ok');
+  return { outcome: 'valid', appPassword: updated };
+}
+
+/** A session made with an app password: its app password's grant decides. */
+async function checkAppPasswordSession(deps: RevalidationDeps, session: Session, id: string, log: RevalidationDeps['logger']): Promise<RevalidationOutcome> {
+  const check = await checkAppPasswordGrant(deps, id);
+  switch (check.outcome) {
+    case 'gone':
+      deps.metrics.revalidations.inc({ outcome: 'ended' });
+      return endSession(deps, session.id, log);
+    case 'refused': {
+      log.info('revalidation.refused');
+      deps.metrics.revalidations.inc({ outcome: 'ended' });
+      const outcome = await endSession(deps, session.id, log);
+      await deps.lifecycle.lockAtHomeserver(session.localpart);
+      return outcome;
+    }
+    case 'unreachable':
+      return opUnreachable(deps, session, log, check.err);
+    case 'valid': {
+      const validatedAt = check.appPassword.lastValidatedAt;
+      const updated = await deps.sessions.update(session.id, (current) =>
+        current.origin.kind === 'appservice' ? current : { ...current, origin: { ...current.origin, lastValidatedAt: Math.max(validatedAt, current.origin.lastValidatedAt) } },
+      );
+      if (updated === undefined) return 'ended';
+      deps.metrics.revalidations.inc({ outcome: 'revalidated' });
+      return 'revalidated';
+    }
+  }
 }

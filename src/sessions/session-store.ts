@@ -59,6 +59,7 @@ export function isOpOrigin(value: unknown): value is Extract<SessionOrigin, { ki
     isString(value.sub) &&
     isOptional(value.sid, isString) &&
     isOptional(value.sealedOpRefreshToken, isString) &&
+    isOptional(value.appPasswordId, isString) &&
     isNumber(value.lastValidatedAt)
   );
 }

@@ -35,6 +35,11 @@ export type SessionOrigin =
       readonly sid?: string;
       /** The OP's refresh token, sealed (AES-GCM) — kept to re-validate the user at the OP later. */
       readonly sealedOpRefreshToken?: string;
+      /**
+       * The app password this password login used (issue 15): its sessions are re-validated with the app password's
+       * OP grant (no sealedOpRefreshToken of their own) and end when it is revoked.
+       */
+      readonly appPasswordId?: string;
       readonly lastValidatedAt: number;
     }
   | { readonly kind: 'appservice'; readonly appserviceId: string };

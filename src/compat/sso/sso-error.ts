@@ -13,6 +13,8 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'unknown_provider':
     case 'device_unknown':
     case 'account_unavailable':
+    case 'app_password_unavailable':
+    case 'app_password_unknown':
       return new PageError(failure, 404, 'M_NOT_FOUND', cause);
     case 'unknown_state':
     case 'expired':
@@ -32,7 +34,12 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'reauth_wrong_account':
     case 'reauth_stale':
     case 'account_csrf':
+    case 'app_password_too_many':
       return new PageError(failure, 403, 'M_FORBIDDEN', cause);
+    case 'app_password_name':
+      return new PageError(failure, 400, 'M_INVALID_PARAM', cause);
+    case 'app_password_no_grant':
+      return new PageError(failure, 502, 'M_UNKNOWN', cause);
     case 'deactivated':
       return new PageError(failure, 403, 'M_USER_DEACTIVATED', cause);
     case 'op_error':
