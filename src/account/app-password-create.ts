@@ -7,6 +7,7 @@ import { cleanAppPasswordName } from '../sessions/app-passwords.js';
 import { ssoError } from '../compat/sso/sso-error.js';
 import { readAccountForm, requireRecentAuthentication } from './account-form.js';
 import { accountPaths } from './account-paths.js';
+import { startAccountSignIn } from './account-sign-in.js';
 
 /**
  * POST /_matrix-compat-proxy/account/app-passwords/create — makes a named app password (issue 15, item 3) and shows
@@ -15,12 +16,19 @@ import { accountPaths } from './account-paths.js';
  */
 export async function postAppPasswordCreate(ctx: Context, deps: AppDeps): Promise<void> {
   if (!deps.config.app_passwords.enabled) throw ssoError('app_password_unavailable');
-  const { session, form } = await readAccountForm(ctx, deps);
+  const { id, session, form } = await readAccountForm(ctx, deps);
   const name = cleanAppPasswordName(form.get('name'));
   if (name === undefined) throw ssoError('app_password_name');
   if (!(await requireRecentAuthentication(ctx, deps, session, `${accountPaths.page}#app-passwords`))) return;
+  // Each app password gets a refresh token of its own: an earlier one took this sign-in's, so sign in again.
+  if (session.sealedOpRefreshToken === undefined && session.opGrantTaken === true) {
+    await startAccountSignIn(ctx, deps, `${accountPaths.page}#app-passwords`, true);
+    return;
+  }
+  if ((await deps.appPasswords.list(session.localpart)).length >= deps.config.app_passwords.max_per_user) throw ssoError('app_password_too_many');
   // No refresh token: the OP gave no lasting grant (no offline_access where it needs one); nothing to tie it to.
-  if (session.sealedOpRefreshToken === undefined) throw ssoError('app_password_no_grant');
+  const sealedOpRefreshToken = await deps.accountSessions.takeOpRefreshToken(id);
+  if (sealedOpRefreshToken === undefined) throw ssoError('app_password_no_grant');
   const created = await deps.appPasswords.create(
     {
       localpart: session.localpart,
@@ -29,7 +37,7 @@ export async function postAppPasswordCreate(ctx: Context, deps: AppDeps): Promis
       issuer: session.issuer,
       sub: session.sub,
       ...(session.email === undefined ? {} : { email: session.email }),
-      sealedOpRefreshToken: session.sealedOpRefreshToken,
+      sealedOpRefreshToken,
     },
     deps.config.app_passwords.max_per_user,
   );

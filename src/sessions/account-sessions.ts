@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.js';
-import { isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
+import { isBoolean, isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
 import { hashToken, isOpaqueSecret, newOpaqueSecret, sameHash } from './tokens.js';
 
@@ -25,8 +25,14 @@ export interface AccountSession {
   readonly homeserverTokenHash: string;
   /** The same token, sealed (secret-box.ts) for the page's own calls: never in the store in clear. */
   readonly sealedHomeserverToken: string;
-  /** The sign-in's OP refresh token, sealed: the grant an app password made in this page session is tied to. */
+  /**
+   * The sign-in's OP refresh token, sealed: an app password created in this page session takes it (and it is removed
+   * here, `opGrantTaken`), so no two app passwords spend the same refresh token — at an OP that rotates them, the
+   * second use of a spent token is a replay and can revoke the whole grant (RFC 9700 §4.14.2).
+   */
   readonly sealedOpRefreshToken?: string;
+  /** Set once an app password took the refresh token: the next one needs a new sign-in at the OP. */
+  readonly opGrantTaken?: boolean;
   /** The account's verified e-mail at the OP, when the sign-in said: an app password then logs in by it too. */
   readonly email?: string;
 }
@@ -53,6 +59,7 @@ function isAccountSessionFields(f: Fields): boolean {
     isString(f.homeserverTokenHash) &&
     isString(f.sealedHomeserverToken) &&
     isOptional(f.sealedOpRefreshToken, isString) &&
+    isOptional(f.opGrantTaken, isBoolean) &&
     isOptional(f.email, isString)
   );
 }
@@ -105,6 +112,23 @@ export class AccountSessions {
     const id = await this.store.get(accountSessionKeys.byHomeserverToken(token));
     const session = id === undefined ? undefined : await this.get(id);
     return session !== undefined && sameHash(session.homeserverTokenHash, hashToken(token)) ? session : undefined;
+  }
+
+  /**
+   * Takes the page session's OP refresh token (compare-and-set: two concurrent creations cannot both get it);
+   * undefined when there is none (left).
+   */
+  async takeOpRefreshToken(id: string): Promise<string | undefined> {
+    if (!isOpaqueSecret(id)) return undefined;
+    const key = accountSessionKeys.session(id);
+    const raw = await this.store.get(key);
+    const session = readRecord(accountSessionRecord, raw, key, this.logger);
+    if (raw === undefined || session?.sealedOpRefreshToken === undefined) return undefined;
+    const ttlMs = session.expiresAt - this.clock.now();
+    if (ttlMs <= 0) return undefined;
+    const { sealedOpRefreshToken, ...rest } = session;
+    const taken = await this.store.compareAndSet(key, raw, accountSessionRecord.encode({ ...rest, opGrantTaken: true }), { ttlMs });
+    return taken ? sealedOpRefreshToken : undefined;
   }
 
   async remove(id: string): Promise<void> {
