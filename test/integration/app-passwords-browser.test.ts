@@ -157,6 +157,20 @@ describe('app passwords: account page in Chromium, login with matrix-js-sdk, rev
     assert.equal((await login('alice', first)).status, 403);
   });
 
+  test('back-channel logout of the bound subject ends the app password sessions', async () => {
+    const third = await createOnPage('Bridge');
+    const answer = await login('alice', third);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    await h.op.sendBackchannelLogout({ sub: h.op.users.alice.sub });
+    assert.equal((await whoami(answer.body.access_token)).status, 401);
+    // The OP logged the subject out after the grant was last checked: refused until the OP vouches for it again.
+    assert.equal((await login('alice', third)).status, 403);
+    clock.advance(1000);
+    await page.goto(`${h.url}${ACCOUNT}`);
+    await page.locator('li[data-app-password-id] button', { hasText: 'Revoke' }).first().click();
+    await page.waitForURL((url) => url.searchParams.get('revoked') !== null);
+  });
+
   test('user disabled at the OP: re-validation with the app password grant ends its sessions, login refused', async () => {
     const second = await createOnPage('Phone');
     const answer = await login('alice', second);
