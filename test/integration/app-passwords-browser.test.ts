@@ -21,7 +21,7 @@ if (chromiumMissing && process.env['CI'] !== undefined) {
 }
 const skip = chromiumMissing ? `${CHROMIUM} is not installed (apt-get install chromium); skipped outside CI` : false;
 const ACCOUNT = '/_matrix-compat-proxy/account';
-const ACCOUNT_BURST = 12;
+const ACCOUNT_BURST = 16;
 
 describe('app passwords: account page in Chromium, login with matrix-js-sdk, revocation, OP refusal', { skip }, () => {
   let h: Harness;
@@ -178,6 +178,20 @@ describe('app passwords: account page in Chromium, login with matrix-js-sdk, rev
     const token = answer.body.access_token as string;
     const id = second.split('_')[1] ?? '';
     const sealedBefore = (await h.deps.appPasswords.get(id))?.sealedOpRefreshToken;
+
+    // User-Interactive Auth's m.login.password takes the app password too (device deletion, no OP password grant).
+    const other = await login('alice', second);
+    assert.equal(other.status, 200);
+    const path = `/_matrix/client/v3/devices/${other.body.device_id}`;
+    const challenge = await h.request('DELETE', path, { token, body: {} });
+    assert.equal(challenge.status, 401);
+    assert.ok(challenge.body.flows.some((flow: { stages: string[] }) => flow.stages.includes('m.login.password')), JSON.stringify(challenge.body));
+    const deleted = await h.request('DELETE', path, {
+      token,
+      body: { auth: { type: 'm.login.password', session: challenge.body.session, identifier: { type: 'm.id.user', user: 'alice' }, password: second } },
+    });
+    assert.equal(deleted.status, 200, JSON.stringify(deleted.body));
+    assert.equal((await whoami(other.body.access_token)).status, 401);
 
     // Due: one refresh grant at the OP, the rotated token is written back to the app password.
     const refreshesBefore = h.op.requestCount('/token', 'refresh_token');

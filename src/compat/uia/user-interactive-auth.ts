@@ -3,6 +3,8 @@ import type { AppDeps } from '../../app-deps.js';
 import { MatrixError } from '../../errors/matrix-error.js';
 import { expectObject, optionalString } from '../../http/body.js';
 import { clientAddress, logOf } from '../../http/request-state.js';
+import { appPasswordSignIn } from '../app-password-login.js';
+import { isAppPasswordFormat } from '../../sessions/app-passwords.js';
 import { UpstreamError } from '../../oidc/upstream.js';
 import type { Session } from '../../sessions/session.js';
 import { sameOperation, type UiaOperation, type UiaSession, type UiaStage } from '../../sessions/uia-sessions.js';
@@ -48,7 +50,8 @@ export function parseAuthDict(raw: unknown): AuthDict | undefined {
 /** The stages this session's user can pass: password only where the OP checks passwords for that provider. */
 function stagesFor(deps: AppDeps, origin: OpOrigin): UiaStage[] {
   const stages: UiaStage[] = [];
-  if (passwordProviderFor(deps, origin) !== undefined) stages.push('m.login.password');
+  // An app password is a password this proxy checks itself (issue 15): offered whenever they are enabled.
+  if (passwordProviderFor(deps, origin) !== undefined || deps.config.app_passwords.enabled) stages.push('m.login.password');
   if (deps.providers.has(origin.idpId)) stages.push('m.login.sso');
   return stages;
 }
@@ -143,6 +146,12 @@ async function checkPassword(
   if (who.kind === 'foreign_server' || (who.kind === 'localpart' && who.username !== session.localpart)) throw invalid();
   // Throttled like /login: UIA must not be a side door for guessing passwords at the OP.
   await deps.throttle.check(clientAddress(ctx), session.localpart);
+  if (deps.config.app_passwords.enabled && isAppPasswordFormat(auth.password)) {
+    // Checked here, never sent to the OP; it must open this very account (the same OP subject).
+    const signedIn = await appPasswordSignIn(deps, who, auth.password, invalid);
+    if (signedIn.localpart !== session.localpart || signedIn.origin.kind === 'appservice' || signedIn.origin.sub !== origin.sub) throw invalid();
+    return;
+  }
   const provider = passwordProviderFor(deps, origin);
   if (provider === undefined) throw invalid();
   let opUsername = who.username;
