@@ -15,8 +15,9 @@ import { startAccountSignIn } from './account-sign-in.js';
  * which a recent sign-in makes fresh: re-validation spends that grant, so the OP still decides.
  */
 export async function postAppPasswordCreate(ctx: Context, deps: AppDeps): Promise<void> {
-  if (!deps.config.app_passwords.enabled) throw ssoError('app_password_unavailable');
   const { id, session, form } = await readAccountForm(ctx, deps);
+  // After the body is read: a trickled body gets its 408 whatever the config (owned-routes test).
+  if (!deps.config.app_passwords.enabled) throw ssoError('app_password_unavailable');
   const name = cleanAppPasswordName(form.get('name'));
   if (name === undefined) throw ssoError('app_password_name');
   if (!(await requireRecentAuthentication(ctx, deps, session, `${accountPaths.page}#app-passwords`))) return;

@@ -13,8 +13,9 @@ import { accountPaths } from './account-paths.js';
  * (oidc-provider) is shared with the browser's SSO logins.
  */
 export async function postAppPasswordRevoke(ctx: Context, deps: AppDeps): Promise<void> {
-  if (!deps.config.app_passwords.enabled) throw ssoError('app_password_unavailable');
   const { session, form } = await readAccountForm(ctx, deps);
+  // After the body is read: a trickled body gets its 408 whatever the config (owned-routes test).
+  if (!deps.config.app_passwords.enabled) throw ssoError('app_password_unavailable');
   if (!(await requireRecentAuthentication(ctx, deps, session, `${accountPaths.page}#app-passwords`))) return;
   const revoked = await deps.appPasswords.revoke(session.localpart, form.get('app_password_id') ?? '');
   // Another user's id is as unknown as a made-up one.
