@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startProxyHarness, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { request as httpRequest } from 'node:http';
 
 const LOGIN = '/_matrix/client/v3/login';
 const WHOAMI = '/_matrix/client/v3/account/whoami';
@@ -121,6 +122,22 @@ describe('legacy login API against the in-process OP (memory store)', () => {
       assert.equal(status, 200, path);
       assert.ok(Array.isArray(body.flows), path);
     }
+  });
+
+  test('a raw # in the request target ends the path: login#x is answered by the proxy, not forwarded (issue 12 #6)', async () => {
+    const seenBefore = h.homeserver.requestsSeen.length;
+    const body = JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: h.op.users.alice.password });
+    const answer = await rawRequest(h.url, 'POST', `${LOGIN}#x`, body);
+    assert.equal(answer.status, 200, answer.body);
+    assert.equal(JSON.parse(answer.body).user_id, `@alice:${SERVER_NAME}`);
+    const get = await rawRequest(h.url, 'GET', `${LOGIN}#x?y=1`);
+    assert.equal(get.status, 200);
+    assert.ok(Array.isArray(JSON.parse(get.body).flows));
+    // What the homeserver saw: the provisioning calls of the login, never the login itself.
+    assert.deepEqual(h.homeserver.requestsSeen.slice(seenBefore).filter((line) => line.includes('/login')), []);
+    // A passed-through path loses its fragment too, so the homeserver sees the path the proxy judged.
+    await rawRequest(h.url, 'GET', '/_matrix/client/versions#frag');
+    assert.ok(h.homeserver.requestsSeen.includes('GET /_matrix/client/versions'), h.homeserver.requestsSeen.slice(-3).join(', '));
   });
 
   test('device_id reuse keeps the device and ends the earlier session', async () => {
@@ -383,3 +400,17 @@ describe('appservice login without registration files', () => {
     }
   });
 });
+
+/** A request whose target is sent exactly as given (fetch drops a `#` and what follows it). */
+function rawRequest(baseUrl: string, method: string, target: string, body?: string): Promise<{ status: number; body: string }> {
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, method, path: target, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
