@@ -1,5 +1,6 @@
 import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
 import { expectObject, optionalBoolean, optionalString } from '../http/body.js';
+import { DEVICE_ID_RULE, isSafeDeviceId } from '../sessions/device-id.js';
 
 /**
  * The body of POST /login (Matrix C-S spec, "POST /_matrix/client/v3/login"), parsed once at the edge into one
@@ -77,8 +78,8 @@ export function parseLoginRequest(raw: unknown, options: LoginOptions): LoginReq
 
 function commonFields(body: Record<string, unknown>): LoginCommon {
   const deviceId = optionalString(body, 'device_id');
-  if (deviceId !== undefined && (deviceId.length === 0 || deviceId.length > 255)) {
-    throw new MatrixError(400, 'M_INVALID_PARAM', 'device_id must be between 1 and 255 characters');
+  if (deviceId !== undefined && !isSafeDeviceId(deviceId)) {
+    throw new MatrixError(400, 'M_INVALID_PARAM', `device_id must be ${DEVICE_ID_RULE}`);
   }
   const initialDeviceDisplayName = optionalString(body, 'initial_device_display_name');
   return {

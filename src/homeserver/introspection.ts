@@ -1,6 +1,7 @@
 import type { AppDeps } from '../app-deps.js';
 import type { Session } from '../sessions/session.js';
 import { looksLikeOurToken } from '../sessions/tokens.js';
+import { isScopeToken } from '../sessions/device-id.js';
 import { admitSession } from '../sessions/revalidation.js';
 import { introspectAtOp } from './native-token-relay.js';
 import { API_SCOPES, DEVICE_SCOPE_PREFIXES, INACTIVE, IntrospectionUnavailable } from './introspection-answer.js';
@@ -37,6 +38,9 @@ async function introspectOwnToken(deps: AppDeps, token: string, request: Introsp
   const admission = await admitSession(deps, session).catch((err: unknown) => Promise.reject(new IntrospectionUnavailable('The session could not be re-validated', err)));
   if (admission === 'inactive') return INACTIVE;
   if (admission === 'unavailable') throw new IntrospectionUnavailable('The identity provider is unreachable and the grace period is over', undefined);
+  // A device that is no scope-token cannot be told to a homeserver that reads devices from `scope` (MAS does the
+  // same): inactive, never a scope list the device id could add to (issue 12 #3).
+  if (!request.deviceIdSupported && !isScopeToken(session.deviceId)) return INACTIVE;
   const now = deps.clock.now();
   return {
     active: true,

@@ -6,6 +6,7 @@ import { MappingError } from '../identity/user-mapping.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import { API_SCOPES, DEVICE_SCOPE_PREFIXES, INACTIVE, IntrospectionUnavailable } from './introspection-answer.js';
 import { primaryProvider } from './metadata.js';
+import { isSafeDeviceId } from '../sessions/device-id.js';
 
 /**
  * The native-token relay (staged rollout): a token the proxy did not issue belongs to a native OIDC client and is
@@ -76,14 +77,15 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
     cache.set(token, INACTIVE, now);
     return INACTIVE;
   }
-  const deviceScopes = scopes.filter((scope) => DEVICE_SCOPE_PREFIXES.some((prefix) => scope.startsWith(prefix)));
-  const deviceIds = new Set(deviceScopes.map((scope) => scope.slice(scope.lastIndexOf(':') + 1)));
-  if (deviceIds.size !== 1) {
-    // Synapse needs exactly one device for a client-server token.
+  const deviceIds = new Set(
+    scopes.flatMap((scope) => DEVICE_SCOPE_PREFIXES.filter((prefix) => scope.startsWith(prefix)).map((prefix) => scope.slice(prefix.length))),
+  );
+  const [deviceId] = [...deviceIds];
+  // Synapse needs exactly one device for a client-server token; the OP's scope is as untrusted as a login body.
+  if (deviceIds.size !== 1 || deviceId === undefined || !isSafeDeviceId(deviceId)) {
     cache.set(token, INACTIVE, now);
     return INACTIVE;
   }
-  const [deviceId] = [...deviceIds] as [string];
 
   let localpart: string;
   try {

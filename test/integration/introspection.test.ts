@@ -96,6 +96,14 @@ describe('homeserver-facing API (Synapse matrix_authentication_service contract)
     assert.equal((await h.request('POST', '/_matrix/client/v3/logout', { token })).body.errcode, 'M_UNKNOWN_TOKEN');
   });
 
+  test('a native token whose device scope holds an unsafe device id is inactive (issue 12 #3)', async () => {
+    const token = await nativeToken(h, 'bob', 'DEV<script>');
+    const answer = await introspect(h, token);
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body['active'], false, JSON.stringify(answer.body));
+    assert.ok(!h.homeserver.devices('bob').has('DEV<script>'));
+  });
+
   test('OP answers are cached briefly: a burst of introspections costs one OP call', async () => {
     const token = await nativeToken(h, 'alice', 'NATIVEDEV2');
     const before = h.op.requestCount('/token/introspection');

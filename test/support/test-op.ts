@@ -175,7 +175,8 @@ export interface TestOpBrowser {
 
 const DEFAULT_CLIENT_ID = 'matrix-compat-proxy';
 const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
-const MATRIX_DEVICE_SCOPE = /^urn:(matrix:client|matrix:org\.matrix\.msc2967\.client):device:[A-Za-z0-9._~!$&'()*+,;=:@/-]{1,255}$/;
+// Any RFC 6749 scope-token as the device part, as an OP with dynamic scopes grants it: the proxy must do the checking.
+const MATRIX_DEVICE_SCOPE = /^urn:(matrix:client|matrix:org\.matrix\.msc2967\.client):device:[\x21\x23-\x5B\x5D-\x7E]{1,255}$/;
 const MATRIX_STATIC_SCOPES = ['urn:matrix:client:api:*', 'urn:matrix:org.matrix.msc2967.client:api:*', 'urn:synapse:admin:*'];
 
 interface SigningKey {
