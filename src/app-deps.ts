@@ -13,6 +13,7 @@ import type { SessionLifecycle } from './sessions/session-lifecycle.js';
 import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import type { LoginThrottle } from './security/login-throttle.js';
+import type { AccountAliases } from './security/account-name.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
 
 /**
@@ -36,6 +37,8 @@ export interface AppDeps {
   readonly keys: SessionKeys;
   readonly appservices: AppserviceRegistry;
   readonly throttle: LoginThrottle;
+  /** E-mail → account, learnt at login, so the throttle counts an account once whatever name it is typed by. */
+  readonly accountAliases: AccountAliases;
   readonly ssoLogins: SsoLoginState;
   /** Digest of `homeserver.secret` (introspection callers), computed once. */
   readonly homeserverSecretDigest: Buffer;

@@ -17,6 +17,7 @@ import { SessionLifecycle } from './sessions/session-lifecycle.js';
 import { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import { LoginThrottle } from './security/login-throttle.js';
+import { AccountAliases } from './security/account-name.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
 
@@ -65,10 +66,13 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ssoLogins: new SsoLoginState(store, clock, logger),
     homeserverSecretDigest: secretDigest(config.homeserver.secret),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
+    // An e-mail → account alias lives as long as a month without a login that confirms it.
+    accountAliases: new AccountAliases(store, 30 * 24 * 3600_000),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
       perAccount: { burst: config.rate_limits.login_per_account.burst, perSecond: config.rate_limits.login_per_account.per_second },
       ssoPerIp: { burst: config.rate_limits.sso_per_ip.burst, perSecond: config.rate_limits.sso_per_ip.per_second },
+      ipv6PrefixLength: config.rate_limits.ipv6_prefix_length,
     }),
   };
 }

@@ -11,6 +11,7 @@ import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
 import { loggedOutAtOpSince, loginGrantStillValid } from '../sessions/op-logouts.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
+import { isPlausiblePassword } from '../security/account-name.js';
 import { parseLoginRequest, type AppserviceLogin, type LoginRequest, type PasswordLogin, type TokenLogin } from './login-request.js';
 import { accountRefusal, resolveOrRefuse } from './sign-in.js';
 
@@ -41,9 +42,16 @@ function invalidCredentials(cause?: unknown): MatrixError {
 
 async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin): Promise<void> {
   const who = request.identifier;
-  if (who.kind === 'foreign_server') throw invalidCredentials();
+  // Names that are no account and passwords no OP would take still cost a per-IP attempt, then get the one 403 every
+  // credential failure gets: never a request to the OP, never a 5xx (issue 12 #4).
+  if (who.kind === 'foreign_server' || who.kind === 'malformed' || !isPlausiblePassword(request.password)) {
+    await deps.throttle.check(clientAddress(ctx), undefined);
+    deps.metrics.logins.inc({ type: 'password', outcome: 'rejected' });
+    throw invalidCredentials();
+  }
 
-  await deps.throttle.check(clientAddress(ctx), who.username);
+  // One bucket per account, whatever the spelling (security/account-name.ts).
+  await deps.throttle.check(clientAddress(ctx), await deps.accountAliases.throttleKey(who));
 
   const idpId = deps.config.password_login.idp_id;
   const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
@@ -51,11 +59,12 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   // The config loader refuses a password_login.idp_id that names no provider; this is a bug if it happens.
   if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
 
+  const typed = who.kind === 'localpart' ? who.name : who.address;
   // A Matrix localpart may differ from the OP username (e.g. a localpart made from the email): use the username
   // the OP accepted for that account before.
-  let opUsername = who.username;
+  let opUsername = typed;
   if (who.kind === 'localpart') {
-    const bound = await deps.bindings.findByLocalpart(who.username);
+    const bound = await deps.bindings.findByLocalpart(who.name);
     if (bound?.opUsername !== undefined && bound.issuer === policy.issuer) opUsername = bound.opUsername;
   }
 
@@ -63,7 +72,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   try {
     grant = await provider.passwordGrant(opUsername, request.password);
   } catch (err: unknown) {
-    const refused = err instanceof UpstreamError && err.kind === 'invalid_grant';
+    const refused = err instanceof UpstreamError && credentialsRefused(err);
     deps.metrics.logins.inc({ type: 'password', outcome: refused ? 'rejected' : 'error' });
     if (refused) throw invalidCredentials(err);
     throw err;
@@ -71,6 +80,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
 
   const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal);
   await provisionAccount(deps.homeserver, account);
+  await deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart);
 
   const origin: SessionOrigin = {
     kind: 'password',
@@ -83,6 +93,36 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   };
   await completeLogin(ctx, deps, request, account.localpart, origin);
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
+}
+
+/**
+ * Which OP answers to the password grant mean "these credentials are refused" (403, not 503): RFC 6749 §5.2
+ * invalid_grant, and invalid_request with a 4xx — the proxy always sends a complete grant request, so what an OP
+ * objects to is what the user typed (an empty or over-long user name or password). Read here, at the route, from
+ * the error's OAuth code: `oauthError` where oidc/ records it, else the OP's parsed error body kept as `cause`.
+ * Client-registration errors (invalid_client, unauthorized_client) and outages stay 503.
+ */
+function credentialsRefused(err: UpstreamError): boolean {
+  if (err.kind === 'invalid_grant') return true;
+  const answer = oauthAnswerOf(err);
+  return answer?.error === 'invalid_request' && answer.status !== undefined && answer.status >= 400 && answer.status < 500;
+}
+
+function oauthAnswerOf(err: UpstreamError): { error: string; status?: number } | undefined {
+  const recorded = err as { oauthError?: unknown; status?: unknown };
+  const cause = (typeof err.cause === 'object' && err.cause !== null ? err.cause : {}) as { error?: unknown; status?: unknown };
+  const error = typeof recorded.oauthError === 'string' ? recorded.oauthError : typeof cause.error === 'string' ? cause.error : undefined;
+  const status = typeof recorded.status === 'number' ? recorded.status : typeof cause.status === 'number' ? cause.status : undefined;
+  return error === undefined ? undefined : { error, ...(status === undefined ? {} : { status }) };
+}
+
+/** The addresses that now provably lead to this account: the one typed (the OP took it), and a verified `email` claim. */
+function verifiedAddresses(who: PasswordLogin['identifier'], grant: UpstreamGrant): string[] {
+  const addresses: string[] = [];
+  if (who.kind === 'email') addresses.push(who.address);
+  const claimed = grant.claims['email'];
+  if (typeof claimed === 'string' && grant.claims['email_verified'] === true) addresses.push(claimed);
+  return addresses;
 }
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {
@@ -105,9 +145,9 @@ async function appserviceLogin(ctx: Context, deps: AppDeps, request: AppserviceL
   const who = request.identifier;
   const notInNamespace = () => new MatrixError(400, 'M_EXCLUSIVE', 'The user is not in the namespace of this application service');
   if (who.kind !== 'localpart') throw notInNamespace();
-  if (!AppserviceRegistry.mayActAs(appservice, `@${who.username}:${deps.config.server_name}`, who.username)) throw notInNamespace();
-  await provisionUser(deps.homeserver, who.username, undefined);
-  await completeLogin(ctx, deps, request, who.username, { kind: 'appservice', appserviceId: appservice.id });
+  if (!AppserviceRegistry.mayActAs(appservice, `@${who.name}:${deps.config.server_name}`, who.name)) throw notInNamespace();
+  await provisionUser(deps.homeserver, who.name, undefined);
+  await completeLogin(ctx, deps, request, who.name, { kind: 'appservice', appserviceId: appservice.id });
   deps.metrics.logins.inc({ type: 'appservice', outcome: 'ok' });
 }
 

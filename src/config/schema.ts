@@ -467,6 +467,8 @@ export const configSchema = z
         login_per_account: tokenBucket(1800, 0.5),
         // SSO starts per client IP: each one stores a pending login, so unauthenticated writes are bounded.
         sso_per_ip: tokenBucket(30, 0.5),
+        // IPv6 clients are counted per prefix: one customer gets a /64 (RFC 6177), so per /128 is no limit at all.
+        ipv6_prefix_length: z.number().int().min(32).max(128).default(64),
       })
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),

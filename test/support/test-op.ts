@@ -77,6 +77,11 @@ export interface TestOpOptions {
   readonly backchannelLogoutUri?: string;
   /** Default 300. */
   readonly accessTokenTtlSeconds?: number;
+  /**
+   * Longer user names get RFC 6749 invalid_request at the password grant, as OPs with a user-name length limit
+   * answer (Keycloak: 255). Default: no limit.
+   */
+  readonly maxUsernameLength?: number;
 }
 
 export interface RequestRecord {
@@ -468,6 +473,9 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
       const { params, client } = ctx.oidc;
       if (typeof params.username !== 'string' || typeof params.password !== 'string') {
         throw new errors.InvalidRequest('username and password are required');
+      }
+      if (options.maxUsernameLength !== undefined && params.username.length > options.maxUsernameLength) {
+        throw new errors.InvalidRequest('username is too long');
       }
       const state = byLogin(params.username);
       if (state === undefined || state.disabled || !constantTimeEquals(state.user.password, params.password)) {

@@ -1,0 +1,148 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startProxyHarness, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
+import type { TestOpUser } from '../support/test-op.js';
+
+/** Issue 12: canonical account names, credentials decided locally, 0 × 5xx for what the client typed. */
+
+const LOGIN = '/_matrix/client/v3/login';
+
+const MALLORY: TestOpUser = {
+  username: 'mallory',
+  password: 'mallory-right-password',
+  sub: '5f0e8a52-1b7c-4c1e-9a51-ma11ory00001',
+  email: 'mallory@example.org',
+  name: 'Mallory',
+  groups: [],
+};
+
+type Body = Record<string, unknown>;
+const asUser = (user: string, password: string): Body => ({ type: 'm.login.password', identifier: { type: 'm.id.user', user }, password });
+const asEmail = (address: string, password: string): Body => ({ type: 'm.login.password', identifier: { type: 'm.id.thirdparty', medium: 'email', address }, password });
+
+/** Fourteen ways to name mallory that an OP trimming names and taking e-mail logins reads as one account. */
+function spellings(password: string): [string, Body][] {
+  return [
+    ['trailing space', asUser('mallory ', password)],
+    ['leading tab', asUser('\tmallory', password)],
+    ['upper case', asUser('MALLORY', password)],
+    ['capitalised', asUser('Mallory', password)],
+    ['full-width (NFKC)', asUser('ｍａｌｌｏｒｙ', password)],
+    ['MXID', asUser(`@mallory:${SERVER_NAME}`, password)],
+    ['MXID upper case', asUser(`@MALLORY:${SERVER_NAME.toUpperCase()}`, password)],
+    ['MXID without server', asUser('@mallory', password)],
+    ['legacy top-level user', { type: 'm.login.password', user: ' mallory', password }],
+    ['e-mail', asEmail('mallory@example.org', password)],
+    ['e-mail upper case, spaces', asEmail(' MALLORY@EXAMPLE.ORG ', password)],
+    ['e-mail typed as m.id.user', asUser('mallory@example.org', password)],
+    ['legacy medium/address', { type: 'm.login.password', medium: 'email', address: 'Mallory@Example.org', password }],
+    ['as typed', asUser('mallory', password)],
+  ];
+}
+
+describe('one account, one bucket (issue 12 #1)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({
+      op: { users: [MALLORY] },
+      configure: (config) => {
+        config['rate_limits'] = { login_per_ip: { burst: 1000, per_second: 100 }, login_per_account: { burst: 1, per_second: 0.0001 } };
+      },
+    });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('the 14 identifier spellings of one account share one bucket: after the limit, none reaches the OP', async () => {
+    // The first login by e-mail teaches the proxy which account the address belongs to (its own bucket: unknown yet).
+    const first = await h.request('POST', LOGIN, { body: asEmail('mallory@example.org', MALLORY.password) });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.equal(first.body.user_id, `@mallory:${SERVER_NAME}`);
+
+    const before = h.op.requestCount('/token', 'password');
+    const statuses: Record<string, number> = {};
+    for (const [name, body] of spellings('a-wrong-guess')) statuses[name] = (await h.request('POST', LOGIN, { body })).status;
+    const opCalls = h.op.requestCount('/token', 'password') - before;
+    assert.equal(opCalls, 1, `OP password grants for 14 spellings: ${opCalls} (${JSON.stringify(statuses)})`);
+    assert.equal(Object.values(statuses).filter((status) => status === 429).length, 13, JSON.stringify(statuses));
+
+    // The right password under another spelling is limited too (it logged in before the fix).
+    const spelled = await h.passwordLogin('mallory ', MALLORY.password);
+    assert.equal(spelled.status, 429, JSON.stringify(spelled.body));
+  });
+});
+
+describe('IPv6 clients are counted per /64 (issue 12 #1)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({
+      configure: (config) => {
+        config['trusted_proxies'] = ['127.0.0.1/32'];
+        config['rate_limits'] = { login_per_ip: { burst: 3, per_second: 0.0001 }, login_per_account: { burst: 1000, per_second: 100 } };
+      },
+    });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('addresses of one /64 share a bucket; another /64 has its own; IPv4-mapped counts as IPv4', async () => {
+    const from = (ip: string) => h.request('POST', LOGIN, { body: asUser('alice', 'wrong'), headers: { 'x-forwarded-for': ip } });
+    const statuses = [];
+    for (const suffix of ['1', '2', 'ffff:1:2', 'abcd:0:9']) statuses.push((await from(`2001:db8:0:1::${suffix}`)).status);
+    assert.deepEqual(statuses, [403, 403, 403, 429], 'four addresses of 2001:db8:0:1::/64 with a burst of 3');
+    assert.equal((await from('2001:db8:0:2::1')).status, 403, 'the neighbouring /64 has its own bucket');
+    for (let i = 0; i < 3; i++) assert.equal((await from('198.51.100.7')).status, 403);
+    assert.equal((await from('::ffff:198.51.100.7')).status, 429);
+  });
+});
+
+describe('credentials decided locally: 0 × 5xx for malformed input (issue 12 #4)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({ op: { users: [MALLORY], maxUsernameLength: 64 } });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('empty, over-long and control-character names, passwords and e-mails: the same 403, the OP never asked', async () => {
+    const long = 'x'.repeat(60_000);
+    const cases: [string, Body][] = [
+      ['empty user', asUser('', 'secret')],
+      ['blank user', asUser('   ', 'secret')],
+      ['60,000-character user', asUser(long, 'secret')],
+      ['user with NUL', asUser('mal\u0000lory', 'secret')],
+      ['user with newline', asUser('mal\nlory', 'secret')],
+      ['empty password', asUser('mallory', '')],
+      ['60,000-character password', asUser('mallory', long)],
+      ['password with NUL', asUser('mallory', 'mallory\u0000right')],
+      ['empty e-mail', asEmail('', 'secret')],
+      ['60,000-character e-mail', asEmail(`${long}@example.org`, 'secret')],
+      ['e-mail with control character', asEmail('mal\u0007lory@example.org', 'secret')],
+      ['e-mail without @', asEmail('mallory', 'secret')],
+      ['MXID with empty localpart', asUser(`@:${SERVER_NAME}`, 'secret')],
+    ];
+    const before = h.op.requestCount('/token');
+    const reference = await h.passwordLogin('mallory', 'wrong-password');
+    assert.equal(reference.status, 403);
+    const statuses: Record<string, number> = {};
+    const bodies: Record<string, unknown> = {};
+    for (const [name, body] of cases) {
+      const answer = await h.request('POST', LOGIN, { body });
+      statuses[name] = answer.status;
+      bodies[name] = answer.body;
+    }
+    assert.deepEqual(Object.entries(statuses).filter(([, status]) => status !== 403), [], 'every malformed credential is a 403');
+    for (const [name] of cases) assert.deepEqual(bodies[name], reference.body, name);
+    assert.equal(h.op.requestCount('/token') - before, 1, 'only the reference request reached the OP');
+  });
+
+  test("the OP's invalid_request to a password grant is a refusal (403), not an outage (503)", async () => {
+    // 100 characters pass the proxy's own checks; this OP refuses names over 64 with invalid_request.
+    const answer = await h.passwordLogin('m'.repeat(100), 'secret');
+    assert.equal(answer.status, 403, JSON.stringify(answer.body));
+    assert.deepEqual(answer.body, { errcode: 'M_FORBIDDEN', error: 'Invalid username/password' });
+  });
+});
