@@ -39,7 +39,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       {
         idpId: provider.idp_id,
         issuer: provider.issuer,
-        mapper: compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name),
+        mapper: compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name, { caseFolding: provider.localpart_case_folding }),
         attributeRequirements: provider.attribute_requirements,
         allowExistingUsers: provider.allow_existing_users,
         enableRegistration: provider.enable_registration,

@@ -7,7 +7,7 @@ import { clientAddress, logOf } from '../http/request-state.js';
 import { resolveAccount } from '../identity/account-resolver.js';
 import { provisionAccount, provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
-import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
+import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
 import { loggedOutAtOpSince, loginGrantStillValid } from '../sessions/op-logouts.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
@@ -60,17 +60,10 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
 
   const typed = who.kind === 'localpart' ? who.name : who.address;
-  // A Matrix localpart may differ from the OP username (e.g. a localpart made from the email): use the username
-  // the OP accepted for that account before.
-  let opUsername = typed;
-  if (who.kind === 'localpart') {
-    const bound = await deps.bindings.findByLocalpart(who.name);
-    if (bound?.opUsername !== undefined && bound.issuer === policy.issuer) opUsername = bound.opUsername;
-  }
-
   let grant: UpstreamGrant;
+  let opUsername: string;
   try {
-    grant = await provider.passwordGrant(opUsername, request.password);
+    ({ grant, opUsername } = await passwordGrant(deps, provider, policy.issuer, who, typed, request.password));
   } catch (err: unknown) {
     const refused = err instanceof UpstreamError && credentialsRefused(err);
     deps.metrics.logins.inc({ type: 'password', outcome: refused ? 'rejected' : 'error' });
@@ -93,6 +86,30 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   };
   await completeLogin(ctx, deps, request, account.localpart, origin);
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
+}
+
+/**
+ * The OP is asked about the name the user typed, never first about another subject's OP user name: a localpart
+ * squatted by someone else must not send the rightful user's password to the squatter's account (issue 12 #2). Only
+ * when the OP refuses the typed name, and the typed localpart's binding remembers a different OP user name (a
+ * localpart made from another claim, e.g. the e-mail), is that name — the one of the account the user named — tried.
+ */
+async function passwordGrant(
+  deps: AppDeps,
+  provider: UpstreamProvider,
+  issuer: string,
+  who: PasswordLogin['identifier'],
+  typed: string,
+  password: string,
+): Promise<{ grant: UpstreamGrant; opUsername: string }> {
+  try {
+    return { grant: await provider.passwordGrant(typed, password), opUsername: typed };
+  } catch (err: unknown) {
+    if (!(err instanceof UpstreamError && credentialsRefused(err)) || who.kind !== 'localpart') throw err;
+    const bound = await deps.bindings.findByLocalpart(who.name);
+    if (bound?.opUsername === undefined || bound.issuer !== issuer || bound.opUsername === typed) throw err;
+    return { grant: await provider.passwordGrant(bound.opUsername, password), opUsername: bound.opUsername };
+  }
 }
 
 /**

@@ -259,6 +259,8 @@ const oidcProvider = z
     skip_verification: z.boolean().default(false),
     user_profile_method: z.enum(['auto', 'userinfo_endpoint']).default('auto'),
     allow_existing_users: z.boolean().default(false),
+    // Lower-case a rendered localpart instead of refusing it (issue 12 #2); never binds an existing user that way.
+    localpart_case_folding: z.boolean().default(false),
     enable_registration: z.boolean().default(true),
     backchannel_logout_enabled: z.boolean().default(false),
     backchannel_logout_mode: z.enum(['hard', 'soft']).default('hard'),

@@ -146,3 +146,85 @@ describe('credentials decided locally: 0 × 5xx for malformed input (issue 12 #4
     assert.deepEqual(answer.body, { errcode: 'M_FORBIDDEN', error: 'Invalid username/password' });
   });
 });
+
+/** OP users whose user names fold onto existing accounts (issue 12 #2). */
+function opUser(username: string, preferredUsername: string, n: number): TestOpUser {
+  return {
+    username,
+    password: `${username}-password`,
+    sub: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    email: `${username}@op.example`,
+    name: username,
+    groups: [],
+    extraClaims: { preferred_username: preferredUsername },
+  };
+}
+
+const FOLDERS = [opUser('evil-alice', 'ALICE', 1), opUser('evil-bob', ' bob ', 2), opUser('evil-kelvin', '\u212Aelvin', 3), opUser('carol', 'carol', 4), opUser('dave', 'Dave', 5)];
+
+async function foldingHarness(options: { allowExistingUsers: boolean; caseFolding?: boolean }): Promise<Harness> {
+  const h = await startProxyHarness({
+    op: { users: [...FOLDERS, opUser('frank', 'frank', 6), opUser('gina-op', 'gina-op', 7)] },
+    configure: (config) => {
+      config['oidc_providers'][0]['allow_existing_users'] = options.allowExistingUsers;
+      if (options.caseFolding !== undefined) config['oidc_providers'][0]['localpart_case_folding'] = options.caseFolding;
+    },
+  });
+  // Existing, never-bound homeserver accounts (a migration): the names the folders would take over.
+  for (const localpart of ['alice', 'bob', 'kelvin', 'carol']) await h.deps.homeserver.provisionUser({ localpart });
+  return h;
+}
+
+async function outcome(h: Harness, username: string): Promise<string> {
+  const answer = await h.passwordLogin(username, `${username}-password`);
+  return answer.status === 200 ? String(answer.body.user_id) : `${answer.status}`;
+}
+
+describe('localparts that only folding makes equal are never bound to existing accounts (issue 12 #2)', () => {
+  test('allow_existing_users on (a migration), case folding off: ALICE, " bob ", KELVIN SIGN and Dave refused; exact carol bound', async () => {
+    const h = await foldingHarness({ allowExistingUsers: true });
+    try {
+      const got = Object.fromEntries(await Promise.all(FOLDERS.map(async (user) => [user.username, await outcome(h, user.username)] as const)));
+      assert.deepEqual(got, { 'evil-alice': '403', 'evil-bob': '403', 'evil-kelvin': '403', carol: `@carol:${SERVER_NAME}`, dave: '403' });
+      for (const localpart of ['alice', 'bob', 'kelvin']) assert.equal(await h.deps.bindings.ownerOf(localpart), undefined, `${localpart} stays unbound`);
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test('allow_existing_users on, case folding on: Dave becomes @dave (new), ALICE still never takes @alice', async () => {
+    const h = await foldingHarness({ allowExistingUsers: true, caseFolding: true });
+    try {
+      const got = Object.fromEntries(await Promise.all(FOLDERS.map(async (user) => [user.username, await outcome(h, user.username)] as const)));
+      assert.deepEqual(got, { 'evil-alice': '403', 'evil-bob': '403', 'evil-kelvin': '403', carol: `@carol:${SERVER_NAME}`, dave: `@dave:${SERVER_NAME}` });
+      assert.equal(await h.deps.bindings.ownerOf('alice'), undefined);
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test("allow_existing_users off: nobody binds an existing name; a squatter's OP user name is never used for what the user typed", async () => {
+    const h = await foldingHarness({ allowExistingUsers: false });
+    try {
+      const got = Object.fromEntries(await Promise.all(FOLDERS.map(async (user) => [user.username, await outcome(h, user.username)] as const)));
+      assert.deepEqual(got, { 'evil-alice': '403', 'evil-bob': '403', 'evil-kelvin': '403', carol: '403', dave: '403' });
+
+      // Someone else's subject holds @frank and remembered its own OP user name: frank's login asks the OP about
+      // "frank" (his own name) and is told the truth — the name is taken — not "Invalid username/password".
+      const squatter = await h.deps.bindings.claim({ issuer: h.op.issuer, sub: 'squatter-sub', localpart: 'frank', idpId: 'testop', opUsername: 'evil-bob' });
+      assert.ok(squatter.ok);
+      const frank = await h.passwordLogin('frank', 'frank-password');
+      assert.equal(frank.status, 403);
+      assert.match(frank.body.error, /No Matrix user can be assigned/, JSON.stringify(frank.body));
+
+      // The remembered name still serves its purpose for the account's own subject: @gina made from another claim.
+      const gina = h.op.users['gina-op']!;
+      assert.ok((await h.deps.bindings.claim({ issuer: h.op.issuer, sub: gina.sub, localpart: 'gina', idpId: 'testop', opUsername: 'gina-op' })).ok);
+      const byLocalpart = await h.passwordLogin('gina', gina.password);
+      assert.equal(byLocalpart.status, 200, JSON.stringify(byLocalpart.body));
+      assert.equal(byLocalpart.body.user_id, `@gina:${SERVER_NAME}`);
+    } finally {
+      await h.stop();
+    }
+  });
+});
