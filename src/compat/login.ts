@@ -72,7 +72,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   }
 
   const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal);
-  await provisionAccount(deps.homeserver, account);
+  await provisionAccount(deps.homeserver, account, deps.bindings);
   await deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart);
 
   const origin: SessionOrigin = {

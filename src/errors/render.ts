@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { MappingError } from '../identity/user-mapping.js';
+import { AccountRefusedByHomeserver } from '../identity/account-provisioning.js';
 import { UpstreamError } from '../oidc/upstream.js';
 import { sendPage } from '../pages/html-page.js';
 import type { FailureMessageKey } from '../pages/messages.js';
@@ -63,6 +64,9 @@ export function asMatrixError(err: unknown): MatrixError {
   if (err instanceof StoreUnavailableError) {
     return new MatrixError(503, 'M_UNKNOWN', 'The service is temporarily unavailable, try again later', { headers: { 'Retry-After': '5' } }, err);
   }
+  if (err instanceof AccountRefusedByHomeserver) {
+    return new MatrixError(403, 'M_FORBIDDEN', `The homeserver refused this account: ${err.reason}`, {}, err);
+  }
   if (err instanceof HomeserverError) return matrixErrors.unavailable('The homeserver', err);
   if (err instanceof UpstreamError) return matrixErrors.unavailable('The identity provider', err);
   if (err instanceof RateLimited) return matrixErrors.limitExceeded(err.retryAfterMs);
@@ -122,6 +126,7 @@ function pageFailureOf(err: unknown, error: MatrixError): { failure: FailureMess
   if (err instanceof PageError) return { failure: err.failure };
   const cause = err instanceof MatrixError ? err.cause : err;
   if (cause instanceof MappingError || err instanceof MappingError) return { failure: 'mapping_failed' };
+  if (cause instanceof AccountRefusedByHomeserver) return { failure: 'homeserver_refused', detail: `The Matrix server said: ${cause.reason}` };
   if (cause instanceof HomeserverError) return { failure: 'homeserver_unavailable' };
   if (cause instanceof StoreUnavailableError) return { failure: 'store_unavailable' };
   if (cause instanceof UpstreamError) return { failure: 'op_unavailable' };

@@ -101,6 +101,11 @@ export const messages = {
       what: 'Your identity was confirmed, but the Matrix server behind this sign-in did not answer.',
       todo: 'Try again in a few minutes.',
     },
+    homeserver_refused: {
+      heading: 'The Matrix server refused this account',
+      what: 'Your identity was confirmed, but the Matrix server would not create or update your account.',
+      todo: 'Contact the server administrator and quote the reason below.',
+    },
     store_unavailable: {
       heading: 'The server is busy',
       what: 'The server could not reach its session storage just now.',

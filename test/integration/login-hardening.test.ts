@@ -228,3 +228,25 @@ describe('localparts that only folding makes equal are never bound to existing a
     }
   });
 });
+
+describe('a homeserver refusal during provisioning is a 403 with the reason, the binding released (issue 12 #4)', () => {
+  const LONG_NAME: TestOpUser = { ...opUser('longname', 'longname', 8), email: 'not-an-address' };
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({ op: { users: [LONG_NAME] } });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('Synapse refuses the e-mail: 403 M_FORBIDDEN naming the reason on every attempt, no binding kept', async () => {
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const answer = await h.passwordLogin('longname', 'longname-password');
+      assert.equal(answer.status, 403, `attempt ${attempt}: ${JSON.stringify(answer.body)}`);
+      assert.equal(answer.body.errcode, 'M_FORBIDDEN');
+      assert.match(answer.body.error, /^The homeserver refused this account: Unable to parse email address/);
+      assert.equal(await h.deps.bindings.find(h.op.issuer, LONG_NAME.sub), undefined, 'binding released');
+      assert.equal(await h.deps.bindings.ownerOf('longname'), undefined, 'localpart released');
+    }
+  });
+});
