@@ -80,13 +80,21 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   sendRedirect(ctx, confirmationUri(deps, id), 302);
 }
 
-/** State (single use), expiry, provider (one callback path per provider, against mix-up), browser binding. */
+/**
+ * State, expiry, provider (one callback path per provider, against mix-up), browser binding — all checked on a
+ * read that changes nothing, and only then is the pending login used up (issue 12 #5, #8): whoever sees the callback
+ * URL without the browser's cookie burns nothing, and a read that timed out against a hung store (and runs when it
+ * recovers) leaves the sign-in in place for the browser's retry. The consume stays atomic: of two callbacks with
+ * the cookie, one wins.
+ */
 async function takePendingLogin(ctx: Context, deps: AppDeps, idpId: string): Promise<{ state: string; pending: PendingSsoLogin }> {
   const state = singleQueryValue(ctx, 'state');
-  const pending = state === undefined ? undefined : await deps.ssoLogins.takePending(state);
+  const pending = state === undefined ? undefined : await deps.ssoLogins.peekPending(state);
   if (state === undefined || pending === undefined) throw ssoError('unknown_state');
   if (deps.clock.now() >= pending.expiresAt) throw ssoError('expired');
   if (pending.idpId !== idpId) throw ssoError('wrong_callback');
   if (!browserBinding(deps.config.public_baseurl).matches(ctx, pending.browserHash)) throw ssoError('cookie_mismatch');
-  return { state, pending };
+  const taken = await deps.ssoLogins.takePending(state);
+  if (taken === undefined) throw ssoError('unknown_state');
+  return { state, pending: taken };
 }

@@ -47,6 +47,9 @@ export interface Harness {
   readonly redisUrl: string | undefined;
   /** Stops the harness's own redis-server (an outage); only with `store: 'redis'` and no REDIS_URL. */
   stopRedis(): Promise<void>;
+  /** SIGSTOP / SIGCONT the harness's own redis-server (a hung store); same conditions as stopRedis. */
+  freezeRedis(): void;
+  thawRedis(): void;
   readonly proxy: RunningProxy;
   /** POST /login m.login.password through the proxy; returns status and JSON body. */
   passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any; headers: Headers }>;
@@ -108,6 +111,14 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     async stopRedis() {
       if (redis === undefined) throw new Error('the harness runs on the memory store');
       await redis.stop();
+    },
+    freezeRedis() {
+      if (redis === undefined) throw new Error('the harness runs on the memory store');
+      redis.freeze();
+    },
+    thawRedis() {
+      if (redis === undefined) throw new Error('the harness runs on the memory store');
+      redis.thaw();
     },
     proxy,
     request,
