@@ -81,8 +81,8 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
 }
 
 /**
- * State, expiry, provider (one callback path per provider, against mix-up), browser binding — all checked on a
- * read that changes nothing, and only then is the pending login used up (issue 12 #5, #8): whoever sees the callback
+ * State, expiry and browser binding are checked on a read that changes nothing, and only then is the pending login
+ * used up (then the provider: one callback path per provider, against mix-up) (issue 12 #5, #8): whoever sees the callback
  * URL without the browser's cookie burns nothing, and a read that timed out against a hung store (and runs when it
  * recovers) leaves the sign-in in place for the browser's retry. The consume stays atomic: of two callbacks with
  * the cookie, one wins.
@@ -92,9 +92,10 @@ async function takePendingLogin(ctx: Context, deps: AppDeps, idpId: string): Pro
   const pending = state === undefined ? undefined : await deps.ssoLogins.peekPending(state);
   if (state === undefined || pending === undefined) throw ssoError('unknown_state');
   if (deps.clock.now() >= pending.expiresAt) throw ssoError('expired');
-  if (pending.idpId !== idpId) throw ssoError('wrong_callback');
   if (!browserBinding(deps.config.public_baseurl).matches(ctx, pending.browserHash)) throw ssoError('cookie_mismatch');
   const taken = await deps.ssoLogins.takePending(state);
   if (taken === undefined) throw ssoError('unknown_state');
+  // After the consume: a mix-up in the browser that started the sign-in ends that sign-in (RFC 9700 §4.4).
+  if (taken.idpId !== idpId) throw ssoError('wrong_callback');
   return { state, pending: taken };
 }
