@@ -469,6 +469,9 @@ export const configSchema = z
         login_per_account: tokenBucket(1800, 0.5),
         // SSO starts per client IP: each one stores a pending login, so unauthenticated writes are bounded.
         sso_per_ip: tokenBucket(30, 0.5),
+        // OP introspections of tokens neither issued here nor cached (native-token relay), across all callers:
+        // Synapse's introspection request does not carry the client's address, so no per-client bucket is possible.
+        op_introspection: tokenBucket(20, 5),
         // IPv6 clients are counted per prefix: one customer gets a /64 (RFC 6177), so per /128 is no limit at all.
         ipv6_prefix_length: z.number().int().min(32).max(128).default(64),
       })

@@ -41,6 +41,9 @@ class OpIntrospectionCache {
 
 const caches = new WeakMap<AppDeps, OpIntrospectionCache>();
 
+const PLAUSIBLE_TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+const MAX_PLAUSIBLE_TOKEN_LENGTH = 8192;
+
 export async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<string, unknown>> {
   const provider = primaryProvider(deps);
   if (provider === undefined) return INACTIVE;
@@ -54,6 +57,18 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
   const now = deps.clock.now();
   const cached = cache.get(token, now);
   if (cached !== undefined) return withExpiresIn(cached, now);
+
+  // Only a token an OP could have issued is worth a call (RFC 6750 §2.1 b64token, bounded length); the rest of the
+  // unknown tokens share one budget, so random bearer tokens cannot turn into a flood at the OP (issue 12 #7).
+  if (token.length > MAX_PLAUSIBLE_TOKEN_LENGTH || !PLAUSIBLE_TOKEN.test(token)) return INACTIVE;
+  const budget = deps.config.rate_limits.op_introspection;
+  const allowed = await deps.store.takeToken('rate:op-introspection', { burst: budget.burst, perSecond: budget.per_second }, now).catch((err: unknown) => {
+    throw new IntrospectionUnavailable('The store is unavailable', err);
+  });
+  if (!allowed.allowed) {
+    deps.metrics.introspectionBudgetSpent.inc();
+    throw new IntrospectionUnavailable('Too many introspections of unknown tokens; try again shortly', undefined);
+  }
 
   let answer;
   try {
