@@ -250,3 +250,29 @@ describe('a homeserver refusal during provisioning is a 403 with the reason, the
     }
   });
 });
+
+describe('/logout does not wait for the OP (issue 12 #8)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness();
+  });
+  after(async () => {
+    h.op.setDown(false);
+    await h.stop();
+  });
+
+  test('with the OP hanging, /logout answers at once; the revocation is sent afterwards', async () => {
+    const login = await h.passwordLogin('alice', h.op.users.alice.password);
+    assert.equal(login.status, 200);
+    h.op.setDown('hang');
+    const started = Date.now();
+    const logout = await h.request('POST', '/_matrix/client/v3/logout', { token: login.body.access_token });
+    const ms = Date.now() - started;
+    assert.equal(logout.status, 200, JSON.stringify(logout.body));
+    assert.ok(ms < 2000, `/logout took ${ms} ms with the OP hanging (its timeout is 10 s)`);
+    // The revocation did go out (the OP received it and is sitting on it).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(h.op.requestCount('/token/revocation') >= 1);
+    assert.equal((await h.request('GET', '/_matrix/client/v3/account/whoami', { token: login.body.access_token })).status, 401);
+  });
+});
