@@ -85,7 +85,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
 function listenerApp(deps: AppDeps, routes: readonly Route[], listener: Listener): Koa {
   const app = new Koa({ proxy: false });
   app.use(requestContext(deps, listener));
-  app.use(renderErrors((ctx) => matchedRoute(ctx)?.style ?? 'matrix'));
+  app.use(renderErrors((ctx) => matchedRoute(ctx)?.style ?? 'matrix', deps.metrics.rejections));
   app.use(unrecognizedWhenUnanswered);
   if (listener === 'client') app.use(corsForOwnedRoutes);
   const router = new Router();

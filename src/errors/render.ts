@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
+import type { Counter } from 'prom-client';
 import { MappingError } from '../identity/user-mapping.js';
 import { AccountRefusedByHomeserver } from '../identity/account-provisioning.js';
 import { UpstreamError } from '../oidc/upstream.js';
@@ -23,7 +24,8 @@ export type ErrorStyle = 'matrix' | 'oauth' | 'page';
  * failed (`styleOf(ctx)`), and maps the outages of the adapters to 503 in one place: the store, the homeserver and
  * the OP. Anything unexpected is a 500 with the details only in the log.
  */
-export function renderErrors(styleOf: (ctx: Context) => ErrorStyle) {
+export function renderErrors(styleOf: (ctx: Context) => ErrorStyle, rejections?: Counter<'status' | 'code'>) {
+  const logRefusal = refusalLogger(rejections);
   return async function renderError(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
@@ -135,12 +137,36 @@ function pageFailureOf(err: unknown, error: MatrixError): { failure: FailureMess
   return { failure: 'internal', detail: error.message };
 }
 
-/** Errors an operator must act on are logged as errors; a client's own mistake or a refusal is not. */
-function logRefusal(log: Logger | undefined, status: number, code: string, err: unknown): void {
-  if (log === undefined) return;
-  if (status >= 500 || err instanceof MappingError || (err instanceof MatrixError && err.cause instanceof MappingError)) {
-    log.error({ err: err instanceof Error ? err : new Error(String(err)), code }, 'request.failed');
-  } else {
-    log.info({ code, status, reason: err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined }, 'request.rejected');
-  }
+/** Refusal lines: a burst of 10, then one per second; the rest are counted in mcp_rejected_requests_total only. */
+const REFUSAL_LOG_BURST = 10;
+const REFUSAL_LOG_PER_SECOND = 1;
+
+/**
+ * Errors an operator must act on are logged as errors, each one. A client's own mistake or a refusal is counted in
+ * metrics and logged at a bounded rate (issue 12 #8: 158k 429s made 35 MB of logs); the next line logged says how
+ * many were left out.
+ */
+function refusalLogger(rejections: Counter<'status' | 'code'> | undefined) {
+  let tokens = REFUSAL_LOG_BURST;
+  let refilledAt = Date.now();
+  let suppressed = 0;
+  return function logRefusal(log: Logger | undefined, status: number, code: string, err: unknown): void {
+    if (status >= 500 || err instanceof MappingError || (err instanceof MatrixError && err.cause instanceof MappingError)) {
+      log?.error({ err: err instanceof Error ? err : new Error(String(err)), code }, 'request.failed');
+      return;
+    }
+    rejections?.inc({ status: String(status), code });
+    if (log === undefined) return;
+    const now = Date.now();
+    tokens = Math.min(REFUSAL_LOG_BURST, tokens + ((now - refilledAt) / 1000) * REFUSAL_LOG_PER_SECOND);
+    refilledAt = now;
+    if (tokens < 1) {
+      suppressed += 1;
+      return;
+    }
+    tokens -= 1;
+    const reason = err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined;
+    log.info({ code, status, reason, ...(suppressed === 0 ? {} : { suppressed_since_last: suppressed }) }, 'request.rejected');
+    suppressed = 0;
+  };
 }

@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startProxyHarness, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
 import type { TestOpUser } from '../support/test-op.js';
+import { captureLog } from '../support/captured-log.js';
 
 /** Issue 12: canonical account names, credentials decided locally, 0 × 5xx for what the client typed. */
 
@@ -274,5 +275,22 @@ describe('/logout does not wait for the OP (issue 12 #8)', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.ok(h.op.requestCount('/token/revocation') >= 1);
     assert.equal((await h.request('GET', '/_matrix/client/v3/account/whoami', { token: login.body.access_token })).status, 401);
+  });
+});
+
+describe('rejected requests are counted, and logged at a bounded rate (issue 12 #8)', () => {
+  test('300 refused logins: 300 in mcp_rejected_requests_total, at most a few dozen request.rejected lines', async () => {
+    const log = captureLog();
+    const h = await startProxyHarness({ logger: log.logger });
+    try {
+      for (let i = 0; i < 300; i++) assert.equal((await h.request('POST', LOGIN, { body: { type: 'm.login.bogus' } })).status, 400);
+      const lines = log.lines().filter((line) => line['msg'] === 'request.rejected');
+      assert.ok(lines.length <= 40, `${lines.length} request.rejected lines for 300 refusals`);
+      assert.ok(lines.length >= 1);
+      const counted = (await h.deps.metrics.rejections.get()).values.find((v) => v.labels['code'] === 'M_UNKNOWN' && v.labels['status'] === '400');
+      assert.equal(counted?.value, 300);
+    } finally {
+      await h.stop();
+    }
   });
 });

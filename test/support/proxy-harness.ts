@@ -30,6 +30,8 @@ export interface HarnessOptions {
   readonly op?: Parameters<typeof startTestOp>[0];
   /** Start a private redis-server even when REDIS_URL is set (tests that stop it). */
   readonly privateRedis?: boolean;
+  /** The proxy's logger (e.g. a captured one); default: the configured level on stdout. */
+  readonly logger?: import('pino').Logger;
   /** Edits the proxy config (as plain YAML-shaped data) before it is validated. */
   readonly configure?: (config: Record<string, any>) => void;
 }
@@ -92,7 +94,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
   } else {
     store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
   }
-  const logger = createLogger(config.log.level);
+  const logger = options.logger ?? createLogger(config.log.level);
   const deps = buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
   const proxy = await startProxy(deps);
 
