@@ -484,6 +484,9 @@ export const configSchema = z
     max_request_body: byteSize(64 * 1024),
     // The listener has no request timeout (/sync long-polls pass through it): owned routes bound their body reads.
     request_body_timeout: duration('30s'),
+    // Pass-through request bodies: longest silence while the body is still arriving (issue 12 #8).
+    passthrough_body_idle_timeout: duration('60s'),
+    max_client_connections: z.number().int().min(1).default(10_000),
   })
   .superRefine(checkConfig, evenAfterFieldErrors);
 

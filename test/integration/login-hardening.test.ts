@@ -1,5 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { startProxyHarness, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
 import type { TestOpUser } from '../support/test-op.js';
 import { captureLog } from '../support/captured-log.js';
@@ -292,5 +294,54 @@ describe('rejected requests are counted, and logged at a bounded rate (issue 12 
     } finally {
       await h.stop();
     }
+  });
+});
+
+describe('pass-through bodies have an idle deadline; client connections are capped (issue 12 #8)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({
+      configure: (config) => {
+        config['passthrough_body_idle_timeout'] = '1s';
+        config['max_client_connections'] = 4;
+      },
+    });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('a pass-through body that stops arriving gets 408 and a closed connection after the idle timeout', async () => {
+    const url = new URL(h.url);
+    const socket = connect(Number(url.port), url.hostname);
+    await once(socket, 'connect');
+    const started = Date.now();
+    socket.write('PUT /_matrix/client/v3/rooms/!r:example.test/send/m.room.message/t1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"body":');
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 8000))]);
+    const ms = Date.now() - started;
+    socket.destroy();
+    assert.match(answer, /^HTTP\/1\.1 408 /, `after ${ms} ms: ${JSON.stringify(answer.slice(0, 80))}`);
+    assert.ok(ms < 4000, `closed after ${ms} ms`);
+  });
+
+  test('connections beyond max_client_connections are closed at once', async () => {
+    const url = new URL(h.url);
+    const open = [];
+    for (let i = 0; i < 4; i++) {
+      const socket = connect(Number(url.port), url.hostname);
+      await once(socket, 'connect');
+      open.push(socket);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const extra = connect(Number(url.port), url.hostname);
+    extra.on('error', () => undefined);
+    const closed = await Promise.race([once(extra, 'close').then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000))]);
+    extra.destroy();
+    for (const socket of open) socket.destroy();
+    assert.equal(closed, true, 'the fifth connection was closed by the proxy');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await h.request('GET', LOGIN)).status, 200, 'served again once below the cap');
   });
 });
