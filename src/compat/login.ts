@@ -54,8 +54,10 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
     throw invalidCredentials();
   }
 
-  // One bucket per account, whatever the spelling (security/account-name.ts).
-  await deps.throttle.check(clientAddress(ctx), await deps.accountAliases.throttleKey(who));
+  // One bucket per account, whatever the spelling (security/account-name.ts); every OP call takes one attempt.
+  const accountKey = await deps.accountAliases.throttleKey(who);
+  const admit = () => deps.throttle.check(clientAddress(ctx), accountKey);
+  await admit();
 
   const idpId = deps.config.password_login.idp_id;
   const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
@@ -67,7 +69,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   let grant: UpstreamGrant;
   let opUsername: string;
   try {
-    ({ grant, opUsername } = await passwordGrant(deps, provider, policy.issuer, who, typed, request.password));
+    ({ grant, opUsername } = await passwordGrant(deps, provider, policy.issuer, who, typed, request.password, admit));
   } catch (err: unknown) {
     const refused = err instanceof UpstreamError && credentialsRefused(err);
     deps.metrics.logins.inc({ type: 'password', outcome: refused ? 'rejected' : 'error' });
@@ -105,6 +107,7 @@ async function passwordGrant(
   who: PasswordLogin['identifier'],
   typed: string,
   password: string,
+  admit: () => Promise<void>,
 ): Promise<{ grant: UpstreamGrant; opUsername: string }> {
   try {
     return { grant: await provider.passwordGrant(typed, password), opUsername: typed };
@@ -112,6 +115,8 @@ async function passwordGrant(
     if (!(err instanceof UpstreamError && credentialsRefused(err)) || who.kind !== 'localpart') throw err;
     const bound = await deps.bindings.findByLocalpart(who.name);
     if (bound?.opUsername === undefined || bound.issuer !== issuer || bound.opUsername === typed) throw err;
+    // A second password attempt at the OP: it takes its own token from the throttle, like any other.
+    await admit();
     return { grant: await provider.passwordGrant(bound.opUsername, password), opUsername: bound.opUsername };
   }
 }
@@ -119,22 +124,13 @@ async function passwordGrant(
 /**
  * Which OP answers to the password grant mean "these credentials are refused" (403, not 503): RFC 6749 §5.2
  * invalid_grant, and invalid_request with a 4xx — the proxy always sends a complete grant request, so what an OP
- * objects to is what the user typed (an empty or over-long user name or password). Read here, at the route, from
- * the error's OAuth code: `oauthError` where oidc/ records it, else the OP's parsed error body kept as `cause`.
- * Client-registration errors (invalid_client, unauthorized_client) and outages stay 503.
+ * objects to is what the user typed (an empty or over-long user name or password). Decided here, at the route, from
+ * the OAuth code oidc/ records (which maps such an answer to `unavailable` for the other grants). Client-registration
+ * errors (invalid_client, unauthorized_client) and outages stay 503.
  */
 function credentialsRefused(err: UpstreamError): boolean {
   if (err.kind === 'invalid_grant') return true;
-  const answer = oauthAnswerOf(err);
-  return answer?.error === 'invalid_request' && answer.status !== undefined && answer.status >= 400 && answer.status < 500;
-}
-
-function oauthAnswerOf(err: UpstreamError): { error: string; status?: number } | undefined {
-  const recorded = err as { oauthError?: unknown; status?: unknown };
-  const cause = (typeof err.cause === 'object' && err.cause !== null ? err.cause : {}) as { error?: unknown; status?: unknown };
-  const error = typeof recorded.oauthError === 'string' ? recorded.oauthError : typeof cause.error === 'string' ? cause.error : undefined;
-  const status = typeof recorded.status === 'number' ? recorded.status : typeof cause.status === 'number' ? cause.status : undefined;
-  return error === undefined ? undefined : { error, ...(status === undefined ? {} : { status }) };
+  return err.oauthError === 'invalid_request' && err.status !== undefined && err.status >= 400 && err.status < 500;
 }
 
 /** The addresses that now provably lead to this account: the one typed (the OP took it), and a verified `email` claim. */

@@ -68,7 +68,10 @@ describe('one account, one bucket (issue 12 #1)', () => {
     for (const [name, body] of spellings('a-wrong-guess')) statuses[name] = (await h.request('POST', LOGIN, { body })).status;
     const opCalls = h.op.requestCount('/token', 'password') - before;
     assert.equal(opCalls, 1, `OP password grants for 14 spellings: ${opCalls} (${JSON.stringify(statuses)})`);
-    assert.equal(Object.values(statuses).filter((status) => status === 429).length, 13, JSON.stringify(statuses));
+    // The first spelling's OP call takes the last token (a second call, to the OP user name the binding remembers,
+    // would need one more): every other spelling is limited without reaching the OP.
+    assert.ok(Object.values(statuses).filter((status) => status === 429).length >= 13, JSON.stringify(statuses));
+    assert.ok(Object.values(statuses).every((status) => status === 403 || status === 429), JSON.stringify(statuses));
 
     // The right password under another spelling is limited too (it logged in before the fix).
     const spelled = await h.passwordLogin('mallory ', MALLORY.password);
