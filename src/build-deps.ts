@@ -25,6 +25,8 @@ import { LoginThrottle } from './security/login-throttle.js';
 import { AccountAliases } from './security/account-name.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
+import { UiaSessions } from './sessions/uia-sessions.js';
+import { AccountSessions } from './sessions/account-sessions.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -72,6 +74,8 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ssoLogins: new SsoLoginState(store, clock, logger),
     homeserverSecretDigest: config.homeserver.secret === undefined ? undefined : secretDigest(config.homeserver.secret),
     ownAsTokenDigest: backend.ownAsToken === undefined ? undefined : secretDigest(backend.ownAsToken),
+    uia: new UiaSessions(store, clock, logger),
+    accountSessions: new AccountSessions(store, clock, logger),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     // An e-mail → account alias lives as long as a month without a login that confirms it.
     accountAliases: new AccountAliases(store, 30 * 24 * 3600_000),
