@@ -147,8 +147,8 @@ export function compileUserMapper(idpId: string, config: MappingConfig, serverNa
 /**
  * A rendered localpart as the account it names. Folding is how distinct OP users become one Matrix account: `ALICE`,
  * ` bob ` and `Kelvin` (KELVIN SIGN) would otherwise map to the existing `alice`, `bob` and `kelvin` (issue 12
- * #2). Synapse itself refuses upper case in an SSO localpart (synapse/handlers/sso.py: invalid mxid characters)
- * rather than lower-casing it. So any change by trimming or NFKC is refused; lower-casing only when allowed.
+ * #2). Synapse's JinjaOidcMappingProvider lower-cases the rendered localpart (map_username_to_mxid_localpart); here
+ * any change by trimming or NFKC is refused, and lower-casing happens only when `localpart_case_folding` allows it.
  */
 function checkedLocalpart(idpId: string, rendered: string, serverName: string, options: MapperOptions): { localpart: string; folded: boolean } {
   const normalised = rendered.trim().normalize('NFKC');
