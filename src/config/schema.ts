@@ -470,6 +470,9 @@ export const configSchema = z
       })
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
+    // Sessions imported from Synapse by `migrate synapse` (issue 14) have no OP grant to re-validate: they end after
+    // this long at the latest (README, "Migrating from Synapse", argues the default).
+    migration: z.strictObject({ imported_session_lifetime: duration('90d') }).prefault({}),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
     metrics: z.strictObject({ enabled: z.boolean().default(true), listen: listener('127.0.0.1', 9009) }).prefault({}),
     admin: z.strictObject({ token: secret(32, 'token_path').optional() }).prefault({}),

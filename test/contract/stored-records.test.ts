@@ -124,7 +124,7 @@ for (const backend of backends) {
       await sessions.touch(used.session);
       const migrated = await store.get(fixture.key);
       assert.ok(migrated?.startsWith('{"v":1,'), migrated);
-      assert.deepEqual(await sessions.refresh(fixture.previousRefreshToken, 300_000), { ok: false, reason: 'reused' });
+      assert.deepEqual(await sessions.refresh(fixture.previousRefreshToken, 300_000), { ok: false, reason: 'reused', sessionId: sessionIdOf(fixture.key) });
 
       clock.advance(60_000);
       const rotated = await sessions.refresh(fixture.refreshToken, 300_000);
@@ -227,7 +227,7 @@ for (const backend of backends) {
         { raw: JSON.stringify({ ...refreshable, refresh: { ...(refreshable.refresh as object), retiredHashes: [1] } }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ ...valid, softLoggedOut: { at: 1, reason: 'admin' } }), reason: 'wrong_shape' },
         // Written by a newer release and read during a rollback: not this release's to interpret, nor to overwrite.
-        { raw: JSON.stringify({ v: 2, ...valid }), reason: 'unknown_version' },
+        { raw: JSON.stringify({ v: 3, ...valid }), reason: 'unknown_version' },
         { raw: JSON.stringify({ v: '1', ...valid }), reason: 'unknown_version' },
       ];
       const id = sessionIdOf(d73999c.sessionNoRefresh.key);
