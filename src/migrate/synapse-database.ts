@@ -94,7 +94,8 @@ export class DatabaseUrlError extends Error {}
 /** `sqlite:///absolute/path/homeserver.db` (or `sqlite:relative/path`), or `postgres://` / `postgresql://` URLs. */
 export async function openSynapseDatabase(url: string): Promise<SynapseDatabase> {
   if (url.startsWith('sqlite:')) {
-    const path = url.startsWith('sqlite://') ? url.slice('sqlite://'.length) : url.slice('sqlite:'.length);
+    // sqlite:///var/lib/synapse/homeserver.db (the path after "sqlite://"); SQLAlchemy's four-slash spelling works too.
+    const path = (url.startsWith('sqlite://') ? url.slice('sqlite://'.length) : url.slice('sqlite:'.length)).replace(/^\/+/, '/');
     if (path === '') throw new DatabaseUrlError('--database sqlite:///path: the path is missing');
     return openSqlite(decodeURIComponent(path));
   }
