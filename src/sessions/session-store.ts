@@ -16,8 +16,8 @@ export const sessionKeys = {
   bySub: (idpId: string, sub: string) => `sub-sessions:${idpId}:${sub}`,
   /**
    * A homeserver-issued token imported by `migrate synapse` (issue 14) → its session id: the one store read that
-   * recognises a foreign token. Kept after the session ends (until the imported lifetime is over), so a second import
-   * run cannot bring a logged-out token back.
+   * recognises a foreign token. Never removed (about 100 bytes per imported token): Synapse keeps its token rows
+   * after the switch, so a later import run must still see that a logged-out or expired token was imported once.
    */
   importedAccess: (hash: string) => `imported-access:${hash}`,
   importedRefresh: (hash: string) => `imported-refresh:${hash}`,
@@ -216,7 +216,6 @@ export class SessionStore {
     const markerKey = sessionKeys.importedAccess(accessHash);
     if ((await this.store.get(markerKey)) !== undefined) return 'already_imported';
     const id = this.importedSessionId(input.accessToken);
-    const now = this.clock.now();
     const session: Session = {
       id,
       localpart: input.localpart,
@@ -235,16 +234,14 @@ export class SessionStore {
             refresh: { generation: 1, currentHash: hashToken(input.refreshToken), successorUnused: false, retiredHashes: [] },
           }),
     };
-    // Markers expire with the imported lifetime: after it, the session is over whatever happened to it.
-    const ttlMs = Math.max(1, input.origin.endsAt - now);
     await this.store.set(sessionKeys.session(id), sessionRecord.encode(session), { onlyIfAbsent: true });
     await Promise.all([
       this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id, { onlyIfAbsent: true }),
       this.store.addToSet(sessionKeys.byUser(session.localpart), id),
       ...this.subjectIndexWrites(session),
-      ...(input.refreshToken === undefined ? [] : [this.store.set(sessionKeys.importedRefresh(hashToken(input.refreshToken)), id, { ttlMs })]),
+      ...(input.refreshToken === undefined ? [] : [this.store.set(sessionKeys.importedRefresh(hashToken(input.refreshToken)), id)]),
     ]);
-    await this.store.set(markerKey, id, { ttlMs });
+    await this.store.set(markerKey, id);
     return 'imported';
   }
 
