@@ -14,6 +14,8 @@ export interface SynapseFixture {
   externalId(authProvider: string, externalId: string, userId: string): void;
   threepid(userId: string, medium: string, address: string, validatedAt?: number): void;
   profile(localpart: string, displayName: string): void;
+  /** Runs the inserts in one transaction (fast for large fixtures). */
+  transaction(fill: () => void): void;
   close(): void;
 }
 
@@ -53,6 +55,7 @@ export function createSynapseFixture(path: string): SynapseFixture {
     externalId: (authProvider, externalId, userId) => insert('user_external_ids', { auth_provider: authProvider, external_id: externalId, user_id: userId }),
     threepid: (userId, medium, address, validatedAt) => insert('user_threepids', { user_id: userId, medium, address, validated_at: validatedAt ?? 1, added_at: 1 }),
     profile: (localpart, displayName) => insert('profiles', { user_id: localpart, displayname: displayName }),
+    transaction: (fill) => db.transaction(fill)(),
     close: () => db.close(),
   };
 }
