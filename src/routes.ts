@@ -9,6 +9,7 @@ import { postRefresh } from './compat/refresh.js';
 import { getSsoCallback } from './compat/sso-callback.js';
 import { getSsoConfirm, postSsoConfirm } from './compat/sso-confirm.js';
 import { getSsoRedirect } from './compat/sso-redirect.js';
+import { getClientWellKnown } from './compat/well-known-client.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
 import { OWN_PREFIX } from './http/own-prefix.js';
@@ -22,10 +23,16 @@ export type Route = OwnedRoute<AppDeps>;
 export interface ListenerShape {
   readonly separateHomeserverListener: boolean;
   readonly adminApi: boolean;
+  /** `well_known_client.serve`: the proxy answers client discovery itself. */
+  readonly wellKnownClient: boolean;
 }
 
 export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest'>): ListenerShape {
-  return { separateHomeserverListener: deps.config.homeserver.listen !== undefined, adminApi: deps.adminTokenDigest !== undefined };
+  return {
+    separateHomeserverListener: deps.config.homeserver.listen !== undefined,
+    adminApi: deps.adminTokenDigest !== undefined,
+    wellKnownClient: deps.config.well_known_client.serve,
+  };
 }
 
 /** Legacy clients use r0, current ones v3 (Matrix C-S spec, "API standards"). */
@@ -67,6 +74,9 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     { method: 'POST', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: postSsoConfirm },
     { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
   );
+  if (shape.wellKnownClient) {
+    routes.push({ method: 'GET', path: '/.well-known/matrix/client', listener: 'client', style: 'matrix', metric: 'discovery', handler: getClientWellKnown });
+  }
   for (const listener of homeserverFacing) {
     routes.push(
       { method: 'GET', path: '/.well-known/openid-configuration', listener, style: 'oauth', metric: 'introspection', handler: getMetadata },

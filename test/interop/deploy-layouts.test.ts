@@ -22,6 +22,9 @@ const CLIENT_REDIRECT = 'https://client.example/after-sso';
 
 /** Raw paths probed through nginx: every spelling of an owned route the proxy normalises, and neighbours it does not own. */
 const PROBES: readonly string[] = [
+  // client discovery: the proxy answers it (well_known_client.serve)
+  '/.well-known/matrix/client',
+  '/.well-known//matrix/client',
   // login, in the spellings src/proxy/path-normalisation.ts folds together
   '/_matrix/client/v3/login',
   '/_matrix/client/r0/login',
@@ -69,7 +72,6 @@ const PROBES: readonly string[] = [
   '/_matrix/client/v3/devices',
   '/_matrix/client/v1/auth_metadata',
   '/_matrix/media/v3/config',
-  '/.well-known/matrix/client',
   '/health',
   '/ready',
 ];
@@ -77,7 +79,7 @@ const PROBES: readonly string[] = [
 const OPS = new Set(['/health', '/ready']);
 
 /** The client listener's owned paths in this layout (Synapse calls the proxy on its own listener): the one table, src/routes.ts. */
-const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
+const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true, wellKnownClient: true }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
 
 /** Whether the proxy would answer this raw path itself (or refuse it as malformed). */
 function proxyOwns(rawPath: string): boolean {
