@@ -23,7 +23,7 @@ const dir = await mkdtemp(join(tmpdir(), 'mcp-bench-migrate-'));
 const redis = await startRedis({ ignoreEnv: true });
 try {
   const dbPath = join(dir, 'homeserver.db');
-  const fixture = createSynapseFixture(dbPath);
+  const fixture = await createSynapseFixture(dbPath);
   const built = performance.now();
   fixture.transaction(() => {
     for (let i = 0; i < N; i++) {

@@ -1,13 +1,12 @@
-import { createRequire } from 'node:module';
+import { openSqlite } from './sqlite.js';
 
 /**
  * Read-only access to a Synapse database, SQLite or PostgreSQL (the two engines Synapse supports), with the rows
  * `migrate synapse` needs, normalised: Synapse stores booleans as 0/1 integers (SQLite has no booleans; its `users`
  * flags are SMALLINT on PostgreSQL too), and PostgreSQL's BIGINT columns come back from `pg` as strings.
  *
- * Drivers: `pg` for PostgreSQL; `better-sqlite3` (version 12) for SQLite, because Node's own `node:sqlite` needs
- * Node 22.5 or newer and this project supports Node 20 (README, "Migrating from Synapse"). Both are loaded only when
- * a migration runs.
+ * Drivers: `pg` for PostgreSQL; for SQLite Node's own `node:sqlite` where it exists unflagged, `better-sqlite3` 12
+ * on Node 20 (sqlite.ts says why both; README, "Migrating from Synapse"). All are loaded only when a migration runs.
  */
 
 export interface SynapseUserRow {
@@ -97,7 +96,7 @@ export async function openSynapseDatabase(url: string): Promise<SynapseDatabase>
     // sqlite:///var/lib/synapse/homeserver.db (the path after "sqlite://"); SQLAlchemy's four-slash spelling works too.
     const path = (url.startsWith('sqlite://') ? url.slice('sqlite://'.length) : url.slice('sqlite:'.length)).replace(/^\/+/, '/');
     if (path === '') throw new DatabaseUrlError('--database sqlite:///path: the path is missing');
-    return openSqlite(decodeURIComponent(path));
+    return openSqliteDatabase(decodeURIComponent(path));
   }
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return openPostgres(url);
   throw new DatabaseUrlError('--database must be sqlite:///path/to/homeserver.db or postgres://user@host/dbname');
@@ -158,17 +157,19 @@ function rowsOf(read: (sql: string) => Row[]): SynapseRows {
   };
 }
 
-function openSqlite(path: string): SynapseDatabase {
-  // Loaded on demand (a native module): the proxy itself never needs it.
-  const require = createRequire(import.meta.url);
-  const Database = require('better-sqlite3') as typeof import('better-sqlite3');
-  // fileMustExist: a typo in the path must not create an empty database and report "nothing to migrate".
-  const db = new Database(path, { readonly: true, fileMustExist: true });
+async function openSqliteDatabase(path: string): Promise<SynapseDatabase> {
+  // Read-only, and never created: a typo in the path must not report "nothing to migrate" from an empty database.
+  const db = await openSqlite(path, { readOnly: true });
   return {
     engine: 'sqlite',
     async readAll() {
       // One read transaction: a consistent snapshot even if Synapse is still running (the dry run).
-      return db.transaction(() => rowsOf((sql) => db.prepare(sql).all() as Row[]))();
+      db.exec('BEGIN');
+      try {
+        return rowsOf((sql) => db.all(sql));
+      } finally {
+        db.exec('COMMIT');
+      }
     },
     async close() {
       db.close();

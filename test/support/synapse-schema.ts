@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { openSqlite } from '../../src/migrate/sqlite.js';
 
 /**
  * A SQLite database with the columns of Synapse's tables that `migrate synapse` reads (synapse/storage/schema:
@@ -19,12 +19,10 @@ export interface SynapseFixture {
   close(): void;
 }
 
-export function createSynapseFixture(path: string): SynapseFixture {
-  const require = createRequire(import.meta.url);
-  const Database = require('better-sqlite3') as typeof import('better-sqlite3');
-  const db = new Database(path);
+export async function createSynapseFixture(path: string): Promise<SynapseFixture> {
+  const db = await openSqlite(path, { readOnly: false });
   // Synapse does not turn SQLite's foreign keys on, and its tables do hold dangling references (a test needs one).
-  db.pragma('foreign_keys = OFF');
+  db.exec('PRAGMA foreign_keys = OFF');
   db.exec(`
     CREATE TABLE users (name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL, upgrade_ts BIGINT,
       is_guest SMALLINT DEFAULT 0 NOT NULL, appservice_id TEXT, consent_version TEXT, consent_server_notice_sent TEXT,
@@ -45,7 +43,7 @@ export function createSynapseFixture(path: string): SynapseFixture {
   `);
   const insert = (table: string, row: Record<string, unknown>) => {
     const columns = Object.keys(row);
-    db.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`).run(...columns.map((column) => row[column] ?? null));
+    db.run(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`, columns.map((column) => row[column] ?? null));
   };
   return {
     user: (name, fields = {}) => insert('users', { name, creation_ts: 1_700_000_000, admin: 0, is_guest: 0, deactivated: 0, ...fields }),
@@ -55,7 +53,11 @@ export function createSynapseFixture(path: string): SynapseFixture {
     externalId: (authProvider, externalId, userId) => insert('user_external_ids', { auth_provider: authProvider, external_id: externalId, user_id: userId }),
     threepid: (userId, medium, address, validatedAt) => insert('user_threepids', { user_id: userId, medium, address, validated_at: validatedAt ?? 1, added_at: 1 }),
     profile: (localpart, displayName) => insert('profiles', { user_id: localpart, displayname: displayName }),
-    transaction: (fill) => db.transaction(fill)(),
+    transaction: (fill) => {
+      db.exec('BEGIN');
+      fill();
+      db.exec('COMMIT');
+    },
     close: () => db.close(),
   };
 }

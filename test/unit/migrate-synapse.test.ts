@@ -34,7 +34,7 @@ const NOW = clock.now();
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mcp-migrate-unit-'));
-  const db = createSynapseFixture(join(dir, 'homeserver.db'));
+  const db = await createSynapseFixture(join(dir, 'homeserver.db'));
   for (const name of ['alice', 'bob', 'carol', 'dave', 'eve', 'frank', 'grace', 'heidi']) db.user(u(name), { password_hash: `$2b$12$${name.padEnd(53, 'x')}` });
   db.user(u('admin'), { admin: 1 });
   db.user(u('gone'), { deactivated: 1 });
