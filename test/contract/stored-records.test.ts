@@ -336,4 +336,18 @@ describe('record formats (no store)', () => {
       assert.equal(hashToken(fixture.accessToken), (JSON.parse(fixture.raw) as { accessTokenHash: string }).accessTokenHash);
     }
   });
+
+  test('imported sessions (issue 14) are version 2; every other session is still written as version 1', () => {
+    const normal = JSON.parse(d73999c.sessionNoRefresh.raw) as Record<string, unknown>;
+    const imported = { ...normal, origin: { kind: 'imported', importedAt: 1, endsAt: 2, idpId: 'op', issuer: 'https://op.example.org', sub: 's' } };
+    const encoded = sessionRecord.encode(imported as never);
+    assert.ok(encoded.startsWith('{"v":2,'));
+    assert.deepEqual(sessionRecord.decode(encoded), imported);
+    assert.ok(sessionRecord.encode(normal as never).startsWith('{"v":1,'), 'a rollback to the release before still reads normal sessions');
+    // The release before reads version 2 as a record of a newer release: a miss, not a wrong session.
+    assert.equal(sessionRecord.rejectionOf(JSON.stringify({ v: 3, ...imported })), 'unknown_version');
+    // An imported origin is not valid in a version-1 record (a release without imports never wrote one).
+    assert.equal(sessionRecord.decode(JSON.stringify({ v: 1, ...imported })), undefined);
+    assert.equal(sessionRecord.decode(JSON.stringify({ ...imported, origin: { kind: 'imported', importedAt: 1 } }).replace('{', '{"v":2,')), undefined);
+  });
 });
