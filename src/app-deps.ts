@@ -14,6 +14,8 @@ import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import type { LoginThrottle } from './security/login-throttle.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
+import type { UiaSessions } from './sessions/uia-sessions.js';
+import type { AccountSessions } from './sessions/account-sessions.js';
 
 /**
  * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
@@ -37,8 +39,17 @@ export interface AppDeps {
   readonly appservices: AppserviceRegistry;
   readonly throttle: LoginThrottle;
   readonly ssoLogins: SsoLoginState;
-  /** Digest of `homeserver.secret` (introspection callers), computed once. */
-  readonly homeserverSecretDigest: Buffer;
+  /** Digest of `homeserver.secret` (introspection callers), computed once; undefined outside delegated mode. */
+  readonly homeserverSecretDigest: Buffer | undefined;
+  /**
+   * Digest of the proxy's own as_token (appservice mode): a client presenting it is refused, so it can never be
+   * used through the proxy even if it leaked.
+   */
+  readonly ownAsTokenDigest: Buffer | undefined;
+  /** User-Interactive Auth sessions of the proxy's own device deletion. */
+  readonly uia: UiaSessions;
+  /** Signed-in visits of the account page. */
+  readonly accountSessions: AccountSessions;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
   readonly adminTokenDigest: Buffer | undefined;
 }

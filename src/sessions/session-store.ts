@@ -26,24 +26,35 @@ export const sessionKeys = {
 /**
  * The session record under `sessionKeys.session`. Version 1 added only the `v` field: releases up to d73999c wrote
  * the same fields without it (version 0), and such sessions stay valid (a rolling upgrade must not log anyone out);
- * the first update after the upgrade rewrites them as version 1. Version 2 adds the `imported` origin (issue 14) and
- * is written only for imported sessions: every other session stays version 1, so a rollback to a release before
- * imports keeps them, and reads an imported session as a miss (with a warning) rather than as something else.
+ * the first update after the upgrade rewrites them as version 1 (now 2, below). Version 3 adds the `imported` origin
+ * (issue 14) and is written only for imported sessions: every other session stays version 2, so a rollback to a
+ * release before imports keeps them, and reads an imported session as a miss (with a warning), never as another kind.
  */
 export const sessionRecord = recordFormat<Session>({
   name: 'session',
-  version: 2,
-  decoders: { 0: isSessionFieldsV1, 1: isSessionFieldsV1, 2: isSessionFieldsV2 },
-  versionOf: (session) => (session.origin.kind === 'imported' ? 2 : 1),
+  version: 3,
+  decoders: { 0: isSessionFieldsV1, 1: isSessionFieldsV1, 2: isSessionFieldsV2, 3: isSessionFieldsV3 },
+  versionOf: (session) => (session.origin.kind === 'imported' ? 3 : 2),
 });
+
+/**
+ * Version 2 added `homeserverToken` (the sealed homeserver token of appservice and JWT logins). A new version, not an
+ * optional field of version 1: a replica of the previous release would read such a session as a delegated-mode one
+ * and serve it without the swap; with the version bump it reads it as a miss instead.
+ */
+function isSessionFieldsV2(f: Fields): boolean {
+  return isSessionFieldsV1(f) && isOptional(f.homeserverToken, isString);
+}
+
+/** Version 3 (issue 14) adds the `imported` origin; written only for imported sessions. */
+function isSessionFieldsV3(f: Fields): boolean {
+  return isSessionFieldsWith(f, (origin) => isSessionOriginV1(origin) || isImportedOrigin(origin)) && isOptional(f.homeserverToken, isString);
+}
 
 function isSessionFieldsV1(f: Fields): boolean {
   return isSessionFieldsWith(f, isSessionOriginV1);
 }
 
-function isSessionFieldsV2(f: Fields): boolean {
-  return isSessionFieldsWith(f, (origin) => isSessionOriginV1(origin) || isImportedOrigin(origin));
-}
 
 function isSessionFieldsWith(f: Fields, isSessionOrigin: (value: unknown) => boolean): boolean {
   return (
@@ -117,6 +128,8 @@ export interface NewSession {
   readonly userAgent?: string;
   /** Given: access token expires after this many ms and a refresh token is issued. */
   readonly refreshableLifetimeMs?: number;
+  /** The homeserver's token for the device, already sealed (token-issuing backends only). */
+  readonly sealedHomeserverToken?: string;
 }
 
 export interface IssuedTokens {
@@ -157,6 +170,18 @@ export type ImportOutcome = 'imported' | 'already_imported';
  * its JSON, so concurrent rotations and touches from several replicas cannot lose each other's updates.
  */
 export class SessionStore {
+  /** In-process listeners told the id of every session this replica removed or rewrote (caches drop it). */
+  readonly #changeListeners = new Set<(sessionId: string) => void>();
+
+  /** Calls `listener` with the id of each session this process removes or rewrites from now on. */
+  onChange(listener: (sessionId: string) => void): void {
+    this.#changeListeners.add(listener);
+  }
+
+  #changed(sessionId: string): void {
+    for (const listener of this.#changeListeners) listener(sessionId);
+  }
+
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
@@ -184,6 +209,7 @@ export class SessionStore {
       ...(refreshToken === undefined
         ? {}
         : { refresh: { generation: 1, currentHash: hashToken(refreshToken), successorUnused: false, retiredHashes: [] } }),
+      ...(input.sealedHomeserverToken === undefined ? {} : { homeserverToken: input.sealedHomeserverToken }),
     };
     // Independent writes, issued together (one pipelined round trip on Redis).
     const writes: Promise<unknown>[] = [
@@ -374,6 +400,7 @@ export class SessionStore {
       };
       // Compared against the string read, not a re-encoding: a version-0 record is replaced by a version-1 one here.
       if (await this.store.compareAndSet(key, raw, sessionRecord.encode(rotated))) {
+        this.#changed(parsed.sessionId);
         return { ok: true, session: rotated, ...successors, expiresInMs: accessLifetimeMs };
       }
       // Lost the race: another request rotated (or touched) the session; read it again.
@@ -389,6 +416,7 @@ export class SessionStore {
   async remove(id: string): Promise<Session | undefined> {
     const key = sessionKeys.session(id);
     const session = readRecord(sessionRecord, await this.store.consume(key), key, this.logger);
+    this.#changed(id);
     if (session === undefined) return undefined;
     const deviceKey = sessionKeys.byDevice(session.localpart, session.deviceId);
     // Only drop the device index if it still points at this session (a newer login may own the device now).
@@ -430,7 +458,10 @@ export class SessionStore {
       if (raw === undefined || current === undefined) return undefined;
       const next = change(current);
       // Compared against the exact string read (never a re-encoding of it), so any concurrent write makes this fail.
-      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(next))) return next;
+      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(next))) {
+        this.#changed(id);
+        return next;
+      }
     }
     throw new Error(`update of session ${id} kept losing compare-and-set`);
   }

@@ -21,6 +21,12 @@ export interface Session {
    * `soft_logout: true`) but the device stays at the homeserver so its E2EE keys survive a new login on it.
    */
   readonly softLoggedOut?: { readonly at: number; readonly reason: 'backchannel_logout' };
+  /**
+   * The homeserver's own access token for this device, sealed (AES-GCM), when the homeserver issues tokens
+   * (appservice and JWT login): the proxy swaps the client's token for it on the way through and never lets it out.
+   * Absent in delegated mode, where the homeserver accepts the proxy's token by introspection.
+   */
+  readonly homeserverToken?: string;
 }
 
 export type SessionOrigin =

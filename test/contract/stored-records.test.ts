@@ -123,7 +123,7 @@ for (const backend of backends) {
       assert.ok(used.ok);
       await sessions.touch(used.session);
       const migrated = await store.get(fixture.key);
-      assert.ok(migrated?.startsWith('{"v":1,'), migrated);
+      assert.ok(migrated?.startsWith('{"v":2,'), migrated);
       assert.deepEqual(await sessions.refresh(fixture.previousRefreshToken, 300_000), { ok: false, reason: 'reused', sessionId: sessionIdOf(fixture.key) });
 
       clock.advance(60_000);
@@ -160,24 +160,24 @@ for (const backend of backends) {
       assert.deepEqual(unreadable(log), []);
     });
 
-    test('new records carry v: 1, read back the same, and hold every field the current release reads', async (t) => {
+    test('new records carry their version (2 for sessions and pending SSO logins, else 1), read back the same, and hold every field the current release reads', async (t) => {
       const { store, sessions, loginTokens, sso, bindings, log } = await open(t);
       // What d73999c does with a record (`JSON.parse(raw) as T`): it sees the same fields, and an unknown `v`.
-      const withoutVersion = (raw: string | undefined) => {
+      const withoutVersion = (raw: string | undefined, version = 1) => {
         assert.ok(raw !== undefined);
         const { v, ...fields } = JSON.parse(raw) as Record<string, unknown>;
-        assert.equal(v, 1);
+        assert.equal(v, version);
         return fields;
       };
 
       const origin = { kind: 'sso', idpId: 'op', issuer: 'https://op', sub: 'sub-1', sid: 'sid-1', sealedOpRefreshToken: 'v1.sealed', lastValidatedAt: 5 } as const;
       const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', deviceDisplayName: 'Phone', origin, ip: '192.0.2.1', userAgent: 'ua', refreshableLifetimeMs: 300_000 });
       const sessionKey = sessionKeys.session(issued.session.id);
-      assert.deepEqual(withoutVersion(await store.get(sessionKey)), issued.session);
+      assert.deepEqual(withoutVersion(await store.get(sessionKey), 2), issued.session);
       assert.deepEqual(await sessions.get(issued.session.id), issued.session);
       const rotated = await sessions.refresh(issued.refreshToken!, 300_000);
       assert.ok(rotated.ok);
-      assert.deepEqual(withoutVersion(await store.get(sessionKey)), rotated.session);
+      assert.deepEqual(withoutVersion(await store.get(sessionKey), 2), rotated.session);
       assert.deepEqual(await sessions.get(issued.session.id), rotated.session);
       const soft = await sessions.update(issued.session.id, (s) => ({ ...s, softLoggedOut: { at: 9, reason: 'backchannel_logout' } }));
       assert.deepEqual(await sessions.get(issued.session.id), soft);
@@ -190,9 +190,14 @@ for (const backend of backends) {
       assert.deepEqual(await loginTokens.redeem(loginToken), grant);
 
       const begun = await sso.begin({ idpId: 'op', redirectUrl: 'https://client/', browserHash: 'bh', lifetimeMs: 600_000 });
-      const pendingRaw = withoutVersion(await store.get(ssoLoginKeys.pending(begun.state)));
+      const pendingRaw = withoutVersion(await store.get(ssoLoginKeys.pending(begun.state)), 2);
       assert.deepEqual(await sso.takePending(begun.state), pendingRaw);
       assert.equal(pendingRaw.codeVerifier, begun.codeVerifier);
+      // Version 2 added the purpose of a re-authentication (an older release reads such a record as unknown).
+      const purpose = { kind: 'uia', uiaSessionId: 'u'.repeat(32), requestedAt: 11 } as const;
+      const reauth = await sso.begin({ idpId: 'op', redirectUrl: 'https://proxy/fallback', browserHash: 'bh', lifetimeMs: 600_000, purpose });
+      assert.deepEqual(withoutVersion(await store.get(ssoLoginKeys.pending(reauth.state)), 2).purpose, purpose);
+      assert.deepEqual((await sso.takePending(reauth.state))?.purpose, purpose);
       const confirmation: PendingConfirmation = { idpId: 'op', issuer: 'https://op', sub: 'sub-1', localpart: 'alice', redirectUrl: 'https://client/', browserHash: 'bh', validatedAt: 7 };
       const confirmationId = await sso.saveConfirmation(confirmation, 60_000);
       assert.deepEqual(withoutVersion(await store.get(ssoLoginKeys.confirmation(confirmationId))), confirmation);
@@ -227,7 +232,8 @@ for (const backend of backends) {
         { raw: JSON.stringify({ ...refreshable, refresh: { ...(refreshable.refresh as object), retiredHashes: [1] } }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ ...valid, softLoggedOut: { at: 1, reason: 'admin' } }), reason: 'wrong_shape' },
         // Written by a newer release and read during a rollback: not this release's to interpret, nor to overwrite.
-        { raw: JSON.stringify({ v: 3, ...valid }), reason: 'unknown_version' },
+        { raw: JSON.stringify({ v: sessionRecord.version + 1, ...valid }), reason: 'unknown_version' },
+        { raw: JSON.stringify({ v: 2, ...valid, homeserverToken: 42 }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ v: '1', ...valid }), reason: 'unknown_version' },
       ];
       const id = sessionIdOf(d73999c.sessionNoRefresh.key);
@@ -319,14 +325,28 @@ describe('record formats (no store)', () => {
     [localpartOwnerRecord, d73999c.localpartOwner.raw],
   ];
 
-  test('each version-0 record decodes, and re-encodes as version 1 with the same fields', () => {
+  test('each version-0 record decodes, and re-encodes in the current version with the same fields', () => {
     for (const [format, raw] of legacy) {
       const value = format.decode(raw);
       assert.deepEqual(value, JSON.parse(raw), `${format.name}: ${raw}`);
       const encoded = format.encode(value!);
-      assert.deepEqual(JSON.parse(encoded), { v: 1, ...(JSON.parse(raw) as object) });
+      // Sessions: version 3 is written only for imported sessions (issue 14); every other one as version 2.
+      const written = format === (sessionRecord as RecordFormat<object>) ? 2 : format.version;
+      assert.deepEqual(JSON.parse(encoded), { v: written, ...(JSON.parse(raw) as object) });
       assert.deepEqual(format.decode(encoded), value);
     }
+  });
+
+  test('sessions: version 1 (ff2e64a, before token-issuing backends) reads as it was and rewrites as version 2', () => {
+    for (const fixture of legacySessions) {
+      const v1 = JSON.stringify({ v: 1, ...(JSON.parse(fixture.raw) as object) });
+      const value = sessionRecord.decode(v1);
+      assert.deepEqual(value, JSON.parse(fixture.raw));
+      assert.deepEqual(JSON.parse(sessionRecord.encode(value!)), { v: 2, ...(JSON.parse(fixture.raw) as object) });
+    }
+    // Version 2 adds the sealed homeserver token of appservice and JWT sessions.
+    const withToken = { ...(JSON.parse(d73999c.sessionNoRefresh.raw) as object), homeserverToken: 'v1.c2VhbGVkLWhvbWVzZXJ2ZXItdG9rZW4' };
+    assert.deepEqual(sessionRecord.decode(JSON.stringify({ v: 2, ...withToken })), withToken);
   });
 
   test('the fixtures are what the current code would mint for these tokens', () => {
@@ -337,17 +357,16 @@ describe('record formats (no store)', () => {
     }
   });
 
-  test('imported sessions (issue 14) are version 2; every other session is still written as version 1', () => {
+  test('imported sessions (issue 14) are version 3; every other session is still written as version 2', () => {
     const normal = JSON.parse(d73999c.sessionNoRefresh.raw) as Record<string, unknown>;
     const imported = { ...normal, origin: { kind: 'imported', importedAt: 1, endsAt: 2, idpId: 'op', issuer: 'https://op.example.org', sub: 's' } };
     const encoded = sessionRecord.encode(imported as never);
-    assert.ok(encoded.startsWith('{"v":2,'));
+    assert.ok(encoded.startsWith('{"v":3,'));
     assert.deepEqual(sessionRecord.decode(encoded), imported);
-    assert.ok(sessionRecord.encode(normal as never).startsWith('{"v":1,'), 'a rollback to the release before still reads normal sessions');
-    // The release before reads version 2 as a record of a newer release: a miss, not a wrong session.
-    assert.equal(sessionRecord.rejectionOf(JSON.stringify({ v: 3, ...imported })), 'unknown_version');
-    // An imported origin is not valid in a version-1 record (a release without imports never wrote one).
+    assert.ok(sessionRecord.encode(normal as never).startsWith('{"v":2,'), 'a rollback to the release before still reads normal sessions');
+    // An imported origin is not valid in an older version (no release before imports wrote one).
+    assert.equal(sessionRecord.decode(JSON.stringify({ v: 2, ...imported })), undefined);
     assert.equal(sessionRecord.decode(JSON.stringify({ v: 1, ...imported })), undefined);
-    assert.equal(sessionRecord.decode(JSON.stringify({ ...imported, origin: { kind: 'imported', importedAt: 1 } }).replace('{', '{"v":2,')), undefined);
+    assert.equal(sessionRecord.decode(JSON.stringify({ v: 3, ...imported, origin: { kind: 'imported', importedAt: 1 } })), undefined);
   });
 });

@@ -9,12 +9,12 @@ import { freePort } from './free-port.js';
 
 export interface StartSynapseOptions {
   /**
-   * Where Synapse reaches the auth service (`matrix_authentication_service.endpoint`). Undefined: Synapse's own
-   * password and SSO logins (the state before a migration, issue 14).
+   * Where Synapse reaches the auth service (`matrix_authentication_service.endpoint`); absent: no delegated auth —
+   * Synapse's own password and SSO logins (the state before a migration, issue 14).
    */
-  readonly masEndpoint: string | undefined;
+  readonly masEndpoint?: string | undefined;
   /** The shared secret (`matrix_authentication_service.secret`). */
-  readonly masSecret: string;
+  readonly masSecret?: string;
   readonly serverName?: string;
   /** Merged over the generated homeserver.yaml (top-level keys replace). */
   readonly extraConfig?: Readonly<Record<string, unknown>>;
@@ -212,6 +212,8 @@ function homeserverConfig(inputs: ConfigInputs): Record<string, unknown> {
     rc_profile: relaxed,
     rc_key_requests: relaxed,
     rc_admin_redaction: relaxed,
+    // Without delegated auth Synapse rate-limits logins itself (appservice logins with rate_limited: false are exempt).
+    rc_login: { address: relaxed, account: relaxed, failed_attempts: relaxed },
   };
 }
 

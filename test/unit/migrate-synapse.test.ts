@@ -149,7 +149,7 @@ describe('migrate synapse: the import', () => {
     assert.ok(alice.ok);
     assert.deepEqual([alice.session.localpart, alice.session.deviceId, alice.session.deviceDisplayName, alice.session.origin.kind], ['alice', 'ALICE1', "alice's device", 'imported']);
     const raw = await store.get(sessionKeys.session(alice.session.id));
-    assert.ok(raw?.startsWith('{"v":2,'), 'imported sessions are written as version 2');
+    assert.ok(raw?.startsWith('{"v":3,'), 'imported sessions are written as version 3');
     assert.deepEqual(sessionRecord.decode(raw!), alice.session);
     // carol's session carries her OP subject: a back-channel logout of that subject finds it.
     const carol = await sessions.authenticate('syt_Y2Fyb2w_carols_token_0000000_1');
