@@ -183,7 +183,7 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
   });
   // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
   // look again now that the session exists.
-  if (origin.kind !== 'appservice' && (await loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt))) {
+  if (origin.kind !== 'appservice' && origin.kind !== 'imported' && (await loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt))) {
     await deps.lifecycle.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
     throw new MatrixError(403, 'M_FORBIDDEN', 'The sign-in was ended at the identity provider');
   }

@@ -553,6 +553,9 @@ export const configSchema = z
       })
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
+    // Sessions imported from Synapse by `migrate synapse` (issue 14) have no OP grant to re-validate: they end after
+    // this long at the latest (README, "Migrating from Synapse", argues the default).
+    migration: z.strictObject({ imported_session_lifetime: duration('90d') }).prefault({}),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
     account: z
       .strictObject({

@@ -57,6 +57,7 @@ export const messages = {
       token: 'Signed in with single sign-on',
       appservice: 'Signed in by a bridge or bot service',
       homeserver: 'Signed in directly with your identity provider',
+      imported: 'Signed in before the move to your identity provider',
     },
     lastSeen: (when: string) => `Last active ${when}`,
     neverSeen: 'Not active yet',

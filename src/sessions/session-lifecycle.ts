@@ -3,7 +3,7 @@ import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UpstreamProvider } from '../oidc/upstream.js';
 import type { SessionKeys } from './secret-box.js';
-import type { Session } from './session.js';
+import { opOriginOf, type Session } from './session.js';
 import type { Store } from '../store/store.js';
 
 /** Marks an account the proxy locked at the homeserver, so the next sign-in the OP accepts unlocks it. */
@@ -150,13 +150,14 @@ export class SessionLifecycle {
   private revocationsInFlight = 0;
 
   private async revokeAtOp(session: Session): Promise<void> {
-    if (session.origin.kind === 'appservice' || session.origin.sealedOpRefreshToken === undefined) return;
-    const provider = this.deps.providers.get(session.origin.idpId);
+    const origin = opOriginOf(session);
+    if (origin?.sealedOpRefreshToken === undefined) return;
+    const provider = this.deps.providers.get(origin.idpId);
     if (provider === undefined) return;
     try {
-      await provider.revoke(this.deps.keys.open(session.origin.sealedOpRefreshToken), 'refresh_token');
+      await provider.revoke(this.deps.keys.open(origin.sealedOpRefreshToken), 'refresh_token');
     } catch (err: unknown) {
-      this.deps.logger.warn({ err, idp_id: session.origin.idpId }, 'op.revoke.failed');
+      this.deps.logger.warn({ err, idp_id: origin.idpId }, 'op.revoke.failed');
     }
   }
 }

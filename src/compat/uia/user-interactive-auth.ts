@@ -66,6 +66,11 @@ export async function requireUserInteractiveAuth(ctx: Context, deps: AppDeps, se
     // No OP identity to re-authenticate: the application service manages its users' devices itself (MSC4190).
     throw new MatrixError(403, 'M_FORBIDDEN', "This user's devices are managed by its application service");
   }
+  if (origin.kind === 'imported') {
+    // A session carried over from Synapse (issue 14) has no OP grant to confirm against: signing in through the OP
+    // on this device (which upgrades the session) makes the operation possible.
+    throw new MatrixError(403, 'M_FORBIDDEN', 'Sign in again to confirm your identity for this');
+  }
   // Synapse's ui_auth.session_timeout: a token that passed UIA a moment ago is not asked again.
   if (await deps.uia.recentlyValidated(session.id)) return;
 
