@@ -1,4 +1,5 @@
 import type { AppDeps } from './app-deps.js';
+import type { NativeClientMode } from './config/schema.js';
 import { adminEndpoints, requireAdminToken } from './admin/admin-routes.js';
 import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
 import { getLoginFlows } from './compat/login-flows.js';
@@ -11,6 +12,7 @@ import { getSsoConfirm, postSsoConfirm } from './compat/sso-confirm.js';
 import { getSsoRedirect } from './compat/sso-redirect.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
+import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth-metadata.js';
 import { OWN_PREFIX } from './http/own-prefix.js';
 import type { Listener, OwnedRoute } from './http/owned-routes.js';
 import { paramOf } from './http/request-state.js';
@@ -22,10 +24,16 @@ export type Route = OwnedRoute<AppDeps>;
 export interface ListenerShape {
   readonly separateHomeserverListener: boolean;
   readonly adminApi: boolean;
+  /** `hide` adds the auth-metadata routes to the client listener (answered with 404). */
+  readonly nativeClients: NativeClientMode;
 }
 
 export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest'>): ListenerShape {
-  return { separateHomeserverListener: deps.config.homeserver.listen !== undefined, adminApi: deps.adminTokenDigest !== undefined };
+  return {
+    separateHomeserverListener: deps.config.homeserver.listen !== undefined,
+    adminApi: deps.adminTokenDigest !== undefined,
+    nativeClients: deps.config.native_clients,
+  };
 }
 
 /** Legacy clients use r0, current ones v3 (Matrix C-S spec, "API standards"). */
@@ -67,6 +75,11 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     { method: 'POST', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: postSsoConfirm },
     { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
   );
+  if (shape.nativeClients === 'hide') {
+    for (const path of AUTH_DISCOVERY_PATHS) {
+      routes.push({ method: 'GET', path, listener: 'client', style: 'matrix', metric: 'oauth', handler: getHiddenAuthMetadata });
+    }
+  }
   for (const listener of homeserverFacing) {
     routes.push(
       { method: 'GET', path: '/.well-known/openid-configuration', listener, style: 'oauth', metric: 'introspection', handler: getMetadata },

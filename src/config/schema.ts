@@ -445,6 +445,14 @@ const clientWhitelistEntry = url({}).refine((text) => text.endsWith('/'), {
   error: 'must end with "/" (entries are prefixes; without the slash https://app.example.org would also match https://app.example.org.evil)',
 });
 
+/**
+ * `relay`: the homeserver's auth_metadata is the upstream OP's own metadata (the OP must do dynamic registration and
+ * Matrix scopes itself). `hide`: the proxy answers auth_metadata and auth_issuer with 404 M_UNRECOGNIZED, so
+ * clients that can do both use the legacy login the proxy serves.
+ */
+export const NATIVE_CLIENT_MODES = ['hide', 'relay'] as const;
+export type NativeClientMode = (typeof NATIVE_CLIENT_MODES)[number];
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 // ---------------------------------------------------------------------------------------------------- the config
@@ -456,6 +464,9 @@ export const configSchema = z
     listen: listener('127.0.0.1', 8009),
     trusted_proxies: z.array(parsedWith<string>(parseCidr)).default([]),
     homeserver,
+    // What native OAuth 2.0 clients (MSC2964/MSC2965) are told at the homeserver's auth_metadata; README "Native
+    // OIDC clients" argues the default.
+    native_clients: z.enum(NATIVE_CLIENT_MODES).default('hide'),
     store,
     oidc_providers: z.array(oidcProvider).default([]),
     password_login: passwordLogin,
