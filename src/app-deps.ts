@@ -14,6 +14,9 @@ import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import type { LoginThrottle } from './security/login-throttle.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { SignInStore } from './sessions/oauth-sign-ins.js';
 
 /**
  * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
@@ -37,8 +40,20 @@ export interface AppDeps {
   readonly appservices: AppserviceRegistry;
   readonly throttle: LoginThrottle;
   readonly ssoLogins: SsoLoginState;
+  /** The OAuth 2.0 server for native clients; only with `native_clients: serve`. */
+  readonly oauth: AuthorizationServer | undefined;
   /** Digest of `homeserver.secret` (introspection callers), computed once. */
   readonly homeserverSecretDigest: Buffer;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
   readonly adminTokenDigest: Buffer | undefined;
+}
+
+/** The OAuth 2.0 server for native clients (src/oauth/authorization-server.ts builds it). */
+export interface AuthorizationServer {
+  readonly provider: Provider;
+  readonly issuer: string;
+  readonly publicBaseUrl: string;
+  readonly signIns: SignInStore;
+  /** Hands the request to oidc-provider (the path is under OAUTH_PREFIX). */
+  handle(ctx: Context): Promise<void>;
 }

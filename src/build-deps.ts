@@ -19,6 +19,7 @@ import type { Store } from './store/store.js';
 import { LoginThrottle } from './security/login-throttle.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
+import { createAuthorizationServer } from './oauth/authorization-server.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -47,7 +48,10 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   );
   const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
   const lifecycle = new SessionLifecycle({ sessions, homeserver, providers, keys, logger, metrics });
+  const oauth =
+    config.native_clients === 'serve' ? createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics }) : undefined;
   return {
+    oauth,
     config,
     clock,
     logger,

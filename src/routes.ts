@@ -13,7 +13,12 @@ import { getSsoRedirect } from './compat/sso-redirect.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
 import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth-metadata.js';
-import { OWN_PREFIX } from './http/own-prefix.js';
+import { OAUTH_PREFIX, OWN_PREFIX } from './http/own-prefix.js';
+import { OAUTH_ROUTES } from './oauth/authorization-server.js';
+import { getOAuthInteraction, getOAuthInteractionSsoDone, postOAuthInteraction } from './oauth/interaction.js';
+import { getOAuthServerMetadata } from './oauth/metadata.js';
+import { atOAuthProvider } from './oauth/provider-endpoint.js';
+import { postOAuthRevoke } from './oauth/revoke.js';
 import type { Listener, OwnedRoute } from './http/owned-routes.js';
 import { paramOf } from './http/request-state.js';
 import { getHealth, getMetrics, getReady, type Readiness } from './ops/health.js';
@@ -80,6 +85,7 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
       routes.push({ method: 'GET', path, listener: 'client', style: 'matrix', metric: 'oauth', handler: getHiddenAuthMetadata });
     }
   }
+  if (shape.nativeClients === 'serve') routes.push(...oauthServerRoutes());
   for (const listener of homeserverFacing) {
     routes.push(
       { method: 'GET', path: '/.well-known/openid-configuration', listener, style: 'oauth', metric: 'introspection', handler: getMetadata },
@@ -111,4 +117,28 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     }
   }
   return routes;
+}
+
+/**
+ * native_clients: serve — the OAuth 2.0 server under the issuer (public_baseurl + OAUTH_PREFIX), on the client
+ * listener. oidc-provider answers the protocol endpoints; discovery, revocation and the browser steps are the proxy's.
+ */
+function oauthServerRoutes(): Route[] {
+  const at = (path: string) => `${OAUTH_PREFIX}${path}`;
+  const oauth = (method: Route['method'], path: string, handler: Route['handler']): Route => ({ method, path: at(path), listener: 'client', style: 'oauth', metric: 'oauth', handler });
+  const page = (method: Route['method'], path: string, handler: Route['handler']): Route => ({ method, path: at(path), listener: 'client', style: 'page', metric: 'oauth', handler });
+  return [
+    oauth('GET', '/.well-known/openid-configuration', getOAuthServerMetadata),
+    oauth('GET', '/.well-known/oauth-authorization-server', getOAuthServerMetadata),
+    page('GET', OAUTH_ROUTES.authorization, atOAuthProvider),
+    page('POST', OAUTH_ROUTES.authorization, atOAuthProvider),
+    page('GET', `${OAUTH_ROUTES.authorization}/:uid`, atOAuthProvider),
+    oauth('POST', OAUTH_ROUTES.token, atOAuthProvider),
+    oauth('POST', OAUTH_ROUTES.registration, atOAuthProvider),
+    oauth('GET', OAUTH_ROUTES.jwks, atOAuthProvider),
+    oauth('POST', OAUTH_ROUTES.revocation, postOAuthRevoke),
+    page('GET', `${OAUTH_ROUTES.interaction}/:uid`, getOAuthInteraction),
+    page('POST', `${OAUTH_ROUTES.interaction}/:uid`, postOAuthInteraction),
+    page('GET', `${OAUTH_ROUTES.interaction}/:uid/sso-done`, getOAuthInteractionSsoDone),
+  ];
 }

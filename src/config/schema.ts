@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { parseByteSize, parseDuration, type Parsed } from './durations.js';
@@ -448,9 +449,10 @@ const clientWhitelistEntry = url({}).refine((text) => text.endsWith('/'), {
 /**
  * `relay`: the homeserver's auth_metadata is the upstream OP's own metadata (the OP must do dynamic registration and
  * Matrix scopes itself). `hide`: the proxy answers auth_metadata and auth_issuer with 404 M_UNRECOGNIZED, so
- * clients that can do both use the legacy login the proxy serves.
+ * clients that can do both use the legacy login the proxy serves. `serve`: the proxy is the homeserver's OAuth 2.0
+ * server (MSC2964-2967, src/oauth/), with sign-in at the upstream OP through the SSO bridge.
  */
-export const NATIVE_CLIENT_MODES = ['hide', 'relay'] as const;
+export const NATIVE_CLIENT_MODES = ['hide', 'relay', 'serve'] as const;
 export type NativeClientMode = (typeof NATIVE_CLIENT_MODES)[number];
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -467,6 +469,20 @@ export const configSchema = z
     // What native OAuth 2.0 clients (MSC2964/MSC2965) are told at the homeserver's auth_metadata; README "Native
     // OIDC clients" argues the default.
     native_clients: z.enum(NATIVE_CLIENT_MODES).default('hide'),
+    oauth_server: z
+      .strictObject({
+        // PEM RSA private key that signs ID tokens (RS256: matrix-js-sdk registers clients with
+        // id_token_signed_response_alg RS256); its public half is the issuer's JWKS. Required with serve.
+        signing_key: z
+          .string()
+          .refine(isRsaPrivateKeyPem, { error: 'must be a PEM RSA private key of at least 2048 bits (openssl genrsa 2048)' })
+          .optional(),
+        // Client ids (as registered) that skip the consent page; any other client is asked for consent.
+        first_party_clients: z.array(z.string().min(1)).default([]),
+        // How long a browser stays signed in at this OAuth server before the upstream OP is asked again.
+        sign_in_lifetime: duration('1d'),
+      })
+      .prefault({}),
     store,
     oidc_providers: z.array(oidcProvider).default([]),
     password_login: passwordLogin,
@@ -491,8 +507,30 @@ export const configSchema = z
   })
   .superRefine(checkConfig, evenAfterFieldErrors);
 
+function isRsaPrivateKeyPem(text: string): boolean {
+  try {
+    const key = createPrivateKey(text);
+    return key.asymmetricKeyType === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
+  } catch {
+    return false;
+  }
+}
+
+/** native_clients: serve needs its signing key and an OP to sign users in at. */
+function checkNativeClients(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  if (config['native_clients'] !== 'serve') return;
+  if (field(config['oauth_server'], 'signing_key') === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'is required with native_clients: serve (or set signing_key_path)', path: ['oauth_server', 'signing_key'], input: undefined });
+  }
+  if (!Array.isArray(config['oidc_providers']) || config['oidc_providers'].length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'native_clients: serve signs users in at an upstream OP: configure oidc_providers', path: ['native_clients'], input: 'serve' });
+  }
+}
+
 /** Rules across sections. */
 function checkConfig(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  checkNativeClients(config, ctx);
+
   const providers = Array.isArray(config['oidc_providers']) ? (config['oidc_providers'] as unknown[]) : [];
   const firstIndexOf = new Map<string, number>();
   providers.forEach((provider, index) => {

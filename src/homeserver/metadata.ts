@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { OAuthError } from '../errors/oauth-error.js';
+import { oauthServerMetadata } from '../oauth/metadata.js';
 import { UpstreamError } from '../oidc/upstream.js';
 
 /** GET /.well-known/openid-configuration — the document Synapse reads from its auth service at start-up. */
@@ -19,6 +20,8 @@ export async function getMetadata(ctx: Context, deps: AppDeps): Promise<void> {
  * /auth_metadata sends native OIDC clients straight to the OP) plus `account_management_uri`, which Synapse requires.
  */
 export async function metadataForHomeserver(deps: AppDeps): Promise<Record<string, unknown>> {
+  // native_clients: serve — the homeserver's auth server is this proxy, not the upstream OP.
+  if (deps.config.native_clients === 'serve') return oauthServerMetadata(deps.config);
   const provider = primaryProvider(deps);
   if (provider === undefined) {
     // No OP configured: still a valid document for Synapse, naming this proxy as the issuer.

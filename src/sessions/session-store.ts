@@ -28,6 +28,7 @@ function isSessionFields(f: Fields): boolean {
     isString(f.localpart) &&
     isString(f.deviceId) &&
     isOptional(f.deviceDisplayName, isString) &&
+    isOptional(f.oauthClientId, isString) &&
     isSessionOrigin(f.origin) &&
     isNumber(f.createdAt) &&
     isNumber(f.lastSeenAt) &&
@@ -78,6 +79,7 @@ export interface NewSession {
   readonly deviceId: string;
   readonly deviceDisplayName?: string;
   readonly origin: Session['origin'];
+  readonly oauthClientId?: string;
   readonly ip?: string;
   readonly userAgent?: string;
   /** Given: access token expires after this many ms and a refresh token is issued. */
@@ -121,6 +123,7 @@ export class SessionStore {
       deviceId: input.deviceId,
       ...(input.deviceDisplayName === undefined ? {} : { deviceDisplayName: input.deviceDisplayName }),
       origin: input.origin,
+      ...(input.oauthClientId === undefined ? {} : { oauthClientId: input.oauthClientId }),
       createdAt: now,
       lastSeenAt: now,
       ...(input.ip === undefined ? {} : { ip: input.ip }),

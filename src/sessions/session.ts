@@ -18,6 +18,11 @@ export interface Session {
    * `soft_logout: true`) but the device stays at the homeserver so its E2EE keys survive a new login on it.
    */
   readonly softLoggedOut?: { readonly at: number; readonly reason: 'backchannel_logout' };
+  /**
+   * Set for a session a native OAuth 2.0 client obtained from this proxy's authorization server (native_clients:
+   * serve): the client_id it was registered under, so its refresh token is bound to that client (RFC 6749 §6).
+   */
+  readonly oauthClientId?: string;
 }
 
 export type SessionOrigin =
