@@ -477,8 +477,9 @@ export const configSchema = z
           .string()
           .refine(isRsaPrivateKeyPem, { error: 'must be a PEM RSA private key of at least 2048 bits (openssl genrsa 2048)' })
           .optional(),
-        // Client ids (as registered) that skip the consent page; any other client is asked for consent.
-        first_party_clients: z.array(z.string().min(1)).default([]),
+        // Clients whose client_uri has one of these origins skip the consent page (MSC2966 ties a client's redirect
+        // URIs to its client_uri host, so only that host's apps can claim it); every other client is asked.
+        first_party_client_uris: z.array(url({ protocols: ['https:'] })).default([]),
         // How long a browser stays signed in at this OAuth server before the upstream OP is asked again.
         sign_in_lifetime: duration('1d'),
       })

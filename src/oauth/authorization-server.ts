@@ -125,13 +125,13 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       return { accountId: id, claims: () => ({ sub: id }) };
     },
     loadExistingGrant: async (ctx) => {
-      // First-party clients (config) are trusted with what they ask: consent is implied, no page.
+      // First-party clients (config: their client_uri's origin) are trusted with what they ask: no consent page.
       const client = ctx.oidc.client;
       const session = ctx.oidc.session;
       if (client === undefined || session?.accountId === undefined) return undefined;
       const existingId = (ctx.oidc.result?.['consent'] as { grantId?: string } | undefined)?.grantId;
       if (existingId !== undefined) return ctx.oidc.provider.Grant.find(existingId);
-      if (!config.oauth_server.first_party_clients.includes(client.clientId)) return undefined;
+      if (!isFirstParty(client.clientUri, config.oauth_server.first_party_client_uris)) return undefined;
       const grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
       grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
       await grant.save();
@@ -204,6 +204,16 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       await provider.callback()(req, ctx.res);
     },
   };
+}
+
+function isFirstParty(clientUri: unknown, firstParty: readonly string[]): boolean {
+  if (typeof clientUri !== 'string') return false;
+  try {
+    const origin = new URL(clientUri).origin;
+    return firstParty.some((entry) => new URL(entry).origin === origin);
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -6,6 +6,7 @@ import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { logOf, paramOf, singleQueryValue } from '../http/request-state.js';
 import { sendPage, sendRedirect } from '../pages/html-page.js';
 import { consentPage } from '../pages/oauth-pages.js';
+import { formActionSource } from '../compat/sso/redirect-url.js';
 import { OAUTH_ROUTES, type AuthorizationServer, asPublicRequest } from './authorization-server.js';
 import { parseMatrixScopes } from './matrix-scopes.js';
 
@@ -13,7 +14,7 @@ import { parseMatrixScopes } from './matrix-scopes.js';
  * The browser's steps between the authorization request and the code (oidc-provider's "interactions"):
  *   login   → the SSO bridge signs the user in at the upstream OP (mapping templates, bindings, attribute
  *             requirements, provisioning: all of compat/sso), then comes back with a login token;
- *   consent → a page for third-party clients (first-party ones, oauth_server.first_party_clients, never see it).
+ *   consent → a page for third-party clients (first-party ones, oauth_server.first_party_client_uris, never see it).
  */
 
 /** GET <issuer>/interaction/:uid — what this interaction needs next. */
@@ -90,7 +91,7 @@ async function showConsent(ctx: Context, deps: AppDeps, server: AuthorizationSer
       deviceId: scopes.ok ? scopes.deviceId : undefined,
       ...(typeof metadata['policy_uri'] === 'string' ? { policyUri: metadata['policy_uri'] } : {}),
       ...(typeof metadata['tos_uri'] === 'string' ? { tosUri: metadata['tos_uri'] } : {}),
-      redirectUri: String(details.params['redirect_uri']),
+      formAction: formActionSource(new URL(String(details.params['redirect_uri']))),
     }),
   );
 }

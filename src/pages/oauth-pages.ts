@@ -10,8 +10,8 @@ export interface ConsentView {
   readonly deviceId: string | undefined;
   readonly policyUri?: string;
   readonly tosUri?: string;
-  /** Where the answer is redirected (CSP form-action must allow it). */
-  readonly redirectUri: string;
+  /** CSP form-action source of the client's redirect URI: Chromium checks form-action on the form's redirects too. */
+  readonly formAction: string;
 }
 
 /**
@@ -26,7 +26,7 @@ export function consentPage(view: ConsentView): HtmlPage {
   return {
     status: 200,
     title: `Allow ${view.clientName}?`,
-    formActions: [view.redirectUri],
+    formActions: [view.formAction],
     body: html`<h1>Allow ${view.clientName} to use your account?</h1>
 <p>Signed in as</p>
 <p class="mxid">${view.userId}</p>

@@ -81,8 +81,10 @@ async function register(metadata: Awaited<ReturnType<typeof discover>>): Promise
 }
 
 /** The browser's part: /auth → interaction → SSO bridge → OP login → back → consent → redirect with the code. */
-async function authorizeInBrowser(authorizationUrl: string, user: { username: string; password: string }): Promise<{ code: string; state: string; consentPage: string }> {
+async function authorizeInBrowser(authorizationUrl: string, user: { username: string; password: string }, decision = 'allow') {
   const browser = new ProxyBrowser(h.url);
+  const opBrowser = h.op.browser();
+  const opRequests: URL[] = [];
   let response = await browser.get(authorizationUrl);
   let consentPage = '';
   for (let hop = 0; hop < 20; hop++) {
@@ -90,17 +92,17 @@ async function authorizeInBrowser(authorizationUrl: string, user: { username: st
       const page = await response.text();
       assert.match(page, /Allow Test App/, page);
       consentPage = page;
-      response = await browser.post(response.url, { decision: 'allow' });
+      response = await browser.post(response.url, { decision });
       continue;
     }
     assert.ok([302, 303].includes(response.status), `unexpected ${response.status}: ${await response.text()}`);
     const next = locationOf(response);
     if (next.href.startsWith(REDIRECT_URI)) {
-      assert.equal(next.searchParams.get('error'), null, next.href);
-      return { code: next.searchParams.get('code') ?? '', state: next.searchParams.get('state') ?? '', consentPage };
+      return { code: next.searchParams.get('code') ?? '', state: next.searchParams.get('state') ?? '', error: next.searchParams.get('error'), consentPage, opBrowser, opRequests };
     }
     if (next.origin === new URL(h.op.issuer).origin) {
-      response = await browser.get(await h.op.browser().authorize(next, { login: user.username, password: user.password }));
+      opRequests.push(next);
+      response = await browser.get(await opBrowser.authorize(next, { login: user.username, password: user.password }));
       continue;
     }
     response = await browser.get(next);
@@ -108,15 +110,16 @@ async function authorizeInBrowser(authorizationUrl: string, user: { username: st
   throw new Error('too many redirects');
 }
 
-async function signInNatively(user = h.op.users.alice) {
+async function signInNatively(user = h.op.users.alice, prompt?: string) {
   const metadata = await discover();
   const clientId = await register(metadata);
   const nonce = randomBytes(8).toString('hex');
-  const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce });
-  const { code, state, consentPage } = await authorizeInBrowser(url, user);
+  const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce, ...(prompt === undefined ? {} : { prompt }) });
+  const { code, state, error, consentPage, opBrowser, opRequests } = await authorizeInBrowser(url, user);
+  assert.equal(error, null);
   const completed = await completeAuthorizationCodeGrant(code, state);
   const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1];
-  return { metadata, clientId, url, completed, deviceId, consentPage };
+  return { metadata, clientId, url, completed, deviceId, consentPage, opBrowser, opRequests };
 }
 
 const whoami = (token: string) => h.request('GET', '/_matrix/client/v3/account/whoami', { token });
@@ -187,6 +190,53 @@ describe('native_clients: serve', () => {
     const out = await h.request('POST', '/_matrix/client/v3/logout/all', { token: legacy.body.access_token, body: {} });
     assert.equal(out.status, 200);
     assert.equal((await whoami(completed.tokenResponse.access_token)).status, 401);
+  });
+
+  test('a back-channel logout from the OP ends the native session and its device', async () => {
+    const { completed, deviceId, opBrowser } = await signInNatively(h.op.users.bob);
+    assert.equal((await whoami(completed.tokenResponse.access_token)).status, 200);
+    await opBrowser.logout({ clientId: h.op.clientId });
+    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
+    assert.equal((await whoami(completed.tokenResponse.access_token)).status, 401);
+    assert.equal(h.homeserver.devices('bob').has(deviceId ?? ''), false);
+  });
+
+  test("native sessions are in the user's one session list (what the admin API and /logout/all read)", async () => {
+    const { clientId, deviceId } = await signInNatively();
+    const sessions = await Promise.all((await h.deps.sessions.idsOfUser('alice')).map((id) => h.deps.sessions.get(id)));
+    const native = sessions.find((session) => session?.deviceId === deviceId);
+    assert.equal(native?.oauthClientId, clientId);
+    assert.equal(native?.origin.kind, 'sso');
+  });
+
+  test('prompt=create sends the browser to the OP with prompt=create (registration)', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n', prompt: 'create' });
+    const browser = new ProxyBrowser(h.url);
+    let next = new URL(url);
+    for (let hop = 0; hop < 6 && next.origin !== new URL(h.op.issuer).origin; hop++) next = locationOf(await browser.get(next));
+    assert.equal(next.origin, new URL(h.op.issuer).origin);
+    assert.equal(next.searchParams.get('prompt'), 'create');
+  });
+
+  test('declining consent sends access_denied to the client, no session', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+    const { error, code } = await authorizeInBrowser(url, h.op.users.alice, 'deny');
+    assert.equal(error, 'access_denied');
+    assert.equal(code, '');
+  });
+
+  test('a code is single use; a wrong PKCE verifier is refused', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+    const { code } = await authorizeInBrowser(url, h.op.users.alice);
+    const wrong = await tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: 'x'.repeat(43) });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body['error'], 'invalid_grant');
   });
 
   test('registration with a redirect URI off the client_uri host is refused (MSC2966)', async () => {
