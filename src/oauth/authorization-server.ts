@@ -1,7 +1,9 @@
 import { createPrivateKey, createPublicKey, hkdfSync, randomBytes, type JsonWebKey } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/schema.js';
+import { bodyLimitsOf, readBodyText } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import type { RevalidationDeps } from '../sessions/revalidation.js';
 import { checkClientMetadata } from './client-registration-rules.js';
@@ -194,9 +196,11 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
     publicBaseUrl: config.public_baseurl,
     signIns,
     async handle(ctx) {
-      const req = ctx.req;
-      asPublicRequest(req, { publicBaseUrl: config.public_baseurl });
-      const full = req.url ?? '/';
+      asPublicRequest(ctx.req, { publicBaseUrl: config.public_baseurl });
+      // The body is read here, by the proxy's one body reader (size limit, and a 408 before the close for a body
+      // that trickles), then replayed to oidc-provider, which would otherwise read it without a deadline.
+      const req = ctx.method === 'POST' ? replayed(ctx.req, await readBodyText(ctx, bodyLimitsOf(config))) : ctx.req;
+      const full = ctx.req.url ?? '/';
       const base = new URL(issuer).pathname;
       (req as { originalUrl?: string }).originalUrl = full;
       req.url = full.slice(base.length) || '/';
@@ -226,6 +230,24 @@ async function configuredScopesOf(provider: Provider): Promise<Set<string>> {
   const scopes = internals.default(provider)?.configuration?.scopes;
   if (!(scopes instanceof Set)) throw new Error('oidc-provider internals changed: configuration.scopes is not a Set');
   return scopes as Set<string>;
+}
+
+/** A request whose body was already read, as a stream oidc-provider can read again (same headers, socket, URL). */
+function replayed(original: IncomingMessage, body: string): IncomingMessage {
+  const bytes = Buffer.from(body, 'utf8');
+  const headers = { ...original.headers, 'content-length': String(bytes.length) };
+  delete headers['transfer-encoding'];
+  return Object.assign(Readable.from([bytes]), {
+    headers,
+    rawHeaders: original.rawHeaders,
+    method: original.method,
+    url: original.url,
+    httpVersion: original.httpVersion,
+    httpVersionMajor: original.httpVersionMajor,
+    httpVersionMinor: original.httpVersionMinor,
+    socket: original.socket,
+    connection: original.socket,
+  }) as unknown as IncomingMessage;
 }
 
 /**

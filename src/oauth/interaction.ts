@@ -51,9 +51,9 @@ export async function getOAuthInteractionSsoDone(ctx: Context, deps: AppDeps): P
 /** POST <issuer>/interaction/:uid — the answer of the consent page. */
 export async function postOAuthInteraction(ctx: Context, deps: AppDeps): Promise<void> {
   const server = serverOf(deps);
+  const form = await readFormBody(ctx, bodyLimitsOf(deps.config));
   const details = await detailsOf(ctx, server);
   if (details.uid !== paramOf(ctx, 'uid') || details.prompt.name !== 'consent') throw interactionLost();
-  const form = await readFormBody(ctx, bodyLimitsOf(deps.config));
   if (form.get('decision') !== 'allow') {
     const returnTo = await server.provider.interactionResult(ctx.req, ctx.res, { error: 'access_denied', error_description: 'The user did not allow the client' }, { mergeWithLastSubmission: false });
     sendRedirect(ctx, returnTo, 303);
