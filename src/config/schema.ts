@@ -480,8 +480,6 @@ export const configSchema = z
         // Clients whose client_uri has one of these origins skip the consent page (MSC2966 ties a client's redirect
         // URIs to its client_uri host, so only that host's apps can claim it); every other client is asked.
         first_party_client_uris: z.array(url({ protocols: ['https:'] })).default([]),
-        // How long a browser stays signed in at this OAuth server before the upstream OP is asked again.
-        sign_in_lifetime: duration('1d'),
       })
       .prefault({}),
     store,

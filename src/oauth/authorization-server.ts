@@ -55,7 +55,7 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
   const { config } = deps;
   const issuer = issuerOf(config);
   const signIns = new SignInStore(deps.store, deps.logger);
-  const signInTtlS = Math.ceil(config.oauth_server.sign_in_lifetime / 1000);
+  const signInTtlS = Math.ceil(config.sessions.sso_login_lifetime / 1000);
   const signingKey = config.oauth_server.signing_key;
   if (signingKey === undefined) throw new Error('oauth_server.signing_key is required with native_clients: serve');
 
@@ -87,7 +87,7 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
   policy.add(new interactionPolicy.Prompt({ name: 'create', requestable: true }));
 
   const configuration: Configuration = {
-    adapter: providerStoreAdapter({ store: deps.store, clock: deps.clock, logger: deps.logger, grantIndexTtlMs: config.oauth_server.sign_in_lifetime }),
+    adapter: providerStoreAdapter({ store: deps.store, clock: deps.clock, logger: deps.logger, grantIndexTtlMs: config.sessions.sso_login_lifetime }),
     clients: [],
     jwks: { keys: [signingJwk(signingKey)] as never },
     cookies: {
@@ -280,8 +280,9 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     ctx.body = { error, error_description: description };
   };
   if (code === undefined || client === undefined || typeof code.accountId !== 'string') return fail(500, 'server_error', 'The code exchange lost its code');
-  const signIn = await signIns.get(code.accountId);
-  if (signIn === undefined) return fail(400, 'invalid_grant', 'The sign-in behind this code has ended');
+  // Single use: each native session gets its own OP grant (see sessions/oauth-sign-ins.ts).
+  const signIn = await signIns.consume(code.accountId);
+  if (signIn === undefined) return fail(400, 'invalid_grant', 'The sign-in behind this code has ended or was used');
   const granted = parseMatrixScopes(typeof body['scope'] === 'string' ? body['scope'] : (code.scope ?? ''));
   if (!granted.ok) return fail(400, 'invalid_scope', granted.description);
   if (!granted.api) return fail(400, 'invalid_scope', `The grant does not include ${API_SCOPE}`);

@@ -42,7 +42,7 @@ export async function getOAuthInteractionSsoDone(ctx: Context, deps: AppDeps): P
   const loginToken = singleQueryValue(ctx, 'loginToken');
   const grant = loginToken === undefined ? undefined : await deps.loginTokens.redeem(loginToken);
   if (grant === undefined) throw new PageError('unknown_state', 400, 'M_UNKNOWN');
-  const signInId = await server.signIns.create(grant, deps.config.oauth_server.sign_in_lifetime);
+  const signInId = await server.signIns.create(grant, deps.config.sessions.sso_login_lifetime);
   logOf(ctx, deps.logger).info({ event: 'oauth.signed_in', localpart: grant.localpart, idp_id: grant.origin.idpId }, 'oauth.signed_in');
   const returnTo = await server.provider.interactionResult(ctx.req, ctx.res, { login: { accountId: signInId } }, { mergeWithLastSubmission: false });
   sendRedirect(ctx, returnTo, 303);

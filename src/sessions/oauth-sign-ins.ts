@@ -8,7 +8,10 @@ import type { Store } from '../store/store.js';
  * A browser's sign-in at this OAuth server: who the upstream OP said the user is (the SSO bridge's LoginGrant), under
  * a random id that oidc-provider uses as the `accountId` of its session, codes and grants. The token endpoint turns
  * the id back into the Matrix user and the OP origin its proxy session carries (back-channel logout, re-validation).
- * It lives as long as the browser's session here (`oauth_server.sign_in_lifetime`); gone, the browser signs in again.
+ * It is single use: the code exchange consumes it, so every native session holds its own OP grant (ending one
+ * session revokes that session's OP refresh token, never another's) and every authorization goes through the OP
+ * again (where the OP's own SSO session usually makes it a redirect, not a form). It waits at most
+ * `sessions.sso_login_lifetime` for its code exchange.
  */
 export type SignIn = LoginGrant;
 
@@ -30,6 +33,13 @@ export class SignInStore {
     const id = randomBytes(24).toString('base64url');
     await this.store.set(signInKey(id), signInRecord.encode(signIn), { ttlMs });
     return id;
+  }
+
+  /** Exactly one of concurrent callers gets it (Store.consume); unknown, used or expired → undefined. */
+  async consume(id: string): Promise<SignIn | undefined> {
+    if (!/^[A-Za-z0-9_-]{32}$/.test(id)) return undefined;
+    const key = signInKey(id);
+    return readRecord(signInRecord, await this.store.consume(key), key, this.logger);
   }
 
   async get(id: string): Promise<SignIn | undefined> {
