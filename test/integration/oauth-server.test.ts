@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chromium } from 'playwright-core';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 import { SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
@@ -265,5 +267,45 @@ describe('native_clients: serve', () => {
     const response = await fetch(url, { redirect: 'manual' });
     assert.equal(response.status, 400);
     assert.match(await response.text(), /invalid_scope/);
+  });
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+const chromiumSkip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
+
+describe('native_clients: serve in headless Chromium', { skip: chromiumSkip }, () => {
+  test("the browser's part in Chromium: OP login form, consent page (CSP lets its form reach the client), code back to matrix-js-sdk", async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'chromium' });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run'] });
+    try {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(15_000);
+      const violations: string[] = [];
+      page.on('console', (message) => {
+        if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+      });
+      // The client's own page (its host does not exist here): answered by the browser itself.
+      await page.route(`${REDIRECT_URI}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App</title><h1 id="app">App</h1>' }));
+      await page.goto(url);
+      await page.waitForURL((at) => at.origin === new URL(h.op.issuer).origin && at.pathname.startsWith('/interaction/'));
+      await page.fill('input[name="login"]', 'alice');
+      await page.fill('input[name="password"]', h.op.users.alice.password);
+      await page.click('#submit');
+      await page.waitForURL((at) => at.pathname.includes('/_matrix-compat-proxy/oauth2/interaction/'));
+      assert.match(await page.locator('h1').innerText(), /Allow Test App/);
+      assert.equal(await page.locator('.mxid').innerText(), `@alice:${SERVER_NAME}`);
+      await page.click('#allow');
+      await page.waitForURL((at) => at.href.startsWith(REDIRECT_URI));
+      assert.deepEqual(violations, [], 'the consent form redirected to the client under the page CSP');
+      const landing = new URL(page.url());
+      const completed = await completeAuthorizationCodeGrant(landing.searchParams.get('code') ?? '', landing.searchParams.get('state') ?? '');
+      const me = await whoami(completed.tokenResponse.access_token);
+      assert.equal(me.status, 200);
+      assert.equal(me.body.user_id, `@alice:${SERVER_NAME}`);
+    } finally {
+      await browser.close();
+    }
   });
 });
