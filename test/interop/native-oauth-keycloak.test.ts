@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
-import { KEYCLOAK_REALM } from '../support/keycloak.js';
+import { KEYCLOAK_REALM, startKeycloak, type RunningKeycloak } from '../support/keycloak.js';
 import { INTEROP_SERVER_NAME, interopSkipReason, startInteropStack, type InteropStack } from '../support/interop-stack.js';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 
@@ -42,11 +42,19 @@ class MemoryStorage {
 const REDIRECT_URI = 'https://app.example.test/callback';
 const skip = interopSkipReason();
 
+// One Keycloak for both stacks of this file (serve, then hide).
+let keycloak: Promise<RunningKeycloak> | undefined;
+const sharedKeycloak = (): Promise<RunningKeycloak> => (keycloak ??= startKeycloak());
+after(async () => {
+  if (keycloak !== undefined) await (await keycloak).stop();
+});
+
 describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip }, () => {
   let stack: InteropStack;
   before(async () => {
     const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
     stack = await startInteropStack({
+      keycloak: sharedKeycloak(),
       backchannelLogout: true,
       offlineAccess: false,
       configure: (config) => {
@@ -198,5 +206,26 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
       code_challenge_method: 'S256',
     }).toString();
     assert.equal((await fetch(url, { redirect: 'manual' })).status, 400);
+  });
+});
+
+describe('native_clients: hide on Synapse + Keycloak: the same client falls back to the legacy login', { skip }, () => {
+  let stack: InteropStack;
+  before(async () => {
+    stack = await startInteropStack({ keycloak: sharedKeycloak() });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test("matrix-js-sdk finds no OAuth server (the proxy's 404, never Synapse's metadata) and logs in with a password", async () => {
+    const client = createClient({ baseUrl: stack.url });
+    await assert.rejects(client.getAuthMetadata(), (err: { errcode?: string; httpStatus?: number }) => err.errcode === 'M_UNRECOGNIZED' && err.httpStatus === 404);
+    const flows = await client.loginFlows();
+    assert.ok(flows.flows.some((flow) => flow.type === 'm.login.password'));
+    const login = await client.loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: KEYCLOAK_REALM.users.alice.password });
+    const me = await stack.request('GET', '/_matrix/client/v3/account/whoami', { token: login.access_token });
+    assert.equal(me.body['user_id'], `@alice:${INTEROP_SERVER_NAME}`);
+    client.stopClient();
   });
 });
