@@ -72,7 +72,9 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
     for (let round = 0; round < settings.rounds; round++) {
       for (const target of rotated(targets, round)) {
         progress(`introspection: round ${round + 1}/${settings.rounds}, ${target}, ${settings.introspectionConnections} conn`);
+        const cpuBefore = proxy.cpuTimeMs();
         const result = await load.run({ kind: 'throughput', ...shapes[target], connections: settings.introspectionConnections, durationSec: settings.roundSec });
+        if (target !== 'bare node' && result.ok > 0) figures.add(target, 'cpu µs/req', ((proxy.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
         if (result.errors + result.non2xx > 0) problems.push(`${target}: ${result.errors} errors, ${result.non2xx} non-2xx`);
         figures.add(target, 'req/s', result.requestsPerSecond);
         figures.add(target, 'p99', result.latencyMs.p99);
@@ -129,6 +131,7 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
     `${settings.smallSessionSet} live sessions seeded through SessionStore; ${settings.mode === 'smoke' ? 2 : NATIVE_TOKENS} native OP tokens; the relay cache keeps answers ${'10 s'} (homeserver.introspection_cache_ttl default), so a few requests per round go to the OP`,
     `own tokens, p99 by offered rate (one round each): ${ladder.map((step) => `${step.rate}/s ${formatValue(step.p99, 'ms')}`).join(', ')}; highest rate tried with p99 ≤ 5 ms: ${bestRate === 0 ? 'none' : `${bestRate}/s`}`,
     `fixed-rate runs achieved ≥ ${Math.round(achieved)}/s of ${rate}/s (own tokens); worst generator lag ${figures.rounds('own tokens', 'fixed lag').map((lag) => lag.toFixed(1)).join('/')} ms`,
+    `proxy CPU per introspection (load-independent): own tokens ${figures.median('own tokens', 'cpu µs/req').toFixed(0)} µs, OP relay with cache ${figures.median('op relay', 'cpu µs/req').toFixed(0)} µs`,
   ];
   return { scenario: 'introspection', rows, notes, problems, details: { figures: figures.toJSON(), ladder } };
 }

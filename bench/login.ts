@@ -50,7 +50,9 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
     await checked(load, pairs(warmUp, 0), problems);
     progress(`login: ${settings.logins} password logins through the proxy, alternating with ${settings.logins} password grants at the OP`);
     await proxy.opCallTimings();
+    const cpuBefore = proxy.cpuTimeMs();
     const steps = await checked(load, pairs(settings.logins, 0), problems);
+    const cpuPerLoginMs = (proxy.cpuTimeMs() - cpuBefore) / settings.logins;
     const grantInsideMs = (await proxy.opCallTimings()).passwordGrant;
     const proxyMs = steps.filter((_, index) => index % 2 === 0).map((step) => step.ms);
     const opMs = steps.filter((_, index) => index % 2 === 1).map((step) => step.ms);
@@ -78,6 +80,7 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
     ];
     const notes = [
       `password login = proxy ${formatValue(proxyDist.p50, 'ms')} vs OP ${formatValue(opDist.p50, 'ms')} median: +${formatValue(added, 'ms')}; inside the proxy the password grant (openid-client: token request, ID token validation) took ${formatValue(median(grantInsideMs), 'ms')} median, the rest of the login (throttle, binding, device upsert at the homeserver over HTTP, session in Redis, response) ${formatValue(median(ownMs), 'ms')}`,
+      `proxy CPU per password login (load-independent; openid-client's ID token check included): ${formatValue(cpuPerLoginMs, 'ms')}`,
       `SSO: whole callback median ${formatValue(median(sso.callbackMs), 'ms')}, of which code exchange at the OP ${formatValue(median(sso.exchangeMs), 'ms')} (timed inside the proxy around UpstreamProvider.exchangeCode); users already provisioned`,
     ];
     return { scenario: 'login', rows, notes, problems, details: { proxyMs, opMs, grantInsideMs, ssoCallbackMs: sso.callbackMs, ssoExchangeMs: sso.exchangeMs } };

@@ -55,7 +55,9 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
       for (const variant of variants) {
         for (const target of rotated(TARGETS, round)) {
           progress(`pass-through: round ${round + 1}/${settings.rounds}, ${variant.name}, ${target}`);
+          const cpuBefore = target === 'proxy' ? proxy.cpuTimeMs() : 0;
           const result = await load.run({ kind: 'throughput', url: urls[target], ...variant.shape, connections: settings.passThroughConnections, durationSec: settings.roundSec });
+          if (target === 'proxy' && result.ok > 0) throughput.add('proxy', `${variant.name} cpu µs/req`, ((proxy.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
           if (result.errors + result.non2xx > 0) errors.push(`${target} ${variant.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
           throughput.add(target, `${variant.name} req/s`, result.requestsPerSecond);
           throughput.add(target, `${variant.name} p50`, result.latencyMs.p50);
@@ -123,6 +125,7 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
   const notes = [
     `added median latency at ${settings.latencyRate} req/s: proxy +${formatValue(added('proxy'), 'ms')}, nginx +${formatValue(added('nginx'), 'ms')} (open loop, ${LATENCY_CONNECTIONS} keep-alive connections, tokens of ${Math.min(TOKEN_SESSIONS, settings.sessions)} live sessions round robin)`,
     `proxy vs direct, with token: ${(throughput.median('proxy', 'with token req/s') / throughput.median('direct', 'with token req/s')).toFixed(2)}×`,
+    `proxy CPU per request (load-independent): unauthenticated ${throughput.median('proxy', 'unauthenticated cpu µs/req').toFixed(0)} µs, with token ${throughput.median('proxy', 'with token cpu µs/req').toFixed(0)} µs`,
   ];
   return { scenario: 'pass-through', rows, notes, problems: errors, details: { throughput: throughput.toJSON(), latency: latency.toJSON() } };
 }

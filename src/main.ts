@@ -6,11 +6,13 @@ const USAGE = `Usage:
   matrix-compat-proxy --config FILE                 start the proxy
   matrix-compat-proxy --config FILE --check-config  validate the configuration and exit (0 = valid)
   matrix-compat-proxy admin COMMAND ...             call the admin API of a running proxy (admin --help)
+  matrix-compat-proxy doctor --config FILE [--json] check the config against the real OPs, homeserver and store
 `;
 
 /** Entry point: load config, build dependencies, listen, shut down gracefully on SIGTERM/SIGINT. */
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === 'admin') return (await import('./admin/admin-cli.js')).runAdminCli(argv.slice(1));
+  if (argv[0] === 'doctor') return (await import('./doctor/doctor-cli.js')).runDoctorCli(argv.slice(1));
   let args;
   try {
     args = parseArgs({

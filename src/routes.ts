@@ -10,6 +10,7 @@ import { postRefresh } from './compat/refresh.js';
 import { getSsoCallback } from './compat/sso-callback.js';
 import { getSsoConfirm, postSsoConfirm } from './compat/sso-confirm.js';
 import { getSsoRedirect } from './compat/sso-redirect.js';
+import { getClientWellKnown } from './compat/well-known-client.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
 import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth-metadata.js';
@@ -31,6 +32,8 @@ export interface ListenerShape {
   readonly adminApi: boolean;
   /** `hide` adds the auth-metadata routes to the client listener (answered with 404). */
   readonly nativeClients: NativeClientMode;
+  /** `well_known_client.serve`: the proxy answers client discovery itself. */
+  readonly wellKnownClient: boolean;
 }
 
 export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest'>): ListenerShape {
@@ -38,6 +41,7 @@ export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest
     separateHomeserverListener: deps.config.homeserver.listen !== undefined,
     adminApi: deps.adminTokenDigest !== undefined,
     nativeClients: deps.config.native_clients,
+    wellKnownClient: deps.config.well_known_client.serve,
   };
 }
 
@@ -86,6 +90,9 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     }
   }
   if (shape.nativeClients === 'serve') routes.push(...oauthServerRoutes());
+  if (shape.wellKnownClient) {
+    routes.push({ method: 'GET', path: '/.well-known/matrix/client', listener: 'client', style: 'matrix', metric: 'discovery', handler: getClientWellKnown });
+  }
   for (const listener of homeserverFacing) {
     routes.push(
       { method: 'GET', path: '/.well-known/openid-configuration', listener, style: 'oauth', metric: 'introspection', handler: getMetadata },

@@ -69,7 +69,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
     throw err;
   }
 
-  const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal);
+  const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal, grant);
   await provisionAccount(deps.homeserver, account);
 
   const origin: SessionOrigin = {

@@ -50,7 +50,7 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   let account: ResolvedAccount;
   try {
     // Typed as AccountRefusal → SsoFailure: every refusal the resolver can give has a page of its own.
-    account = await resolveOrRefuse(ctx, deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure));
+    account = await resolveOrRefuse(ctx, deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure), grant);
     await provisionAccount(deps.homeserver, account);
   } catch (err: unknown) {
     deps.metrics.logins.inc({ type: 'sso', outcome: err instanceof MatrixError && err.status < 500 ? 'rejected' : 'error' });

@@ -497,6 +497,10 @@ export const configSchema = z
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
+    // Discovery must lead clients to the proxy, not to the homeserver's own port (issue 18).
+    well_known_client: z
+      .strictObject({ serve: z.boolean().default(true), extra: z.record(z.string(), z.unknown()).default({}) })
+      .prefault({}),
     metrics: z.strictObject({ enabled: z.boolean().default(true), listen: listener('127.0.0.1', 9009) }).prefault({}),
     admin: z.strictObject({ token: secret(32, 'token_path').optional() }).prefault({}),
     log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),

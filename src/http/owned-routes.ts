@@ -29,8 +29,11 @@ export interface OwnedRoute<D> {
  * prefix (an unknown page of ours is our 404, never forwarded).
  */
 export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string) => boolean {
-  const patterns = routes.filter((route) => route.listener === listener).map((route) => patternOf(route.path));
-  return (path) => path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`) || patterns.some((pattern) => pattern.test(path));
+  // Every pass-through request asks: exact paths are one Set lookup, only parameterised ones need a pattern.
+  const paths = routes.filter((route) => route.listener === listener).map((route) => route.path);
+  const exact = new Set(paths.filter((path) => !path.includes(':')));
+  const patterns = paths.filter((path) => path.includes(':')).map(patternOf);
+  return (path) => exact.has(path) || path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`) || patterns.some((pattern) => pattern.test(path));
 }
 
 function patternOf(path: string): RegExp {

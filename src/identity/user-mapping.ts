@@ -48,6 +48,20 @@ export function isValidLocalpart(localpart: string, serverName: string): boolean
 
 export interface UserMapper {
   map(claims: Readonly<Record<string, unknown>>): MappedIdentity;
+  /** The claims the subject, localpart, display name and email mapping read that `claims` lacks (for diagnostics). */
+  missingClaims(claims: Readonly<Record<string, unknown>>): string[];
+}
+
+/** `user.name`, `user['name']`, `user["name"]` in a template: the top-level claims it reads. */
+const CLAIM_REFERENCE = /\buser\s*(?:\.\s*([A-Za-z_$][\w$]*)|\[\s*(?:'([^']+)'|"([^"]+)")\s*\])/g;
+
+export function claimsReadBy(template: string): string[] {
+  const names = new Set<string>();
+  for (const match of template.matchAll(CLAIM_REFERENCE)) {
+    const name = match[1] ?? match[2] ?? match[3];
+    if (name !== undefined) names.add(name);
+  }
+  return [...names];
 }
 
 export function compileUserMapper(idpId: string, config: MappingConfig, serverName: string): UserMapper {
@@ -79,7 +93,18 @@ export function compileUserMapper(idpId: string, config: MappingConfig, serverNa
     }
   };
 
+  const claimsRead = [
+    ...(config.subject_template === undefined ? [subjectClaim] : claimsReadBy(config.subject_template)),
+    ...[config.localpart_template, config.display_name_template, config.email_template].flatMap((source) => (source === undefined ? [] : claimsReadBy(source))),
+  ];
+
   return {
+    missingClaims(claims) {
+      return [...new Set(claimsRead)].filter((name) => {
+        const value = claimAt(claims, name);
+        return value === undefined || value === null || value === '';
+      });
+    },
     map(claims) {
       const subject = subjectTemplate !== undefined ? render(subjectTemplate, claims) : stringClaim(claims, subjectClaim);
       if (subject === undefined) throw new MappingError(idpId, { kind: 'missing_subject' });

@@ -1,28 +1,23 @@
-import { importPKCS8, SignJWT } from 'jose';
 import {
   allowInsecureRequests,
   authorizationCodeGrant,
   buildAuthorizationUrl,
   calculatePKCECodeChallenge,
-  ClientSecretBasic,
-  ClientSecretPost,
   Configuration,
   discovery,
   fetchUserInfo,
   genericGrantRequest,
-  None,
-  PrivateKeyJwt,
   refreshTokenGrant,
   skipSubjectCheck,
   tokenIntrospection,
   tokenRevocation,
-  type ClientAuth,
   type ServerMetadata,
   type TokenEndpointResponse,
   type TokenEndpointResponseHelpers,
 } from 'openid-client';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
+import { ClientKeyError, createClientAuth, type ClientAuthMethod, type ClientSecretJwtKey } from './client-authentication.js';
 import { checkLogoutToken, LogoutTokenRejected } from './logout-token.js';
 import { JwsRejected, SigningKeys } from './signing-keys.js';
 import {
@@ -34,15 +29,10 @@ import {
   type UpstreamIntrospection,
   type UpstreamProvider,
 } from './upstream.js';
-import { toUpstreamError } from './upstream-error-translation.js';
+import { ThrottledWarnings } from './throttled-warnings.js';
+import { readOpAnswer, toUpstreamError } from './upstream-error-translation.js';
 
-/** Synapse's `client_secret_jwt_key` block (the key itself already read from `key` or `key_file`). */
-export interface ClientSecretJwtKey {
-  /** PEM-encoded PKCS#8 private key. */
-  readonly key: string;
-  readonly jwt_header: { readonly alg: string; readonly kid?: string | undefined };
-  readonly jwt_payload?: Readonly<Record<string, unknown>> | undefined;
-}
+export type { ClientSecretJwtKey } from './client-authentication.js';
 
 /**
  * What this module needs from one `oidc_providers` entry, in Synapse's own key names so the validated config block
@@ -59,7 +49,7 @@ export interface ProviderSettings {
   /** With `private_key_jwt`: the client assertion key. With the client_secret methods: Apple-style generated secret. */
   readonly client_secret_jwt_key?: ClientSecretJwtKey | undefined;
   /** Default client_secret_basic. */
-  readonly client_auth_method?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none' | undefined;
+  readonly client_auth_method?: ClientAuthMethod | undefined;
   /** Default ['openid']. */
   readonly scopes?: readonly string[] | undefined;
   readonly authorization_endpoint?: string | undefined;
@@ -85,6 +75,8 @@ export interface UpstreamProviderDeps {
   readonly clock?: Clock;
   /** Every request to the OP (discovery, token, userinfo, JWKS, …) gives up after this long. Default 10 s. */
   readonly fetchTimeoutMs?: number;
+  /** The same unusable OP answer is logged at most once per this interval. Default 60 s. */
+  readonly warningIntervalMs?: number;
 }
 
 const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
@@ -99,8 +91,6 @@ const ENDPOINT_KEYS = [
   'revocation_endpoint',
   'end_session_endpoint',
 ] as const;
-/** Apple-style generated client secrets are re-signed this long before they expire. */
-const GENERATED_SECRET_LIFETIME_S = 3600;
 
 interface Resolved {
   readonly configuration: Configuration;
@@ -114,6 +104,13 @@ type TokenResponse = TokenEndpointResponse & TokenEndpointResponseHelpers;
 
 export function createUpstreamProvider(settings: ProviderSettings, deps: UpstreamProviderDeps): UpstreamProvider {
   return new OpenIdProvider(settings, deps);
+}
+
+/** OIDC Core §3.1.3.7: the admin's list (already in `metadata`), else the OP's, else RS256; never `none`; HMAC only with a client secret. */
+export function acceptedIdTokenAlgs(metadata: Readonly<Record<string, unknown>>, hasClientSecret: boolean): string[] {
+  const advertised = metadata['id_token_signing_alg_values_supported'];
+  const candidates = Array.isArray(advertised) ? advertised.filter((alg): alg is string => typeof alg === 'string') : ['RS256'];
+  return candidates.filter((alg) => VERIFIABLE_ALGS.has(alg) && (!alg.startsWith('HS') || hasClientSecret));
 }
 
 export function isLoopbackHost(hostname: string): boolean {
@@ -131,7 +128,7 @@ class OpenIdProvider implements UpstreamProvider {
   private readonly scope: string;
   private readonly log: Logger;
   private resolved: Promise<Resolved> | undefined;
-  private generatedSecret: { value: string; expiresAt: number } | undefined;
+  private readonly warnings: ThrottledWarnings;
 
   constructor(
     private readonly settings: ProviderSettings,
@@ -144,6 +141,7 @@ class OpenIdProvider implements UpstreamProvider {
     this.timeoutMs = deps.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     this.scope = (settings.scopes ?? ['openid']).join(' ');
     this.log = deps.logger.child({ idp_id: settings.idp_id });
+    this.warnings = new ThrottledWarnings(this.log, this.clock, deps.warningIntervalMs);
 
     const issuerUrl = new URL(settings.issuer);
     const loopback = isLoopbackHost(issuerUrl.hostname);
@@ -167,31 +165,27 @@ class OpenIdProvider implements UpstreamProvider {
   async passwordGrant(username: string, password: string): Promise<UpstreamGrant> {
     const resolved = await this.resolve();
     this.requireEndpoint(resolved, 'token_endpoint', 'password grant');
-    await this.refreshGeneratedSecret();
-    const tokens = await this.call('password grant', () => genericGrantRequest(resolved.configuration, 'password', { username, password, scope: this.scope }));
+    const tokens = await this.call('password grant', () => genericGrantRequest(resolved.configuration, 'password', { username, password, scope: this.scope }), [password]);
     return this.toGrant(resolved, tokens, 'password grant');
   }
 
   async refreshGrant(refreshToken: string): Promise<UpstreamGrant> {
     const resolved = await this.resolve();
     this.requireEndpoint(resolved, 'token_endpoint', 'refresh grant');
-    await this.refreshGeneratedSecret();
-    const tokens = await this.call('refresh grant', () => refreshTokenGrant(resolved.configuration, refreshToken));
+    const tokens = await this.call('refresh grant', () => refreshTokenGrant(resolved.configuration, refreshToken), [refreshToken]);
     return this.toGrant(resolved, tokens, 'refresh grant');
   }
 
   async revoke(token: string, hint: 'refresh_token' | 'access_token'): Promise<void> {
     const resolved = await this.resolve();
     if (typeof resolved.metadata['revocation_endpoint'] !== 'string') return;
-    await this.refreshGeneratedSecret();
-    await this.call('revocation', () => tokenRevocation(resolved.configuration, token, { token_type_hint: hint }));
+    await this.call('revocation', () => tokenRevocation(resolved.configuration, token, { token_type_hint: hint }), [token]);
   }
 
   async introspect(token: string): Promise<UpstreamIntrospection> {
     const resolved = await this.resolve();
     this.requireEndpoint(resolved, 'introspection_endpoint', 'introspection');
-    await this.refreshGeneratedSecret();
-    const answer = await this.call('introspection', () => tokenIntrospection(resolved.configuration, token));
+    const answer = await this.call('introspection', () => tokenIntrospection(resolved.configuration, token), [token]);
     const claims: Record<string, unknown> = { ...answer };
     return {
       active: answer.active === true,
@@ -236,7 +230,6 @@ class OpenIdProvider implements UpstreamProvider {
   async exchangeCode(callbackUrl: URL, expected: ExpectedCallback): Promise<UpstreamGrant> {
     const resolved = await this.resolve();
     this.requireEndpoint(resolved, 'token_endpoint', 'code exchange');
-    await this.refreshGeneratedSecret();
     // The token request's redirect_uri must be the one sent in the authorization request, not however the proxy
     // happens to see its own URL behind a load balancer.
     const current = new URL(expected.redirectUri);
@@ -249,6 +242,7 @@ class OpenIdProvider implements UpstreamProvider {
         ...(expectsIdToken ? { expectedNonce: expected.nonce } : {}),
         ...(resolved.pkce ? { pkceCodeVerifier: expected.codeVerifier } : {}),
       }),
+      [current.searchParams.get('code') ?? ''],
     );
     return this.toGrant(resolved, tokens, 'code exchange');
   }
@@ -312,7 +306,7 @@ class OpenIdProvider implements UpstreamProvider {
     }
     Object.freeze(metadata);
 
-    const idTokenAlgs = this.acceptedAlgs(metadata);
+    const idTokenAlgs = acceptedIdTokenAlgs(metadata, this.settings.client_secret !== undefined);
     const pkce = this.usesPkce(metadata);
     const serverMetadata = { ...metadata, id_token_signing_alg_values_supported: [...idTokenAlgs] } as ServerMetadata;
     const configuration = new Configuration(
@@ -335,11 +329,21 @@ class OpenIdProvider implements UpstreamProvider {
     return { configuration, metadata, idTokenAlgs, keys, pkce };
   }
 
-  /** OIDC Core §3.1.3.7: the admin's list, else the OP's, else RS256; never `none`; HMAC only with a client secret. */
-  private acceptedAlgs(metadata: Readonly<Record<string, unknown>>): string[] {
-    const advertised = metadata['id_token_signing_alg_values_supported'];
-    const candidates = Array.isArray(advertised) ? advertised.filter((alg): alg is string => typeof alg === 'string') : ['RS256'];
-    return candidates.filter((alg) => VERIFIABLE_ALGS.has(alg) && (!alg.startsWith('HS') || this.settings.client_secret !== undefined));
+  private async clientAuth() {
+    const { settings } = this;
+    try {
+      return await createClientAuth({
+        clientId: settings.client_id,
+        issuer: settings.issuer,
+        method: settings.client_auth_method ?? (settings.client_secret === undefined && settings.client_secret_jwt_key === undefined ? 'none' : 'client_secret_basic'),
+        clientSecret: settings.client_secret,
+        clientSecretJwtKey: settings.client_secret_jwt_key,
+        clock: this.clock,
+      });
+    } catch (err: unknown) {
+      if (err instanceof ClientKeyError) throw new UpstreamError('invalid_response', this.idpId, err.message, err);
+      throw err;
+    }
   }
 
   private usesPkce(metadata: Readonly<Record<string, unknown>>): boolean {
@@ -355,57 +359,28 @@ class OpenIdProvider implements UpstreamProvider {
     }
   }
 
-  private async clientAuth(): Promise<ClientAuth> {
-    const { settings } = this;
-    const method = settings.client_auth_method ?? 'client_secret_basic';
-    switch (method) {
-      case 'none':
-        return None();
-      case 'private_key_jwt': {
-        const jwtKey = settings.client_secret_jwt_key as ClientSecretJwtKey;
-        const key = await importPKCS8(jwtKey.key, jwtKey.jwt_header.alg);
-        return PrivateKeyJwt(jwtKey.jwt_header.kid === undefined ? key : { key, kid: jwtKey.jwt_header.kid });
-      }
-      case 'client_secret_basic':
-      case 'client_secret_post': {
-        const build = method === 'client_secret_post' ? ClientSecretPost : ClientSecretBasic;
-        if (settings.client_secret !== undefined) return build(settings.client_secret);
-        // Apple-style: the secret is a JWT we sign (refreshGeneratedSecret keeps it fresh before each call).
-        return (as, client, body, headers) => build(this.generatedSecret?.value ?? '')(as, client, body, headers);
-      }
-    }
-  }
-
-  private async refreshGeneratedSecret(): Promise<void> {
-    const jwtKey = this.settings.client_secret_jwt_key;
-    if (jwtKey === undefined || this.settings.client_secret !== undefined || this.settings.client_auth_method === 'private_key_jwt') return;
-    const nowSeconds = Math.floor(this.clock.now() / 1000);
-    if (this.generatedSecret !== undefined && this.generatedSecret.expiresAt - 60 > nowSeconds) return;
-    try {
-      const key = await importPKCS8(jwtKey.key, jwtKey.jwt_header.alg);
-      const expiresAt = nowSeconds + GENERATED_SECRET_LIFETIME_S;
-      const value = await new SignJWT({ ...jwtKey.jwt_payload })
-        .setProtectedHeader({ alg: jwtKey.jwt_header.alg, ...(jwtKey.jwt_header.kid === undefined ? {} : { kid: jwtKey.jwt_header.kid }) })
-        .setIssuedAt(nowSeconds)
-        .setExpirationTime(expiresAt)
-        .sign(key);
-      this.generatedSecret = { value, expiresAt };
-    } catch (err: unknown) {
-      throw new UpstreamError('invalid_response', this.idpId, 'client_secret_jwt_key: cannot sign the client secret', err);
-    }
-  }
-
   private requireEndpoint(resolved: Resolved, key: (typeof ENDPOINT_KEYS)[number], operation: string): void {
     if (typeof resolved.metadata[key] !== 'string') {
       throw new UpstreamError('unsupported', this.idpId, `${operation}: the OP has no ${key} (discovered or configured)`);
     }
   }
 
-  private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+  /** Runs one request to the OP; a failure is translated once, and an OP misbehaving is told to the admin (throttled). */
+  private async call<T>(operation: string, run: () => Promise<T>, secrets: readonly string[] = []): Promise<T> {
     try {
       return await run();
     } catch (err: unknown) {
-      throw toUpstreamError(this.idpId, operation, err);
+      const clientSecret = this.settings.client_secret === undefined ? [] : [this.settings.client_secret];
+      const translated = toUpstreamError(this.idpId, operation, err, await readOpAnswer(err, [...secrets, ...clientSecret]));
+      const diagnosis = translated.diagnosis;
+      if (diagnosis !== undefined) {
+        this.warnings.warn(
+          `${operation}|${diagnosis.status ?? 'no answer'}|${diagnosis.likelyCause}`,
+          { event: 'oidc.op_answer_unusable', operation, kind: translated.kind, status: diagnosis.status, body_start: diagnosis.bodyStart, likely_cause: diagnosis.likelyCause },
+          `${translated.message} — likely cause: ${diagnosis.likelyCause}`,
+        );
+      }
+      throw translated;
     }
   }
 
@@ -428,6 +403,7 @@ class OpenIdProvider implements UpstreamProvider {
 
     let claims: Record<string, unknown> = idClaims ?? {};
     const wantsUserinfo = this.settings.user_profile_method === 'userinfo_endpoint' || idClaims === undefined;
+    const servesUserinfo = typeof resolved.metadata['userinfo_endpoint'] === 'string';
     if (wantsUserinfo) {
       if (typeof resolved.metadata['userinfo_endpoint'] === 'string') {
         const expectedSub = typeof idClaims?.['sub'] === 'string' ? idClaims['sub'] : skipSubjectCheck;
@@ -444,6 +420,7 @@ class OpenIdProvider implements UpstreamProvider {
     return {
       sub,
       claims: Object.freeze(claims),
+      userinfoSkipped: !wantsUserinfo && servesUserinfo,
       accessToken: tokens.access_token,
       ...(typeof sid === 'string' && sid !== '' ? { sid } : {}),
       ...(typeof tokens.refresh_token === 'string' ? { refreshToken: tokens.refresh_token } : {}),

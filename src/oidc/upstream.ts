@@ -38,6 +38,12 @@ export interface UpstreamGrant {
   readonly sid?: string;
   /** ID token claims merged with userinfo (userinfo wins), the input of the mapping templates. */
   readonly claims: Readonly<Record<string, unknown>>;
+  /**
+   * True when `claims` are the ID token's alone although the OP serves userinfo (`user_profile_method: auto`). An OP
+   * that follows OIDC Core §5.4 puts profile claims only in userinfo when it issues an access token, so a claim the
+   * templates miss may be there.
+   */
+  readonly userinfoSkipped: boolean;
   readonly accessToken: string;
   readonly refreshToken?: string;
   readonly expiresInSeconds?: number;
@@ -85,13 +91,42 @@ export type UpstreamErrorKind =
   | 'unsupported' // the OP lacks what was asked (no introspection endpoint, no password grant)
   | 'invalid_token'; // a token presented to us (logout token) failed validation
 
+/** For the admin, not the client: what the OP answered and what that most likely means. */
+export interface UpstreamDiagnosis {
+  readonly status?: number;
+  /** The first characters of the OP's answer body. */
+  readonly bodyStart?: string;
+  /** The likely cause in the admin's terms, with the setting to check. */
+  readonly likelyCause: string;
+  /** The same, as a word a program can test. */
+  readonly cause: UpstreamCause;
+}
+
+/** `token_refused`: the OP refused a refresh token or code, but not with RFC 6749's invalid_grant (Dex: invalid_request). */
+export type UpstreamCause = 'client_authentication' | 'grant_type' | 'scope' | 'token_refused' | 'op_failing' | 'unreachable' | 'unknown';
+
+export interface UpstreamErrorDetails {
+  /** The HTTP status the OP answered with, when it answered. */
+  readonly status?: number;
+  /** The RFC 6749 §5.2 `error` code, when the OP sent one. */
+  readonly oauthError?: string;
+  /** Set when the OP (or the way to it) misbehaved in a way the admin should hear about. */
+  readonly diagnosis?: UpstreamDiagnosis;
+}
+
 export class UpstreamError extends Error {
   readonly kind: UpstreamErrorKind;
   readonly idpId: string;
-  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown) {
+  readonly status?: number;
+  readonly oauthError?: string;
+  readonly diagnosis?: UpstreamDiagnosis;
+  constructor(kind: UpstreamErrorKind, idpId: string, message: string, cause?: unknown, details: UpstreamErrorDetails = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'UpstreamError';
     this.kind = kind;
     this.idpId = idpId;
+    if (details.status !== undefined) this.status = details.status;
+    if (details.oauthError !== undefined) this.oauthError = details.oauthError;
+    if (details.diagnosis !== undefined) this.diagnosis = details.diagnosis;
   }
 }

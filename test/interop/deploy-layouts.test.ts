@@ -25,6 +25,9 @@ const CLIENT_REDIRECT = 'https://client.example/after-sso';
 
 /** Raw paths probed through nginx: every spelling of an owned route the proxy normalises, and neighbours it does not own. */
 const PROBES: readonly string[] = [
+  // client discovery: the proxy answers it (well_known_client.serve)
+  '/.well-known/matrix/client',
+  '/.well-known//matrix/client',
   // login, in the spellings src/proxy/path-normalisation.ts folds together
   '/_matrix/client/v3/login',
   '/_matrix/client/r0/login',
@@ -77,7 +80,6 @@ const PROBES: readonly string[] = [
   '/_matrix/client/v3/logout/allx',
   '/_matrix/client/v3/devices',
   '/_matrix/media/v3/config',
-  '/.well-known/matrix/client',
   '/health',
   '/ready',
 ];
@@ -88,7 +90,7 @@ const OPS = new Set(['/health', '/ready']);
 const COMPOSE_NATIVE_CLIENTS = configSchema.shape.native_clients.parse(
   (parseYaml(readFileSync(new URL('../../deploy/compose/proxy/config.yaml', import.meta.url), 'utf8')) as Record<string, unknown>)['native_clients'],
 );
-const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true, nativeClients: COMPOSE_NATIVE_CLIENTS }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
+const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true, wellKnownClient: true, nativeClients: COMPOSE_NATIVE_CLIENTS }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
 
 /** Whether the proxy would answer this raw path itself (or refuse it as malformed). */
 function proxyOwns(rawPath: string): boolean {

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, type MatrixClient } from 'matrix-js-sdk';
+import { runDoctor } from '../../src/doctor/run-doctor.js';
 import { freePort } from '../support/free-port.js';
 import { KEYCLOAK_REALM, startKeycloak, type RunningKeycloak } from '../support/keycloak.js';
 import {
@@ -83,6 +84,19 @@ describe('proxy + real Synapse + real Keycloak', { skip: interopSkipReason(), co
     await stack?.stop();
     await onlineStack?.stop();
     await keycloakStarting?.then((running) => running.stop(), () => undefined);
+  });
+
+  test('doctor: every check passes against Keycloak and Synapse, with a real test login', async () => {
+    // A generous per-request budget: Keycloak renders its first login page slowly on a busy machine.
+    const checks = await runDoctor(stack.config, { env: { MCP_DOCTOR_USERNAME: bob.username, MCP_DOCTOR_PASSWORD: bob.password }, timeoutMs: 30_000 });
+    assert.deepEqual(
+      checks.filter((check) => check.status === 'fail'),
+      [],
+      JSON.stringify(checks, null, 1),
+    );
+    for (const name of ['client authentication', 'password grant', 'test login', 'mapping templates', 'authorization request']) {
+      assert.equal(checks.find((check) => check.check === name)?.status, 'pass', name);
+    }
   });
 
   // Sequential among themselves (alice's and bob's sessions), alongside the source-of-truth cases below.

@@ -21,7 +21,7 @@ export { jsonRequest, type JsonResponse, type RequestOptions };
 
 export const INTEROP_SERVER_NAME = 'example.test';
 export const INTEROP_IDP_ID = 'keycloak';
-const HOMESERVER_SECRET = 'interop-homeserver-shared-secret-0123456789';
+export const HOMESERVER_SECRET = 'interop-homeserver-shared-secret-0123456789';
 const ADMIN_TOKEN = 'interop-admin-token-0123456789abcdef0123456789';
 const PROXY_LOG_LIMIT = 2 * 1024 * 1024;
 
@@ -195,7 +195,7 @@ function proxyConfig(inputs: ProxyConfigInputs): Record<string, any> {
   };
 }
 
-async function startConfiguredProxy(raw: Record<string, any>, redis: RunningRedis): Promise<InteropProxy> {
+export async function startConfiguredProxy(raw: Record<string, any>, redis: RunningRedis): Promise<InteropProxy> {
   const config = parseConfig(stringify(raw), { env: {} });
   const store = await createStore({ redis: { url: redis.url, keyPrefix: `interop-${randomBytes(4).toString('hex')}:` } });
   let logText = '';

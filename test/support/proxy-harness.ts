@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import type { Clock } from '../../src/clock.js';
 import type { AppDeps } from '../../src/app-deps.js';
@@ -32,6 +33,8 @@ export interface HarnessOptions {
   readonly privateRedis?: boolean;
   /** Edits the proxy config (as plain YAML-shaped data) before it is validated. */
   readonly configure?: (config: Record<string, any>) => void;
+  /** Keep the proxy's log lines (JSON, at `log.level`) for the test to read with `logs()`. */
+  readonly captureLogs?: boolean;
 }
 
 export interface Harness {
@@ -42,12 +45,16 @@ export interface Harness {
   readonly homeserver: Awaited<ReturnType<typeof startHomeserverDouble>>;
   readonly deps: AppDeps;
   readonly config: Config;
+  /** The configuration as YAML-shaped data, before validation (a copy: edit it to make variants). */
+  rawConfig(): Record<string, any>;
   readonly store: Store;
   /** Set when the harness runs on Redis. */
   readonly redisUrl: string | undefined;
   /** Stops the harness's own redis-server (an outage); only with `store: 'redis'` and no REDIS_URL. */
   stopRedis(): Promise<void>;
   readonly proxy: RunningProxy;
+  /** The proxy's log lines, parsed (only with `captureLogs`). */
+  logs(): Array<Record<string, any>>;
   /** POST /login m.login.password through the proxy; returns status and JSON body. */
   passwordLogin(user: string, password: string, extra?: Record<string, unknown>): Promise<{ status: number; body: any; headers: Headers }>;
   /** Any JSON request through the proxy. */
@@ -89,7 +96,14 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
   } else {
     store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
   }
-  const logger = createLogger(config.log.level);
+  let logText = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logText += chunk.toString();
+      done();
+    },
+  });
+  const logger = options.captureLogs === true ? createLogger(config.log.level, sink) : createLogger(config.log.level);
   const deps = buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
   const proxy = await startProxy(deps);
 
@@ -103,6 +117,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     homeserver,
     deps,
     config,
+    rawConfig: () => structuredClone(raw),
     store,
     redisUrl: redis?.url,
     async stopRedis() {
@@ -110,6 +125,11 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
       await redis.stop();
     },
     proxy,
+    logs: () =>
+      logText
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .map((line) => JSON.parse(line) as Record<string, any>),
     request,
     passwordLogin: (user, password, extra = {}) =>
       request('POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password, ...extra } }),

@@ -77,6 +77,20 @@ export interface TestOpOptions {
   readonly backchannelLogoutUri?: string;
   /** Default 300. */
   readonly accessTokenTtlSeconds?: number;
+  /** OP behaviours met in the field that break the RFCs (issue 13); the OP is otherwise unchanged. */
+  readonly quirks?: TestOpQuirks;
+}
+
+export interface TestOpQuirks {
+  /**
+   * Reads client_secret_basic credentials as they are, without the form-decoding of RFC 6749 §2.3.1, and answers
+   * 400 with an empty body when they name no client (as the OP of issue 13 did for `matrix%2Dproxy`).
+   */
+  readonly rawBasicCredentials?: boolean;
+  /** Answers refused credentials and refresh tokens (`invalid_grant`) with this status and an empty body (e.g. 403). */
+  readonly refusedGrantStatus?: number;
+  /** OIDC Core §5.4: when an access token is issued, the ID token carries no profile claims; userinfo has them. */
+  readonly profileClaimsOnlyInUserinfo?: boolean;
 }
 
 export interface RequestRecord {
@@ -84,6 +98,9 @@ export interface RequestRecord {
   readonly path: string;
   /** Whether the request carried an Authorization header (client_secret_basic vs client_secret_post). */
   readonly authorizationHeader: boolean;
+  /** The Authorization header exactly as received. */
+  readonly authorization?: string;
+
   /** Set for token endpoint requests the OP parsed. */
   grantType?: string;
   status?: number;
@@ -125,6 +142,11 @@ export interface TestOp {
 
   /** `false` → normal service; `true` = 'error' (503 to everything). */
   setDown(down: boolean | OutageMode): void;
+  /**
+   * Makes the token endpoint answer every request with this status and body (an OP quirk seen in the field: 400 with
+   * an empty body for a disabled grant type, an HTML error page, …); `undefined` restores normal answers.
+   */
+  answerTokenRequests(answer: { readonly status: number; readonly body?: string; readonly contentType?: string } | undefined): void;
   /** Rewrites successful token endpoint responses (to forge bad ID tokens from a real OP); `undefined` stops it. */
   interceptTokenResponses(rewrite: ((body: Record<string, unknown>) => Record<string, unknown>) | undefined): void;
 
@@ -238,6 +260,22 @@ function page(title: string, body: string): string {
   return `<!DOCTYPE html><html><head><meta charset="utf-8"><title>${htmlEscape(title)}</title></head><body>${body}</body></html>`;
 }
 
+/**
+ * The raw-credentials quirk: takes `id:secret` from the Basic header literally and hands oidc-provider (which
+ * form-decodes, as RFC 6749 §2.3.1 says) a header that decodes to exactly those values. False when the literal id
+ * names no client the OP knows.
+ */
+function readBasicAsIs(req: IncomingMessage, knownClientIds: ReadonlySet<string>): boolean {
+  const decoded = Buffer.from((req.headers.authorization ?? '').slice(6).trim(), 'base64').toString('latin1');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return false;
+  const id = decoded.slice(0, colon);
+  const secret = decoded.slice(colon + 1);
+  if (!knownClientIds.has(id)) return false;
+  req.headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+  return true;
+}
+
 async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const chunks: Buffer[] = [];
   for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk);
@@ -339,7 +377,7 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
       sid: null,
       auth_time: null,
     },
-    conformIdTokenClaims: false,
+    conformIdTokenClaims: options.quirks?.profileClaimsOnlyInUserinfo === true,
     pkce: { required: () => true },
     rotateRefreshToken: options.rotateRefreshTokens === true,
     ttl: {
@@ -453,6 +491,14 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
       }
     }
     const body = ctx.body as Record<string, unknown> | undefined;
+    const refusedStatus = options.quirks?.refusedGrantStatus;
+    if (ctx.oidc?.route === 'token' && refusedStatus !== undefined && ctx.status === 400 && body?.['error'] === 'invalid_grant') {
+      ctx.body = '';
+      ctx.status = refusedStatus;
+      const record = recordOf.get(ctx.req);
+      if (record !== undefined) record.status = refusedStatus;
+      return;
+    }
     if (ctx.oidc?.route === 'token' && ctx.status === 200 && rewriteTokenResponse !== undefined && body !== undefined) {
       ctx.body = rewriteTokenResponse({ ...body });
     }
@@ -529,7 +575,8 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
 
       let idTokenValue: string | undefined;
       if (asked.has('openid')) {
-        const idToken = new provider.IdToken({ ...(await account.claims('id_token', scope, {}, [])), auth_time: loginTs }, { ctx });
+        const claims = options.quirks?.profileClaimsOnlyInUserinfo === true ? { sub: account.accountId } : await account.claims('id_token', scope, {}, []);
+        const idToken = new provider.IdToken({ ...claims, auth_time: loginTs }, { ctx });
         (idToken as unknown as { scope: string }).scope = scope;
         idToken.set('sid', sid);
         idTokenValue = await idToken.issue({ use: 'idtoken' });
@@ -595,14 +642,27 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
   };
 
   let outage: OutageMode | undefined;
+  let tokenAnswer: { readonly status: number; readonly body?: string; readonly contentType?: string } | undefined;
   const hanging = new Set<ServerResponse>();
   const opCallback = provider.callback();
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', issuer);
-    const record: RequestRecord = { method: req.method ?? 'GET', path: url.pathname, authorizationHeader: req.headers.authorization !== undefined };
+    const record: RequestRecord = {
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      authorizationHeader: req.headers.authorization !== undefined,
+      ...(req.headers.authorization === undefined ? {} : { authorization: req.headers.authorization }),
+    };
     requests.push(record);
     recordOf.set(req, record);
+    if (options.quirks?.rawBasicCredentials === true && /^basic /i.test(req.headers.authorization ?? '')) {
+      if (!readBasicAsIs(req, new Set([defaultClient.client_id, ...extraClients.map((client) => client.client_id)]))) {
+        record.status = 400;
+        res.writeHead(400).end();
+        return;
+      }
+    }
     switch (outage) {
       case 'error':
         record.status = 503;
@@ -617,6 +677,11 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
         return;
       case undefined:
         break;
+    }
+    if (tokenAnswer !== undefined && req.method === 'POST' && url.pathname === '/token') {
+      record.status = tokenAnswer.status;
+      res.writeHead(tokenAnswer.status, tokenAnswer.contentType === undefined ? {} : { 'content-type': tokenAnswer.contentType }).end(tokenAnswer.body ?? '');
+      return;
     }
     if (url.pathname.startsWith('/interaction/')) {
       handleInteraction(req, res, url).catch((err: unknown) => {
@@ -703,6 +768,9 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
         for (const res of hanging) res.destroy();
         hanging.clear();
       }
+    },
+    answerTokenRequests(answer) {
+      tokenAnswer = answer;
     },
     interceptTokenResponses(rewrite) {
       rewriteTokenResponse = rewrite;
