@@ -41,7 +41,8 @@ async function introspectOwnToken(deps: AppDeps, token: string, request: Introsp
   return {
     active: true,
     scope: scopeFor(session.deviceId, request.deviceIdSupported),
-    client_id: 'matrix-compat-proxy',
+    // A native session (native_clients: serve) names the OAuth client it was issued to, as MAS does.
+    client_id: session.oauthClientId ?? 'matrix-compat-proxy',
     username: session.localpart,
     sub: session.origin.kind === 'appservice' ? session.localpart : session.origin.sub,
     device_id: session.deviceId,

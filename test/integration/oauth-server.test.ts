@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
-import { SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
+import { HOMESERVER_SECRET, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
  * native_clients: serve, end to end over real HTTP with matrix-js-sdk's own OAuth helpers: discovery through the
@@ -155,6 +155,20 @@ describe('native_clients: serve', () => {
     assert.equal(me.body.user_id, `@alice:${SERVER_NAME}`);
     assert.equal(me.body.device_id, deviceId);
     assert.ok(h.homeserver.devices('alice').has(deviceId), 'the device exists at the homeserver');
+  });
+
+  test("introspection (Synapse's view) names the OAuth client and the device scope of a native token", async () => {
+    const { clientId, completed, deviceId } = await signInNatively();
+    const response = await fetch(`${h.homeserverFacingUrl}/oauth2/introspect`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${HOMESERVER_SECRET}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: completed.tokenResponse.access_token }).toString(),
+    });
+    const answer = (await response.json()) as Record<string, unknown>;
+    assert.equal(answer['active'], true);
+    assert.equal(answer['client_id'], clientId);
+    assert.equal(answer['device_id'], deviceId);
+    assert.ok(String(answer['scope']).split(' ').includes(`urn:matrix:client:device:${deviceId}`));
   });
 
   test('refresh rotates; the old refresh token is refused once the new pair is used; revocation ends the session at once', async () => {
