@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mintToken, newSessionId } from '../src/sessions/tokens.js';
@@ -15,13 +16,15 @@ import { seedSessions } from './harness/session-seeding.js';
  * is due for re-validation, and remembers when that is. Then the latency each adds at a fixed 1,000 req/s.
  */
 
-type Target = 'direct' | 'nginx' | 'proxy';
-const TARGETS: readonly Target[] = ['direct', 'nginx', 'proxy'];
+/** swap: the proxy in appservice mode, swapping each proxy token for the session's homeserver token (issue 16). */
+type Target = 'direct' | 'nginx' | 'proxy' | 'swap';
+const TARGETS: readonly Target[] = ['direct', 'nginx', 'proxy', 'swap'];
 const PATH = '/_upstream/json';
 /** Few connections: at a fixed, moderate rate a handful suffices, and more would only add idle sockets. */
 const LATENCY_CONNECTIONS = 10;
 const TOKEN_SESSIONS = 1000;
 const KEY_PREFIX = 'mcp-bench-pass-through:';
+const SWAP_KEY_PREFIX = 'mcp-bench-swap:';
 
 export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult> {
   const settings = env.settings;
@@ -32,13 +35,18 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
   const tokensFile = join(env.tempDir, 'pass-through-tokens.txt');
   await seedSessions({ redisUrl: redis.url, keyPrefix: KEY_PREFIX, count: Math.min(TOKEN_SESSIONS, settings.sessions), firstIndex: 20_000_000, tokensFile });
   const proxy = await ProxyChild.start({ name: 'pass-through', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX }) });
-  const urls: Record<Target, string> = { direct: upstream.url + PATH, nginx: nginx.url + PATH, proxy: proxy.clientUrl + PATH };
+  // The same sessions with a sealed homeserver token each, served by a proxy in appservice mode. The swap target
+  // gets its own token file; the others keep theirs (a token of one store means nothing to the other proxy).
+  const swapTokensFile = join(env.tempDir, 'pass-through-swap-tokens.txt');
+  await seedSessions({ redisUrl: redis.url, keyPrefix: SWAP_KEY_PREFIX, count: Math.min(TOKEN_SESSIONS, settings.sessions), firstIndex: 20_000_000, tokensFile: swapTokensFile, homeserverTokens: true });
+  const swap = await ProxyChild.start({ name: 'pass-through-swap', config: swapProxyConfig(env.tempDir, upstream.url, redis.url) });
+  const urls: Record<Target, string> = { direct: upstream.url + PATH, nginx: nginx.url + PATH, proxy: proxy.clientUrl + PATH, swap: swap.clientUrl + PATH };
   // Well-formed (right checksum) but naming no session: nothing can be remembered about them.
   const unknownTokensFile = join(env.tempDir, 'pass-through-unknown-tokens.txt');
   writeFileSync(unknownTokensFile, `${Array.from({ length: TOKEN_SESSIONS }, () => mintToken('access', newSessionId())).join('\n')}\n`);
   const variants = [
-    { name: 'unauthenticated', shape: {} },
-    { name: 'with token', shape: { tokens: { file: tokensFile, as: 'bearer' as const } } },
+    { name: 'unauthenticated', shape: (_target: Target) => ({}) },
+    { name: 'with token', shape: (target: Target) => ({ tokens: { file: target === 'swap' ? swapTokensFile : tokensFile, as: 'bearer' as const } }) },
   ] as const;
 
   const throughput = new RoundFigures<Target>();
@@ -48,16 +56,17 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
     // With tokens too: the proxy's first sight of each session reads it from Redis once.
     progress(`pass-through: warm-up`);
     for (const target of TARGETS) {
-      for (const variant of variants) await load.run({ kind: 'throughput', url: urls[target], ...variant.shape, connections: settings.passThroughConnections, durationSec: settings.warmupSec });
+      for (const variant of variants) await load.run({ kind: 'throughput', url: urls[target], ...variant.shape(target), connections: settings.passThroughConnections, durationSec: settings.warmupSec });
     }
 
     for (let round = 0; round < settings.rounds; round++) {
       for (const variant of variants) {
         for (const target of rotated(TARGETS, round)) {
           progress(`pass-through: round ${round + 1}/${settings.rounds}, ${variant.name}, ${target}`);
-          const cpuBefore = target === 'proxy' ? proxy.cpuTimeMs() : 0;
-          const result = await load.run({ kind: 'throughput', url: urls[target], ...variant.shape, connections: settings.passThroughConnections, durationSec: settings.roundSec });
-          if (target === 'proxy' && result.ok > 0) throughput.add('proxy', `${variant.name} cpu µs/req`, ((proxy.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
+          const child = target === 'proxy' ? proxy : target === 'swap' ? swap : undefined;
+          const cpuBefore = child?.cpuTimeMs() ?? 0;
+          const result = await load.run({ kind: 'throughput', url: urls[target], ...variant.shape(target), connections: settings.passThroughConnections, durationSec: settings.roundSec });
+          if (child !== undefined && result.ok > 0) throughput.add(target, `${variant.name} cpu µs/req`, ((child.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
           if (result.errors + result.non2xx > 0) errors.push(`${target} ${variant.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
           throughput.add(target, `${variant.name} req/s`, result.requestsPerSecond);
           throughput.add(target, `${variant.name} p50`, result.latencyMs.p50);
@@ -74,7 +83,7 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
         const result = await load.run({
           kind: 'fixed-rate',
           url: urls[target],
-          ...variants[1].shape,
+          ...variants[1].shape(target),
           rate: settings.latencyRate,
           connections: LATENCY_CONNECTIONS,
           durationSec: settings.roundSec,
@@ -88,6 +97,7 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
     }
   } finally {
     await proxy.stop();
+    await swap.stop();
   }
 
   const rows: ResultRow[] = [];
@@ -105,6 +115,12 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
     );
   }
   rows.push(
+    ratioRow(`swap vs plain proxy, with token, ${settings.passThroughConnections} conn`, throughput.median('swap', 'with token req/s'), 'req/s', { label: 'proxy with token', value: throughput.median('proxy', 'with token req/s') }, {
+      p99Ms: throughput.median('swap', 'with token p99'),
+      rounds: throughput.rounds('swap', 'with token req/s'),
+    }),
+  );
+  rows.push(
     ratioRow(`proxy, unknown well-formed tokens, ${settings.passThroughConnections} conn`, throughput.median('proxy', 'unknown token req/s'), 'req/s', { label: 'proxy with token', value: throughput.median('proxy', 'with token req/s') }, {
       p99Ms: throughput.median('proxy', 'unknown token p99'),
       rounds: throughput.rounds('proxy', 'unknown token req/s'),
@@ -121,13 +137,41 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
   rows.push(latencyRow('direct'));
   rows.push(latencyRow('nginx'));
   rows.push(latencyRow('proxy', { target: atMost('added median ≤ 0.5 ms', added('proxy'), 0.5, (ms) => `+${formatValue(ms, 'ms')}`) }));
+  rows.push(latencyRow('swap'));
 
   const notes = [
     `added median latency at ${settings.latencyRate} req/s: proxy +${formatValue(added('proxy'), 'ms')}, nginx +${formatValue(added('nginx'), 'ms')} (open loop, ${LATENCY_CONNECTIONS} keep-alive connections, tokens of ${Math.min(TOKEN_SESSIONS, settings.sessions)} live sessions round robin)`,
     `proxy vs direct, with token: ${(throughput.median('proxy', 'with token req/s') / throughput.median('direct', 'with token req/s')).toFixed(2)}×`,
     `proxy CPU per request (load-independent): unauthenticated ${throughput.median('proxy', 'unauthenticated cpu µs/req').toFixed(0)} µs, with token ${throughput.median('proxy', 'with token cpu µs/req').toFixed(0)} µs`,
+    `token swap (appservice mode) vs plain pass-through, with token: CPU ${throughput.median('swap', 'with token cpu µs/req').toFixed(0)} vs ${throughput.median('proxy', 'with token cpu µs/req').toFixed(0)} µs/req, ${(throughput.median('swap', 'with token req/s') / throughput.median('proxy', 'with token req/s')).toFixed(2)}× req/s, median latency +${formatValue(p50('swap') - p50('proxy'), 'ms')} (homeserver.token_cache_ttl ${process.env['BENCH_SWAP_CACHE_TTL'] ?? '2s'}: a miss reads the session once per token per TTL)`,
   ];
   return { scenario: 'pass-through', rows, notes, problems: errors, details: { throughput: throughput.toJSON(), latency: latency.toJSON() } };
 }
 
 if (isEntryPoint(import.meta.url)) await runStandalone('pass-through', passThrough);
+
+/** The proxy in appservice mode in front of the same upstream: a registration file of its own, no shared secret. */
+function swapProxyConfig(tempDir: string, upstreamUrl: string, redisUrl: string): Record<string, unknown> {
+  const registration = join(tempDir, 'pass-through-swap-registration.yaml');
+  writeFileSync(
+    registration,
+    [
+      'id: matrix-compat-proxy',
+      'url: null',
+      `as_token: ${randomBytes(32).toString('hex')}`,
+      `hs_token: ${randomBytes(32).toString('hex')}`,
+      'sender_localpart: compat-proxy',
+      'rate_limited: false',
+      'namespaces:',
+      '  users:',
+      '    - exclusive: false',
+      "      regex: '@.*:bench\\.test'",
+      '',
+    ].join('\n'),
+  );
+  const config = proxyConfig({ homeserverUrl: upstreamUrl, redisUrl, keyPrefix: SWAP_KEY_PREFIX });
+  const homeserver = config['homeserver'] as Record<string, unknown>;
+  // BENCH_SWAP_CACHE_TTL (e.g. 60s) separates the cost of a cache hit from the store read of a miss.
+  const ttl = process.env['BENCH_SWAP_CACHE_TTL'];
+  return { ...config, homeserver: { url: homeserver['url'], mode: 'appservice', appservice: { registration_file: registration }, ...(ttl === undefined ? {} : { token_cache_ttl: ttl }) } };
+}

@@ -28,6 +28,11 @@ has_psycopg2() {
   "$VENV/bin/python" -c 'import psycopg2' >/dev/null 2>&1
 }
 
+# The `jwt` extra (Authlib) backs Synapse's jwt_config, which the proxy's JWT backend (issue 16) is tested against.
+has_jwt() {
+  "$VENV/bin/python" -c 'import authlib.jose' >/dev/null 2>&1
+}
+
 has_pip() {
   "$VENV/bin/python" -m pip --version >/dev/null 2>&1
 }
@@ -40,7 +45,7 @@ if ! flock -w "$LOCK_TIMEOUT_SECONDS" 9; then
   exit 1
 fi
 
-if [ "$(installed_version)" != "$SYNAPSE_VERSION" ] || ! has_psycopg2; then
+if [ "$(installed_version)" != "$SYNAPSE_VERSION" ] || ! has_psycopg2 || ! has_jwt; then
   command -v "$PYTHON" >/dev/null || { echo "$PYTHON not found; Synapse needs Python 3.10+" >&2; exit 1; }
   if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
     echo "$PYTHON is $("$PYTHON" --version 2>&1); Synapse $SYNAPSE_VERSION needs Python 3.10+ (set PYTHON=...)" >&2
@@ -60,7 +65,7 @@ if [ "$(installed_version)" != "$SYNAPSE_VERSION" ] || ! has_psycopg2; then
     }
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet "matrix-synapse==$SYNAPSE_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION" >&2
+  "$VENV/bin/python" -m pip install --quiet "matrix-synapse[jwt]==$SYNAPSE_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION" >&2
 fi
 
 version="$(installed_version)"
@@ -69,4 +74,5 @@ if [ "$version" != "$SYNAPSE_VERSION" ]; then
   exit 1
 fi
 has_psycopg2 || { echo "psycopg2 did not install into $VENV" >&2; exit 1; }
+has_jwt || { echo "matrix-synapse[jwt] (Authlib) did not install into $VENV" >&2; exit 1; }
 echo "$version"

@@ -42,8 +42,13 @@ export interface AppDeps {
   readonly ssoLogins: SsoLoginState;
   /** The OAuth 2.0 server for native clients; only with `native_clients: serve`. */
   readonly oauth: AuthorizationServer | undefined;
-  /** Digest of `homeserver.secret` (introspection callers), computed once. */
-  readonly homeserverSecretDigest: Buffer;
+  /** Digest of `homeserver.secret` (introspection callers), computed once; undefined outside delegated mode. */
+  readonly homeserverSecretDigest: Buffer | undefined;
+  /**
+   * Digest of the proxy's own as_token (appservice mode): a client presenting it is refused, so it can never be
+   * used through the proxy even if it leaked.
+   */
+  readonly ownAsTokenDigest: Buffer | undefined;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
   readonly adminTokenDigest: Buffer | undefined;
 }

@@ -13,6 +13,7 @@ import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
 import type { Readiness } from './ops/health.js';
 import { createRevalidationGate } from './proxy/revalidation-gate.js';
+import { createTokenSwap } from './proxy/token-swap.js';
 import { listenerShapeOf, ownedRoutes, type Route } from './routes.js';
 
 export type { Readiness } from './ops/health.js';
@@ -44,6 +45,33 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
   const ownsPath = ownedPathMatcher(routes, 'client');
   const revalidateBeforeForwarding = createRevalidationGate(deps);
   const countPassthrough = passthroughCounter(deps);
+  const swapToken =
+    deps.homeserver.tokens === undefined
+      ? undefined
+      : createTokenSwap({
+          sessions: deps.sessions,
+          keys: deps.keys,
+          clock: deps.clock,
+          cacheTtlMs: deps.config.homeserver.token_cache_ttl,
+          ownAsTokenDigest: deps.ownAsTokenDigest,
+        });
+  /** Forwards, swapping the proxy's token for the homeserver's first where the homeserver issues its own. */
+  const forward = (req: IncomingMessage, res: ServerResponse): void => {
+    const swapped = swapToken?.(req);
+    if (swapped === undefined) {
+      proxy.forward(req, res);
+      return;
+    }
+    if (swapped instanceof MatrixError) {
+      writeRawMatrixError(res, swapped);
+      return;
+    }
+    swapped.then(
+      (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeRawMatrixError(res, refusal)),
+      // The store failed: without the homeserver token there is nothing to forward with.
+      (err: unknown) => writeRawMatrixError(res, err),
+    );
+  };
 
   return {
     client(req, res) {
@@ -64,15 +92,15 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
       countPassthrough(req, res);
       const revalidation = revalidateBeforeForwarding(req);
       if (revalidation === undefined) {
-        proxy.forward(req, res);
+        forward(req, res);
         return;
       }
       revalidation.then(
-        (refusal) => (refusal === undefined ? proxy.forward(req, res) : writeRawMatrixError(res, refusal)),
+        (refusal) => (refusal === undefined ? forward(req, res) : writeRawMatrixError(res, refusal)),
         (err: unknown) => {
           // The store failed: Synapse's introspection decides, as it would without this check.
           deps.logger.warn({ err }, 'revalidation.passthrough_failed');
-          proxy.forward(req, res);
+          forward(req, res);
         },
       );
     },

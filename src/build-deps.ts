@@ -4,6 +4,11 @@ import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/schema.js';
 import type { HomeserverAdapter } from './provisioning/homeserver-adapter.js';
 import { SynapseProvisioning } from './provisioning/synapse.js';
+import { AppserviceBackend } from './provisioning/appservice.js';
+import { JwtLoginBackend } from './provisioning/jwt-login.js';
+import { UserPolicy, wholeUserId } from './provisioning/user-policy.js';
+import { readAppserviceRegistrations, type AppserviceRegistration } from './config/appservice-registrations.js';
+import { ConfigError } from './config/load-config.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import { AppserviceRegistry } from './identity/appservice-registry.js';
 import { BindingStore } from './identity/bindings.js';
@@ -32,7 +37,8 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   const clock = overrides.clock ?? systemClock;
   const keys = deriveSessionKeys(config.sessions.encryption_key);
   const providers = overrides.providers ?? createUpstreamProviders(config.oidc_providers, { logger, clock });
-  const homeserver = overrides.homeserver ?? homeserverBackend(config, logger);
+  const backend = homeserverBackend(config, logger);
+  const homeserver = overrides.homeserver ?? backend.adapter;
   const policies = new Map<string, ProviderPolicy>(
     config.oidc_providers.map((provider) => [
       provider.idp_id,
@@ -47,7 +53,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ]),
   );
   const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
-  const lifecycle = new SessionLifecycle({ sessions, homeserver, providers, keys, logger, metrics });
+  const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
   const oauth =
     config.native_clients === 'serve' ? createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics }) : undefined;
   return {
@@ -67,7 +73,8 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     keys,
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
     ssoLogins: new SsoLoginState(store, clock, logger),
-    homeserverSecretDigest: secretDigest(config.homeserver.secret),
+    homeserverSecretDigest: config.homeserver.secret === undefined ? undefined : secretDigest(config.homeserver.secret),
+    ownAsTokenDigest: backend.ownAsToken === undefined ? undefined : secretDigest(backend.ownAsToken),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
@@ -78,9 +85,59 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
 }
 
 /** The one switch over homeserver backends (`homeserver.mode`); the next backend is one more case here. */
-function homeserverBackend(config: Config, logger: Logger): HomeserverAdapter {
-  switch (config.homeserver.mode) {
-    case 'synapse':
-      return new SynapseProvisioning({ baseUrl: config.homeserver.url, secret: config.homeserver.secret, timeoutMs: config.homeserver.provisioning_timeout, logger });
+function homeserverBackend(config: Config, logger: Logger): { adapter: HomeserverAdapter; ownAsToken?: string } {
+  const hs = config.homeserver;
+  switch (hs.mode) {
+    case 'delegated':
+      return { adapter: new SynapseProvisioning({ baseUrl: hs.url, secret: hs.secret ?? '', timeoutMs: hs.provisioning_timeout, logger }) };
+    case 'appservice': {
+      const own = readOne(hs.appservice?.registration_file ?? '', 'homeserver.appservice.registration_file');
+      const policy = userPolicy(config, hs.appservice?.deny_users ?? [], hs.appservice?.allow_users, own.senderLocalpart);
+      const adapter = new AppserviceBackend({
+        baseUrl: hs.url,
+        serverName: config.server_name,
+        flavour: hs.flavour,
+        asToken: own.asToken,
+        policy,
+        ...(hs.admin_token === undefined ? {} : { adminToken: hs.admin_token }),
+        timeoutMs: hs.provisioning_timeout,
+        logger,
+      });
+      return { adapter, ownAsToken: own.asToken };
+    }
+    case 'jwt': {
+      const jwt = hs.jwt;
+      if (jwt === undefined) throw new ConfigError(['homeserver.jwt: is required with mode: jwt']);
+      const adapter = new JwtLoginBackend({
+        baseUrl: hs.url,
+        serverName: config.server_name,
+        flavour: hs.flavour,
+        jwt,
+        policy: userPolicy(config, jwt.deny_users, jwt.allow_users, undefined),
+        ...(hs.admin_token === undefined ? {} : { adminToken: hs.admin_token }),
+        timeoutMs: hs.provisioning_timeout,
+        logger,
+      });
+      return { adapter };
+    }
   }
+}
+
+/** The registration file was checked by the config loader; one changed since is refused in the same words. */
+function readOne(path: string, key: string): AppserviceRegistration {
+  const [result] = readAppserviceRegistrations([path]);
+  if (result === undefined || !result.ok) throw new ConfigError((result?.problems ?? ['missing']).map((problem) => `${key}: ${problem}`));
+  return result.registration;
+}
+
+/** Deny every namespace and sender of the other registrations (bridges), then the configured rules. */
+function userPolicy(config: Config, deny: readonly string[], allow: readonly string[] | undefined, ownSender: string | undefined): UserPolicy {
+  const others = readAppserviceRegistrations(config.appservice_config_files).flatMap((result) => (result.ok ? [result.registration] : []));
+  return new UserPolicy({
+    appserviceNamespaces: others.flatMap((other) => other.userNamespaces),
+    appserviceSenders: others.map((other) => other.senderLocalpart),
+    ...(ownSender === undefined ? {} : { ownSender }),
+    deny: deny.map(wholeUserId),
+    ...(allow === undefined ? {} : { allow: allow.map(wholeUserId) }),
+  });
 }

@@ -17,7 +17,7 @@ import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth
 import { OAUTH_PREFIX, OWN_PREFIX } from './http/own-prefix.js';
 import { OAUTH_ROUTES } from './oauth/authorization-server.js';
 import { getOAuthInteraction, getOAuthInteractionSsoDone, postOAuthInteraction } from './oauth/interaction.js';
-import { getOAuthServerMetadata } from './oauth/metadata.js';
+import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/metadata.js';
 import { atOAuthProvider } from './oauth/provider-endpoint.js';
 import { postOAuthRevoke } from './oauth/revoke.js';
 import type { Listener, OwnedRoute } from './http/owned-routes.js';
@@ -89,7 +89,12 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
       routes.push({ method: 'GET', path, listener: 'client', style: 'matrix', metric: 'oauth', handler: getHiddenAuthMetadata });
     }
   }
-  if (shape.nativeClients === 'serve') routes.push(...oauthServerRoutes());
+  if (shape.nativeClients === 'serve') {
+    routes.push(...oauthServerRoutes());
+    for (const path of AUTH_DISCOVERY_PATHS) {
+      routes.push({ method: 'GET', path, listener: 'client', style: 'matrix', metric: 'oauth', handler: getServedAuthMetadata });
+    }
+  }
   if (shape.wellKnownClient) {
     routes.push({ method: 'GET', path: '/.well-known/matrix/client', listener: 'client', style: 'matrix', metric: 'discovery', handler: getClientWellKnown });
   }

@@ -20,6 +20,8 @@ export interface SeedOptions {
   readonly concurrency?: number;
   /** Writes the access tokens here, one a line, for the load generator. */
   readonly tokensFile?: string;
+  /** Sessions as the appservice and JWT backends leave them: with a sealed homeserver token to swap in. */
+  readonly homeserverTokens?: boolean;
 }
 
 export interface SeededSessions {
@@ -63,6 +65,8 @@ export async function seedSessions(options: SeedOptions): Promise<SeededSessions
         ip: `203.0.113.${number % 250}`,
         userAgent: USER_AGENT,
         ...(number % 2 === 0 ? { refreshableLifetimeMs: 5 * 60_000 } : {}),
+        // Synapse's token shape: syt_<base64 localpart>_<20 random>_<checksum>.
+        ...(options.homeserverTokens === true ? { sealedHomeserverToken: keys.seal(`syt_${Buffer.from(`user${user}`).toString('base64url')}_${randomString('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', 20)}_0AbCdE`) } : {}),
       });
       accessTokens[index] = issued.accessToken;
     }

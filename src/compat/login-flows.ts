@@ -25,6 +25,6 @@ export function getLoginFlows(ctx: Context, deps: AppDeps): void {
     });
   }
   flows.push({ type: 'm.login.token' });
-  if (deps.appservices.enabled) flows.push({ type: 'm.login.application_service' });
+  if (deps.appservices.enabled || deps.homeserver.tokens !== undefined) flows.push({ type: 'm.login.application_service' });
   ctx.body = { flows };
 }

@@ -13,17 +13,21 @@ import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
 import { parseLoginRequest, type AppserviceLogin, type LoginRequest, type PasswordLogin, type TokenLogin } from './login-request.js';
 import { accountRefusal, resolveOrRefuse } from './sign-in.js';
+import { relayAppserviceLogin } from './appservice-login-relay.js';
 
 /**
  * POST /login: m.login.password checked at the OP (password grant), m.login.token from the SSO bridge, and
  * m.login.application_service for bridges; every branch ends in the same session start.
  */
 export async function postLogin(ctx: Context, deps: AppDeps): Promise<void> {
-  const request = parseLoginRequest(await readJsonBody(ctx, bodyLimitsOf(deps.config)), {
+  const body = await readJsonBody(ctx, bodyLimitsOf(deps.config));
+  const homeserverIssuesTokens = deps.homeserver.tokens !== undefined;
+  const request = parseLoginRequest(body, {
     serverName: deps.config.server_name,
     passwordLogin: deps.config.password_login.enabled,
-    appserviceLogin: deps.appservices.enabled,
+    appserviceLogin: deps.appservices.enabled || homeserverIssuesTokens,
   });
+  if (request.type === 'm.login.application_service' && homeserverIssuesTokens) return relayAppserviceLogin(ctx, deps, body);
   switch (request.type) {
     case 'm.login.password':
       return passwordLogin(ctx, deps, request);

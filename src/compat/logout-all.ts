@@ -7,7 +7,6 @@ import { bodyLimitsOf, readJsonBody } from '../http/body.js';
 export async function postLogoutAll(ctx: Context, deps: AppDeps): Promise<void> {
   const session = await requireSession(ctx, deps.sessions, { allowExpired: true });
   await readJsonBody(ctx, bodyLimitsOf(deps.config), { emptyAsObject: true });
-  const ids = await deps.sessions.idsOfUser(session.localpart);
-  await deps.lifecycle.endMany(ids, 'logout_all');
+  await deps.lifecycle.endAllOfUser(session.localpart, 'logout_all');
   ctx.body = {};
 }

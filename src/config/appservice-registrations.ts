@@ -10,6 +10,13 @@ export interface AppserviceRegistration {
   readonly senderLocalpart: string;
   /** Anchored: Synapse matches a namespace regex against the whole user id. */
   readonly userNamespaces: readonly RegExp[];
+  /** Some user namespace is exclusive. */
+  readonly exclusiveUsers: boolean;
+  readonly url: string | null;
+  /** Absent counts as true, as in Synapse. */
+  readonly rateLimited: boolean;
+  /** MSC4190 device management (Synapse `io.element.msc4190`, tuwunel `device_management`): appservice login is off. */
+  readonly msc4190: boolean;
 }
 
 export type RegistrationResult = { readonly ok: true; readonly registration: AppserviceRegistration } | { readonly ok: false; readonly problems: readonly string[] };
@@ -71,6 +78,7 @@ function readRegistration(path: string): RegistrationResult {
   if (typeof doc['url'] !== 'string' && doc['url'] !== null) fail('url', 'is required (a URL, or null for an appservice that receives no events)');
 
   const userNamespaces: RegExp[] = [];
+  let exclusiveUsers = false;
   const namespaces = doc['namespaces'];
   if (!isMapping(namespaces)) {
     fail('namespaces', 'is required (a mapping of users, aliases, rooms)');
@@ -96,7 +104,10 @@ function readRegistration(path: string): RegistrationResult {
         }
         try {
           const pattern = new RegExp(`^(?:${regex})$`);
-          if (kind === 'users') userNamespaces.push(pattern);
+          if (kind === 'users') {
+            userNamespaces.push(pattern);
+            if (entry['exclusive'] === true) exclusiveUsers = true;
+          }
         } catch (err: unknown) {
           fail(`${at}.regex`, `is not a regular expression this proxy can use (${firstLine(err)})`);
         }
@@ -104,7 +115,9 @@ function readRegistration(path: string): RegistrationResult {
     }
   }
   if (problems.length > 0) return { ok: false, problems };
-  return { ok: true, registration: { id, asToken, senderLocalpart, userNamespaces } };
+  const url = typeof doc['url'] === 'string' ? doc['url'] : null;
+  const msc4190 = doc['io.element.msc4190'] === true || doc['org.matrix.msc4190'] === true || doc['device_management'] === true;
+  return { ok: true, registration: { id, asToken, senderLocalpart, userNamespaces, exclusiveUsers, url, rateLimited: doc['rate_limited'] !== false, msc4190 } };
 }
 
 function firstLine(err: unknown): string {

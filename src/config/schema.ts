@@ -354,19 +354,84 @@ function parsedUrl(value: unknown): URL | undefined {
 
 // ---------------------------------------------------------------------------------------------------- sections
 
+/** `synapse` is the name `delegated` had before other backends existed; it stays accepted. */
+export const HOMESERVER_MODES = ['delegated', 'synapse', 'appservice', 'jwt'] as const;
+/** Quirks of appservice login differ per implementation (docs/homeservers.md). */
+export const HOMESERVER_FLAVOURS = ['synapse', 'dendrite', 'conduit', 'conduwuit', 'tuwunel', 'continuwuity'] as const;
+/** JWT login exists on Synapse (`jwt_config`) and tuwunel (`[global.jwt]`) only. */
+const JWT_FLAVOURS: readonly string[] = ['synapse', 'tuwunel'];
+
+/** A regular expression over whole Matrix user ids, compiled now so a broken one is a config problem. */
+const userIdPattern = z.string().min(1).superRefine((source, ctx) => {
+  try {
+    new RegExp(`^(?:${source})$`);
+  } catch (err: unknown) {
+    ctx.addIssue({ code: 'custom', message: `is not a regular expression (${err instanceof Error ? err.message : String(err)})`, input: source });
+  }
+});
+
+const appserviceBackend = z.strictObject({
+  /** The registration file the homeserver loads too; the proxy reads its as_token (config/file-references.ts checks it). */
+  registration_file: z.string({ error: (issue) => (issue.input === undefined ? 'is required (the appservice registration file given to the homeserver)' : undefined) }).min(1),
+  /** Users the as_token must never act as, besides every namespace of `appservice_config_files` (whole user ids). */
+  deny_users: z.array(userIdPattern).default([]),
+  /** When given, only these users may log in through the proxy (whole user ids). */
+  allow_users: z.array(userIdPattern).optional(),
+});
+
+const jwtBackend = z.strictObject({
+  /** HS*: the shared secret of the homeserver's jwt_config; others: the PEM private key whose public key it has. */
+  key: z.string({ error: (issue) => (issue.input === undefined ? 'is required (or set key_path to a file holding it)' : undefined) }).min(16),
+  algorithm: jwsAlgorithm(JWS_ALGORITHMS).default('HS256'),
+  issuer: z.string().min(1).optional(),
+  audience: z.string().min(1).optional(),
+  /** The claim the homeserver reads the localpart from (Synapse jwt_config.subject_claim). */
+  subject_claim: z.string().min(1).default('sub'),
+  display_name_claim: z.string().min(1).default('name'),
+  lifetime: duration('60s'),
+  deny_users: z.array(userIdPattern).default([]),
+  allow_users: z.array(userIdPattern).optional(),
+});
+
 const homeserver = section(
-  z.strictObject({
-    url: noQuery(url({ protocols: ['http:', 'https:'], trailingSlash: 'remove' })),
-    mode: z.enum(['synapse']).default('synapse'),
-    secret: secret(16, 'secret_path'),
-    listen: z.strictObject({ host: bindHost.default('127.0.0.1'), port: requiredPort() }).optional(),
-    account_management_uri: url().optional(),
-    upstream_timeout: duration('60s'),
-    sync_timeout: duration('5m'),
-    provisioning_timeout: duration('10s'),
-    // Bounds how long a token revoked at the OP can still pass Synapse's introspection through the relay.
-    introspection_cache_ttl: duration('10s'),
-  }),
+  z
+    .strictObject({
+      url: noQuery(url({ protocols: ['http:', 'https:'], trailingSlash: 'remove' })),
+      mode: z.enum(HOMESERVER_MODES).default('delegated').transform((mode) => (mode === 'synapse' ? 'delegated' : mode)),
+      flavour: z.enum(HOMESERVER_FLAVOURS).default('synapse'),
+      /** Delegated mode only: `matrix_authentication_service.secret` of Synapse. */
+      secret: secret(16, 'secret_path').optional(),
+      appservice: appserviceBackend.optional(),
+      jwt: jwtBackend.optional(),
+      /** A homeserver admin's access token (Synapse, tuwunel): lets OP-side disabling lock the account too. */
+      admin_token: secret(16, 'admin_token_path').optional(),
+      /** How long a replica keeps a proxy token → homeserver token swap without reading the store (appservice, jwt). */
+      token_cache_ttl: duration('2s'),
+      listen: z.strictObject({ host: bindHost.default('127.0.0.1'), port: requiredPort() }).optional(),
+      account_management_uri: url().optional(),
+      upstream_timeout: duration('60s'),
+      sync_timeout: duration('5m'),
+      provisioning_timeout: duration('10s'),
+      // Bounds how long a token revoked at the OP can still pass Synapse's introspection through the relay.
+      introspection_cache_ttl: duration('10s'),
+    })
+    .superRefine((section, ctx) => {
+      const problem = (key: string, message: string) => ctx.addIssue({ code: 'custom', message, path: [key], input: (section as Record<string, unknown>)[key] });
+      const mode = section.mode;
+      // A mode that failed its own check is the only problem worth reporting here.
+      if (mode !== 'delegated' && mode !== 'appservice' && mode !== 'jwt') return;
+      if (mode === 'delegated') {
+        if (section.secret === undefined) problem('secret', 'is required (or set secret_path to a file holding it)');
+        if (section.flavour !== 'synapse') problem('flavour', 'delegated mode needs Synapse (matrix_authentication_service); use mode: appservice for other homeservers');
+      } else if (section.secret !== undefined) {
+        problem('secret', `is only used in delegated mode (mode is ${mode})`);
+      }
+      if (mode === 'appservice' && section.appservice === undefined) problem('appservice', 'is required with mode: appservice (registration_file at least)');
+      if (mode !== 'appservice' && section.appservice !== undefined) problem('appservice', `is only used with mode: appservice (mode is ${mode})`);
+      if (mode === 'jwt' && section.jwt === undefined) problem('jwt', 'is required with mode: jwt (key at least)');
+      if (mode !== 'jwt' && section.jwt !== undefined) problem('jwt', `is only used with mode: jwt (mode is ${mode})`);
+      if (mode === 'jwt' && !JWT_FLAVOURS.includes(section.flavour)) problem('flavour', `${section.flavour} has no JWT login (Synapse and tuwunel do); use mode: appservice`);
+    }, evenAfterFieldErrors),
 );
 
 const hostPort = (defaultPort: number) => z.strictObject({ host: z.string().min(1), port: port(defaultPort) });

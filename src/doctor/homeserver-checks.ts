@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
+import { readAppserviceRegistrations } from '../config/appservice-registrations.js';
 import type { Config } from '../config/schema.js';
 import { HomeserverError } from '../provisioning/homeserver-adapter.js';
 import { SynapseProvisioning } from '../provisioning/synapse.js';
@@ -22,7 +23,11 @@ export async function checkHomeserver(config: Config, expectedIssuer: string | u
   }
   add('reachable', 'pass', `${base} answers the client API`);
 
-  const provisioning = new SynapseProvisioning({ baseUrl: base, secret: config.homeserver.secret, timeoutMs, logger: pino({ level: 'silent' }), retries: 0 });
+  if (config.homeserver.mode === 'appservice') return checkAppservice(config, timeoutMs, add);
+  // JWT mode: nothing to try without logging someone in (the homeserver would create the user).
+  if (config.homeserver.mode !== 'delegated') return;
+
+  const provisioning = new SynapseProvisioning({ baseUrl: base, secret: config.homeserver.secret ?? '', timeoutMs, logger: pino({ level: 'silent' }), retries: 0 });
   try {
     await provisioning.queryUser(`doctor-probe-${randomBytes(6).toString('hex')}`);
     add('shared secret', 'pass', 'Synapse accepted homeserver.secret on /_synapse/mas/query_user');
@@ -59,9 +64,24 @@ export async function checkHomeserver(config: Config, expectedIssuer: string | u
   }
 }
 
-async function get(url: string, timeoutMs: number): Promise<{ status: number; json?: unknown; error?: string }> {
+/** The proxy's as_token must name its appservice at the homeserver: whoami as the sender user says so. */
+async function checkAppservice(config: Config, timeoutMs: number, add: AddCheck): Promise<void> {
+  const file = config.homeserver.appservice?.registration_file ?? '';
+  const [registration] = readAppserviceRegistrations([file]);
+  if (registration === undefined || !registration.ok) return;
+  const whoami = await get(`${config.homeserver.url}/_matrix/client/v3/account/whoami`, timeoutMs, registration.registration.asToken);
+  const sender = `@${registration.registration.senderLocalpart}:${config.server_name}`;
+  if (whoami.status === 200 && isRecord(whoami.json) && whoami.json['user_id'] === sender) {
+    add('appservice', 'pass', `the homeserver knows the registration of ${file} (whoami as ${sender})`);
+  } else {
+    const errcode = isRecord(whoami.json) ? ` ${String(whoami.json['errcode'] ?? '')}` : '';
+    add('appservice', 'fail', `the homeserver refused the as_token of ${file} (${whoami.error ?? `HTTP ${whoami.status}${errcode}`})`, 'give the homeserver the same registration file (docs/homeservers.md) and restart it');
+  }
+}
+
+async function get(url: string, timeoutMs: number, token?: string): Promise<{ status: number; json?: unknown; error?: string }> {
   try {
-    const response = await fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+    const response = await fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(timeoutMs), ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }) });
     const text = await response.text();
     try {
       return { status: response.status, json: JSON.parse(text) };

@@ -6,7 +6,7 @@ import { UpstreamError } from '../oidc/upstream.js';
 import { sendPage } from '../pages/html-page.js';
 import type { FailureMessageKey } from '../pages/messages.js';
 import { failurePage } from '../pages/sso-pages.js';
-import { HomeserverError } from '../provisioning/homeserver-adapter.js';
+import { HomeserverError, UserNotAllowed } from '../provisioning/homeserver-adapter.js';
 import { RateLimited } from '../security/login-throttle.js';
 import { StoreUnavailableError } from '../store/store.js';
 import { requestLog } from '../http/request-state.js';
@@ -64,6 +64,8 @@ export function asMatrixError(err: unknown): MatrixError {
     return new MatrixError(503, 'M_UNKNOWN', 'The service is temporarily unavailable, try again later', { headers: { 'Retry-After': '5' } }, err);
   }
   if (err instanceof HomeserverError) return matrixErrors.unavailable('The homeserver', err);
+  // Same words as a wrong password: which accounts are protected is nobody's business.
+  if (err instanceof UserNotAllowed) return new MatrixError(403, 'M_FORBIDDEN', 'This account cannot sign in here', {}, err);
   if (err instanceof UpstreamError) return matrixErrors.unavailable('The identity provider', err);
   if (err instanceof RateLimited) return matrixErrors.limitExceeded(err.retryAfterMs);
   if (err instanceof MappingError) {

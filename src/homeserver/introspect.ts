@@ -13,7 +13,8 @@ import { introspect } from './introspection.js';
  */
 export async function postIntrospect(ctx: Context, deps: AppDeps): Promise<void> {
   // Constant-time check of `Authorization: Bearer <homeserver.secret>`; anything else → 401 (RFC 7662 §2.1).
-  if (!matchesSecret(bearerTokenOf(ctx), deps.homeserverSecretDigest)) {
+  // Without delegated mode there is no secret, and no homeserver that introspects: refuse everyone.
+  if (deps.homeserverSecretDigest === undefined || !matchesSecret(bearerTokenOf(ctx), deps.homeserverSecretDigest)) {
     throw new OAuthError(401, 'invalid_client', 'This endpoint is for the homeserver only', { 'WWW-Authenticate': 'Bearer' });
   }
   const form = await readFormBody(ctx, bodyLimitsOf(deps.config));

@@ -47,3 +47,14 @@ export function getOAuthServerMetadata(ctx: Context, deps: AppDeps): void {
   ctx.set('Cache-Control', 'public, max-age=600');
   ctx.body = oauthServerMetadata(deps.config);
 }
+
+/**
+ * GET auth_metadata / auth_issuer on the client listener with native_clients: serve: the proxy answers them itself
+ * (the same document Synapse would relay in delegated mode; in the modes where the homeserver has no auth service —
+ * appservice, JWT — only the proxy can). MSC2965's earlier auth_issuer gets `{ issuer }`.
+ */
+export function getServedAuthMetadata(ctx: Context, deps: AppDeps): void {
+  const metadata = oauthServerMetadata(deps.config);
+  ctx.set('Cache-Control', 'public, max-age=600');
+  ctx.body = ctx.path.endsWith('/auth_issuer') ? { issuer: metadata['issuer'] } : metadata;
+}

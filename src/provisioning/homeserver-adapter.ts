@@ -14,6 +14,36 @@ export interface HomeserverAdapter {
   deleteDevice(localpart: string, deviceId: string): Promise<void>;
   /** Makes the homeserver's device list of the user exactly `deviceIds` (adds missing, deletes others). */
   syncDevices(localpart: string, deviceIds: readonly string[]): Promise<void>;
+  /**
+   * Present when the homeserver issues its own access tokens (appservice and JWT login): the proxy logs each device
+   * in itself, keeps the homeserver token sealed in the session and swaps it in on the way through. Absent in the
+   * delegated mode, where the homeserver accepts the proxy's own tokens by introspection.
+   */
+  readonly tokens?: HomeserverTokens;
+}
+
+/** Token life cycle at a homeserver that issues its own tokens. Throws `HomeserverError`, or `UserNotAllowed`. */
+export interface HomeserverTokens {
+  /** Logs the device in (the homeserver creates it if new) and returns the homeserver's access token for it. */
+  login(localpart: string, deviceId: string, displayName?: string): Promise<string>;
+  /** Whether `token` is still accepted for exactly this user and device (so a re-login on the device may keep it). */
+  isLive(token: string, localpart: string, deviceId: string): Promise<boolean>;
+  /** Ends the token and its device at the homeserver. A token the homeserver no longer knows is no error. */
+  logout(localpart: string, deviceId: string, token: string): Promise<void>;
+  /** Ends every token of the user at the homeserver, also those the proxy never saw. */
+  logoutAll(localpart: string): Promise<void>;
+  /** Locks (or unlocks) the account with the homeserver admin token; false when no admin token is configured. */
+  setLocked(localpart: string, locked: boolean): Promise<boolean>;
+}
+
+/** The backend's own allow/deny rules refused to act as this user (the as_token could, so the proxy must not). */
+export class UserNotAllowed extends Error {
+  readonly userId: string;
+  constructor(userId: string, reason: string) {
+    super(`${userId} may not log in through the proxy: ${reason}`);
+    this.name = 'UserNotAllowed';
+    this.userId = userId;
+  }
 }
 
 export interface ProvisionedUser {

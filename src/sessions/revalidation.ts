@@ -184,7 +184,9 @@ async function refusedByOp(deps: RevalidationDeps, session: Session, usedSealed:
   if (current.origin.kind !== 'appservice' && current.origin.sealedOpRefreshToken !== usedSealed) return 'fresh';
   log.info({ reason: err.message }, 'revalidation.refused');
   deps.metrics.revalidations.inc({ outcome: 'ended' });
-  return endSession(deps, session.id, log);
+  const outcome = await endSession(deps, session.id, log);
+  await deps.lifecycle.lockAtHomeserver(session.localpart);
+  return outcome;
 }
 
 async function endSession(deps: RevalidationDeps, sessionId: string, log: RevalidationDeps['logger']): Promise<'ended'> {

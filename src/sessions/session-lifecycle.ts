@@ -4,12 +4,17 @@ import type { Metrics } from '../observability/metrics.js';
 import type { UpstreamProvider } from '../oidc/upstream.js';
 import type { SessionKeys } from './secret-box.js';
 import type { Session } from './session.js';
+import type { Store } from '../store/store.js';
+
+/** Marks an account the proxy locked at the homeserver, so the next sign-in the OP accepts unlocks it. */
+const lockedKey = (localpart: string) => `homeserver-locked:${localpart}`;
 import type { IssuedTokens, NewSession, SessionStore } from './session-store.js';
 
 export type EndReason = 'logout' | 'logout_all' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin';
 
 export interface LifecycleDeps {
   readonly sessions: SessionStore;
+  readonly store: Store;
   readonly homeserver: HomeserverAdapter;
   readonly providers: ReadonlyMap<string, UpstreamProvider>;
   readonly keys: SessionKeys;
@@ -28,13 +33,35 @@ export class SessionLifecycle {
 
   async start(requested: NewSession): Promise<IssuedTokens> {
     const input = withDisplayNameLimit(requested);
-    await this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
-    const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
-    if (previousId !== undefined) {
-      // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
-      await this.end(previousId, 'device_reused', { keepDevice: true });
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens === undefined) {
+      await this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
+      const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
+      if (previousId !== undefined) {
+        // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
+        await this.end(previousId, 'device_reused', { keepDevice: true });
+      }
+      return this.deps.sessions.create(input);
     }
-    return this.deps.sessions.create(input);
+    // The homeserver issues the tokens. A live session on this device keeps its homeserver token: the device and its
+    // E2EE keys stay, and no second token exists (Synapse would keep an older one valid next to a new login's). Only
+    // a dead one is replaced by a new login.
+    const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
+    const previous = previousId === undefined ? undefined : await this.deps.sessions.get(previousId);
+    let homeserverToken: string | undefined;
+    if (previous?.homeserverToken !== undefined) {
+      const candidate = this.deps.keys.open(previous.homeserverToken);
+      if (await tokens.isLive(candidate, input.localpart, input.deviceId)) homeserverToken = candidate;
+    }
+    // The OP accepted this user again (this is a new sign-in): a lock the proxy set when the OP refused them goes.
+    if (input.origin.kind !== 'appservice' && (await this.deps.store.get(lockedKey(input.localpart))) !== undefined) {
+      await tokens.setLocked(input.localpart, false);
+      await this.deps.store.delete(lockedKey(input.localpart));
+      this.deps.logger.info({ event: 'homeserver.unlocked', localpart: input.localpart }, 'homeserver.unlocked');
+    }
+    homeserverToken ??= await tokens.login(input.localpart, input.deviceId, input.deviceDisplayName);
+    if (previousId !== undefined) await this.end(previousId, 'device_reused', { keepDevice: true });
+    return this.deps.sessions.create({ ...input, sealedHomeserverToken: this.deps.keys.seal(homeserverToken) });
   }
 
   /**
@@ -47,7 +74,7 @@ export class SessionLifecycle {
     if (!options.keepDevice) {
       // Another live session may have taken over this device id since; then the device stays.
       const owner = await this.deps.sessions.idOfDevice(session.localpart, session.deviceId);
-      if (owner === undefined || owner === session.id) await this.deps.homeserver.deleteDevice(session.localpart, session.deviceId);
+      if (owner === undefined || owner === session.id) await this.endAtHomeserver(session);
     }
     const removed = await this.deps.sessions.remove(sessionId);
     if (removed === undefined) return undefined;
@@ -55,6 +82,44 @@ export class SessionLifecycle {
     this.deps.logger.info({ event: 'session.ended', reason, session_id: removed.id, localpart: removed.localpart, device_id: removed.deviceId }, 'session.ended');
     await this.revokeAtOp(removed);
     return removed;
+  }
+
+  /**
+   * Every session of the user ends; where the homeserver issues tokens, every token of the user there ends too
+   * (logout/all: also the ones the proxy never issued, such as a login made directly at the homeserver).
+   */
+  async endAllOfUser(localpart: string, reason: EndReason): Promise<Session[]> {
+    const ended = await this.endMany(await this.deps.sessions.idsOfUser(localpart), reason);
+    await this.deps.homeserver.tokens?.logoutAll(localpart);
+    return ended;
+  }
+
+  /**
+   * The OP refused the user (re-validation): where a homeserver admin token is configured, lock the account too, so
+   * that tokens the proxy never issued stop as well (Synapse answers them M_USER_LOCKED, soft logout). Reversible:
+   * the next sign-in the OP accepts unlocks it. Best effort: the proxy's own sessions are over either way.
+   */
+  async lockAtHomeserver(localpart: string): Promise<void> {
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens === undefined) return;
+    try {
+      // Marker first: if the lock then fails half-way, a later sign-in still tries to unlock.
+      await this.deps.store.set(lockedKey(localpart), String(Date.now()));
+      if (await tokens.setLocked(localpart, true)) this.deps.logger.info({ event: 'homeserver.locked', localpart }, 'homeserver.locked');
+      else await this.deps.store.delete(lockedKey(localpart));
+    } catch (err: unknown) {
+      this.deps.logger.warn({ err, localpart }, 'homeserver.lock_failed');
+    }
+  }
+
+  /** The homeserver side of an ending: the device's own token logs it out, or the backend deletes the device. */
+  private async endAtHomeserver(session: Session): Promise<void> {
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens !== undefined && session.homeserverToken !== undefined) {
+      await tokens.logout(session.localpart, session.deviceId, this.deps.keys.open(session.homeserverToken));
+      return;
+    }
+    await this.deps.homeserver.deleteDevice(session.localpart, session.deviceId);
   }
 
   async endMany(sessionIds: readonly string[], reason: EndReason, options: { keepDevice?: boolean } = {}): Promise<Session[]> {

@@ -20,7 +20,16 @@ export const sessionKeys = {
  * the same fields without it (version 0), and such sessions stay valid (a rolling upgrade must not log anyone out);
  * the first update after the upgrade rewrites them as version 1.
  */
-export const sessionRecord = recordFormat<Session>({ name: 'session', version: 1, decoders: { 0: isSessionFields, 1: isSessionFields } });
+export const sessionRecord = recordFormat<Session>({ name: 'session', version: 2, decoders: { 0: isSessionFields, 1: isSessionFields, 2: isSessionFieldsV2 } });
+
+/**
+ * Version 2 added `homeserverToken` (the sealed homeserver token of appservice and JWT logins). A new version, not an
+ * optional field of version 1: a replica of the previous release would read such a session as a delegated-mode one
+ * and serve it without the swap; with the version bump it reads it as a miss instead.
+ */
+function isSessionFieldsV2(f: Fields): boolean {
+  return isSessionFields(f) && isOptional(f.homeserverToken, isString);
+}
 
 function isSessionFields(f: Fields): boolean {
   return (
@@ -84,6 +93,8 @@ export interface NewSession {
   readonly userAgent?: string;
   /** Given: access token expires after this many ms and a refresh token is issued. */
   readonly refreshableLifetimeMs?: number;
+  /** The homeserver's token for the device, already sealed (token-issuing backends only). */
+  readonly sealedHomeserverToken?: string;
 }
 
 export interface IssuedTokens {
@@ -105,6 +116,18 @@ export type RefreshResult =
  * its JSON, so concurrent rotations and touches from several replicas cannot lose each other's updates.
  */
 export class SessionStore {
+  /** In-process listeners told the id of every session this replica removed or rewrote (caches drop it). */
+  readonly #changeListeners = new Set<(sessionId: string) => void>();
+
+  /** Calls `listener` with the id of each session this process removes or rewrites from now on. */
+  onChange(listener: (sessionId: string) => void): void {
+    this.#changeListeners.add(listener);
+  }
+
+  #changed(sessionId: string): void {
+    for (const listener of this.#changeListeners) listener(sessionId);
+  }
+
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
@@ -133,6 +156,7 @@ export class SessionStore {
       ...(refreshToken === undefined
         ? {}
         : { refresh: { generation: 1, currentHash: hashToken(refreshToken), successorUnused: false, retiredHashes: [] } }),
+      ...(input.sealedHomeserverToken === undefined ? {} : { homeserverToken: input.sealedHomeserverToken }),
     };
     // Independent writes, issued together (one pipelined round trip on Redis).
     const writes: Promise<unknown>[] = [
@@ -234,6 +258,7 @@ export class SessionStore {
       };
       // Compared against the string read, not a re-encoding: a version-0 record is replaced by a version-1 one here.
       if (await this.store.compareAndSet(key, raw, sessionRecord.encode(rotated))) {
+        this.#changed(parsed.sessionId);
         return { ok: true, session: rotated, ...successors, expiresInMs: lifetimeMs };
       }
       // Lost the race: another request rotated (or touched) the session; read it again.
@@ -249,6 +274,7 @@ export class SessionStore {
   async remove(id: string): Promise<Session | undefined> {
     const key = sessionKeys.session(id);
     const session = readRecord(sessionRecord, await this.store.consume(key), key, this.logger);
+    this.#changed(id);
     if (session === undefined) return undefined;
     const deviceKey = sessionKeys.byDevice(session.localpart, session.deviceId);
     // Only drop the device index if it still points at this session (a newer login may own the device now).
@@ -289,7 +315,10 @@ export class SessionStore {
       if (raw === undefined || current === undefined) return undefined;
       const next = change(current);
       // Compared against the exact string read (never a re-encoding of it), so any concurrent write makes this fail.
-      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(next))) return next;
+      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(next))) {
+        this.#changed(id);
+        return next;
+      }
     }
     throw new Error(`update of session ${id} kept losing compare-and-set`);
   }

@@ -23,6 +23,12 @@ export interface Session {
    * serve): the client_id it was registered under, so its refresh token is bound to that client (RFC 6749 §6).
    */
   readonly oauthClientId?: string;
+  /**
+   * The homeserver's own access token for this device, sealed (AES-GCM), when the homeserver issues tokens
+   * (appservice and JWT login): the proxy swaps the client's token for it on the way through and never lets it out.
+   * Absent in delegated mode, where the homeserver accepts the proxy's token by introspection.
+   */
+  readonly homeserverToken?: string;
 }
 
 export type SessionOrigin =

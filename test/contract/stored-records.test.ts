@@ -123,7 +123,7 @@ for (const backend of backends) {
       assert.ok(used.ok);
       await sessions.touch(used.session);
       const migrated = await store.get(fixture.key);
-      assert.ok(migrated?.startsWith('{"v":1,'), migrated);
+      assert.ok(migrated?.startsWith(`{"v":${sessionRecord.version},`), migrated);
       assert.deepEqual(await sessions.refresh(fixture.previousRefreshToken, 300_000), { ok: false, reason: 'reused' });
 
       clock.advance(60_000);
@@ -160,24 +160,25 @@ for (const backend of backends) {
       assert.deepEqual(unreadable(log), []);
     });
 
-    test('new records carry v: 1, read back the same, and hold every field the current release reads', async (t) => {
+    test('new records carry their version, read back the same, and hold every field the current release reads', async (t) => {
       const { store, sessions, loginTokens, sso, bindings, log } = await open(t);
       // What d73999c does with a record (`JSON.parse(raw) as T`): it sees the same fields, and an unknown `v`.
-      const withoutVersion = (raw: string | undefined) => {
+      // Sessions are at version 2 (the sealed homeserver token), every other record at version 1.
+      const withoutVersion = (raw: string | undefined, version = 1) => {
         assert.ok(raw !== undefined);
         const { v, ...fields } = JSON.parse(raw) as Record<string, unknown>;
-        assert.equal(v, 1);
+        assert.equal(v, version);
         return fields;
       };
 
       const origin = { kind: 'sso', idpId: 'op', issuer: 'https://op', sub: 'sub-1', sid: 'sid-1', sealedOpRefreshToken: 'v1.sealed', lastValidatedAt: 5 } as const;
       const issued = await sessions.create({ localpart: 'alice', deviceId: 'DEV', deviceDisplayName: 'Phone', origin, ip: '192.0.2.1', userAgent: 'ua', refreshableLifetimeMs: 300_000 });
       const sessionKey = sessionKeys.session(issued.session.id);
-      assert.deepEqual(withoutVersion(await store.get(sessionKey)), issued.session);
+      assert.deepEqual(withoutVersion(await store.get(sessionKey), 2), issued.session);
       assert.deepEqual(await sessions.get(issued.session.id), issued.session);
       const rotated = await sessions.refresh(issued.refreshToken!, 300_000);
       assert.ok(rotated.ok);
-      assert.deepEqual(withoutVersion(await store.get(sessionKey)), rotated.session);
+      assert.deepEqual(withoutVersion(await store.get(sessionKey), 2), rotated.session);
       assert.deepEqual(await sessions.get(issued.session.id), rotated.session);
       const soft = await sessions.update(issued.session.id, (s) => ({ ...s, softLoggedOut: { at: 9, reason: 'backchannel_logout' } }));
       assert.deepEqual(await sessions.get(issued.session.id), soft);
@@ -227,7 +228,8 @@ for (const backend of backends) {
         { raw: JSON.stringify({ ...refreshable, refresh: { ...(refreshable.refresh as object), retiredHashes: [1] } }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ ...valid, softLoggedOut: { at: 1, reason: 'admin' } }), reason: 'wrong_shape' },
         // Written by a newer release and read during a rollback: not this release's to interpret, nor to overwrite.
-        { raw: JSON.stringify({ v: 2, ...valid }), reason: 'unknown_version' },
+        { raw: JSON.stringify({ v: sessionRecord.version + 1, ...valid }), reason: 'unknown_version' },
+        { raw: JSON.stringify({ v: 2, ...valid, homeserverToken: 42 }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ v: '1', ...valid }), reason: 'unknown_version' },
       ];
       const id = sessionIdOf(d73999c.sessionNoRefresh.key);
@@ -324,9 +326,21 @@ describe('record formats (no store)', () => {
       const value = format.decode(raw);
       assert.deepEqual(value, JSON.parse(raw), `${format.name}: ${raw}`);
       const encoded = format.encode(value!);
-      assert.deepEqual(JSON.parse(encoded), { v: 1, ...(JSON.parse(raw) as object) });
+      assert.deepEqual(JSON.parse(encoded), { v: format.version, ...(JSON.parse(raw) as object) });
       assert.deepEqual(format.decode(encoded), value);
     }
+  });
+
+  test('sessions: version 1 (ff2e64a, before token-issuing backends) reads as it was and rewrites as version 2', () => {
+    for (const fixture of legacySessions) {
+      const v1 = JSON.stringify({ v: 1, ...(JSON.parse(fixture.raw) as object) });
+      const value = sessionRecord.decode(v1);
+      assert.deepEqual(value, JSON.parse(fixture.raw));
+      assert.deepEqual(JSON.parse(sessionRecord.encode(value!)), { v: 2, ...(JSON.parse(fixture.raw) as object) });
+    }
+    // Version 2 adds the sealed homeserver token of appservice and JWT sessions.
+    const withToken = { ...(JSON.parse(d73999c.sessionNoRefresh.raw) as object), homeserverToken: 'v1.c2VhbGVkLWhvbWVzZXJ2ZXItdG9rZW4' };
+    assert.deepEqual(sessionRecord.decode(JSON.stringify({ v: 2, ...withToken })), withToken);
   });
 
   test('the fixtures are what the current code would mint for these tokens', () => {

@@ -141,6 +141,12 @@ describe('native_clients: serve', () => {
     assert.ok((metadata.prompt_values_supported as string[] | undefined)?.includes('create'));
     assert.equal(metadata.account_management_uri, `${h.url}/_matrix-compat-proxy/account`);
     assert.ok(Array.isArray(metadata.account_management_actions_supported));
+    // The proxy answers the discovery routes itself (the same document), so no homeserver mode depends on Synapse's relay.
+    const seen = h.homeserver.requestsSeen.length;
+    const issuerDoc = await h.request('GET', '/_matrix/client/unstable/org.matrix.msc2965/auth_issuer');
+    assert.deepEqual(issuerDoc.body, { issuer: issuer() });
+    assert.equal((await h.request('GET', '/_matrix/client/v1/auth_metadata')).body.issuer, issuer());
+    assert.equal(h.homeserver.requestsSeen.length, seen);
   });
 
   test('matrix-js-sdk: register, authorize, sign in at the OP, consent, exchange the code; the token works at the homeserver with its device', async () => {

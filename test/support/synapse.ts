@@ -8,10 +8,10 @@ import { stringify } from 'yaml';
 import { freePort } from './free-port.js';
 
 export interface StartSynapseOptions {
-  /** Where Synapse reaches the auth service (`matrix_authentication_service.endpoint`). */
-  readonly masEndpoint: string;
+  /** Where Synapse reaches the auth service (`matrix_authentication_service.endpoint`); absent: no delegated auth. */
+  readonly masEndpoint?: string;
   /** The shared secret (`matrix_authentication_service.secret`). */
-  readonly masSecret: string;
+  readonly masSecret?: string;
   readonly serverName?: string;
   /** Merged over the generated homeserver.yaml (top-level keys replace). */
   readonly extraConfig?: Readonly<Record<string, unknown>>;
@@ -185,7 +185,7 @@ function homeserverConfig(inputs: ConfigInputs): Record<string, unknown> {
     federation_sender_instances: [],
     enable_metrics: false,
     url_preview_enabled: false,
-    matrix_authentication_service: { enabled: true, endpoint: inputs.masEndpoint, secret: inputs.masSecret },
+    ...(inputs.masEndpoint === undefined ? {} : { matrix_authentication_service: { enabled: true, endpoint: inputs.masEndpoint, secret: inputs.masSecret } }),
     // Tests fire requests in bursts that Synapse's defaults would throttle with 429s.
     rc_message: relaxed,
     rc_registration: relaxed,
@@ -200,6 +200,8 @@ function homeserverConfig(inputs: ConfigInputs): Record<string, unknown> {
     rc_profile: relaxed,
     rc_key_requests: relaxed,
     rc_admin_redaction: relaxed,
+    // Without delegated auth Synapse rate-limits logins itself (appservice logins with rate_limited: false are exempt).
+    rc_login: { address: relaxed, account: relaxed, failed_attempts: relaxed },
   };
 }
 

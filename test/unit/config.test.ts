@@ -71,6 +71,11 @@ const BROKEN: readonly BrokenRow[] = [
   { name: 'homeserver.secret too short', edit: (c) => (c['homeserver'].secret = 'short'), paths: ['homeserver.secret'], says: 'at least 16' },
   { name: 'homeserver.secret missing', edit: (c) => delete c['homeserver'].secret, paths: ['homeserver.secret'], says: 'secret_path' },
   { name: 'homeserver.mode unknown', edit: (c) => (c['homeserver'].mode = 'dendrite'), paths: ['homeserver.mode'], says: 'synapse' },
+  { name: 'appservice mode without its section', edit: (c) => { delete c['homeserver'].secret; c['homeserver'].mode = 'appservice'; }, paths: ['homeserver.appservice'], says: 'registration_file' },
+  { name: 'appservice mode keeps the delegated secret', edit: (c) => { c['homeserver'].mode = 'appservice'; c['homeserver'].appservice = { registration_file: '/nonexistent/reg.yaml' }; }, paths: ['homeserver.secret', 'homeserver.appservice.registration_file'], says: 'cannot read' },
+  { name: 'delegated mode on Dendrite', edit: (c) => (c['homeserver'].flavour = 'dendrite'), paths: ['homeserver.flavour'], says: 'mode: appservice' },
+  { name: 'jwt mode on Dendrite', edit: (c) => { delete c['homeserver'].secret; c['homeserver'].mode = 'jwt'; c['homeserver'].flavour = 'dendrite'; c['homeserver'].jwt = { key: 'a-jwt-shared-secret-0123456789' }; }, paths: ['homeserver.flavour'], says: 'no JWT login' },
+  { name: 'deny_users not a regex', edit: (c) => { delete c['homeserver'].secret; c['homeserver'].mode = 'jwt'; c['homeserver'].jwt = { key: 'a-jwt-shared-secret-0123456789', deny_users: ['@(admin:x'] }; }, paths: ['homeserver.jwt.deny_users[0]'], says: 'regular expression' },
   { name: 'duration with words', edit: (c) => (c['homeserver'].upstream_timeout = '10 minutes'), paths: ['homeserver.upstream_timeout'] },
   { name: 'duration of zero', edit: (c) => (c['sessions'].login_token_lifetime = 0), paths: ['sessions.login_token_lifetime'] },
   { name: 'homeserver.listen without port', edit: (c) => (c['homeserver'].listen = { host: '127.0.0.1' }), paths: ['homeserver.listen.port'] },
@@ -267,7 +272,7 @@ describe('defaults and normalisation', () => {
     const config = parseConfig(stringify(validConfig()), { env: {} });
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8009 });
     assert.deepEqual(config.trusted_proxies, []);
-    assert.equal(config.homeserver.mode, 'synapse');
+    assert.equal(config.homeserver.mode, 'delegated');
     assert.equal(config.homeserver.listen, undefined);
     assert.equal(config.homeserver.upstream_timeout, 60_000);
     assert.equal(config.homeserver.sync_timeout, 300_000);
