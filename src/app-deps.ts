@@ -17,6 +17,8 @@ import type { SsoLoginState } from './sessions/pending-sso-logins.js';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { SignInStore } from './sessions/oauth-sign-ins.js';
+import type { UiaSessions } from './sessions/uia-sessions.js';
+import type { AccountSessions } from './sessions/account-sessions.js';
 
 /**
  * Everything a FACE (a route handler) may use, built once by build-deps.ts (or by a test) and passed in: no module
@@ -49,6 +51,10 @@ export interface AppDeps {
    * used through the proxy even if it leaked.
    */
   readonly ownAsTokenDigest: Buffer | undefined;
+  /** User-Interactive Auth sessions of the proxy's own device deletion. */
+  readonly uia: UiaSessions;
+  /** Signed-in visits of the account page. */
+  readonly accountSessions: AccountSessions;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
   readonly adminTokenDigest: Buffer | undefined;
 }

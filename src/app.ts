@@ -83,7 +83,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         writeRawMatrixError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
         return;
       }
-      if (ownsPath(path)) {
+      if (ownsPath(path, req.method)) {
         // Route on the normalised path, keep the query as sent.
         req.url = queryStart < 0 ? path : path + url.slice(queryStart);
         clientCallback(req, res);

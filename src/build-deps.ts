@@ -25,6 +25,8 @@ import { LoginThrottle } from './security/login-throttle.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
 import { createAuthorizationServer } from './oauth/authorization-server.js';
+import { UiaSessions } from './sessions/uia-sessions.js';
+import { AccountSessions } from './sessions/account-sessions.js';
 
 export interface DepsOverrides {
   readonly clock?: Clock;
@@ -75,6 +77,8 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ssoLogins: new SsoLoginState(store, clock, logger),
     homeserverSecretDigest: config.homeserver.secret === undefined ? undefined : secretDigest(config.homeserver.secret),
     ownAsTokenDigest: backend.ownAsToken === undefined ? undefined : secretDigest(backend.ownAsToken),
+    uia: new UiaSessions(store, clock, logger),
+    accountSessions: new AccountSessions(store, clock, logger),
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },

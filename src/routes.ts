@@ -1,7 +1,17 @@
 import type { AppDeps } from './app-deps.js';
 import type { NativeClientMode } from './config/schema.js';
+import { getAccountPage } from './account/account-page.js';
+import { accountPaths } from './account/account-paths.js';
+import { postAccountSignOut } from './account/account-sign-out.js';
+import { getAccountSignIn } from './account/account-sign-in.js';
+import { postCrossSigningReset } from './account/cross-signing-reset.js';
+import { postDeviceSignOut } from './account/device-sign-out.js';
 import { adminEndpoints, requireAdminToken } from './admin/admin-routes.js';
 import { postBackchannelLogout } from './backchannel/backchannel-logout.js';
+import { postAccountDeactivate } from './compat/account-deactivate.js';
+import { postAccountPassword } from './compat/account-password.js';
+import { deleteDevice } from './compat/delete-device.js';
+import { postDeleteDevices } from './compat/delete-devices.js';
 import { getLoginFlows } from './compat/login-flows.js';
 import { postLogin } from './compat/login.js';
 import { postLogout } from './compat/logout.js';
@@ -10,6 +20,7 @@ import { postRefresh } from './compat/refresh.js';
 import { getSsoCallback } from './compat/sso-callback.js';
 import { getSsoConfirm, postSsoConfirm } from './compat/sso-confirm.js';
 import { getSsoRedirect } from './compat/sso-redirect.js';
+import { getUiaSsoFallback } from './compat/uia-sso-fallback.js';
 import { getClientWellKnown } from './compat/well-known-client.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
@@ -17,7 +28,7 @@ import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth
 import { OAUTH_PREFIX, OWN_PREFIX } from './http/own-prefix.js';
 import { OAUTH_ROUTES } from './oauth/authorization-server.js';
 import { getOAuthInteraction, getOAuthInteractionSsoDone, postOAuthInteraction } from './oauth/interaction.js';
-import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/metadata.js';
+import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/discovery.js';
 import { atOAuthProvider } from './oauth/provider-endpoint.js';
 import { postOAuthRevoke } from './oauth/revoke.js';
 import type { Listener, OwnedRoute } from './http/owned-routes.js';
@@ -74,6 +85,12 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
       // The trailing-slash form Element iOS sends arrives here too: the dispatcher routes on the normalised path.
       { method: 'GET', path: `${base}/login/sso/redirect`, listener: 'client', style: 'page', metric: 'sso', handler: (ctx, d) => getSsoRedirect(ctx, d, version, undefined) },
       { method: 'GET', path: `${base}/login/sso/redirect/:idpId`, listener: 'client', style: 'page', metric: 'sso', handler: (ctx, d) => getSsoRedirect(ctx, d, version, paramOf(ctx, 'idpId')) },
+      // Device deletion with User-Interactive Auth at the proxy; GET and PUT of a device stay the homeserver's.
+      { method: 'DELETE', path: `${base}/devices/:deviceId`, listener: 'client', style: 'matrix', metric: 'devices', handler: deleteDevice, methodOnly: true },
+      { method: 'POST', path: `${base}/delete_devices`, listener: 'client', style: 'matrix', metric: 'devices', handler: postDeleteDevices },
+      { method: 'GET', path: `${base}/auth/m.login.sso/fallback/web`, listener: 'client', style: 'page', metric: 'devices', handler: getUiaSsoFallback },
+      { method: 'POST', path: `${base}/account/password`, listener: 'client', style: 'matrix', metric: 'account', handler: postAccountPassword },
+      { method: 'POST', path: `${base}/account/deactivate`, listener: 'client', style: 'matrix', metric: 'account', handler: postAccountDeactivate },
     );
   }
   routes.push(
@@ -82,6 +99,12 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     { method: 'GET', path: `${OWN_PREFIX}/sso/callback/:idpId`, listener: 'client', style: 'page', metric: 'sso', handler: getSsoCallback },
     { method: 'GET', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: getSsoConfirm },
     { method: 'POST', path: `${OWN_PREFIX}/sso/confirm/:id`, listener: 'client', style: 'page', metric: 'sso', handler: postSsoConfirm },
+    // The account page (src/account/): HTML, a cookie session of its own, CSRF-checked forms.
+    { method: 'GET', path: accountPaths.page, listener: 'client', style: 'page', metric: 'account', handler: getAccountPage },
+    { method: 'GET', path: accountPaths.signIn, listener: 'client', style: 'page', metric: 'account', handler: getAccountSignIn },
+    { method: 'POST', path: accountPaths.deviceSignOut, listener: 'client', style: 'page', metric: 'account', handler: postDeviceSignOut },
+    { method: 'POST', path: accountPaths.crossSigningReset, listener: 'client', style: 'page', metric: 'account', handler: postCrossSigningReset },
+    { method: 'POST', path: accountPaths.signOut, listener: 'client', style: 'page', metric: 'account', handler: postAccountSignOut },
     { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
   );
   if (shape.nativeClients === 'hide') {

@@ -90,9 +90,10 @@ function commonFields(body: Record<string, unknown>): LoginCommon {
 
 /**
  * The deprecated top-level `user` wins over `identifier` (as in Synapse and MAS); `m.id.thirdparty` email (and the
- * deprecated top-level medium/address) is passed to the OP as the username.
+ * deprecated top-level medium/address) is passed to the OP as the username. The `auth` dict of User-Interactive Auth's
+ * m.login.password stage has the same shape (C-S spec, "Password-based").
  */
-function identifierOf(body: Record<string, unknown>, serverName: string): Identifier {
+export function identifierOf(body: Record<string, unknown>, serverName: string): Identifier {
   const legacyUser = optionalString(body, 'user');
   if (legacyUser !== undefined) return fromUser(legacyUser, serverName);
 

@@ -13,6 +13,8 @@ import { isWhitelisted, withLoginToken } from './sso/redirect-url.js';
 import { ssoError } from './sso/sso-error.js';
 import { callbackUri, confirmationUri, mintLoginToken } from './sso/sso-flow.js';
 import { resolveOrRefuse } from './sign-in.js';
+import { completeSsoReauthentication } from './uia/sso-reauthentication.js';
+import { completeAccountSignIn } from '../account/account-sign-in.js';
 
 /**
  * GET /_matrix-compat-proxy/sso/callback/{idpId} — the OP's answer: code exchange, account mapping and provisioning,
@@ -34,6 +36,9 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
     const userSide = ['access_denied', 'login_required', 'interaction_required', 'consent_required', 'account_selection_required'];
     throw ssoError(userSide.includes(opError) ? 'op_denied' : 'op_error');
   }
+  // A re-authentication for User-Interactive Auth, or a sign-in to the account page: not a client login.
+  if (pending.purpose?.kind === 'uia') return completeSsoReauthentication(ctx, deps, provider, idpId, state, pending, pending.purpose);
+  if (pending.purpose?.kind === 'account') return completeAccountSignIn(ctx, deps, provider, idpId, state, pending, pending.purpose);
 
   const redirectUri = callbackUri(deps, idpId);
   const callbackUrl = new URL(redirectUri);

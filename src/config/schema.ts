@@ -48,6 +48,13 @@ function duration(defaultText: string) {
   return parsedWith<number>(positive(parseDuration)).default(fallback.value);
 }
 
+/** Like `duration`, where 0 is meaningful ("never"). */
+function durationOrZero(defaultText: string) {
+  const fallback = parseDuration(defaultText);
+  if (!fallback.ok) throw new Error(`bad default duration ${defaultText}`);
+  return parsedWith<number>(parseDuration).default(fallback.value);
+}
+
 function byteSize(defaultBytes: number) {
   return parsedWith<number>(positive(parseByteSize)).default(defaultBytes);
 }
@@ -494,6 +501,10 @@ const sessions = section(
     sso_login_lifetime: duration('30m'),
     revalidate_interval: duration('5m'),
     op_unreachable_grace: duration('1h'),
+    /** How long a User-Interactive Auth session (device deletion) may take, fallback page included. */
+    uia_session_lifetime: duration('15m'),
+    /** Synapse's ui_auth.session_timeout: after a successful UIA, the same access token skips it this long (0: never). */
+    uia_reuse_window: durationOrZero('2m'),
     encryption_key: secret(32, 'encryption_key_path'),
   }),
 );
@@ -562,6 +573,18 @@ export const configSchema = z
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
+    account: z
+      .strictObject({
+        /** The account page under <public_baseurl>_matrix-compat-proxy/account (issue 15). */
+        enabled: z.boolean().default(true),
+        /** How long a sign-in to the account page lasts (its cookie's lifetime). */
+        session_lifetime: duration('30m'),
+        /** Signing out a device or approving a cross-signing reset needs an OP sign-in at most this old. */
+        recent_auth_window: duration('5m'),
+        /** The identity provider's own profile and password page, linked from the account page. */
+        identity_provider_url: url().optional(),
+      })
+      .prefault({}),
     // Discovery must lead clients to the proxy, not to the homeserver's own port (issue 18).
     well_known_client: z
       .strictObject({ serve: z.boolean().default(true), extra: z.record(z.string(), z.unknown()).default({}) })

@@ -29,6 +29,14 @@ export interface MatrixErrorExtras {
   readonly softLogout?: boolean;
   /** Extra response headers (e.g. WWW-Authenticate). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * Further top-level fields of the body, written before errcode and error (which they cannot replace): the
+   * User-Interactive Auth 401 carries `flows`, `params`, `session` and `completed` (C-S spec, "User-interactive
+   * authentication API").
+   */
+  readonly fields?: Readonly<Record<string, unknown>>;
+  /** The body is `fields` alone: the first UIA 401 names no error, only what to do (Synapse sends it so too). */
+  readonly fieldsOnly?: boolean;
 }
 
 export class MatrixError extends Error {
@@ -54,7 +62,8 @@ export class MatrixError extends Error {
 
   /** The JSON body the spec defines: errcode, error, and the optional standard extras. */
   toBody(): Record<string, unknown> {
-    const body: Record<string, unknown> = { errcode: this.errcode, error: this.message };
+    if (this.extras.fieldsOnly === true) return { ...this.extras.fields };
+    const body: Record<string, unknown> = { ...this.extras.fields, errcode: this.errcode, error: this.message };
     if (this.extras.retryAfterMs !== undefined) body['retry_after_ms'] = this.extras.retryAfterMs;
     if (this.extras.softLogout !== undefined) body['soft_logout'] = this.extras.softLogout;
     return body;

@@ -1,6 +1,7 @@
 import type { AppDeps } from '../app-deps.js';
 import type { Session } from '../sessions/session.js';
 import { looksLikeOurToken } from '../sessions/tokens.js';
+import { isAccountHomeserverToken } from '../sessions/account-sessions.js';
 import { admitSession } from '../sessions/revalidation.js';
 import { introspectAtOp } from './native-token-relay.js';
 import { API_SCOPES, DEVICE_SCOPE_PREFIXES, INACTIVE, IntrospectionUnavailable } from './introspection-answer.js';
@@ -18,7 +19,35 @@ export interface IntrospectionRequest {
  */
 export async function introspect(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {
   if (looksLikeOurToken(token)) return introspectOwnToken(deps, token, request);
+  if (isAccountHomeserverToken(token)) return introspectAccountPageToken(deps, token, request);
   return introspectAtOp(deps, token);
+}
+
+/**
+ * The account page's own homeserver token (sessions/account-sessions.ts): the user, no device, for as long as the
+ * page session lasts. Synapse accepts device-less tokens (`requester.device_id` None), which is all `GET /devices` needs.
+ */
+async function introspectAccountPageToken(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {
+  if (request.hint !== undefined && request.hint !== 'access_token') return INACTIVE;
+  let session;
+  try {
+    session = await deps.accountSessions.byHomeserverToken(token);
+  } catch (err: unknown) {
+    throw new IntrospectionUnavailable('The session store is unavailable', err);
+  }
+  if (session === undefined) return INACTIVE;
+  const now = deps.clock.now();
+  return {
+    active: true,
+    scope: API_SCOPES.join(' '),
+    client_id: 'matrix-compat-proxy/account',
+    username: session.localpart,
+    sub: session.sub,
+    token_type: 'access_token',
+    iat: Math.floor(session.createdAt / 1000),
+    exp: Math.floor(session.expiresAt / 1000),
+    expires_in: Math.max(0, Math.floor((session.expiresAt - now) / 1000)),
+  };
 }
 
 async function introspectOwnToken(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {

@@ -21,19 +21,32 @@ export interface OwnedRoute<D> {
   /** The `route` label of the request metrics. */
   readonly metric: RouteClass;
   readonly handler: (ctx: Context, deps: D) => Promise<void> | void;
+  /**
+   * The proxy owns only this method at this path; other methods pass through to the homeserver. For paths the
+   * homeserver serves too (`GET`/`PUT /devices/{id}` are Synapse's, `DELETE` is the proxy's under delegated auth).
+   */
+  readonly methodOnly?: boolean;
 }
 
 /**
- * Whether a normalised path belongs to the proxy on a listener: any route of the table at that path (whatever the
- * method: a wrong method is the proxy's 405, not the homeserver's business), or anything under the proxy's own
- * prefix (an unknown page of ours is our 404, never forwarded).
+ * Whether a request (normalised path, method) belongs to the proxy on a listener: any route of the table at that
+ * path (whatever the method: a wrong method is the proxy's 405, not the homeserver's business) unless the route
+ * owns only its own method (`methodOnly`), or anything under the proxy's own prefix (an unknown page of ours is our
+ * 404, never forwarded).
  */
-export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string) => boolean {
-  // Every pass-through request asks: exact paths are one Set lookup, only parameterised ones need a pattern.
-  const paths = routes.filter((route) => route.listener === listener).map((route) => route.path);
-  const exact = new Set(paths.filter((path) => !path.includes(':')));
-  const patterns = paths.filter((path) => path.includes(':')).map(patternOf);
-  return (path) => exact.has(path) || path === OWN_PREFIX || path.startsWith(`${OWN_PREFIX}/`) || patterns.some((pattern) => pattern.test(path));
+export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: Listener): (path: string, method?: string) => boolean {
+  // Every pass-through request asks: exact paths are one Set lookup, only parameterised ones need a pattern. A
+  // method-only route is checked with its method.
+  const own = routes.filter((route) => route.listener === listener);
+  const exact = new Set(own.filter((route) => !route.path.includes(':') && route.methodOnly !== true).map((route) => route.path));
+  const patterns = own
+    .filter((route) => route.path.includes(':') || route.methodOnly === true)
+    .map((route) => ({ pattern: patternOf(route.path), method: route.methodOnly === true ? route.method : undefined }));
+  return (path, method = 'GET') =>
+    exact.has(path) ||
+    path === OWN_PREFIX ||
+    path.startsWith(`${OWN_PREFIX}/`) ||
+    patterns.some((entry) => (entry.method === undefined || entry.method === method.toUpperCase()) && entry.pattern.test(path));
 }
 
 function patternOf(path: string): RegExp {

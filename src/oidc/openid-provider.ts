@@ -224,6 +224,7 @@ class OpenIdProvider implements UpstreamProvider {
       parameters.delete('code_challenge_method');
     }
     if (request.prompt !== undefined) parameters.set('prompt', request.prompt);
+    if (request.maxAge !== undefined) parameters.set('max_age', String(request.maxAge));
     return this.call('authorization request', async () => buildAuthorizationUrl(resolved.configuration, parameters));
   }
 

@@ -66,6 +66,8 @@ export interface AuthorizationRequest {
   readonly nonce: string;
   readonly codeVerifier: string;
   readonly prompt?: string;
+  /** OIDC Core §3.1.2.1 `max_age` in seconds: the OP must re-authenticate older sign-ins and send `auth_time`. */
+  readonly maxAge?: number;
 }
 
 export interface ExpectedCallback {

@@ -9,6 +9,8 @@ export interface HtmlPage {
   readonly body: string;
   /** CSP form-action sources besides 'self' (where a form's submission may be redirected); none → no forms allowed. */
   readonly formActions?: readonly string[];
+  /** One inline script (a constant of this folder, never built from input), allowed by its hash and nothing else. */
+  readonly script?: string;
 }
 
 /** HTML escaping for text and double-quoted attribute values. */
@@ -55,17 +57,23 @@ p{margin:.5rem 0}
 .button{display:block;width:100%;margin:.75rem 0 0;padding:.8rem 1rem;border:0;border-radius:8px;background:var(--accent);color:var(--accent-text);font:inherit;font-weight:600;text-align:center;text-decoration:none;cursor:pointer}
 .button.secondary{background:transparent;color:var(--text);border:1px solid var(--border)}
 ul.providers{list-style:none;padding:0;margin:1rem 0 0}
+ul.devices{list-style:none;padding:0;margin:.5rem 0}
+li.device{border-top:1px solid var(--border);padding:.5rem 0}
+li.device p{margin:.125rem 0}
+.notice{border-left:4px solid var(--accent);padding:.25rem .75rem}
+a{color:var(--accent)}
 `;
 const STYLE_HASH = `'sha256-${createHash('sha256').update(STYLE).digest('base64')}'`;
 
 /** Writes the page with the headers every proxy page carries; also clears the API's CORS headers (pages are not an API). */
 export function sendPage(ctx: Context, page: HtmlPage): void {
   const formAction = page.formActions === undefined ? "'none'" : ["'self'", ...page.formActions].join(' ');
+  const scriptSource = page.script === undefined ? '' : ` script-src 'sha256-${createHash('sha256').update(page.script).digest('base64')}';`;
   ctx.status = page.status;
   ctx.set('Content-Type', 'text/html; charset=utf-8');
   ctx.set(
     'Content-Security-Policy',
-    `default-src 'none'; style-src ${STYLE_HASH}; base-uri 'none'; form-action ${formAction}; frame-ancestors 'none'`,
+    `default-src 'none'; style-src ${STYLE_HASH};${scriptSource} base-uri 'none'; form-action ${formAction}; frame-ancestors 'none'`,
   );
   ctx.set('Cache-Control', 'no-store');
   ctx.set('X-Frame-Options', 'DENY');
@@ -80,7 +88,7 @@ export function sendPage(ctx: Context, page: HtmlPage): void {
 <meta name="referrer" content="no-referrer">
 <title>${escapeHtml(page.title)}</title>
 <style>${STYLE}</style>
-</head>
+${page.script === undefined ? '' : `<script>${page.script}</script>\n`}</head>
 <body>
 <main>
 ${page.body}

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ClientApi, errcodeOf, isRecord, statusError, type ClientApiResponse } from './client-api.js';
-import { HomeserverError, UserNotAllowed, type HomeserverAdapter, type HomeserverTokens, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
+import { HomeserverError, UserNotAllowed, onlyWithDelegatedAuth, type HomeserverAdapter, type HomeserverDevice, type HomeserverTokens, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 import type { UserPolicy } from './user-policy.js';
 
 export type HomeserverFlavour = 'synapse' | 'dendrite' | 'conduit' | 'conduwuit' | 'tuwunel' | 'continuwuity';
@@ -143,6 +143,14 @@ export class AppserviceBackend implements HomeserverAdapter, HomeserverTokens {
       return;
     }
     this.#expect('logout', response);
+  }
+
+  async allowCrossSigningReset(): Promise<void> {
+    throw onlyWithDelegatedAuth('approving a cross-signing reset');
+  }
+
+  async listDevices(): Promise<HomeserverDevice[]> {
+    throw onlyWithDelegatedAuth("reading the homeserver's device list for the account page");
   }
 
   async logoutAll(localpart: string): Promise<void> {

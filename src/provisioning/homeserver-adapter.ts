@@ -15,11 +15,28 @@ export interface HomeserverAdapter {
   /** Makes the homeserver's device list of the user exactly `deviceIds` (adds missing, deletes others). */
   syncDevices(localpart: string, deviceIds: readonly string[]): Promise<void>;
   /**
+   * Lets the user replace their cross-signing master key without User-Interactive Auth for a short while (Synapse:
+   * 10 minutes), after they approved the reset on the account page.
+   */
+  allowCrossSigningReset(localpart: string): Promise<void>;
+  /**
+   * The user's devices as the homeserver lists them to the user (client API `GET /devices`), read with a token
+   * that authenticates as that user (the account page's own). Every device: legacy, native OIDC, any other.
+   */
+  listDevices(userAccessToken: string): Promise<HomeserverDevice[]>;
+  /**
    * Present when the homeserver issues its own access tokens (appservice and JWT login): the proxy logs each device
    * in itself, keeps the homeserver token sealed in the session and swaps it in on the way through. Absent in the
    * delegated mode, where the homeserver accepts the proxy's own tokens by introspection.
    */
   readonly tokens?: HomeserverTokens;
+}
+
+export interface HomeserverDevice {
+  readonly deviceId: string;
+  readonly displayName?: string;
+  readonly lastSeenTs?: number;
+  readonly lastSeenIp?: string;
 }
 
 /** Token life cycle at a homeserver that issues its own tokens. Throws `HomeserverError`, or `UserNotAllowed`. */
@@ -70,4 +87,13 @@ export class HomeserverError extends Error {
     this.kind = kind;
     if (options.status !== undefined) this.status = options.status;
   }
+}
+
+/**
+ * For backends whose homeserver keeps its own auth (appservice, JWT login): the account page's device list and
+ * cross-signing approval need Synapse's delegated-auth contract (`/_synapse/mas/*`, and a page token the homeserver
+ * accepts by introspection). The page says the homeserver could not answer; the rest of it works.
+ */
+export function onlyWithDelegatedAuth(what: string): HomeserverError {
+  return new HomeserverError('permanent', `${what} needs homeserver.mode: delegated`);
 }

@@ -3,7 +3,7 @@ import { SignJWT } from 'jose';
 import type { Logger } from 'pino';
 import { setLockedWithAdminToken, type HomeserverFlavour } from './appservice.js';
 import { ClientApi, errcodeOf, isRecord, statusError, type ClientApiResponse } from './client-api.js';
-import { HomeserverError, UserNotAllowed, type HomeserverAdapter, type HomeserverTokens, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
+import { HomeserverError, UserNotAllowed, onlyWithDelegatedAuth, type HomeserverAdapter, type HomeserverDevice, type HomeserverTokens, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 import type { UserPolicy } from './user-policy.js';
 
 export interface JwtLoginSettings {
@@ -126,6 +126,14 @@ export class JwtLoginBackend implements HomeserverAdapter, HomeserverTokens {
     const response = await this.#api.call('logout', 'POST', `${V3}/logout`, { token, body: {}, idempotent: true });
     if (response.status === 401) return this.deleteDevice(localpart, deviceId);
     expect('logout', response);
+  }
+
+  async allowCrossSigningReset(): Promise<void> {
+    throw onlyWithDelegatedAuth('approving a cross-signing reset');
+  }
+
+  async listDevices(): Promise<HomeserverDevice[]> {
+    throw onlyWithDelegatedAuth("reading the homeserver's device list for the account page");
   }
 
   async logoutAll(localpart: string): Promise<void> {

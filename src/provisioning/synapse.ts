@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { HomeserverError, type HomeserverAdapter, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
+import { HomeserverError, type HomeserverAdapter, type HomeserverDevice, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 
 export interface SynapseProvisioningOptions {
   /** Synapse's base URL (the one serving `/_synapse/mas/*`). */
@@ -15,7 +15,7 @@ export interface SynapseProvisioningOptions {
   readonly retryBaseDelayMs?: number;
 }
 
-type MasEndpoint = 'provision_user' | 'query_user' | 'upsert_device' | 'delete_device' | 'sync_devices';
+type MasEndpoint = 'provision_user' | 'query_user' | 'upsert_device' | 'delete_device' | 'sync_devices' | 'allow_cross_signing_reset';
 
 interface MasResponse {
   readonly status: number;
@@ -88,6 +88,53 @@ export class SynapseProvisioning implements HomeserverAdapter {
     // cannot be created, so a non-empty list is a real failure.
     if (deviceIds.length === 0 && isUnknownUser(response)) return;
     this.#expectSuccess('sync_devices', response);
+  }
+
+  async allowCrossSigningReset(localpart: string): Promise<void> {
+    // synapse/rest/synapse/mas/users.py MasAllowCrossSigningResetResource: 10 minutes; no master key yet is a no-op.
+    const response = await this.#call('allow_cross_signing_reset', 'POST', { localpart });
+    this.#expectSuccess('allow_cross_signing_reset', response);
+  }
+
+  async listDevices(userAccessToken: string): Promise<HomeserverDevice[]> {
+    // The client API, as the user: Synapse has no device list under /_synapse/mas (the admin API would need an admin
+    // token). One attempt: a page render, not a state change, so a failure is shown rather than retried.
+    let response: Response;
+    try {
+      response = await fetch(`${this.#baseUrl}/_matrix/client/v3/devices`, {
+        headers: { authorization: `Bearer ${userAccessToken}`, accept: 'application/json' },
+        signal: AbortSignal.timeout(this.#timeoutMs),
+        redirect: 'error',
+      });
+    } catch (error) {
+      throw new HomeserverError('transient', `devices: Synapse unreachable (${describe(error)})`, { cause: error });
+    }
+    const text = await response.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = text.slice(0, 200);
+    }
+    if (response.status < 200 || response.status >= 300) {
+      throw new HomeserverError(isTransientStatus(response.status) ? 'transient' : 'permanent', `devices: Synapse answered ${response.status}${errcodeOf(body) === undefined ? '' : ` ${errcodeOf(body)}`}`, { status: response.status });
+    }
+    const devices = isRecord(body) && Array.isArray(body['devices']) ? body['devices'] : [];
+    return devices.filter(isRecord).flatMap((device): HomeserverDevice[] => {
+      const deviceId = device['device_id'];
+      if (typeof deviceId !== 'string') return [];
+      const displayName = device['display_name'];
+      const lastSeenTs = device['last_seen_ts'];
+      const lastSeenIp = device['last_seen_ip'];
+      return [
+        {
+          deviceId,
+          ...(typeof displayName === 'string' ? { displayName } : {}),
+          ...(typeof lastSeenTs === 'number' ? { lastSeenTs } : {}),
+          ...(typeof lastSeenIp === 'string' ? { lastSeenIp } : {}),
+        },
+      ];
+    });
   }
 
   /** One adapter call: attempts until a final answer, the retry budget, or the time budget runs out. */

@@ -1,6 +1,6 @@
 import { indexPendingSsoLogin } from './op-logouts.js';
 import type { Clock } from '../clock.js';
-import { isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
+import { isFields, isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
 import { hashToken, isOpaqueSecret, newOpaqueSecret, randomBase62 } from './tokens.js';
 
@@ -13,7 +13,19 @@ export interface PendingSsoLogin {
   /** Hash of the browser secret held in the SSO cookie. */
   readonly browserHash: string;
   readonly expiresAt: number;
+  /** Absent: a login (the callback mints a login token). Otherwise the re-authentication this OP round trip is for. */
+  readonly purpose?: SsoPurpose;
 }
+
+/**
+ * Why the browser went to the OP, when not to log in: `uia` completes the m.login.sso stage of a User-Interactive
+ * Auth session (the fallback page); `account` signs in to the account page and goes back to `returnTo` (a path of
+ * the page). `requestedAt` is when the proxy asked; with `fresh` (and always for `uia`) the OP's `auth_time` must
+ * not be older.
+ */
+export type SsoPurpose =
+  | { readonly kind: 'uia'; readonly uiaSessionId: string; readonly requestedAt: number }
+  | { readonly kind: 'account'; readonly returnTo: string; readonly fresh: boolean; readonly requestedAt: number };
 
 /** An identity the OP confirmed, waiting for the user to press "Continue" (or whitelisted: minted at once). */
 export interface PendingConfirmation {
@@ -38,9 +50,14 @@ export const ssoLoginKeys = {
 
 /*
  * Version 1 of both records added only `v`. Those written without it (releases up to d73999c, version 0) are still
- * read: a login started before an upgrade finishes after it.
+ * read: a login started before an upgrade finishes after it. Version 2 of the pending login added `purpose`: an
+ * older replica must not take a re-authentication for a login, so it reads version 2 as unknown.
  */
-export const pendingSsoLoginRecord = recordFormat<PendingSsoLogin>({ name: 'sso_pending', version: 1, decoders: { 0: isPendingFields, 1: isPendingFields } });
+export const pendingSsoLoginRecord = recordFormat<PendingSsoLogin>({
+  name: 'sso_pending',
+  version: 2,
+  decoders: { 0: isPendingFields, 1: isPendingFields, 2: (f) => isPendingFields(f) && isOptional(f.purpose, isSsoPurpose) },
+});
 export const pendingConfirmationRecord = recordFormat<PendingConfirmation>({
   name: 'sso_confirmation',
   version: 1,
@@ -49,6 +66,12 @@ export const pendingConfirmationRecord = recordFormat<PendingConfirmation>({
 
 function isPendingFields(f: Fields): boolean {
   return isString(f.idpId) && isString(f.redirectUrl) && isString(f.nonce) && isString(f.codeVerifier) && isString(f.browserHash) && isNumber(f.expiresAt);
+}
+
+function isSsoPurpose(value: unknown): boolean {
+  if (!isFields(value) || !isNumber(value.requestedAt)) return false;
+  if (value.kind === 'uia') return isString(value.uiaSessionId);
+  return value.kind === 'account' && isString(value.returnTo) && typeof value.fresh === 'boolean';
 }
 
 function isConfirmationFields(f: Fields): boolean {
@@ -79,7 +102,13 @@ export class SsoLoginState {
   ) {}
 
   /** Records a new pending login; returns the values the authorization request carries. */
-  async begin(input: { idpId: string; redirectUrl: string; browserHash: string; lifetimeMs: number }): Promise<{ state: string; nonce: string; codeVerifier: string }> {
+  async begin(input: {
+    idpId: string;
+    redirectUrl: string;
+    browserHash: string;
+    lifetimeMs: number;
+    purpose?: SsoPurpose;
+  }): Promise<{ state: string; nonce: string; codeVerifier: string }> {
     const state = newOpaqueSecret();
     const nonce = newOpaqueSecret();
     // RFC 7636 §4.1: 43 to 128 unreserved characters.
@@ -91,6 +120,7 @@ export class SsoLoginState {
       codeVerifier,
       browserHash: input.browserHash,
       expiresAt: this.clock.now() + input.lifetimeMs,
+      ...(input.purpose === undefined ? {} : { purpose: input.purpose }),
     };
     await this.store.set(ssoLoginKeys.pending(state), pendingSsoLoginRecord.encode(pending), { ttlMs: 2 * input.lifetimeMs });
     return { state, nonce, codeVerifier };

@@ -10,7 +10,7 @@ import type { Store } from '../store/store.js';
 const lockedKey = (localpart: string) => `homeserver-locked:${localpart}`;
 import type { IssuedTokens, NewSession, SessionStore } from './session-store.js';
 
-export type EndReason = 'logout' | 'logout_all' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin';
+export type EndReason = 'logout' | 'logout_all' | 'device_deleted' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin';
 
 export interface LifecycleDeps {
   readonly sessions: SessionStore;

@@ -160,10 +160,9 @@ for (const backend of backends) {
       assert.deepEqual(unreadable(log), []);
     });
 
-    test('new records carry their version, read back the same, and hold every field the current release reads', async (t) => {
+    test('new records carry their version (2 for sessions and pending SSO logins, else 1), read back the same, and hold every field the current release reads', async (t) => {
       const { store, sessions, loginTokens, sso, bindings, log } = await open(t);
       // What d73999c does with a record (`JSON.parse(raw) as T`): it sees the same fields, and an unknown `v`.
-      // Sessions are at version 2 (the sealed homeserver token), every other record at version 1.
       const withoutVersion = (raw: string | undefined, version = 1) => {
         assert.ok(raw !== undefined);
         const { v, ...fields } = JSON.parse(raw) as Record<string, unknown>;
@@ -191,9 +190,14 @@ for (const backend of backends) {
       assert.deepEqual(await loginTokens.redeem(loginToken), grant);
 
       const begun = await sso.begin({ idpId: 'op', redirectUrl: 'https://client/', browserHash: 'bh', lifetimeMs: 600_000 });
-      const pendingRaw = withoutVersion(await store.get(ssoLoginKeys.pending(begun.state)));
+      const pendingRaw = withoutVersion(await store.get(ssoLoginKeys.pending(begun.state)), 2);
       assert.deepEqual(await sso.takePending(begun.state), pendingRaw);
       assert.equal(pendingRaw.codeVerifier, begun.codeVerifier);
+      // Version 2 added the purpose of a re-authentication (an older release reads such a record as unknown).
+      const purpose = { kind: 'uia', uiaSessionId: 'u'.repeat(32), requestedAt: 11 } as const;
+      const reauth = await sso.begin({ idpId: 'op', redirectUrl: 'https://proxy/fallback', browserHash: 'bh', lifetimeMs: 600_000, purpose });
+      assert.deepEqual(withoutVersion(await store.get(ssoLoginKeys.pending(reauth.state)), 2).purpose, purpose);
+      assert.deepEqual((await sso.takePending(reauth.state))?.purpose, purpose);
       const confirmation: PendingConfirmation = { idpId: 'op', issuer: 'https://op', sub: 'sub-1', localpart: 'alice', redirectUrl: 'https://client/', browserHash: 'bh', validatedAt: 7 };
       const confirmationId = await sso.saveConfirmation(confirmation, 60_000);
       assert.deepEqual(withoutVersion(await store.get(ssoLoginKeys.confirmation(confirmationId))), confirmation);
@@ -321,7 +325,7 @@ describe('record formats (no store)', () => {
     [localpartOwnerRecord, d73999c.localpartOwner.raw],
   ];
 
-  test('each version-0 record decodes, and re-encodes as version 1 with the same fields', () => {
+  test('each version-0 record decodes, and re-encodes in the current version with the same fields', () => {
     for (const [format, raw] of legacy) {
       const value = format.decode(raw);
       assert.deepEqual(value, JSON.parse(raw), `${format.name}: ${raw}`);

@@ -38,14 +38,53 @@ describe('homeserver-facing API (Synapse matrix_authentication_service contract)
     await h.stop();
   });
 
-  test('metadata: the OP issuer and endpoints plus account_management_uri', async () => {
+  test('metadata: the OP issuer and endpoints plus account_management_uri (the proxy\'s account page) and its MSC4191 actions', async () => {
     const response = await fetch(`${h.homeserverFacingUrl}/.well-known/openid-configuration`);
-    const body = (await response.json()) as Record<string, string>;
+    const body = (await response.json()) as Record<string, unknown>;
     assert.equal(response.status, 200);
     assert.equal(body['issuer'], h.op.issuer);
     assert.equal(body['token_endpoint'], `${h.op.issuer}/token`);
     assert.equal(typeof body['authorization_endpoint'], 'string');
-    assert.equal(body['account_management_uri'], `${h.op.issuer}/account`);
+    assert.equal(body['account_management_uri'], `${h.url}/_matrix-compat-proxy/account`);
+    assert.deepEqual(body['account_management_actions_supported'], [
+      'org.matrix.profile',
+      'org.matrix.devices_list',
+      'org.matrix.device_view',
+      'org.matrix.device_delete',
+      'org.matrix.cross_signing_reset',
+      'org.matrix.account_deactivate',
+      'org.matrix.sessions_list',
+      'org.matrix.session_view',
+      'org.matrix.session_end',
+    ]);
+  });
+
+  test('metadata: an admin-set account_management_uri wins, without the page\'s actions', async () => {
+    const other = await startProxyHarness({ configure: (config) => void (config['homeserver'].account_management_uri = 'https://accounts.example.test/manage') });
+    try {
+      const body = (await (await fetch(`${other.homeserverFacingUrl}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+      assert.equal(body['account_management_uri'], 'https://accounts.example.test/manage');
+      assert.equal(body['account_management_actions_supported'], undefined);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test('an account page\'s homeserver token introspects as its user without a device; unknown ones are inactive', async () => {
+    const { session } = await h.deps.accountSessions.create(
+      { localpart: 'alice', idpId: 'testop', issuer: h.op.issuer, sub: h.op.users.alice.sub, authTime: h.deps.clock.now() },
+      60_000,
+      (secret) => h.deps.keys.seal(secret),
+    );
+    const token = h.deps.keys.open(session.sealedHomeserverToken);
+    const answer = await introspect(h, token);
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body['active'], true);
+    assert.equal(answer.body['username'], 'alice');
+    assert.equal(answer.body['device_id'], undefined);
+    assert.match(answer.body['scope'], /urn:matrix:client:api:\*/);
+    assert.doesNotMatch(answer.body['scope'], /device/);
+    assert.deepEqual((await introspect(h, `mcpw_${'A'.repeat(32)}`)).body, { active: false });
   });
 
   test('introspection requires the shared secret', async () => {

@@ -86,6 +86,7 @@ const UNSTABLE_API_SCOPE = 'urn:matrix:org.matrix.msc2967.client:api:*';
 const STABLE_DEVICE_PREFIX = 'urn:matrix:client:device:';
 const UNSTABLE_DEVICE_PREFIX = 'urn:matrix:org.matrix.msc2967.client:device:';
 const INTROSPECTION_CACHE_MS = 2 * 60 * 1000;
+const CROSS_SIGNING_REPLACEMENT_MS = 10 * 60 * 1000;
 const INTROSPECTION_RESPONSE_LIMIT = 1024 * 1024;
 // synapse/handlers/device.py, synapse/handlers/profile.py, synapse/api/constants.py
 const MAX_DEVICE_DISPLAY_NAME_LEN = 100;
@@ -134,6 +135,8 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
   const metadataUrl = `${options.masEndpoint.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   const users = new Map<string, DoubleUser>();
   const deviceTable = new Map<string, Map<string, DoubleDevice>>();
+  /** Uploaded cross-signing keys per localpart (the body as sent) and until when a replacement needs no approval. */
+  const signingKeys = new Map<string, { body: string; replaceableUntil: number }>();
   const calls: ProvisioningCall[] = [];
   const introspections: IntrospectionCall[] = [];
   const cache = new Map<string, CacheEntry>();
@@ -266,12 +269,6 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
         return [200, {}];
       },
     },
-    allow_cross_signing_reset: {
-      POST: ({ body }) => {
-        requireUser(validate(body(), { localpart: str })['localpart'] as string);
-        return [200, {}];
-      },
-    },
     upsert_device: {
       POST: ({ body }) => {
         const input = validate(body(), { localpart: str, device_id: str, display_name: optStr });
@@ -309,6 +306,17 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
         const device = devicesOf(localpart).get(input['device_id'] as string);
         if (device === undefined) throw new SynapseError(404, 'M_NOT_FOUND', 'Not found');
         device.displayName = input['display_name'] as string;
+        return [200, {}];
+      },
+    },
+    // synapse/rest/synapse/mas/users.py MasAllowCrossSigningResetResource: 10 minutes; no master key yet is a no-op.
+    allow_cross_signing_reset: {
+      POST: ({ body }) => {
+        const input = validate(body(), { localpart: str });
+        const localpart = input['localpart'] as string;
+        requireUser(localpart);
+        const keys = signingKeys.get(localpart);
+        if (keys !== undefined) keys.replaceableUntil = clock.now() + CROSS_SIGNING_REPLACEMENT_MS;
         return [200, {}];
       },
     },
@@ -493,6 +501,27 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
     });
     if (subPath === '/account/whoami' && method === 'GET') {
       sendJson(res, 200, { user_id: requester.userId, is_guest: false, ...(requester.deviceId === null ? {} : { device_id: requester.deviceId }) });
+      return;
+    }
+    if (subPath === '/keys/device_signing/upload' && method === 'POST') {
+      // synapse/rest/client/keys.py SigningKeyUploadServlet under delegated auth: the first upload needs nothing, the
+      // same keys again are a no-op, a replacement needs the auth service's approval (allow_cross_signing_reset).
+      const input = parseJsonObject(rawBody);
+      const { auth: _auth, ...keys } = input;
+      const serialised = JSON.stringify(keys);
+      const existing = signingKeys.get(requester.localpart);
+      if (existing !== undefined && existing.body !== serialised && clock.now() >= existing.replaceableUntil) {
+        const url = `${String((await serverMetadata())['account_management_uri'])}?action=org.matrix.cross_signing_reset`;
+        sendJson(res, 401, {
+          session: 'dummy',
+          flows: [{ stages: ['m.oauth'] }, { stages: ['org.matrix.cross_signing_reset'] }],
+          params: { 'm.oauth': { url }, 'org.matrix.cross_signing_reset': { url } },
+          msg: `To reset your end-to-end encryption cross-signing identity, you first need to approve it at ${url} and then try again.`,
+        });
+        return;
+      }
+      signingKeys.set(requester.localpart, { body: serialised, replaceableUntil: existing?.replaceableUntil ?? 0 });
+      sendJson(res, 200, {});
       return;
     }
     if (subPath === '/devices' && method === 'GET') {

@@ -284,8 +284,11 @@ describe('defaults and normalisation', () => {
       sso_login_lifetime: 1_800_000,
       revalidate_interval: 300_000,
       op_unreachable_grace: 3_600_000,
+      uia_session_lifetime: 900_000,
+      uia_reuse_window: 120_000,
       encryption_key: ENCRYPTION_KEY,
     });
+    assert.deepEqual(config.account, { enabled: true, session_lifetime: 1_800_000, recent_auth_window: 300_000 });
     assert.deepEqual(config.rate_limits, {
       login_per_ip: { burst: 3, per_second: 0.05 },
       login_per_account: { burst: 1800, per_second: 0.5 },

@@ -11,10 +11,13 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'invalid_redirect_url':
       return new PageError(failure, 400, 'M_INVALID_PARAM', cause);
     case 'unknown_provider':
+    case 'device_unknown':
+    case 'account_unavailable':
       return new PageError(failure, 404, 'M_NOT_FOUND', cause);
     case 'unknown_state':
     case 'expired':
     case 'confirmation_unknown':
+    case 'uia_session_unknown':
       return new PageError(failure, 400, 'M_UNKNOWN', cause);
     case 'cookie_mismatch':
     case 'wrong_callback':
@@ -26,6 +29,9 @@ export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
     case 'no_localpart':
     case 'mapping_failed':
     case 'localpart_taken':
+    case 'reauth_wrong_account':
+    case 'reauth_stale':
+    case 'account_csrf':
       return new PageError(failure, 403, 'M_FORBIDDEN', cause);
     case 'deactivated':
       return new PageError(failure, 403, 'M_USER_DEACTIVATED', cause);
