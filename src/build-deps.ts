@@ -25,6 +25,7 @@ import { LoginThrottle } from './security/login-throttle.js';
 import { AccountAliases } from './security/account-name.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
+import { createAuthorizationServer } from './oauth/authorization-server.js';
 import { UiaSessions } from './sessions/uia-sessions.js';
 import { AccountSessions } from './sessions/account-sessions.js';
 
@@ -56,7 +57,10 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   );
   const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
   const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
+  const oauth =
+    config.native_clients === 'serve' ? createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics }) : undefined;
   return {
+    oauth,
     config,
     clock,
     logger,

@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
 import { logOf, paramOf, singleQueryValue } from '../http/request-state.js';
+import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { resolveAccount, type AccountRefusal, type ResolvedAccount } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
 import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
@@ -77,7 +78,9 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   logOf(ctx, deps.logger).info({ event: 'sso.callback.ok', idp_id: idpId, localpart: account.localpart, first_login: account.firstLogin }, 'sso.callback.ok');
 
   // Synapse's sso.client_whitelist: trusted clients skip the confirmation page.
-  if (isWhitelisted(pending.redirectUrl, deps.config.sso.client_whitelist)) {
+  // The proxy's own OAuth server (native_clients: serve) is where its interaction comes back to: always trusted.
+  const ownOAuthInteraction = `${deps.config.public_baseurl.replace(/\/$/, '')}${OAUTH_PREFIX}/interaction/`;
+  if (isWhitelisted(pending.redirectUrl, [...deps.config.sso.client_whitelist, ownOAuthInteraction])) {
     sendRedirect(ctx, withLoginToken(pending.redirectUrl, await mintLoginToken(deps, confirmation)), 302);
     return;
   }

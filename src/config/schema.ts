@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { parseByteSize, parseDuration, type Parsed } from './durations.js';
@@ -523,6 +524,15 @@ const clientWhitelistEntry = url({}).refine((text) => text.endsWith('/'), {
   error: 'must end with "/" (entries are prefixes; without the slash https://app.example.org would also match https://app.example.org.evil)',
 });
 
+/**
+ * `relay`: the homeserver's auth_metadata is the upstream OP's own metadata (the OP must do dynamic registration and
+ * Matrix scopes itself). `hide`: the proxy answers auth_metadata and auth_issuer with 404 M_UNRECOGNIZED, so
+ * clients that can do both use the legacy login the proxy serves. `serve`: the proxy is the homeserver's OAuth 2.0
+ * server (MSC2964-2967, src/oauth/), with sign-in at the upstream OP through the SSO bridge.
+ */
+export const NATIVE_CLIENT_MODES = ['hide', 'relay', 'serve'] as const;
+export type NativeClientMode = (typeof NATIVE_CLIENT_MODES)[number];
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 // ---------------------------------------------------------------------------------------------------- the config
@@ -534,6 +544,22 @@ export const configSchema = z
     listen: listener('127.0.0.1', 8009),
     trusted_proxies: z.array(parsedWith<string>(parseCidr)).default([]),
     homeserver,
+    // What native OAuth 2.0 clients (MSC2964/MSC2965) are told at the homeserver's auth_metadata; README "Native
+    // OIDC clients" argues the default.
+    native_clients: z.enum(NATIVE_CLIENT_MODES).default('hide'),
+    oauth_server: z
+      .strictObject({
+        // PEM RSA private key that signs ID tokens (RS256: matrix-js-sdk registers clients with
+        // id_token_signed_response_alg RS256); its public half is the issuer's JWKS. Required with serve.
+        signing_key: z
+          .string()
+          .refine(isRsaPrivateKeyPem, { error: 'must be a PEM RSA private key of at least 2048 bits (openssl genrsa 2048)' })
+          .optional(),
+        // Clients whose client_uri has one of these origins skip the consent page (MSC2966 ties a client's redirect
+        // URIs to its client_uri host, so only that host's apps can claim it); every other client is asked.
+        first_party_client_uris: z.array(url({ protocols: ['https:'] })).default([]),
+      })
+      .prefault({}),
     store,
     oidc_providers: z.array(oidcProvider).default([]),
     password_login: passwordLogin,
@@ -585,8 +611,30 @@ export const configSchema = z
   })
   .superRefine(checkConfig, evenAfterFieldErrors);
 
+function isRsaPrivateKeyPem(text: string): boolean {
+  try {
+    const key = createPrivateKey(text);
+    return key.asymmetricKeyType === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
+  } catch {
+    return false;
+  }
+}
+
+/** native_clients: serve needs its signing key and an OP to sign users in at. */
+function checkNativeClients(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  if (config['native_clients'] !== 'serve') return;
+  if (field(config['oauth_server'], 'signing_key') === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'is required with native_clients: serve (or set signing_key_path)', path: ['oauth_server', 'signing_key'], input: undefined });
+  }
+  if (!Array.isArray(config['oidc_providers']) || config['oidc_providers'].length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'native_clients: serve signs users in at an upstream OP: configure oidc_providers', path: ['native_clients'], input: 'serve' });
+  }
+}
+
 /** Rules across sections. */
 function checkConfig(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  checkNativeClients(config, ctx);
+
   const providers = Array.isArray(config['oidc_providers']) ? (config['oidc_providers'] as unknown[]) : [];
   const firstIndexOf = new Map<string, number>();
   providers.forEach((provider, index) => {

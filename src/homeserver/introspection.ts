@@ -82,7 +82,8 @@ async function introspectOwnToken(deps: AppDeps, result: AuthenticateResult, req
   return {
     active: true,
     scope: scopeFor(session.deviceId, request.deviceIdSupported),
-    client_id: 'matrix-compat-proxy',
+    // A native session (native_clients: serve) names the OAuth client it was issued to, as MAS does.
+    client_id: session.oauthClientId ?? 'matrix-compat-proxy',
     username: session.localpart,
     sub: opSubjectOf(session)?.sub ?? session.localpart,
     device_id: session.deviceId,

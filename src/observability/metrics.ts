@@ -1,7 +1,7 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Route classes keep metric cardinality bounded: never label by raw path. */
-export type RouteClass = 'login' | 'logout' | 'devices' | 'account' | 'refresh' | 'sso' | 'introspection' | 'admin' | 'backchannel_logout' | 'passthrough' | 'ops' | 'discovery' | 'other';
+export type RouteClass = 'login' | 'logout' | 'devices' | 'account' | 'refresh' | 'sso' | 'introspection' | 'admin' | 'backchannel_logout' | 'oauth' | 'passthrough' | 'ops' | 'discovery' | 'other';
 
 export interface Metrics {
   readonly registry: Registry;

@@ -62,6 +62,7 @@ function isSessionFieldsWith(f: Fields, isSessionOrigin: (value: unknown) => boo
     isString(f.localpart) &&
     isString(f.deviceId) &&
     isOptional(f.deviceDisplayName, isString) &&
+    isOptional(f.oauthClientId, isString) &&
     isSessionOrigin(f.origin) &&
     isNumber(f.createdAt) &&
     isNumber(f.lastSeenAt) &&
@@ -124,6 +125,7 @@ export interface NewSession {
   readonly deviceId: string;
   readonly deviceDisplayName?: string;
   readonly origin: Session['origin'];
+  readonly oauthClientId?: string;
   readonly ip?: string;
   readonly userAgent?: string;
   /** Given: access token expires after this many ms and a refresh token is issued. */
@@ -200,6 +202,7 @@ export class SessionStore {
       deviceId: input.deviceId,
       ...(input.deviceDisplayName === undefined ? {} : { deviceDisplayName: input.deviceDisplayName }),
       origin: input.origin,
+      ...(input.oauthClientId === undefined ? {} : { oauthClientId: input.oauthClientId }),
       createdAt: now,
       lastSeenAt: now,
       ...(input.ip === undefined ? {} : { ip: input.ip }),

@@ -22,6 +22,11 @@ export interface Session {
    */
   readonly softLoggedOut?: { readonly at: number; readonly reason: 'backchannel_logout' };
   /**
+   * Set for a session a native OAuth 2.0 client obtained from this proxy's authorization server (native_clients:
+   * serve): the client_id it was registered under, so its refresh token is bound to that client (RFC 6749 §6).
+   */
+  readonly oauthClientId?: string;
+  /**
    * The homeserver's own access token for this device, sealed (AES-GCM), when the homeserver issues tokens
    * (appservice and JWT login): the proxy swaps the client's token for it on the way through and never lets it out.
    * Absent in delegated mode, where the homeserver accepts the proxy's token by introspection.
