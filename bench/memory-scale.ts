@@ -140,7 +140,7 @@ async function memoryUsageSample(redis: Redis, tokens: readonly string[], size: 
     const raw = await redis.get(SESSION_KEY_PREFIX + sessionKeys.session(id));
     if (raw === null) continue;
     const session = JSON.parse(raw) as Session;
-    if (session.origin.kind === 'appservice') continue;
+    if (session.origin.kind === 'appservice' || session.origin.kind === 'imported') continue;
     const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', SESSION_KEY_PREFIX + key, 'SAMPLES', '0'));
     const parts: [string, number][] = [
       ['session', await usage(sessionKeys.session(id))],

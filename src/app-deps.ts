@@ -13,7 +13,11 @@ import type { SessionLifecycle } from './sessions/session-lifecycle.js';
 import type { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import type { LoginThrottle } from './security/login-throttle.js';
+import type { AccountAliases } from './security/account-name.js';
 import type { SsoLoginState } from './sessions/pending-sso-logins.js';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { SignInStore } from './sessions/oauth-sign-ins.js';
 import type { UiaSessions } from './sessions/uia-sessions.js';
 import type { AccountSessions } from './sessions/account-sessions.js';
 import type { AppPasswords } from './sessions/app-passwords.js';
@@ -39,7 +43,11 @@ export interface AppDeps {
   readonly keys: SessionKeys;
   readonly appservices: AppserviceRegistry;
   readonly throttle: LoginThrottle;
+  /** E-mail → account, learnt at login, so the throttle counts an account once whatever name it is typed by. */
+  readonly accountAliases: AccountAliases;
   readonly ssoLogins: SsoLoginState;
+  /** The OAuth 2.0 server for native clients; only with `native_clients: serve`. */
+  readonly oauth: AuthorizationServer | undefined;
   /** Digest of `homeserver.secret` (introspection callers), computed once; undefined outside delegated mode. */
   readonly homeserverSecretDigest: Buffer | undefined;
   /**
@@ -55,4 +63,14 @@ export interface AppDeps {
   readonly appPasswords: AppPasswords;
   /** Digest of `admin.token`; undefined when no admin token is set (then no admin route exists). */
   readonly adminTokenDigest: Buffer | undefined;
+}
+
+/** The OAuth 2.0 server for native clients (src/oauth/authorization-server.ts builds it). */
+export interface AuthorizationServer {
+  readonly provider: Provider;
+  readonly issuer: string;
+  readonly publicBaseUrl: string;
+  readonly signIns: SignInStore;
+  /** Hands the request to oidc-provider (the path is under OAUTH_PREFIX). */
+  handle(ctx: Context): Promise<void>;
 }

@@ -7,7 +7,7 @@ import { MatrixError } from './errors/matrix-error.js';
 import { renderErrors, writeRawMatrixError, type ErrorStyle } from './errors/render.js';
 import { clientIp } from './http/client-address.js';
 import { ownedPathMatcher, type Listener } from './http/owned-routes.js';
-import { normaliseMatrixPath } from './http/path-normalisation.js';
+import { normaliseMatrixPath, splitRequestTarget } from './http/path-normalisation.js';
 import { requestLog, setRequestState } from './http/request-state.js';
 import { redactUrl } from './observability/logger.js';
 import type { RouteClass } from './observability/metrics.js';
@@ -75,9 +75,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
 
   return {
     client(req, res) {
-      const url = req.url ?? '/';
-      const queryStart = url.indexOf('?');
-      const rawPath = queryStart < 0 ? url : url.slice(0, queryStart);
+      const { rawPath, query } = splitRequestTarget(req.url ?? '/');
       const path = normaliseMatrixPath(rawPath);
       if (path === undefined) {
         writeRawMatrixError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
@@ -85,10 +83,12 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
       }
       if (ownsPath(path, req.method)) {
         // Route on the normalised path, keep the query as sent.
-        req.url = queryStart < 0 ? path : path + url.slice(queryStart);
+        req.url = path + query;
         clientCallback(req, res);
         return;
       }
+      // The homeserver gets the target without a fragment: the path judged above is the path it sees.
+      req.url = rawPath + query;
       countPassthrough(req, res);
       const revalidation = revalidateBeforeForwarding(req);
       if (revalidation === undefined) {
@@ -113,7 +113,7 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
 function listenerApp(deps: AppDeps, routes: readonly Route[], listener: Listener): Koa {
   const app = new Koa({ proxy: false });
   app.use(requestContext(deps, listener));
-  app.use(renderErrors((ctx) => matchedRoute(ctx)?.style ?? 'matrix'));
+  app.use(renderErrors((ctx) => matchedRoute(ctx)?.style ?? 'matrix', deps.metrics.rejections));
   app.use(unrecognizedWhenUnanswered);
   if (listener === 'client') app.use(corsForOwnedRoutes);
   const router = new Router();

@@ -22,8 +22,10 @@ import { SessionLifecycle } from './sessions/session-lifecycle.js';
 import { SessionStore } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import { LoginThrottle } from './security/login-throttle.js';
+import { AccountAliases } from './security/account-name.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
+import { createAuthorizationServer } from './oauth/authorization-server.js';
 import { UiaSessions } from './sessions/uia-sessions.js';
 import { AccountSessions } from './sessions/account-sessions.js';
 import { AppPasswords } from './sessions/app-passwords.js';
@@ -47,7 +49,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       {
         idpId: provider.idp_id,
         issuer: provider.issuer,
-        mapper: compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name),
+        mapper: compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name, { caseFolding: provider.localpart_case_folding }),
         attributeRequirements: provider.attribute_requirements,
         allowExistingUsers: provider.allow_existing_users,
         enableRegistration: provider.enable_registration,
@@ -56,7 +58,11 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   );
   const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
   const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
+  const appPasswords = new AppPasswords(store, clock, logger);
+  const oauth =
+    config.native_clients === 'serve' ? createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords }) : undefined;
   return {
+    oauth,
     config,
     clock,
     logger,
@@ -76,12 +82,15 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     ownAsTokenDigest: backend.ownAsToken === undefined ? undefined : secretDigest(backend.ownAsToken),
     uia: new UiaSessions(store, clock, logger),
     accountSessions: new AccountSessions(store, clock, logger),
-    appPasswords: new AppPasswords(store, clock, logger),
+    appPasswords,
     adminTokenDigest: config.admin.token === undefined || config.admin.token === '' ? undefined : secretDigest(config.admin.token),
+    // An e-mail → account alias lives as long as a month without a login that confirms it.
+    accountAliases: new AccountAliases(store, 30 * 24 * 3600_000),
     throttle: new LoginThrottle(store, clock, {
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
       perAccount: { burst: config.rate_limits.login_per_account.burst, perSecond: config.rate_limits.login_per_account.per_second },
       ssoPerIp: { burst: config.rate_limits.sso_per_ip.burst, perSecond: config.rate_limits.sso_per_ip.per_second },
+      ipv6PrefixLength: config.rate_limits.ipv6_prefix_length,
     }),
   };
 }

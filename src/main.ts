@@ -6,12 +6,14 @@ const USAGE = `Usage:
   matrix-compat-proxy --config FILE                 start the proxy
   matrix-compat-proxy --config FILE --check-config  validate the configuration and exit (0 = valid)
   matrix-compat-proxy admin COMMAND ...             call the admin API of a running proxy (admin --help)
+  matrix-compat-proxy migrate synapse ...           import a Synapse's sessions and SSO links (migrate --help)
   matrix-compat-proxy doctor --config FILE [--json] check the config against the real OPs, homeserver and store
 `;
 
 /** Entry point: load config, build dependencies, listen, shut down gracefully on SIGTERM/SIGINT. */
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === 'admin') return (await import('./admin/admin-cli.js')).runAdminCli(argv.slice(1));
+  if (argv[0] === 'migrate') return (await import('./migrate/migrate-cli.js')).runMigrateCli(argv.slice(1));
   if (argv[0] === 'doctor') return (await import('./doctor/doctor-cli.js')).runDoctorCli(argv.slice(1));
   let args;
   try {
@@ -49,7 +51,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   // The rest of the proxy is loaded once the config is accepted: --check-config, and a start the config refuses, load
   // the config layer alone (half the time of loading everything).
-  const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore }] = await Promise.all([
+  const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore, redisOptions }] = await Promise.all([
     import('./build-deps.js'),
     import('./observability/logger.js'),
     import('./observability/metrics.js'),
@@ -106,10 +108,4 @@ function reportInvalid(path: string, err: ConfigError): number {
   return 1;
 }
 
-function redisOptions(config: Config) {
-  const store = config.store;
-  if (store.redis_url !== undefined) return { url: store.redis_url, keyPrefix: store.key_prefix };
-  if (store.sentinels !== undefined) return { sentinels: [...store.sentinels], sentinelName: store.sentinel_name ?? 'mymaster', keyPrefix: store.key_prefix };
-  if (store.cluster_nodes !== undefined) return { clusterNodes: [...store.cluster_nodes], keyPrefix: store.key_prefix };
-  return undefined;
-}
+

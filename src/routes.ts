@@ -1,4 +1,5 @@
 import type { AppDeps } from './app-deps.js';
+import type { NativeClientMode } from './config/schema.js';
 import { getAccountPage } from './account/account-page.js';
 import { accountPaths } from './account/account-paths.js';
 import { postAccountSignOut } from './account/account-sign-out.js';
@@ -25,7 +26,13 @@ import { getUiaSsoFallback } from './compat/uia-sso-fallback.js';
 import { getClientWellKnown } from './compat/well-known-client.js';
 import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
-import { OWN_PREFIX } from './http/own-prefix.js';
+import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth-metadata.js';
+import { OAUTH_PREFIX, OWN_PREFIX } from './http/own-prefix.js';
+import { OAUTH_ROUTES } from './oauth/authorization-server.js';
+import { getOAuthInteraction, getOAuthInteractionSsoDone, postOAuthInteraction } from './oauth/interaction.js';
+import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/discovery.js';
+import { atOAuthProvider } from './oauth/provider-endpoint.js';
+import { postOAuthRevoke } from './oauth/revoke.js';
 import type { Listener, OwnedRoute } from './http/owned-routes.js';
 import { paramOf } from './http/request-state.js';
 import { getHealth, getMetrics, getReady, type Readiness } from './ops/health.js';
@@ -36,6 +43,8 @@ export type Route = OwnedRoute<AppDeps>;
 export interface ListenerShape {
   readonly separateHomeserverListener: boolean;
   readonly adminApi: boolean;
+  /** `hide` adds the auth-metadata routes to the client listener (answered with 404). */
+  readonly nativeClients: NativeClientMode;
   /** `well_known_client.serve`: the proxy answers client discovery itself. */
   readonly wellKnownClient: boolean;
 }
@@ -44,6 +53,7 @@ export function listenerShapeOf(deps: Pick<AppDeps, 'config' | 'adminTokenDigest
   return {
     separateHomeserverListener: deps.config.homeserver.listen !== undefined,
     adminApi: deps.adminTokenDigest !== undefined,
+    nativeClients: deps.config.native_clients,
     wellKnownClient: deps.config.well_known_client.serve,
   };
 }
@@ -101,6 +111,17 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     { method: 'POST', path: accountPaths.signOut, listener: 'client', style: 'page', metric: 'account', handler: postAccountSignOut },
     { method: 'POST', path: `${OWN_PREFIX}/backchannel-logout/:idpId`, listener: 'client', style: 'oauth', metric: 'backchannel_logout', handler: postBackchannelLogout },
   );
+  if (shape.nativeClients === 'hide') {
+    for (const path of AUTH_DISCOVERY_PATHS) {
+      routes.push({ method: 'GET', path, listener: 'client', style: 'matrix', metric: 'oauth', handler: getHiddenAuthMetadata });
+    }
+  }
+  if (shape.nativeClients === 'serve') {
+    routes.push(...oauthServerRoutes());
+    for (const path of AUTH_DISCOVERY_PATHS) {
+      routes.push({ method: 'GET', path, listener: 'client', style: 'matrix', metric: 'oauth', handler: getServedAuthMetadata });
+    }
+  }
   if (shape.wellKnownClient) {
     routes.push({ method: 'GET', path: '/.well-known/matrix/client', listener: 'client', style: 'matrix', metric: 'discovery', handler: getClientWellKnown });
   }
@@ -135,4 +156,28 @@ export function ownedRoutes(shape: ListenerShape, readiness: Readiness): Route[]
     }
   }
   return routes;
+}
+
+/**
+ * native_clients: serve — the OAuth 2.0 server under the issuer (public_baseurl + OAUTH_PREFIX), on the client
+ * listener. oidc-provider answers the protocol endpoints; discovery, revocation and the browser steps are the proxy's.
+ */
+function oauthServerRoutes(): Route[] {
+  const at = (path: string) => `${OAUTH_PREFIX}${path}`;
+  const oauth = (method: Route['method'], path: string, handler: Route['handler']): Route => ({ method, path: at(path), listener: 'client', style: 'oauth', metric: 'oauth', handler });
+  const page = (method: Route['method'], path: string, handler: Route['handler']): Route => ({ method, path: at(path), listener: 'client', style: 'page', metric: 'oauth', handler });
+  return [
+    oauth('GET', '/.well-known/openid-configuration', getOAuthServerMetadata),
+    oauth('GET', '/.well-known/oauth-authorization-server', getOAuthServerMetadata),
+    page('GET', OAUTH_ROUTES.authorization, atOAuthProvider),
+    page('POST', OAUTH_ROUTES.authorization, atOAuthProvider),
+    page('GET', `${OAUTH_ROUTES.authorization}/:uid`, atOAuthProvider),
+    oauth('POST', OAUTH_ROUTES.token, atOAuthProvider),
+    oauth('POST', OAUTH_ROUTES.registration, atOAuthProvider),
+    oauth('GET', OAUTH_ROUTES.jwks, atOAuthProvider),
+    oauth('POST', OAUTH_ROUTES.revocation, postOAuthRevoke),
+    page('GET', `${OAUTH_ROUTES.interaction}/:uid`, getOAuthInteraction),
+    page('POST', `${OAUTH_ROUTES.interaction}/:uid`, postOAuthInteraction),
+    page('GET', `${OAUTH_ROUTES.interaction}/:uid/sso-done`, getOAuthInteractionSsoDone),
+  ];
 }

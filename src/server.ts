@@ -26,6 +26,7 @@ export async function startProxy(deps: AppDeps): Promise<RunningProxy> {
     syncTimeoutMs: config.homeserver.sync_timeout,
     logger,
     onUpstreamError: (kind) => deps.metrics.upstreamErrors.inc({ upstream: 'homeserver', kind }),
+    bodyIdleTimeoutMs: config.passthrough_body_idle_timeout,
   });
   const readiness = createReadiness(deps);
   const handlers = createApp(deps, proxy, readiness);
@@ -37,6 +38,8 @@ export async function startProxy(deps: AppDeps): Promise<RunningProxy> {
   client.requestTimeout = 0;
   client.headersTimeout = 60_000;
   client.keepAliveTimeout = 65_000;
+  // Beyond this many open client connections new ones are closed at once (a flood must not exhaust file descriptors).
+  client.maxConnections = config.max_client_connections;
 
   let homeserverFacingUrl = urlOf(client);
   if (config.homeserver.listen !== undefined) {

@@ -98,7 +98,7 @@ export async function completeAccountSignIn(
   if (purpose.fresh && (authTime === undefined || authTime < purpose.requestedAt - AUTH_TIME_SKEW_MS)) throw ssoError('reauth_stale');
 
   const account = await resolveOrRefuse(ctx, deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure));
-  await provisionAccount(deps.homeserver, account);
+  await provisionAccount(deps.homeserver, account, deps.bindings);
   const lifetimeMs = deps.config.account.session_lifetime;
   const { id } = await deps.accountSessions.create(
     {

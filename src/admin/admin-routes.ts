@@ -132,9 +132,10 @@ function describeSession(session: Session): Record<string, unknown> {
     created_ts: session.createdAt,
     last_seen_ts: session.lastSeenAt,
     login_type: origin.kind,
-    provider: origin.kind === 'appservice' ? null : origin.idpId,
+    provider: origin.kind === 'appservice' ? null : (origin.idpId ?? null),
     appservice_id: origin.kind === 'appservice' ? origin.appserviceId : null,
-    last_validated_ts: origin.kind === 'appservice' ? null : origin.lastValidatedAt,
+    last_validated_ts: origin.kind === 'appservice' || origin.kind === 'imported' ? null : origin.lastValidatedAt,
+    ...(origin.kind === 'imported' ? { imported_ts: origin.importedAt, ends_ts: origin.endsAt } : {}),
     refreshable: session.refresh !== undefined,
     soft_logged_out: session.softLoggedOut !== undefined,
   };

@@ -23,6 +23,13 @@ type LogoutFailure = 'not_form' | 'missing_token' | 'invalid_token' | 'replayed'
  */
 const DEFAULT_JTI_MEMORY_MS = 15 * 60_000;
 
+/**
+ * The longest a jti is remembered, whatever `exp` says: a validly signed token with an `exp` millions of years
+ * ahead must not pin a key for that long (or fail the store write). A token issued longer ago than this is refused
+ * outright (its jti could have been forgotten); §2.4 expects logout tokens to live minutes, not days.
+ */
+const MAX_JTI_MEMORY_MS = 24 * 3600_000;
+
 const jtiKey = (idpId: string, jti: string) => `backchannel-jti:${idpId}:${jti}`;
 
 class LogoutRefused extends Error {
@@ -98,8 +105,10 @@ async function verify(provider: UpstreamProvider, logoutToken: string): Promise<
 
 /** §2.6 step 7 (optional in the spec, required here): a jti is accepted once per token lifetime. */
 async function rememberJti(deps: AppDeps, idpId: string, claims: LogoutTokenClaims): Promise<void> {
-  const untilExp = claims.exp === undefined ? 0 : claims.exp * 1000 - deps.clock.now();
-  const ttlMs = Math.max(DEFAULT_JTI_MEMORY_MS, untilExp + DEFAULT_JTI_MEMORY_MS);
+  const now = deps.clock.now();
+  if (now - claims.iat * 1000 > MAX_JTI_MEMORY_MS - DEFAULT_JTI_MEMORY_MS) throw new LogoutRefused('invalid_token');
+  const untilExp = claims.exp === undefined ? 0 : claims.exp * 1000 - now;
+  const ttlMs = Math.min(MAX_JTI_MEMORY_MS, Math.max(DEFAULT_JTI_MEMORY_MS, untilExp + DEFAULT_JTI_MEMORY_MS));
   let first: boolean;
   try {
     first = await deps.store.set(jtiKey(idpId, claims.jti), '1', { onlyIfAbsent: true, ttlMs });

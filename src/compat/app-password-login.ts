@@ -14,7 +14,7 @@ import type { Identifier } from './login-request.js';
  */
 export async function appPasswordSignIn(
   deps: AppDeps,
-  who: Exclude<Identifier, { kind: 'foreign_server' }>,
+  who: Identifier,
   secret: string,
   invalidCredentials: () => MatrixError,
 ): Promise<{ localpart: string; origin: SessionOrigin }> {
@@ -55,9 +55,10 @@ export async function appPasswordSignIn(
 }
 
 /** Any identifier form of the bound account: its localpart (or MXID, already reduced to it), or its e-mail. */
-async function identifies(deps: AppDeps, who: Exclude<Identifier, { kind: 'foreign_server' }>, appPassword: AppPassword): Promise<boolean> {
-  if (who.kind === 'localpart') return who.username === appPassword.localpart.toLowerCase();
-  const email = who.username.toLowerCase();
+async function identifies(deps: AppDeps, who: Identifier, appPassword: AppPassword): Promise<boolean> {
+  if (who.kind === 'localpart') return who.name.toLowerCase() === appPassword.localpart.toLowerCase();
+  if (who.kind !== 'email') return false;
+  const email = who.address.toLowerCase();
   if (appPassword.email !== undefined && appPassword.email.toLowerCase() === email) return true;
   const binding = await deps.bindings.find(appPassword.issuer, appPassword.sub);
   return binding?.opUsername !== undefined && binding.opUsername.toLowerCase() === email;

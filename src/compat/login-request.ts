@@ -1,5 +1,7 @@
 import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
 import { expectObject, optionalBoolean, optionalString } from '../http/body.js';
+import { DEVICE_ID_RULE, isSafeDeviceId } from '../sessions/device-id.js';
+import { canonicalEmail, canonicalUser, type AccountName } from '../security/account-name.js';
 
 /**
  * The body of POST /login (Matrix C-S spec, "POST /_matrix/client/v3/login"), parsed once at the edge into one
@@ -29,11 +31,8 @@ export interface AppserviceLogin extends LoginCommon {
   readonly identifier: Identifier;
 }
 
-/** Who the client says it is. */
-export type Identifier =
-  | { readonly kind: 'localpart'; readonly username: string }
-  | { readonly kind: 'email'; readonly username: string }
-  | { readonly kind: 'foreign_server' };
+/** Who the client says it is, already in its canonical form (security/account-name.ts). */
+export type Identifier = AccountName;
 
 /** Unknown login types, like Synapse: 400 M_UNKNOWN "Invalid login type". */
 export function invalidLoginType(): MatrixError {
@@ -77,8 +76,8 @@ export function parseLoginRequest(raw: unknown, options: LoginOptions): LoginReq
 
 function commonFields(body: Record<string, unknown>): LoginCommon {
   const deviceId = optionalString(body, 'device_id');
-  if (deviceId !== undefined && (deviceId.length === 0 || deviceId.length > 255)) {
-    throw new MatrixError(400, 'M_INVALID_PARAM', 'device_id must be between 1 and 255 characters');
+  if (deviceId !== undefined && !isSafeDeviceId(deviceId)) {
+    throw new MatrixError(400, 'M_INVALID_PARAM', `device_id must be ${DEVICE_ID_RULE}`);
   }
   const initialDeviceDisplayName = optionalString(body, 'initial_device_display_name');
   return {
@@ -90,8 +89,8 @@ function commonFields(body: Record<string, unknown>): LoginCommon {
 
 /**
  * The deprecated top-level `user` wins over `identifier` (as in Synapse and MAS); `m.id.thirdparty` email (and the
- * deprecated top-level medium/address) is passed to the OP as the username. The `auth` dict of User-Interactive Auth's
- * m.login.password stage has the same shape (C-S spec, "Password-based").
+ * deprecated top-level medium/address) is passed to the OP as the username. Every form comes out canonical. The
+ * `auth` dict of User-Interactive Auth's m.login.password stage has the same shape (C-S spec, "Password-based").
  */
 export function identifierOf(body: Record<string, unknown>, serverName: string): Identifier {
   const legacyUser = optionalString(body, 'user');
@@ -118,16 +117,12 @@ export function identifierOf(body: Record<string, unknown>, serverName: string):
 }
 
 function fromUser(user: string, serverName: string): Identifier {
-  if (!user.startsWith('@')) return { kind: 'localpart', username: user.toLowerCase() };
-  const separator = user.indexOf(':');
-  if (separator < 0) return { kind: 'localpart', username: user.slice(1).toLowerCase() };
-  if (user.slice(separator + 1).toLowerCase() !== serverName.toLowerCase()) return { kind: 'foreign_server' };
-  return { kind: 'localpart', username: user.slice(1, separator).toLowerCase() };
+  return canonicalUser(user, serverName);
 }
 
 function fromThirdParty(medium: string | undefined, address: string | undefined): Identifier {
-  if (medium !== 'email' || address === undefined || address === '') {
+  if (medium !== 'email' || address === undefined) {
     throw new MatrixError(400, 'M_UNKNOWN', 'Unsupported login identifier');
   }
-  return { kind: 'email', username: address.trim() };
+  return canonicalEmail(address);
 }

@@ -7,10 +7,11 @@ import { clientAddress, logOf } from '../http/request-state.js';
 import { resolveAccount } from '../identity/account-resolver.js';
 import { provisionAccount, provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
-import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
+import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
 import { loggedOutAtOpSince, loginGrantStillValid } from '../sessions/op-logouts.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
+import { isPlausiblePassword } from '../security/account-name.js';
 import { parseLoginRequest, type AppserviceLogin, type LoginRequest, type PasswordLogin, type TokenLogin } from './login-request.js';
 import { accountRefusal, resolveOrRefuse } from './sign-in.js';
 import { relayAppserviceLogin } from './appservice-login-relay.js';
@@ -47,9 +48,18 @@ function invalidCredentials(cause?: unknown): MatrixError {
 
 async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin): Promise<void> {
   const who = request.identifier;
-  if (who.kind === 'foreign_server') throw invalidCredentials();
+  // Names that are no account and passwords no OP would take still cost a per-IP attempt, then get the one 403 every
+  // credential failure gets: never a request to the OP, never a 5xx (issue 12 #4).
+  if (who.kind === 'foreign_server' || who.kind === 'malformed' || !isPlausiblePassword(request.password)) {
+    await deps.throttle.check(clientAddress(ctx), undefined);
+    deps.metrics.logins.inc({ type: 'password', outcome: 'rejected' });
+    throw invalidCredentials();
+  }
 
-  await deps.throttle.check(clientAddress(ctx), who.username);
+  // One bucket per account, whatever the spelling (security/account-name.ts); every OP call takes one attempt.
+  const accountKey = await deps.accountAliases.throttleKey(who);
+  const admit = () => deps.throttle.check(clientAddress(ctx), accountKey);
+  await admit();
 
   // An app password is recognised by its prefix and checked here, BEFORE (and instead of) the OP's password grant.
   if (deps.config.app_passwords.enabled && isAppPasswordFormat(request.password)) {
@@ -73,26 +83,21 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   // The config loader refuses a password_login.idp_id that names no provider; this is a bug if it happens.
   if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
 
-  // A Matrix localpart may differ from the OP username (e.g. a localpart made from the email): use the username
-  // the OP accepted for that account before.
-  let opUsername = who.username;
-  if (who.kind === 'localpart') {
-    const bound = await deps.bindings.findByLocalpart(who.username);
-    if (bound?.opUsername !== undefined && bound.issuer === policy.issuer) opUsername = bound.opUsername;
-  }
-
+  const typed = who.kind === 'localpart' ? who.name : who.address;
   let grant: UpstreamGrant;
+  let opUsername: string;
   try {
-    grant = await provider.passwordGrant(opUsername, request.password);
+    ({ grant, opUsername } = await passwordGrant(deps, provider, policy.issuer, who, typed, request.password, admit));
   } catch (err: unknown) {
-    const refused = err instanceof UpstreamError && err.kind === 'invalid_grant';
+    const refused = err instanceof UpstreamError && credentialsRefused(err);
     deps.metrics.logins.inc({ type: 'password', outcome: refused ? 'rejected' : 'error' });
     if (refused) throw invalidCredentials(err);
     throw err;
   }
 
   const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal, grant);
-  await provisionAccount(deps.homeserver, account);
+  await provisionAccount(deps.homeserver, account, deps.bindings);
+  await deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart);
 
   const origin: SessionOrigin = {
     kind: 'password',
@@ -105,6 +110,54 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   };
   await completeLogin(ctx, deps, request, account.localpart, origin);
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
+}
+
+/**
+ * The OP is asked about the name the user typed, never first about another subject's OP user name: a localpart
+ * squatted by someone else must not send the rightful user's password to the squatter's account (issue 12 #2). Only
+ * when the OP refuses the typed name, and the typed localpart's binding remembers a different OP user name (a
+ * localpart made from another claim, e.g. the e-mail), is that name — the one of the account the user named — tried.
+ */
+async function passwordGrant(
+  deps: AppDeps,
+  provider: UpstreamProvider,
+  issuer: string,
+  who: PasswordLogin['identifier'],
+  typed: string,
+  password: string,
+  admit: () => Promise<void>,
+): Promise<{ grant: UpstreamGrant; opUsername: string }> {
+  try {
+    return { grant: await provider.passwordGrant(typed, password), opUsername: typed };
+  } catch (err: unknown) {
+    if (!(err instanceof UpstreamError && credentialsRefused(err)) || who.kind !== 'localpart') throw err;
+    const bound = await deps.bindings.findByLocalpart(who.name);
+    if (bound?.opUsername === undefined || bound.issuer !== issuer || bound.opUsername === typed) throw err;
+    // A second password attempt at the OP: it takes its own token from the throttle, like any other.
+    await admit();
+    return { grant: await provider.passwordGrant(bound.opUsername, password), opUsername: bound.opUsername };
+  }
+}
+
+/**
+ * Which OP answers to the password grant mean "these credentials are refused" (403, not 503): RFC 6749 §5.2
+ * invalid_grant, and invalid_request with a 4xx — the proxy always sends a complete grant request, so what an OP
+ * objects to is what the user typed (an empty or over-long user name or password). Decided here, at the route, from
+ * the OAuth code oidc/ records (which maps such an answer to `unavailable` for the other grants). Client-registration
+ * errors (invalid_client, unauthorized_client) and outages stay 503.
+ */
+function credentialsRefused(err: UpstreamError): boolean {
+  if (err.kind === 'invalid_grant') return true;
+  return err.oauthError === 'invalid_request' && err.status !== undefined && err.status >= 400 && err.status < 500;
+}
+
+/** The addresses that now provably lead to this account: the one typed (the OP took it), and a verified `email` claim. */
+function verifiedAddresses(who: PasswordLogin['identifier'], grant: UpstreamGrant): string[] {
+  const addresses: string[] = [];
+  if (who.kind === 'email') addresses.push(who.address);
+  const claimed = grant.claims['email'];
+  if (typeof claimed === 'string' && grant.claims['email_verified'] === true) addresses.push(claimed);
+  return addresses;
 }
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {
@@ -127,9 +180,9 @@ async function appserviceLogin(ctx: Context, deps: AppDeps, request: AppserviceL
   const who = request.identifier;
   const notInNamespace = () => new MatrixError(400, 'M_EXCLUSIVE', 'The user is not in the namespace of this application service');
   if (who.kind !== 'localpart') throw notInNamespace();
-  if (!AppserviceRegistry.mayActAs(appservice, `@${who.username}:${deps.config.server_name}`, who.username)) throw notInNamespace();
-  await provisionUser(deps.homeserver, who.username, undefined);
-  await completeLogin(ctx, deps, request, who.username, { kind: 'appservice', appserviceId: appservice.id });
+  if (!AppserviceRegistry.mayActAs(appservice, `@${who.name}:${deps.config.server_name}`, who.name)) throw notInNamespace();
+  await provisionUser(deps.homeserver, who.name, undefined);
+  await completeLogin(ctx, deps, request, who.name, { kind: 'appservice', appserviceId: appservice.id });
   deps.metrics.logins.inc({ type: 'appservice', outcome: 'ok' });
 }
 
@@ -148,7 +201,7 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
   });
   // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
   // look again now that the session exists.
-  if (origin.kind !== 'appservice' && (await loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt))) {
+  if (origin.kind !== 'appservice' && origin.kind !== 'imported' && (await loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt))) {
     await deps.lifecycle.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
     throw new MatrixError(403, 'M_FORBIDDEN', 'The sign-in was ended at the identity provider');
   }

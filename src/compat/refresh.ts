@@ -4,11 +4,11 @@ import { MatrixError, matrixErrors } from '../errors/matrix-error.js';
 import { bodyLimitsOf, expectObject, readJsonBody, requiredString } from '../http/body.js';
 import { logOf } from '../http/request-state.js';
 import { admitRefresh } from '../sessions/revalidation.js';
-import { parseToken } from '../sessions/tokens.js';
 
 /**
  * POST /refresh (Matrix C-S spec, "Refreshing access tokens"). Rotation is idempotent until the new pair is used;
- * presenting an older generation again ends the whole session (the family leaked).
+ * presenting an older generation again ends the whole session (the family leaked). A refresh token Synapse issued
+ * before the migration (issue 14) is accepted once imported, and rotates into a pair of ours on the same device.
  */
 export async function postRefresh(ctx: Context, deps: AppDeps): Promise<void> {
   const body = expectObject(await readJsonBody(ctx, bodyLimitsOf(deps.config)));
@@ -22,9 +22,8 @@ export async function postRefresh(ctx: Context, deps: AppDeps): Promise<void> {
   const result = await deps.sessions.refresh(refreshToken, deps.config.sessions.refreshable_access_token_lifetime);
   if (!result.ok) {
     if (result.reason === 'reused') {
-      const sessionId = parseToken(refreshToken)?.sessionId;
-      logOf(ctx, deps.logger).warn({ event: 'refresh.reuse', session_id: sessionId }, 'refresh.reuse');
-      if (sessionId !== undefined) await deps.lifecycle.end(sessionId, 'refresh_reuse');
+      logOf(ctx, deps.logger).warn({ event: 'refresh.reuse', session_id: result.sessionId }, 'refresh.reuse');
+      await deps.lifecycle.end(result.sessionId, 'refresh_reuse');
     }
     throw invalidRefreshToken();
   }

@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
 import { logOf, paramOf, singleQueryValue } from '../http/request-state.js';
+import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { resolveAccount, type AccountRefusal, type ResolvedAccount } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
 import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
@@ -55,7 +56,7 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   try {
     // Typed as AccountRefusal → SsoFailure: every refusal the resolver can give has a page of its own.
     account = await resolveOrRefuse(ctx, deps, idpId, () => resolveAccount(policy, grant, deps), (failure: AccountRefusal) => ssoError(failure), grant);
-    await provisionAccount(deps.homeserver, account);
+    await provisionAccount(deps.homeserver, account, deps.bindings);
   } catch (err: unknown) {
     deps.metrics.logins.inc({ type: 'sso', outcome: err instanceof MatrixError && err.status < 500 ? 'rejected' : 'error' });
     throw err;
@@ -77,7 +78,9 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   logOf(ctx, deps.logger).info({ event: 'sso.callback.ok', idp_id: idpId, localpart: account.localpart, first_login: account.firstLogin }, 'sso.callback.ok');
 
   // Synapse's sso.client_whitelist: trusted clients skip the confirmation page.
-  if (isWhitelisted(pending.redirectUrl, deps.config.sso.client_whitelist)) {
+  // The proxy's own OAuth server (native_clients: serve) is where its interaction comes back to: always trusted.
+  const ownOAuthInteraction = `${deps.config.public_baseurl.replace(/\/$/, '')}${OAUTH_PREFIX}/interaction/`;
+  if (isWhitelisted(pending.redirectUrl, [...deps.config.sso.client_whitelist, ownOAuthInteraction])) {
     sendRedirect(ctx, withLoginToken(pending.redirectUrl, await mintLoginToken(deps, confirmation)), 302);
     return;
   }
@@ -85,13 +88,22 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   sendRedirect(ctx, confirmationUri(deps, id), 302);
 }
 
-/** State (single use), expiry, provider (one callback path per provider, against mix-up), browser binding. */
+/**
+ * State, expiry and browser binding are checked on a read that changes nothing, and only then is the pending login
+ * used up (then the provider: one callback path per provider, against mix-up) (issue 12 #5, #8): whoever sees the callback
+ * URL without the browser's cookie burns nothing, and a read that timed out against a hung store (and runs when it
+ * recovers) leaves the sign-in in place for the browser's retry. The consume stays atomic: of two callbacks with
+ * the cookie, one wins.
+ */
 async function takePendingLogin(ctx: Context, deps: AppDeps, idpId: string): Promise<{ state: string; pending: PendingSsoLogin }> {
   const state = singleQueryValue(ctx, 'state');
-  const pending = state === undefined ? undefined : await deps.ssoLogins.takePending(state);
+  const pending = state === undefined ? undefined : await deps.ssoLogins.peekPending(state);
   if (state === undefined || pending === undefined) throw ssoError('unknown_state');
   if (deps.clock.now() >= pending.expiresAt) throw ssoError('expired');
-  if (pending.idpId !== idpId) throw ssoError('wrong_callback');
   if (!browserBinding(deps.config.public_baseurl).matches(ctx, pending.browserHash)) throw ssoError('cookie_mismatch');
-  return { state, pending };
+  const taken = await deps.ssoLogins.takePending(state);
+  if (taken === undefined) throw ssoError('unknown_state');
+  // After the consume: a mix-up in the browser that started the sign-in ends that sign-in (RFC 9700 §4.4).
+  if (taken.idpId !== idpId) throw ssoError('wrong_callback');
+  return { state, pending: taken };
 }

@@ -31,6 +31,7 @@ const SECRET_FILE_KEYS: readonly SecretFileKey[] = [
   { container: homeserverJwt, key: 'key', fileKey: 'key_path' },
   { container: section('sessions'), key: 'encryption_key', fileKey: 'encryption_key_path' },
   { container: section('admin'), key: 'token', fileKey: 'token_path' },
+  { container: section('oauth_server'), key: 'signing_key', fileKey: 'signing_key_path' },
   { container: eachProvider, key: 'client_secret', fileKey: 'client_secret_path' },
   // Synapse's name for the PEM file of client_secret_jwt_key.
   { container: eachProviderJwtKey, key: 'key', fileKey: 'key_file' },

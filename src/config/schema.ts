@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { parseByteSize, parseDuration, type Parsed } from './durations.js';
@@ -266,6 +267,8 @@ const oidcProvider = z
     skip_verification: z.boolean().default(false),
     user_profile_method: z.enum(['auto', 'userinfo_endpoint']).default('auto'),
     allow_existing_users: z.boolean().default(false),
+    // Lower-case a rendered localpart instead of refusing it (issue 12 #2); never binds an existing user that way.
+    localpart_case_folding: z.boolean().default(false),
     enable_registration: z.boolean().default(true),
     backchannel_logout_enabled: z.boolean().default(false),
     backchannel_logout_mode: z.enum(['hard', 'soft']).default('hard'),
@@ -521,6 +524,15 @@ const clientWhitelistEntry = url({}).refine((text) => text.endsWith('/'), {
   error: 'must end with "/" (entries are prefixes; without the slash https://app.example.org would also match https://app.example.org.evil)',
 });
 
+/**
+ * `relay`: the homeserver's auth_metadata is the upstream OP's own metadata (the OP must do dynamic registration and
+ * Matrix scopes itself). `hide`: the proxy answers auth_metadata and auth_issuer with 404 M_UNRECOGNIZED, so
+ * clients that can do both use the legacy login the proxy serves. `serve`: the proxy is the homeserver's OAuth 2.0
+ * server (MSC2964-2967, src/oauth/), with sign-in at the upstream OP through the SSO bridge.
+ */
+export const NATIVE_CLIENT_MODES = ['hide', 'relay', 'serve'] as const;
+export type NativeClientMode = (typeof NATIVE_CLIENT_MODES)[number];
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 // ---------------------------------------------------------------------------------------------------- the config
@@ -532,6 +544,22 @@ export const configSchema = z
     listen: listener('127.0.0.1', 8009),
     trusted_proxies: z.array(parsedWith<string>(parseCidr)).default([]),
     homeserver,
+    // What native OAuth 2.0 clients (MSC2964/MSC2965) are told at the homeserver's auth_metadata; README "Native
+    // OIDC clients" argues the default.
+    native_clients: z.enum(NATIVE_CLIENT_MODES).default('hide'),
+    oauth_server: z
+      .strictObject({
+        // PEM RSA private key that signs ID tokens (RS256: matrix-js-sdk registers clients with
+        // id_token_signed_response_alg RS256); its public half is the issuer's JWKS. Required with serve.
+        signing_key: z
+          .string()
+          .refine(isRsaPrivateKeyPem, { error: 'must be a PEM RSA private key of at least 2048 bits (openssl genrsa 2048)' })
+          .optional(),
+        // Clients whose client_uri has one of these origins skip the consent page (MSC2966 ties a client's redirect
+        // URIs to its client_uri host, so only that host's apps can claim it); every other client is asked.
+        first_party_client_uris: z.array(url({ protocols: ['https:'] })).default([]),
+      })
+      .prefault({}),
     store,
     oidc_providers: z.array(oidcProvider).default([]),
     password_login: passwordLogin,
@@ -543,9 +571,17 @@ export const configSchema = z
         login_per_account: tokenBucket(1800, 0.5),
         // SSO starts per client IP: each one stores a pending login, so unauthenticated writes are bounded.
         sso_per_ip: tokenBucket(30, 0.5),
+        // OP introspections of tokens neither issued here nor cached (native-token relay), across all callers:
+        // Synapse's introspection request does not carry the client's address, so no per-client bucket is possible.
+        op_introspection: tokenBucket(20, 5),
+        // IPv6 clients are counted per prefix: one customer gets a /64 (RFC 6177), so per /128 is no limit at all.
+        ipv6_prefix_length: z.number().int().min(32).max(128).default(64),
       })
       .prefault({}),
     appservice_config_files: z.array(z.string().min(1)).default([]),
+    // Sessions imported from Synapse by `migrate synapse` (issue 14) have no OP grant to re-validate: they end after
+    // this long at the latest (README, "Migrating from Synapse", argues the default).
+    migration: z.strictObject({ imported_session_lifetime: duration('90d') }).prefault({}),
     sso: z.strictObject({ client_whitelist: z.array(clientWhitelistEntry).default([]) }).prefault({}),
     account: z
       .strictObject({
@@ -577,11 +613,36 @@ export const configSchema = z
     max_request_body: byteSize(64 * 1024),
     // The listener has no request timeout (/sync long-polls pass through it): owned routes bound their body reads.
     request_body_timeout: duration('30s'),
+    // Pass-through request bodies: longest silence while the body is still arriving (issue 12 #8).
+    passthrough_body_idle_timeout: duration('60s'),
+    max_client_connections: z.number().int().min(1).default(10_000),
   })
   .superRefine(checkConfig, evenAfterFieldErrors);
 
+function isRsaPrivateKeyPem(text: string): boolean {
+  try {
+    const key = createPrivateKey(text);
+    return key.asymmetricKeyType === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
+  } catch {
+    return false;
+  }
+}
+
+/** native_clients: serve needs its signing key and an OP to sign users in at. */
+function checkNativeClients(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  if (config['native_clients'] !== 'serve') return;
+  if (field(config['oauth_server'], 'signing_key') === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'is required with native_clients: serve (or set signing_key_path)', path: ['oauth_server', 'signing_key'], input: undefined });
+  }
+  if (!Array.isArray(config['oidc_providers']) || config['oidc_providers'].length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'native_clients: serve signs users in at an upstream OP: configure oidc_providers', path: ['native_clients'], input: 'serve' });
+  }
+}
+
 /** Rules across sections. */
 function checkConfig(config: Record<string, unknown>, ctx: z.core.$RefinementCtx): void {
+  checkNativeClients(config, ctx);
+
   const providers = Array.isArray(config['oidc_providers']) ? (config['oidc_providers'] as unknown[]) : [];
   const firstIndexOf = new Map<string, number>();
   providers.forEach((provider, index) => {

@@ -1,7 +1,9 @@
 import type { ServerResponse } from 'node:http';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
+import type { Counter } from 'prom-client';
 import { MappingError } from '../identity/user-mapping.js';
+import { AccountRefusedByHomeserver } from '../identity/account-provisioning.js';
 import { UpstreamError } from '../oidc/upstream.js';
 import { sendPage } from '../pages/html-page.js';
 import type { FailureMessageKey } from '../pages/messages.js';
@@ -22,7 +24,8 @@ export type ErrorStyle = 'matrix' | 'oauth' | 'page';
  * failed (`styleOf(ctx)`), and maps the outages of the adapters to 503 in one place: the store, the homeserver and
  * the OP. Anything unexpected is a 500 with the details only in the log.
  */
-export function renderErrors(styleOf: (ctx: Context) => ErrorStyle) {
+export function renderErrors(styleOf: (ctx: Context) => ErrorStyle, rejections?: Counter<'status' | 'code'>) {
+  const logRefusal = refusalLogger(rejections);
   return async function renderError(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
@@ -62,6 +65,9 @@ export function asMatrixError(err: unknown): MatrixError {
   if (err instanceof MatrixError) return err;
   if (err instanceof StoreUnavailableError) {
     return new MatrixError(503, 'M_UNKNOWN', 'The service is temporarily unavailable, try again later', { headers: { 'Retry-After': '5' } }, err);
+  }
+  if (err instanceof AccountRefusedByHomeserver) {
+    return new MatrixError(403, 'M_FORBIDDEN', `The homeserver refused this account: ${err.reason}`, {}, err);
   }
   if (err instanceof HomeserverError) return matrixErrors.unavailable('The homeserver', err);
   // Same words as a wrong password: which accounts are protected is nobody's business.
@@ -124,6 +130,7 @@ function pageFailureOf(err: unknown, error: MatrixError): { failure: FailureMess
   if (err instanceof PageError) return { failure: err.failure };
   const cause = err instanceof MatrixError ? err.cause : err;
   if (cause instanceof MappingError || err instanceof MappingError) return { failure: 'mapping_failed' };
+  if (cause instanceof AccountRefusedByHomeserver) return { failure: 'homeserver_refused', detail: `The Matrix server said: ${cause.reason}` };
   if (cause instanceof HomeserverError) return { failure: 'homeserver_unavailable' };
   if (cause instanceof StoreUnavailableError) return { failure: 'store_unavailable' };
   if (cause instanceof UpstreamError) return { failure: 'op_unavailable' };
@@ -132,12 +139,36 @@ function pageFailureOf(err: unknown, error: MatrixError): { failure: FailureMess
   return { failure: 'internal', detail: error.message };
 }
 
-/** Errors an operator must act on are logged as errors; a client's own mistake or a refusal is not. */
-function logRefusal(log: Logger | undefined, status: number, code: string, err: unknown): void {
-  if (log === undefined) return;
-  if (status >= 500 || err instanceof MappingError || (err instanceof MatrixError && err.cause instanceof MappingError)) {
-    log.error({ err: err instanceof Error ? err : new Error(String(err)), code }, 'request.failed');
-  } else {
-    log.info({ code, status, reason: err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined }, 'request.rejected');
-  }
+/** Refusal lines: a burst of 10, then one per second; the rest are counted in mcp_rejected_requests_total only. */
+const REFUSAL_LOG_BURST = 10;
+const REFUSAL_LOG_PER_SECOND = 1;
+
+/**
+ * Errors an operator must act on are logged as errors, each one. A client's own mistake or a refusal is counted in
+ * metrics and logged at a bounded rate (issue 12 #8: 158k 429s made 35 MB of logs); the next line logged says how
+ * many were left out.
+ */
+function refusalLogger(rejections: Counter<'status' | 'code'> | undefined) {
+  let tokens = REFUSAL_LOG_BURST;
+  let refilledAt = Date.now();
+  let suppressed = 0;
+  return function logRefusal(log: Logger | undefined, status: number, code: string, err: unknown): void {
+    if (status >= 500 || err instanceof MappingError || (err instanceof MatrixError && err.cause instanceof MappingError)) {
+      log?.error({ err: err instanceof Error ? err : new Error(String(err)), code }, 'request.failed');
+      return;
+    }
+    rejections?.inc({ status: String(status), code });
+    if (log === undefined) return;
+    const now = Date.now();
+    tokens = Math.min(REFUSAL_LOG_BURST, tokens + ((now - refilledAt) / 1000) * REFUSAL_LOG_PER_SECOND);
+    refilledAt = now;
+    if (tokens < 1) {
+      suppressed += 1;
+      return;
+    }
+    tokens -= 1;
+    const reason = err instanceof Error && err.cause !== undefined ? String(err.cause) : undefined;
+    log.info({ code, status, reason, ...(suppressed === 0 ? {} : { suppressed_since_last: suppressed }) }, 'request.rejected');
+    suppressed = 0;
+  };
 }

@@ -1,6 +1,8 @@
 import type { AppDeps } from '../app-deps.js';
-import type { Session } from '../sessions/session.js';
+import { opSubjectOf, type Session } from '../sessions/session.js';
+import type { AuthenticateResult } from '../sessions/session-store.js';
 import { looksLikeOurToken } from '../sessions/tokens.js';
+import { isScopeToken } from '../sessions/device-id.js';
 import { isAccountHomeserverToken } from '../sessions/account-sessions.js';
 import { admitSession } from '../sessions/revalidation.js';
 import { introspectAtOp } from './native-token-relay.js';
@@ -13,14 +15,24 @@ export interface IntrospectionRequest {
 }
 
 /**
- * RFC 7662 answer for Synapse. The proxy's own tokens are answered from the store; any other token belongs to a
- * native OIDC client and is relayed to the OP (staged rollout). Infrastructure faults throw
- * IntrospectionUnavailable — never `active: false`.
+ * RFC 7662 answer for Synapse. The proxy's own tokens, and the homeserver's own tokens imported by `migrate synapse`
+ * (issue 14: `syt_…`, and older macaroon or opaque ones, recognised by the hash of the whole token whatever its
+ * shape), are answered from the store; any other token belongs to a native OIDC client and is relayed to the OP
+ * (staged rollout). Infrastructure faults throw IntrospectionUnavailable — never `active: false`.
  */
 export async function introspect(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {
-  if (looksLikeOurToken(token)) return introspectOwnToken(deps, token, request);
-  if (isAccountHomeserverToken(token)) return introspectAccountPageToken(deps, token, request);
-  return introspectAtOp(deps, token);
+  if (!looksLikeOurToken(token) && isAccountHomeserverToken(token)) return introspectAccountPageToken(deps, token, request);
+  // Synapse only ever asks about access tokens; a refresh token must never pass as one.
+  if (request.hint !== undefined && request.hint !== 'access_token') return looksLikeOurToken(token) ? INACTIVE : introspectAtOp(deps, token);
+  let result: AuthenticateResult;
+  try {
+    // A foreign token costs one store read (its import marker) before it goes to the OP.
+    result = await deps.sessions.authenticate(token);
+  } catch (err: unknown) {
+    throw new IntrospectionUnavailable('The session store is unavailable', err);
+  }
+  if (!result.ok && result.reason === 'foreign') return introspectAtOp(deps, token);
+  return introspectOwnToken(deps, result, request);
 }
 
 /**
@@ -50,12 +62,9 @@ async function introspectAccountPageToken(deps: AppDeps, token: string, request:
   };
 }
 
-async function introspectOwnToken(deps: AppDeps, token: string, request: IntrospectionRequest): Promise<Record<string, unknown>> {
-  // Synapse only ever asks about access tokens; a refresh token must never pass as one.
-  if (request.hint !== undefined && request.hint !== 'access_token') return INACTIVE;
+async function introspectOwnToken(deps: AppDeps, result: AuthenticateResult, request: IntrospectionRequest): Promise<Record<string, unknown>> {
   let session: Session;
   try {
-    const result = await deps.sessions.authenticate(token);
     if (!result.ok) return INACTIVE;
     session = result.session;
     await deps.sessions.touch(session);
@@ -66,13 +75,17 @@ async function introspectOwnToken(deps: AppDeps, token: string, request: Introsp
   const admission = await admitSession(deps, session).catch((err: unknown) => Promise.reject(new IntrospectionUnavailable('The session could not be re-validated', err)));
   if (admission === 'inactive') return INACTIVE;
   if (admission === 'unavailable') throw new IntrospectionUnavailable('The identity provider is unreachable and the grace period is over', undefined);
+  // A device that is no scope-token cannot be told to a homeserver that reads devices from `scope` (MAS does the
+  // same): inactive, never a scope list the device id could add to (issue 12 #3).
+  if (!request.deviceIdSupported && !isScopeToken(session.deviceId)) return INACTIVE;
   const now = deps.clock.now();
   return {
     active: true,
     scope: scopeFor(session.deviceId, request.deviceIdSupported),
-    client_id: 'matrix-compat-proxy',
+    // A native session (native_clients: serve) names the OAuth client it was issued to, as MAS does.
+    client_id: session.oauthClientId ?? 'matrix-compat-proxy',
     username: session.localpart,
-    sub: session.origin.kind === 'appservice' ? session.localpart : session.origin.sub,
+    sub: opSubjectOf(session)?.sub ?? session.localpart,
     device_id: session.deviceId,
     token_type: 'access_token',
     iat: Math.floor(session.createdAt / 1000),

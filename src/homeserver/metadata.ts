@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { OAuthError } from '../errors/oauth-error.js';
+import { oauthServerMetadata } from '../oauth/metadata.js';
 import { OWN_PREFIX } from '../http/own-prefix.js';
 import { UpstreamError } from '../oidc/upstream.js';
 
@@ -20,6 +21,8 @@ export async function getMetadata(ctx: Context, deps: AppDeps): Promise<void> {
  * /auth_metadata sends native OIDC clients straight to the OP) plus `account_management_uri`, which Synapse requires.
  */
 export async function metadataForHomeserver(deps: AppDeps): Promise<Record<string, unknown>> {
+  // native_clients: serve — the homeserver's auth server is this proxy, not the upstream OP.
+  if (deps.config.native_clients === 'serve') return { ...oauthServerMetadata(deps.config), ...accountManagement(deps) };
   const provider = primaryProvider(deps);
   const management = accountManagement(deps);
   if (provider === undefined) {

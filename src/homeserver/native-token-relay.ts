@@ -6,6 +6,7 @@ import { MappingError } from '../identity/user-mapping.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import { API_SCOPES, DEVICE_SCOPE_PREFIXES, INACTIVE, IntrospectionUnavailable } from './introspection-answer.js';
 import { primaryProvider } from './metadata.js';
+import { isSafeDeviceId } from '../sessions/device-id.js';
 
 /**
  * The native-token relay (staged rollout): a token the proxy did not issue belongs to a native OIDC client and is
@@ -40,6 +41,9 @@ class OpIntrospectionCache {
 
 const caches = new WeakMap<AppDeps, OpIntrospectionCache>();
 
+const PLAUSIBLE_TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+const MAX_PLAUSIBLE_TOKEN_LENGTH = 8192;
+
 export async function introspectAtOp(deps: AppDeps, token: string): Promise<Record<string, unknown>> {
   const provider = primaryProvider(deps);
   if (provider === undefined) return INACTIVE;
@@ -53,6 +57,18 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
   const now = deps.clock.now();
   const cached = cache.get(token, now);
   if (cached !== undefined) return withExpiresIn(cached, now);
+
+  // Only a token an OP could have issued is worth a call (RFC 6750 §2.1 b64token, bounded length); the rest of the
+  // unknown tokens share one budget, so random bearer tokens cannot turn into a flood at the OP (issue 12 #7).
+  if (token.length > MAX_PLAUSIBLE_TOKEN_LENGTH || !PLAUSIBLE_TOKEN.test(token)) return INACTIVE;
+  const budget = deps.config.rate_limits.op_introspection;
+  const allowed = await deps.store.takeToken('rate:op-introspection', { burst: budget.burst, perSecond: budget.per_second }, now).catch((err: unknown) => {
+    throw new IntrospectionUnavailable('The store is unavailable', err);
+  });
+  if (!allowed.allowed) {
+    deps.metrics.introspectionBudgetSpent.inc();
+    throw new IntrospectionUnavailable('Too many introspections of unknown tokens; try again shortly', undefined);
+  }
 
   let answer;
   try {
@@ -76,14 +92,15 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
     cache.set(token, INACTIVE, now);
     return INACTIVE;
   }
-  const deviceScopes = scopes.filter((scope) => DEVICE_SCOPE_PREFIXES.some((prefix) => scope.startsWith(prefix)));
-  const deviceIds = new Set(deviceScopes.map((scope) => scope.slice(scope.lastIndexOf(':') + 1)));
-  if (deviceIds.size !== 1) {
-    // Synapse needs exactly one device for a client-server token.
+  const deviceIds = new Set(
+    scopes.flatMap((scope) => DEVICE_SCOPE_PREFIXES.filter((prefix) => scope.startsWith(prefix)).map((prefix) => scope.slice(prefix.length))),
+  );
+  const [deviceId] = [...deviceIds];
+  // Synapse needs exactly one device for a client-server token; the OP's scope is as untrusted as a login body.
+  if (deviceIds.size !== 1 || deviceId === undefined || !isSafeDeviceId(deviceId)) {
     cache.set(token, INACTIVE, now);
     return INACTIVE;
   }
-  const [deviceId] = [...deviceIds] as [string];
 
   let localpart: string;
   try {

@@ -59,6 +59,7 @@ export async function requireSession(ctx: Context, sessions: SessionStore, optio
     case 'expired':
       throw matrixErrors.unknownToken(true);
     case 'malformed':
+    case 'foreign':
     case 'unknown':
       throw matrixErrors.unknownToken();
   }

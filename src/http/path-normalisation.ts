@@ -12,6 +12,10 @@
  * percent-encoding.
  */
 export function normaliseMatrixPath(rawPath: string): string | undefined {
+  // A raw `#` ends the path (RFC 3986 §3.5; a request target never carries a fragment, RFC 9112 §3.2): nginx and
+  // most hops drop it, so `/login#x` reaches the homeserver as `/login`. Judge the path a hop would see.
+  const fragment = rawPath.indexOf('#');
+  if (fragment >= 0) return normaliseMatrixPath(rawPath.slice(0, fragment));
   // RFC 9112 §3.2: absolute-form, authority-form and `*` are not paths of this server.
   if (!rawPath.startsWith('/')) return undefined;
 
@@ -63,4 +67,15 @@ function resolveSegments(path: string): string {
     else resolved.push(segment);
   }
   return `/${resolved.join('/')}`;
+}
+
+/**
+ * Splits a request target into its path and its query (with the `?`), dropping a raw `#` and what follows it: the
+ * fragment is the client's own (RFC 3986 §3.5) and must not reach the homeserver, where a hop would drop it anyway.
+ */
+export function splitRequestTarget(url: string): { readonly rawPath: string; readonly query: string } {
+  const fragment = url.indexOf('#');
+  const target = fragment < 0 ? url : url.slice(0, fragment);
+  const queryStart = target.indexOf('?');
+  return queryStart < 0 ? { rawPath: target, query: '' } : { rawPath: target.slice(0, queryStart), query: target.slice(queryStart) };
 }

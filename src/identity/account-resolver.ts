@@ -62,7 +62,8 @@ export async function resolveAccount(
 
   const user = await deps.homeserver.queryUser(identity.localpart);
   if (user !== undefined) {
-    if (!policy.allowExistingUsers) return { ok: false, reason: 'localpart_taken' };
+    // allow_existing_users binds only the exact, unfolded name: `ALICE` never takes over an existing `@alice`.
+    if (!policy.allowExistingUsers || identity.localpartFolded === true) return { ok: false, reason: 'localpart_taken' };
     if (user.deactivated) return { ok: false, reason: 'deactivated' };
   }
   const claim = await deps.bindings.claim({

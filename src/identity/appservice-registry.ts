@@ -50,6 +50,11 @@ export class AppserviceRegistry {
     return found;
   }
 
+  /** Whether any appservice may act as this user (its sender, or a match of its user namespaces). */
+  ownsUser(userId: string, localpart: string): boolean {
+    return this.appservices.some((appservice) => AppserviceRegistry.mayActAs(appservice, userId, localpart));
+  }
+
   /** Spec: an appservice may act as its sender user and as any user matching its user namespaces. */
   static mayActAs(appservice: Appservice, userId: string, localpart: string): boolean {
     if (localpart === appservice.senderLocalpart) return true;

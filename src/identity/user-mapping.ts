@@ -19,8 +19,12 @@ export interface MappingConfig {
 
 export interface MappedIdentity {
   readonly subject: string;
-  /** Normalised (lower-case) and valid per the Matrix user-id grammar; undefined when no template gave one. */
+  /**
+   * Valid per the Matrix user-id grammar and Synapse's registration rules; exactly as rendered unless case folding
+   * is allowed (then `localpartFolded` says whether lower-casing changed it). Undefined when no template gave one.
+   */
   readonly localpart?: string;
+  readonly localpartFolded?: boolean;
   readonly displayName?: string;
   readonly email?: string;
   readonly picture?: string;
@@ -29,6 +33,8 @@ export interface MappedIdentity {
 export type MappingFailure =
   | { readonly kind: 'missing_subject' }
   | { readonly kind: 'invalid_localpart'; readonly rendered: string }
+  /** Lower-casing, NFKC or trimming would change the localpart: another spelling of someone else's name (issue 12 #2). */
+  | { readonly kind: 'folded_localpart'; readonly rendered: string; readonly folded: string }
   | { readonly kind: 'template_error'; readonly template: string; readonly message: string };
 
 export class MappingError extends Error {
@@ -42,8 +48,15 @@ export class MappingError extends Error {
 const LOCALPART_PATTERN = /^[a-z0-9._=\-/+]+$/;
 
 export function isValidLocalpart(localpart: string, serverName: string): boolean {
-  // The full user id (@localpart:server) must not exceed 255 bytes.
-  return LOCALPART_PATTERN.test(localpart) && Buffer.byteLength(`@${localpart}:${serverName}`) <= 255;
+  // The full user id (@localpart:server) must not exceed 255 bytes. Synapse's registration also refuses a leading
+  // `_` (reserved for appservices: synapse/handlers/register.py check_username), so such a name is refused here,
+  // before it is claimed, rather than by the homeserver after.
+  return LOCALPART_PATTERN.test(localpart) && !localpart.startsWith('_') && Buffer.byteLength(`@${localpart}:${serverName}`) <= 255;
+}
+
+export interface MapperOptions {
+  /** Accept a rendered localpart that only lower-casing changes (`ALICE` → `alice`). Default off. */
+  readonly caseFolding?: boolean;
 }
 
 export interface UserMapper {
@@ -64,13 +77,14 @@ export function claimsReadBy(template: string): string[] {
   return [...names];
 }
 
-export function compileUserMapper(idpId: string, config: MappingConfig, serverName: string): UserMapper {
+export function compileUserMapper(idpId: string, config: MappingConfig, serverName: string, options: MapperOptions = {}): UserMapper {
   const env = sandboxedEnvironment();
   const compile = (name: string, source: string | undefined) => {
     if (source === undefined) return undefined;
     try {
       // eagerCompile: syntax errors surface now, at start-up, not at the first login.
-      const template = new nunjucks.Template(source, env, undefined, true);
+      // The template's own surrounding whitespace (a YAML block scalar's newline) is no part of any value.
+      const template = new nunjucks.Template(source.trim(), env, undefined, true);
       return { name, template };
     } catch (err: unknown) {
       throw new MappingError(idpId, { kind: 'template_error', template: name, message: errorText(err) });
@@ -83,11 +97,12 @@ export function compileUserMapper(idpId: string, config: MappingConfig, serverNa
   const subjectClaim = config.subject_claim ?? 'sub';
   const pictureClaim = config.picture_claim ?? 'picture';
 
-  const render = (compiled: ReturnType<typeof compile>, claims: Readonly<Record<string, unknown>>): string | undefined => {
+  const render = (compiled: ReturnType<typeof compile>, claims: Readonly<Record<string, unknown>>, trim = true): string | undefined => {
     if (compiled === undefined) return undefined;
     try {
-      const text = compiled.template.render({ user: toSafeValue(claims) }).trim();
-      return text === '' ? undefined : text;
+      const output = compiled.template.render({ user: toSafeValue(claims) });
+      const text = trim ? output.trim() : output;
+      return text.trim() === '' ? undefined : text;
     } catch (err: unknown) {
       throw new MappingError(idpId, { kind: 'template_error', template: compiled.name, message: errorText(err) });
     }
@@ -108,24 +123,41 @@ export function compileUserMapper(idpId: string, config: MappingConfig, serverNa
     map(claims) {
       const subject = subjectTemplate !== undefined ? render(subjectTemplate, claims) : stringClaim(claims, subjectClaim);
       if (subject === undefined) throw new MappingError(idpId, { kind: 'missing_subject' });
-      const rendered = render(localpartTemplate, claims);
+      // Untrimmed: ` bob ` is not `bob`.
+      const rendered = render(localpartTemplate, claims, false);
       let localpart: string | undefined;
+      let localpartFolded = false;
       if (rendered !== undefined) {
-        localpart = rendered.toLowerCase();
-        if (!isValidLocalpart(localpart, serverName)) throw new MappingError(idpId, { kind: 'invalid_localpart', rendered });
+        ({ localpart, folded: localpartFolded } = checkedLocalpart(idpId, rendered, serverName, options));
       }
       const displayName = render(displayNameTemplate, claims);
       const email = render(emailTemplate, claims);
       const picture = stringClaim(claims, pictureClaim);
       return {
         subject,
-        ...(localpart === undefined ? {} : { localpart }),
+        ...(localpart === undefined ? {} : { localpart, localpartFolded }),
         ...(displayName === undefined ? {} : { displayName }),
         ...(email === undefined ? {} : { email }),
         ...(picture === undefined ? {} : { picture }),
       };
     },
   };
+}
+
+/**
+ * A rendered localpart as the account it names. Folding is how distinct OP users become one Matrix account: `ALICE`,
+ * ` bob ` and `Kelvin` (KELVIN SIGN) would otherwise map to the existing `alice`, `bob` and `kelvin` (issue 12
+ * #2). Synapse's JinjaOidcMappingProvider lower-cases the rendered localpart (map_username_to_mxid_localpart); here
+ * any change by trimming or NFKC is refused, and lower-casing happens only when `localpart_case_folding` allows it.
+ */
+function checkedLocalpart(idpId: string, rendered: string, serverName: string, options: MapperOptions): { localpart: string; folded: boolean } {
+  const normalised = rendered.trim().normalize('NFKC');
+  const folded = normalised.toLowerCase();
+  if (normalised !== rendered || (folded !== rendered && options.caseFolding !== true)) {
+    throw new MappingError(idpId, { kind: 'folded_localpart', rendered, folded });
+  }
+  if (!isValidLocalpart(folded, serverName)) throw new MappingError(idpId, { kind: 'invalid_localpart', rendered });
+  return { localpart: folded, folded: folded !== rendered };
 }
 
 /** Reads a claim by dotted path (`resource_access.synapse.roles`), which Synapse cannot (synapse#14835). */
@@ -195,7 +227,9 @@ function describe(failure: MappingFailure): string {
     case 'missing_subject':
       return 'the subject claim is missing from the user info';
     case 'invalid_localpart':
-      return `localpart_template rendered "${failure.rendered}", which is not a valid Matrix localpart`;
+      return `localpart_template rendered ${JSON.stringify(failure.rendered)}, which is not a valid Matrix localpart (a-z, 0-9, ._=-/+, not starting with _)`;
+    case 'folded_localpart':
+      return `localpart_template rendered ${JSON.stringify(failure.rendered)}, which names the account ${JSON.stringify(failure.folded)} only after trimming, NFKC or lower-casing; refused so that distinct OP users cannot share an account (localpart_case_folding allows lower-casing)`;
     case 'template_error':
       return `${failure.template}: ${failure.message}`;
   }

@@ -1,7 +1,7 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Route classes keep metric cardinality bounded: never label by raw path. */
-export type RouteClass = 'login' | 'logout' | 'devices' | 'account' | 'refresh' | 'sso' | 'introspection' | 'admin' | 'backchannel_logout' | 'passthrough' | 'ops' | 'discovery' | 'other';
+export type RouteClass = 'login' | 'logout' | 'devices' | 'account' | 'refresh' | 'sso' | 'introspection' | 'admin' | 'backchannel_logout' | 'oauth' | 'passthrough' | 'ops' | 'discovery' | 'other';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -12,6 +12,10 @@ export interface Metrics {
   readonly logins: Counter<'type' | 'outcome'>;
   readonly sessionsEnded: Counter<'reason'>;
   readonly revalidations: Counter<'outcome'>;
+  /** Requests refused with a 4xx (counted here; logged only at a bounded rate: errors/render.ts). */
+  readonly rejections: Counter<'status' | 'code'>;
+  /** Unknown tokens not introspected at the OP because the budget was spent (rate_limits.op_introspection). */
+  readonly introspectionBudgetSpent: Counter;
 }
 
 export function createMetrics(options: { collectDefaults?: boolean } = {}): Metrics {
@@ -38,5 +42,11 @@ export function createMetrics(options: { collectDefaults?: boolean } = {}): Metr
     logins: new Counter({ name: 'mcp_logins_total', help: 'Login attempts by type and outcome', labelNames: ['type', 'outcome'], registers: [registry] }),
     sessionsEnded: new Counter({ name: 'mcp_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'], registers: [registry] }),
     revalidations: new Counter({ name: 'mcp_revalidations_total', help: 'Upstream re-validations by outcome', labelNames: ['outcome'], registers: [registry] }),
+    rejections: new Counter({ name: 'mcp_rejected_requests_total', help: 'Requests refused with a client error, by status and error code', labelNames: ['status', 'code'], registers: [registry] }),
+    introspectionBudgetSpent: new Counter({
+      name: 'mcp_op_introspection_budget_spent_total',
+      help: 'Unknown tokens answered 503 without asking the OP because rate_limits.op_introspection was spent',
+      registers: [registry],
+    }),
   };
 }

@@ -57,6 +57,7 @@ export const messages = {
       token: 'Signed in with single sign-on',
       appservice: 'Signed in by a bridge or bot service',
       homeserver: 'Signed in directly with your identity provider',
+      imported: 'Signed in before the move to your identity provider',
     },
     lastSeen: (when: string) => `Last active ${when}`,
     neverSeen: 'Not active yet',
@@ -176,6 +177,11 @@ export const messages = {
       heading: 'The Matrix server is not reachable',
       what: 'Your identity was confirmed, but the Matrix server behind this sign-in did not answer.',
       todo: 'Try again in a few minutes.',
+    },
+    homeserver_refused: {
+      heading: 'The Matrix server refused this account',
+      what: 'Your identity was confirmed, but the Matrix server would not create or update your account.',
+      todo: 'Contact the server administrator and quote the reason below.',
     },
     store_unavailable: {
       heading: 'The server is busy',

@@ -81,11 +81,14 @@ export class HomeserverError extends Error {
   /** transient: worth a retry (network, 5xx); permanent: the homeserver refused (4xx). */
   readonly kind: 'transient' | 'permanent';
   readonly status?: number;
-  constructor(kind: 'transient' | 'permanent', message: string, options: { status?: number; cause?: unknown } = {}) {
+  /** The homeserver's own words (Synapse's `error`), safe to show the user when it refused what it was given. */
+  readonly detail?: string;
+  constructor(kind: 'transient' | 'permanent', message: string, options: { status?: number; detail?: string; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'HomeserverError';
     this.kind = kind;
     if (options.status !== undefined) this.status = options.status;
+    if (options.detail !== undefined) this.detail = options.detail;
   }
 }
 

@@ -230,7 +230,7 @@ function statusError(endpoint: MasEndpoint, response: MasResponse): HomeserverEr
   }
   const kind = isTransientStatus(response.status) ? 'transient' : 'permanent';
   const message = `${endpoint}: Synapse answered ${response.status}${errcode === undefined ? '' : ` ${errcode}`}${detail === undefined ? '' : `: ${detail}`}${hint}`;
-  return new HomeserverError(kind, message, { status: response.status });
+  return new HomeserverError(kind, message, { status: response.status, ...(detail === undefined ? {} : { detail }) });
 }
 
 function errcodeOf(body: unknown): string | undefined {

@@ -22,6 +22,8 @@ export interface HomeserverProxyOptions {
   readonly onUpstreamError?: (kind: UpstreamErrorKind) => void;
   /** Cap on sockets to the homeserver. Default {@link DEFAULT_MAX_UPSTREAM_SOCKETS}. */
   readonly maxSockets?: number;
+  /** Longest silence from the client while its request body is still arriving; then 408 and the connection closed. */
+  readonly bodyIdleTimeoutMs?: number;
 }
 
 /**
@@ -86,6 +88,9 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
         upstream: undefined,
       };
       const framing = bodyFraming(req);
+      if (framing.kind !== 'none' && !req.complete && options.bodyIdleTimeoutMs !== undefined) {
+        watchBodyIdleness(req, res, exchange, options.bodyIdleTimeoutMs);
+      }
       // http-proxy copies req.headers into the upstream request, so this is where the headers are decided.
       req.headers = upstreamRequestHeaders(req, trusted);
 
@@ -121,6 +126,37 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
       agent.destroy();
     },
   };
+
+  /**
+   * A body trickled byte by byte would hold a client connection and an upstream socket until the upstream timeout
+   * (the listener has no request timeout: /sync long-polls pass through it). While the body arrives, the client's
+   * socket may be silent at most `idleMs` (issue 12 #8); once the body is complete the watch ends — waiting for the
+   * homeserver's answer is the upstream timeout's business. A socket timeout, so the body stream itself is never touched.
+   */
+  function watchBodyIdleness(req: IncomingMessage, res: ServerResponse, exchange: Exchange, idleMs: number): void {
+    const socket = req.socket;
+    const onIdle = () => {
+      if (req.complete) return;
+      log.info({ method: exchange.method, path: exchange.path, idle_ms: idleMs }, 'proxy.body_idle');
+      exchange.clientLeft = true;
+      if (res.headersSent) {
+        socket.destroy();
+      } else {
+        writeRawMatrixError(res, new MatrixError(408, 'M_UNKNOWN', 'The request body did not arrive in time'), { Connection: 'close' });
+        res.once('finish', () => socket.destroySoon());
+      }
+      exchange.upstream?.destroy();
+    };
+    // On the request, not the socket: the server's own socket 'timeout' handler destroys the socket unless the
+    // request (or response) listens for the event.
+    req.setTimeout(idleMs, onIdle);
+    const stop = () => {
+      req.setTimeout(0);
+      req.removeListener('timeout', onIdle);
+    };
+    req.once('end', stop);
+    req.once('close', stop);
+  }
 
   function failUpstream(err: Error, req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     if (exchange.failed) return;

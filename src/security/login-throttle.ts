@@ -1,5 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { Store, TokenBucket } from '../store/store.js';
+import { ipBucketOf } from './account-name.js';
 
 /** A bucket was empty: the caller may try again after `retryAfterMs` (rendered as 429 M_LIMIT_EXCEEDED). */
 export class RateLimited extends Error {
@@ -13,6 +14,8 @@ export interface ThrottleLimits {
   readonly perIp: TokenBucket;
   readonly perAccount: TokenBucket;
   readonly ssoPerIp: TokenBucket;
+  /** IPv6 clients share a per-IP bucket per prefix of this length (security/account-name.ts `ipBucketOf`). */
+  readonly ipv6PrefixLength: number;
 }
 
 /**
@@ -28,17 +31,20 @@ export class LoginThrottle {
 
   /** SSO starts (each writes a pending login to the store), per client IP. Throws RateLimited. */
   async checkSsoStart(ip: string): Promise<void> {
-    const result = await this.store.takeToken(`rate:sso:ip:${ip}`, this.limits.ssoPerIp, this.clock.now());
+    const result = await this.store.takeToken(`rate:sso:ip:${ipBucketOf(ip, this.limits.ipv6PrefixLength)}`, this.limits.ssoPerIp, this.clock.now());
     if (!result.allowed) throw new RateLimited(result.retryAfterMs);
   }
 
-  /** Throws RateLimited when either bucket is empty. */
-  async check(ip: string, account: string | undefined): Promise<void> {
+  /**
+   * Throws RateLimited when either bucket is empty. `accountKey` must be canonical (`AccountAliases.throttleKey`):
+   * the bucket is keyed on it as given.
+   */
+  async check(ip: string, accountKey: string | undefined): Promise<void> {
     const now = this.clock.now();
-    const byIp = await this.store.takeToken(`rate:login:ip:${ip}`, this.limits.perIp, now);
+    const byIp = await this.store.takeToken(`rate:login:ip:${ipBucketOf(ip, this.limits.ipv6PrefixLength)}`, this.limits.perIp, now);
     if (!byIp.allowed) throw new RateLimited(byIp.retryAfterMs);
-    if (account === undefined) return;
-    const byAccount = await this.store.takeToken(`rate:login:account:${account.toLowerCase()}`, this.limits.perAccount, now);
+    if (accountKey === undefined) return;
+    const byAccount = await this.store.takeToken(`rate:login:account:${accountKey}`, this.limits.perAccount, now);
     if (!byAccount.allowed) throw new RateLimited(byAccount.retryAfterMs);
   }
 }

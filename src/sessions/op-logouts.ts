@@ -7,7 +7,7 @@ import type { LogoutTokenClaims, UpstreamProvider } from '../oidc/upstream.js';
 import type { Store } from '../store/store.js';
 import type { LoginGrant, LoginTokenStore } from './login-tokens.js';
 import type { SessionKeys } from './secret-box.js';
-import type { Session, SessionOrigin } from './session.js';
+import { opOriginOf, opSubjectOf, type Session, type SessionOrigin } from './session.js';
 import type { SessionLifecycle } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
 
@@ -79,10 +79,11 @@ export async function applyOpLogout(
   const ids: string[] = [];
   for (const id of candidateIds) {
     const session = await deps.sessions.get(id);
-    if (session === undefined || session.origin.kind === 'appservice') continue;
+    const subject = session === undefined ? undefined : opSubjectOf(session);
+    if (subject === undefined) continue;
     // With both sid and sub, a session of that sid under another subject is not the one meant.
-    if (sub !== undefined && session.origin.sub !== sub) continue;
-    if (sid !== undefined && session.origin.sid !== undefined && session.origin.sid !== sid) continue;
+    if (sub !== undefined && subject.sub !== sub) continue;
+    if (sid !== undefined && subject.sid !== undefined && subject.sid !== sid) continue;
     ids.push(id);
   }
   const ended = options.mode === 'hard' ? (await deps.lifecycle.endMany(ids, 'backchannel_logout')).length : await softLogout(deps, ids, now);
@@ -99,15 +100,16 @@ async function softLogout(deps: OpLogoutDeps, ids: readonly string[], now: numbe
   for (const id of ids) {
     let sealedOpRefreshToken: string | undefined;
     const updated = await deps.sessions.update(id, (current) => {
-      sealedOpRefreshToken = current.origin.kind === 'appservice' ? undefined : current.origin.sealedOpRefreshToken;
+      sealedOpRefreshToken = opOriginOf(current)?.sealedOpRefreshToken;
       return withSoftLogout(current, now);
     });
     if (updated === undefined) continue;
     count++;
     deps.metrics.sessionsEnded.inc({ reason: 'backchannel_soft_logout' });
     deps.logger.info({ event: 'session.soft_logged_out', session_id: id, localpart: updated.localpart, device_id: updated.deviceId }, 'session.soft_logged_out');
-    if (sealedOpRefreshToken !== undefined && updated.origin.kind !== 'appservice') {
-      const provider = deps.providers.get(updated.origin.idpId);
+    const opOrigin = opOriginOf(updated);
+    if (sealedOpRefreshToken !== undefined && opOrigin !== undefined) {
+      const provider = deps.providers.get(opOrigin.idpId);
       await provider?.revoke(deps.keys.open(sealedOpRefreshToken), 'refresh_token').catch((err: unknown) => deps.logger.warn({ err }, 'op.revoke.failed'));
     }
   }
@@ -117,8 +119,9 @@ async function softLogout(deps: OpLogoutDeps, ids: readonly string[], now: numbe
 function withSoftLogout(session: Session, now: number): Session {
   const { refresh: _droppedRefreshFamily, ...rest } = session;
   let origin: SessionOrigin = session.origin;
-  if (origin.kind !== 'appservice') {
-    const { sealedOpRefreshToken: _droppedOpToken, ...originRest } = origin;
+  const opOrigin = opOriginOf(session);
+  if (opOrigin !== undefined) {
+    const { sealedOpRefreshToken: _droppedOpToken, ...originRest } = opOrigin;
     origin = originRest;
   }
   return { ...rest, origin, accessExpiresAt: Math.min(now, session.accessExpiresAt ?? now), softLoggedOut: session.softLoggedOut ?? { at: now, reason: 'backchannel_logout' } };

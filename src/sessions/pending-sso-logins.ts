@@ -126,6 +126,13 @@ export class SsoLoginState {
     return { state, nonce, codeVerifier };
   }
 
+  /** Reads the pending login of `state` without using it up (the callback's checks come first). */
+  async peekPending(state: string): Promise<PendingSsoLogin | undefined> {
+    if (!isOpaqueSecret(state)) return undefined;
+    const key = ssoLoginKeys.pending(state);
+    return readRecord(pendingSsoLoginRecord, await this.store.get(key), key, this.logger);
+  }
+
   /** Takes the pending login of `state` (once: a replayed state gets undefined). May be past `expiresAt`. */
   async takePending(state: string): Promise<PendingSsoLogin | undefined> {
     if (!isOpaqueSecret(state)) return undefined;

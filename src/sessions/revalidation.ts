@@ -9,7 +9,7 @@ import type { AppPassword, AppPasswords } from './app-passwords.js';
 import type { SessionKeys } from './secret-box.js';
 import type { SessionLifecycle } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
-import type { Session } from './session.js';
+import { opOriginOf, type Session } from './session.js';
 import { parseToken, sameHash } from './tokens.js';
 
 /**
@@ -122,9 +122,9 @@ export async function admitRefresh(deps: RevalidationDeps, refreshToken: string)
 
 /** When the session's grant is next due for a check at the OP; undefined when it never is (no OP grant kept). */
 export function revalidationDueAt(deps: Pick<RevalidationDeps, 'config'>, session: Session): number | undefined {
-  if (session.origin.kind === 'appservice') return undefined;
-  if (session.origin.sealedOpRefreshToken === undefined && session.origin.appPasswordId === undefined) return undefined;
-  return session.origin.lastValidatedAt + deps.config.sessions.revalidate_interval;
+  const origin = opOriginOf(session);
+  if (origin === undefined || (origin.sealedOpRefreshToken === undefined && origin.appPasswordId === undefined)) return undefined;
+  return origin.lastValidatedAt + deps.config.sessions.revalidate_interval;
 }
 
 function isDue(deps: RevalidationDeps, session: Session): boolean {
@@ -133,16 +133,17 @@ function isDue(deps: RevalidationDeps, session: Session): boolean {
 }
 
 function graceOrUnavailable(deps: RevalidationDeps, session: Session): 'grace' | 'unavailable' {
-  if (session.origin.kind === 'appservice') return 'grace';
-  if (deps.clock.now() < session.origin.lastValidatedAt + deps.config.sessions.op_unreachable_grace) return 'grace';
+  const origin = opOriginOf(session);
+  if (origin === undefined) return 'grace';
+  if (deps.clock.now() < origin.lastValidatedAt + deps.config.sessions.op_unreachable_grace) return 'grace';
   deps.metrics.revalidations.inc({ outcome: 'failed_closed' });
   return 'unavailable';
 }
 
 /** One refresh-token grant at the OP, with the lock held. */
 async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<RevalidationOutcome> {
-  const origin = session.origin;
-  if (origin.kind === 'appservice') return 'fresh';
+  const origin = opOriginOf(session);
+  if (origin === undefined) return 'fresh';
   const log = deps.logger.child({ session_id: session.id, localpart: session.localpart, idp_id: origin.idpId });
   if (origin.appPasswordId !== undefined) return checkAppPasswordSession(deps, session, origin.appPasswordId, log);
   if (origin.sealedOpRefreshToken === undefined) return 'fresh';
@@ -171,7 +172,10 @@ async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<Reva
   // Some OPs rotate refresh tokens (the old one is dead now), others return none and keep the old one valid.
   const sealed = grant.refreshToken === undefined ? usedSealed : deps.keys.seal(grant.refreshToken);
   const updated = await deps.sessions.update(session.id, (current) =>
-    current.origin.kind === 'appservice' ? current : { ...current, origin: { ...current.origin, sealedOpRefreshToken: sealed, lastValidatedAt: now } },
+    {
+      const currentOrigin = opOriginOf(current);
+      return currentOrigin === undefined ? current : { ...current, origin: { ...currentOrigin, sealedOpRefreshToken: sealed, lastValidatedAt: now } };
+    },
   );
   if (updated === undefined) {
     // Logged out while we were asking: the fresh OP grant belongs to no session any more.
@@ -187,7 +191,8 @@ async function refusedByOp(deps: RevalidationDeps, session: Session, usedSealed:
   // invalid_grant after a lost race (our lock expired and another replica rotated the token) is not a refusal.
   const current = await deps.sessions.get(session.id);
   if (current === undefined) return 'ended';
-  if (current.origin.kind !== 'appservice' && current.origin.sealedOpRefreshToken !== usedSealed) return 'fresh';
+  const currentOrigin = opOriginOf(current);
+  if (currentOrigin !== undefined && currentOrigin.sealedOpRefreshToken !== usedSealed) return 'fresh';
   log.info({ reason: err.message }, 'revalidation.refused');
   deps.metrics.revalidations.inc({ outcome: 'ended' });
   const outcome = await endSession(deps, session.id, log);
@@ -209,7 +214,8 @@ async function opUnreachable(deps: RevalidationDeps, session: Session, log: Reva
   await deps.store.set(backoffKey(session.id), '1', { ttlMs: RETRY_BACKOFF_MS });
   deps.metrics.revalidations.inc({ outcome: 'op_unavailable' });
   const outcome = graceOrUnavailable(deps, session);
-  const graceLeftMs = session.origin.kind === 'appservice' ? 0 : session.origin.lastValidatedAt + deps.config.sessions.op_unreachable_grace - deps.clock.now();
+  const origin = opOriginOf(session);
+  const graceLeftMs = origin === undefined ? 0 : origin.lastValidatedAt + deps.config.sessions.op_unreachable_grace - deps.clock.now();
   if (outcome === 'grace') log.warn({ err, grace_left_ms: graceLeftMs }, 'revalidation.op_unavailable.grace');
   else log.error({ err }, 'revalidation.op_unavailable.failed_closed');
   return outcome;
@@ -311,7 +317,9 @@ async function checkAppPasswordSession(deps: RevalidationDeps, session: Session,
     case 'valid': {
       const validatedAt = check.appPassword.lastValidatedAt;
       const updated = await deps.sessions.update(session.id, (current) =>
-        current.origin.kind === 'appservice' ? current : { ...current, origin: { ...current.origin, lastValidatedAt: Math.max(validatedAt, current.origin.lastValidatedAt) } },
+        current.origin.kind === 'appservice' || current.origin.kind === 'imported'
+          ? current
+          : { ...current, origin: { ...current.origin, lastValidatedAt: Math.max(validatedAt, current.origin.lastValidatedAt) } },
       );
       if (updated === undefined) return 'ended';
       deps.metrics.revalidations.inc({ outcome: 'revalidated' });

@@ -3,7 +3,7 @@ import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UpstreamProvider } from '../oidc/upstream.js';
 import type { SessionKeys } from './secret-box.js';
-import type { Session } from './session.js';
+import { opOriginOf, type Session } from './session.js';
 import type { Store } from '../store/store.js';
 
 /** Marks an account the proxy locked at the homeserver, so the next sign-in the OP accepts unlocks it. */
@@ -80,7 +80,7 @@ export class SessionLifecycle {
     if (removed === undefined) return undefined;
     this.deps.metrics.sessionsEnded.inc({ reason });
     this.deps.logger.info({ event: 'session.ended', reason, session_id: removed.id, localpart: removed.localpart, device_id: removed.deviceId }, 'session.ended');
-    await this.revokeAtOp(removed);
+    this.revokeInBackground(removed);
     return removed;
   }
 
@@ -131,17 +131,38 @@ export class SessionLifecycle {
     return ended;
   }
 
+  /**
+   * Revocation at the OP is best effort and must not hold up the client's /logout for up to the OP timeout (issue
+   * 12 #8): it runs after the answer, at most MAX_BACKGROUND_REVOCATIONS at once; beyond that (an OP that hangs
+   * during a mass logout) it is skipped with a warning — the session is already over here.
+   */
+  private revokeInBackground(session: Session): void {
+    if (this.revocationsInFlight >= MAX_BACKGROUND_REVOCATIONS) {
+      this.deps.logger.warn({ event: 'op.revoke.skipped', session_id: session.id, in_flight: this.revocationsInFlight }, 'op.revoke.skipped');
+      return;
+    }
+    this.revocationsInFlight += 1;
+    void this.revokeAtOp(session).finally(() => {
+      this.revocationsInFlight -= 1;
+    });
+  }
+
+  private revocationsInFlight = 0;
+
   private async revokeAtOp(session: Session): Promise<void> {
-    if (session.origin.kind === 'appservice' || session.origin.sealedOpRefreshToken === undefined) return;
-    const provider = this.deps.providers.get(session.origin.idpId);
+    const origin = opOriginOf(session);
+    if (origin?.sealedOpRefreshToken === undefined) return;
+    const provider = this.deps.providers.get(origin.idpId);
     if (provider === undefined) return;
     try {
-      await provider.revoke(this.deps.keys.open(session.origin.sealedOpRefreshToken), 'refresh_token');
+      await provider.revoke(this.deps.keys.open(origin.sealedOpRefreshToken), 'refresh_token');
     } catch (err: unknown) {
-      this.deps.logger.warn({ err, idp_id: session.origin.idpId }, 'op.revoke.failed');
+      this.deps.logger.warn({ err, idp_id: origin.idpId }, 'op.revoke.failed');
     }
   }
 }
+
+const MAX_BACKGROUND_REVOCATIONS = 64;
 
 /** Synapse refuses device display names over 100 characters (upsert_device → 400 M_TOO_LARGE): shorten, don't fail the login. */
 const MAX_DEVICE_DISPLAY_NAME = 100;

@@ -1,8 +1,9 @@
 import type { Clock } from '../clock.js';
 import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
-import type { RefreshFamily, Session, SessionOrigin } from './session.js';
-import { hashToken, mintToken, newSessionId, parseToken, sameHash, successorTokens } from './tokens.js';
+import { createHmac } from 'node:crypto';
+import { opSubjectOf, type ImportedOrigin, type RefreshFamily, type Session, type SessionOrigin } from './session.js';
+import { hashToken, looksLikeOurToken, mintToken, newSessionId, parseToken, randomBase62, sameHash, successorTokens } from './tokens.js';
 
 const RETIRED_HASHES_KEPT = 8;
 
@@ -13,14 +14,28 @@ export const sessionKeys = {
   byDevice: (localpart: string, deviceId: string) => `device-session:${localpart}:${deviceId}`,
   bySid: (idpId: string, sid: string) => `sid-sessions:${idpId}:${sid}`,
   bySub: (idpId: string, sub: string) => `sub-sessions:${idpId}:${sub}`,
+  /**
+   * A homeserver-issued token imported by `migrate synapse` (issue 14) → its session id: the one store read that
+   * recognises a foreign token. Never removed (about 100 bytes per imported token): Synapse keeps its token rows
+   * after the switch, so a later import run must still see that a logged-out or expired token was imported once.
+   */
+  importedAccess: (hash: string) => `imported-access:${hash}`,
+  importedRefresh: (hash: string) => `imported-refresh:${hash}`,
 } as const;
 
 /**
  * The session record under `sessionKeys.session`. Version 1 added only the `v` field: releases up to d73999c wrote
  * the same fields without it (version 0), and such sessions stay valid (a rolling upgrade must not log anyone out);
- * the first update after the upgrade rewrites them as version 1.
+ * the first update after the upgrade rewrites them as version 1 (now 2, below). Version 3 adds the `imported` origin
+ * (issue 14) and is written only for imported sessions: every other session stays version 2, so a rollback to a
+ * release before imports keeps them, and reads an imported session as a miss (with a warning), never as another kind.
  */
-export const sessionRecord = recordFormat<Session>({ name: 'session', version: 2, decoders: { 0: isSessionFields, 1: isSessionFields, 2: isSessionFieldsV2 } });
+export const sessionRecord = recordFormat<Session>({
+  name: 'session',
+  version: 3,
+  decoders: { 0: isSessionFieldsV1, 1: isSessionFieldsV1, 2: isSessionFieldsV2, 3: isSessionFieldsV3 },
+  versionOf: (session) => (session.origin.kind === 'imported' ? 3 : 2),
+});
 
 /**
  * Version 2 added `homeserverToken` (the sealed homeserver token of appservice and JWT logins). A new version, not an
@@ -28,15 +43,26 @@ export const sessionRecord = recordFormat<Session>({ name: 'session', version: 2
  * and serve it without the swap; with the version bump it reads it as a miss instead.
  */
 function isSessionFieldsV2(f: Fields): boolean {
-  return isSessionFields(f) && isOptional(f.homeserverToken, isString);
+  return isSessionFieldsV1(f) && isOptional(f.homeserverToken, isString);
 }
 
-function isSessionFields(f: Fields): boolean {
+/** Version 3 (issue 14) adds the `imported` origin; written only for imported sessions. */
+function isSessionFieldsV3(f: Fields): boolean {
+  return isSessionFieldsWith(f, (origin) => isSessionOriginV1(origin) || isImportedOrigin(origin)) && isOptional(f.homeserverToken, isString);
+}
+
+function isSessionFieldsV1(f: Fields): boolean {
+  return isSessionFieldsWith(f, isSessionOriginV1);
+}
+
+
+function isSessionFieldsWith(f: Fields, isSessionOrigin: (value: unknown) => boolean): boolean {
   return (
     isString(f.id) &&
     isString(f.localpart) &&
     isString(f.deviceId) &&
     isOptional(f.deviceDisplayName, isString) &&
+    isOptional(f.oauthClientId, isString) &&
     isSessionOrigin(f.origin) &&
     isNumber(f.createdAt) &&
     isNumber(f.lastSeenAt) &&
@@ -64,8 +90,20 @@ export function isOpOrigin(value: unknown): value is Extract<SessionOrigin, { ki
   );
 }
 
-function isSessionOrigin(value: unknown): value is SessionOrigin {
+function isSessionOriginV1(value: unknown): value is SessionOrigin {
   return isOpOrigin(value) || (isFields(value) && value.kind === 'appservice' && isString(value.appserviceId));
+}
+
+function isImportedOrigin(value: unknown): value is ImportedOrigin {
+  return (
+    isFields(value) &&
+    value.kind === 'imported' &&
+    isNumber(value.importedAt) &&
+    isNumber(value.endsAt) &&
+    isOptional(value.idpId, isString) &&
+    isOptional(value.issuer, isString) &&
+    isOptional(value.sub, isString)
+  );
 }
 
 function isRefreshFamily(value: unknown): value is RefreshFamily {
@@ -88,6 +126,7 @@ export interface NewSession {
   readonly deviceId: string;
   readonly deviceDisplayName?: string;
   readonly origin: Session['origin'];
+  readonly oauthClientId?: string;
   readonly ip?: string;
   readonly userAgent?: string;
   /** Given: access token expires after this many ms and a refresh token is issued. */
@@ -102,13 +141,32 @@ export interface IssuedTokens {
   readonly refreshToken?: string;
 }
 
+/** `foreign`: not a token of ours, and no imported token either (a native OIDC client's, or garbage). */
 export type AuthenticateResult =
   | { readonly ok: true; readonly session: Session }
-  | { readonly ok: false; readonly reason: 'malformed' | 'unknown' | 'expired' };
+  | { readonly ok: false; readonly reason: 'malformed' | 'foreign' | 'unknown' | 'expired' };
 
 export type RefreshResult =
   | { readonly ok: true; readonly session: Session; readonly accessToken: string; readonly refreshToken: string; readonly expiresInMs: number }
-  | { readonly ok: false; readonly reason: 'malformed' | 'unknown' | 'reused' };
+  | { readonly ok: false; readonly reason: 'malformed' | 'unknown' }
+  | { readonly ok: false; readonly reason: 'reused'; readonly sessionId: string };
+
+/** A session the homeserver issued, as `migrate synapse` read it (issue 14). Tokens in clear: hashed here. */
+export interface ImportedSessionInput {
+  readonly localpart: string;
+  readonly deviceId: string;
+  readonly deviceDisplayName?: string;
+  readonly accessToken: string;
+  /** Synapse's `valid_until_ms` (refreshable tokens): the access token expires then and the client refreshes. */
+  readonly accessExpiresAt?: number;
+  readonly refreshToken?: string;
+  readonly origin: ImportedOrigin;
+  readonly lastSeenAt?: number;
+  readonly ip?: string;
+  readonly userAgent?: string;
+}
+
+export type ImportOutcome = 'imported' | 'already_imported';
 
 /**
  * Sessions on top of the Store. Holds only token hashes. Every write of a session goes through compare-and-set on
@@ -145,6 +203,7 @@ export class SessionStore {
       deviceId: input.deviceId,
       ...(input.deviceDisplayName === undefined ? {} : { deviceDisplayName: input.deviceDisplayName }),
       origin: input.origin,
+      ...(input.oauthClientId === undefined ? {} : { oauthClientId: input.oauthClientId }),
       createdAt: now,
       lastSeenAt: now,
       ...(input.ip === undefined ? {} : { ip: input.ip }),
@@ -162,12 +221,75 @@ export class SessionStore {
       this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id),
       this.store.addToSet(sessionKeys.byUser(session.localpart), id),
     ];
-    if (session.origin.kind !== 'appservice') {
-      writes.push(this.store.addToSet(sessionKeys.bySub(session.origin.idpId, session.origin.sub), id));
-      if (session.origin.sid !== undefined) writes.push(this.store.addToSet(sessionKeys.bySid(session.origin.idpId, session.origin.sid), id));
-    }
+    writes.push(...this.subjectIndexWrites(session));
     await Promise.all(writes);
     return { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) };
+  }
+
+  private subjectIndexWrites(session: Session): Promise<unknown>[] {
+    const subject = opSubjectOf(session);
+    if (subject === undefined) return [];
+    return [
+      this.store.addToSet(sessionKeys.bySub(subject.idpId, subject.sub), session.id),
+      ...(subject.sid === undefined ? [] : [this.store.addToSet(sessionKeys.bySid(subject.idpId, subject.sid), session.id)]),
+    ];
+  }
+
+  /**
+   * Imports a homeserver-issued session (issue 14), idempotently: the session id is derived from the access token,
+   * and a token whose import marker exists is never written again — whether its session is still live or was ended
+   * since (a second run must not bring a logged-out token back). Writes in an order that a crash can interrupt: the
+   * session (only if absent), its indexes, then the markers that make it findable and mark it done.
+   */
+  async importSession(input: ImportedSessionInput): Promise<ImportOutcome> {
+    const accessHash = hashToken(input.accessToken);
+    const markerKey = sessionKeys.importedAccess(accessHash);
+    if ((await this.store.get(markerKey)) !== undefined) return 'already_imported';
+    const id = this.importedSessionId(input.accessToken);
+    const session: Session = {
+      id,
+      localpart: input.localpart,
+      deviceId: input.deviceId,
+      ...(input.deviceDisplayName === undefined ? {} : { deviceDisplayName: input.deviceDisplayName }),
+      origin: input.origin,
+      createdAt: input.origin.importedAt,
+      lastSeenAt: input.lastSeenAt ?? input.origin.importedAt,
+      ...(input.ip === undefined ? {} : { ip: input.ip }),
+      ...(input.userAgent === undefined ? {} : { userAgent: input.userAgent }),
+      accessTokenHash: accessHash,
+      ...(input.accessExpiresAt === undefined ? {} : { accessExpiresAt: input.accessExpiresAt }),
+      ...(input.refreshToken === undefined
+        ? {}
+        : {
+            refresh: { generation: 1, currentHash: hashToken(input.refreshToken), successorUnused: false, retiredHashes: [] },
+          }),
+    };
+    await this.store.set(sessionKeys.session(id), sessionRecord.encode(session), { onlyIfAbsent: true });
+    await Promise.all([
+      this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id, { onlyIfAbsent: true }),
+      this.store.addToSet(sessionKeys.byUser(session.localpart), id),
+      ...this.subjectIndexWrites(session),
+      ...(input.refreshToken === undefined ? [] : [this.store.set(sessionKeys.importedRefresh(hashToken(input.refreshToken)), id)]),
+    ]);
+    await this.store.set(markerKey, id);
+    return 'imported';
+  }
+
+  /** Whether this homeserver token was imported already (the dry run's "already imported" count). */
+  async wasImported(accessToken: string): Promise<boolean> {
+    return (await this.store.get(sessionKeys.importedAccess(hashToken(accessToken)))) !== undefined;
+  }
+
+  /** Same token, same id, on every run and every replica: what makes a re-run of the import find its own writes. */
+  private importedSessionId(accessToken: string): string {
+    const digest = createHmac('sha256', this.tokenDerivationKey).update(`imported-session\0${accessToken}`).digest();
+    let offset = 0;
+    return randomBase62(16, (n) => {
+      // 32 bytes give far more than the 16 base62 characters need; rehash in the (never seen) case they do not.
+      const chunk = offset + n <= digest.length ? digest.subarray(offset, offset + n) : createHmac('sha256', digest).update(String(offset)).digest().subarray(0, n);
+      offset += n;
+      return chunk;
+    });
   }
 
   /** The session, or undefined when absent or unreadable (then with a warning: see `sessionRecord`). */
@@ -176,22 +298,44 @@ export class SessionStore {
     return readRecord(sessionRecord, await this.store.get(key), key, this.logger);
   }
 
-  /** Resolves an access token to its live session: one store read (the session id is inside the token). */
+  /**
+   * Resolves an access token to its live session: one store read for a token of ours (the session id is inside the
+   * token); for any other token, one read of the import marker first (a miss: `foreign`), then the session.
+   */
   async authenticate(accessToken: string): Promise<AuthenticateResult> {
-    const parsed = parseToken(accessToken);
-    if (parsed?.kind !== 'access') return { ok: false, reason: 'malformed' };
-    const session = await this.get(parsed.sessionId);
-    if (session === undefined || !sameHash(session.accessTokenHash, parsed.hash)) return { ok: false, reason: 'unknown' };
-    if (session.accessExpiresAt !== undefined && session.accessExpiresAt <= this.clock.now()) return { ok: false, reason: 'expired' };
+    const located = await this.locateAccessToken(accessToken);
+    if (located.reason !== undefined) return { ok: false, reason: located.reason };
+    const session = await this.get(located.sessionId);
+    if (session === undefined || !sameHash(session.accessTokenHash, located.hash)) return { ok: false, reason: 'unknown' };
+    if (isExpired(session, this.clock.now())) return { ok: false, reason: 'expired' };
     return { ok: true, session };
   }
 
   /** The session a well-formed access token belongs to, ignoring expiry (logout with an expired token). */
   async sessionOfToken(accessToken: string): Promise<Session | undefined> {
-    const parsed = parseToken(accessToken);
-    if (parsed?.kind !== 'access') return undefined;
-    const session = await this.get(parsed.sessionId);
-    return session !== undefined && sameHash(session.accessTokenHash, parsed.hash) ? session : undefined;
+    const located = await this.locateAccessToken(accessToken);
+    if (located.reason !== undefined) return undefined;
+    const session = await this.get(located.sessionId);
+    return session !== undefined && sameHash(session.accessTokenHash, located.hash) ? session : undefined;
+  }
+
+  private async locateAccessToken(token: string): Promise<{ sessionId: string; hash: string; reason?: undefined } | { reason: 'malformed' | 'foreign' }> {
+    const parsed = parseToken(token);
+    if (parsed !== undefined) return parsed.kind === 'access' ? { sessionId: parsed.sessionId, hash: parsed.hash } : { reason: 'malformed' };
+    if (looksLikeOurToken(token)) return { reason: 'malformed' };
+    const hash = hashToken(token);
+    const sessionId = await this.store.get(sessionKeys.importedAccess(hash));
+    return sessionId === undefined ? { reason: 'foreign' } : { sessionId, hash };
+  }
+
+  /** The session id a refresh token names: inside ours, through the import marker for a homeserver-issued one. */
+  async sessionIdOfRefreshToken(refreshToken: string): Promise<{ sessionId: string; hash: string } | undefined> {
+    const parsed = parseToken(refreshToken);
+    if (parsed !== undefined) return parsed.kind === 'refresh' ? { sessionId: parsed.sessionId, hash: parsed.hash } : undefined;
+    if (looksLikeOurToken(refreshToken)) return undefined;
+    const hash = hashToken(refreshToken);
+    const sessionId = await this.store.get(sessionKeys.importedRefresh(hash));
+    return sessionId === undefined ? undefined : { sessionId, hash };
   }
 
   /**
@@ -218,8 +362,8 @@ export class SessionStore {
    * lost response) yields the same pair until the new pair is used; exactly one store write happens per rotation.
    */
   async refresh(refreshToken: string, lifetimeMs: number): Promise<RefreshResult> {
-    const parsed = parseToken(refreshToken);
-    if (parsed?.kind !== 'refresh') return { ok: false, reason: 'malformed' };
+    const parsed = await this.sessionIdOfRefreshToken(refreshToken);
+    if (parsed === undefined) return { ok: false, reason: 'malformed' };
     const successors = successorTokens(refreshToken, parsed.sessionId, this.tokenDerivationKey);
 
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -230,22 +374,26 @@ export class SessionStore {
       const family = session.refresh;
       if (family === undefined) return { ok: false, reason: 'unknown' };
       const now = this.clock.now();
+      // An imported session cannot be refreshed past its imported lifetime (it has no OP grant to extend it).
+      const endsAt = session.origin.kind === 'imported' ? session.origin.endsAt : Number.POSITIVE_INFINITY;
+      if (endsAt <= now) return { ok: false, reason: 'unknown' };
+      const accessLifetimeMs = Math.min(lifetimeMs, endsAt - now);
 
       if (family.previousHash !== undefined && sameHash(family.previousHash, parsed.hash)) {
         if (family.successorUnused) {
           const expiresInMs = Math.max(0, (session.accessExpiresAt ?? now) - now);
           return { ok: true, session, ...successors, expiresInMs };
         }
-        return { ok: false, reason: 'reused' };
+        return { ok: false, reason: 'reused', sessionId: session.id };
       }
-      if (family.retiredHashes.some((hash) => sameHash(hash, parsed.hash))) return { ok: false, reason: 'reused' };
+      if (family.retiredHashes.some((hash) => sameHash(hash, parsed.hash))) return { ok: false, reason: 'reused', sessionId: session.id };
       if (!sameHash(family.currentHash, parsed.hash)) return { ok: false, reason: 'unknown' };
 
       const rotated: Session = {
         ...session,
         lastSeenAt: now,
         accessTokenHash: hashToken(successors.accessToken),
-        accessExpiresAt: now + lifetimeMs,
+        accessExpiresAt: now + accessLifetimeMs,
         refresh: {
           generation: family.generation + 1,
           currentHash: hashToken(successors.refreshToken),
@@ -257,7 +405,7 @@ export class SessionStore {
       // Compared against the string read, not a re-encoding: a version-0 record is replaced by a version-1 one here.
       if (await this.store.compareAndSet(key, raw, sessionRecord.encode(rotated))) {
         this.#changed(parsed.sessionId);
-        return { ok: true, session: rotated, ...successors, expiresInMs: lifetimeMs };
+        return { ok: true, session: rotated, ...successors, expiresInMs: accessLifetimeMs };
       }
       // Lost the race: another request rotated (or touched) the session; read it again.
     }
@@ -278,9 +426,10 @@ export class SessionStore {
     // Only drop the device index if it still points at this session (a newer login may own the device now).
     if ((await this.store.get(deviceKey)) === id) await this.store.delete(deviceKey);
     await this.store.removeFromSet(sessionKeys.byUser(session.localpart), id);
-    if (session.origin.kind !== 'appservice') {
-      await this.store.removeFromSet(sessionKeys.bySub(session.origin.idpId, session.origin.sub), id);
-      if (session.origin.sid !== undefined) await this.store.removeFromSet(sessionKeys.bySid(session.origin.idpId, session.origin.sid), id);
+    const subject = opSubjectOf(session);
+    if (subject !== undefined) {
+      await this.store.removeFromSet(sessionKeys.bySub(subject.idpId, subject.sub), id);
+      if (subject.sid !== undefined) await this.store.removeFromSet(sessionKeys.bySid(subject.idpId, subject.sid), id);
     }
     return session;
   }
@@ -329,4 +478,10 @@ function retirePrevious(family: NonNullable<Session['refresh']>): NonNullable<Se
     successorUnused: false,
     retiredHashes: [...(previousHash === undefined ? [] : [previousHash]), ...family.retiredHashes].slice(0, RETIRED_HASHES_KEPT),
   };
+}
+
+/** An expired access token (refreshable sessions), or an imported session past its imported lifetime. */
+function isExpired(session: Session, now: number): boolean {
+  if (session.accessExpiresAt !== undefined && session.accessExpiresAt <= now) return true;
+  return session.origin.kind === 'imported' && session.origin.endsAt <= now;
 }

@@ -1,4 +1,7 @@
-/** A legacy (compat) session: one device of one user, created by password, SSO or appservice login. */
+/**
+ * A legacy (compat) session: one device of one user, created by password, SSO or appservice login, or imported from
+ * the homeserver's own tokens by `migrate synapse` (issue 14).
+ */
 export interface Session {
   readonly id: string;
   readonly localpart: string;
@@ -18,6 +21,11 @@ export interface Session {
    * `soft_logout: true`) but the device stays at the homeserver so its E2EE keys survive a new login on it.
    */
   readonly softLoggedOut?: { readonly at: number; readonly reason: 'backchannel_logout' };
+  /**
+   * Set for a session a native OAuth 2.0 client obtained from this proxy's authorization server (native_clients:
+   * serve): the client_id it was registered under, so its refresh token is bound to that client (RFC 6749 §6).
+   */
+  readonly oauthClientId?: string;
   /**
    * The homeserver's own access token for this device, sealed (AES-GCM), when the homeserver issues tokens
    * (appservice and JWT login): the proxy swaps the client's token for it on the way through and never lets it out.
@@ -42,7 +50,42 @@ export type SessionOrigin =
       readonly appPasswordId?: string;
       readonly lastValidatedAt: number;
     }
-  | { readonly kind: 'appservice'; readonly appserviceId: string };
+  | { readonly kind: 'appservice'; readonly appserviceId: string }
+  | ImportedOrigin;
+
+/**
+ * A session the homeserver issued before the switch (issue 14), imported by `migrate synapse`. It has no grant at the
+ * OP, so it cannot be re-validated there: it lives until `endsAt` (`migration.imported_session_lifetime` after the
+ * import) unless ended earlier (logout, admin, binding deleted, back-channel logout of the bound subject, or an OP
+ * login on the same device, which replaces it with a normal session). The OP fields are present when the user had
+ * an SSO link to a configured provider, so the bound subject's back-channel logout finds the session.
+ */
+export interface ImportedOrigin {
+  readonly kind: 'imported';
+  readonly importedAt: number;
+  readonly endsAt: number;
+  readonly idpId?: string;
+  readonly issuer?: string;
+  readonly sub?: string;
+}
+
+/** The OP origin of a session that came from a login at the OP (not appservice, not imported). */
+export type OpOrigin = Extract<SessionOrigin, { kind: 'password' | 'sso' | 'token' }>;
+
+export function opOriginOf(session: Pick<Session, 'origin'>): OpOrigin | undefined {
+  const origin = session.origin;
+  return origin.kind === 'appservice' || origin.kind === 'imported' ? undefined : origin;
+}
+
+/** The (provider, subject) a session belongs to at an OP, when it has one (OP logins, imported SSO-linked sessions). */
+export function opSubjectOf(session: Pick<Session, 'origin'>): { idpId: string; issuer: string; sub: string; sid?: string } | undefined {
+  const origin = session.origin;
+  if (origin.kind === 'appservice') return undefined;
+  if (origin.kind === 'imported') {
+    return origin.idpId === undefined || origin.issuer === undefined || origin.sub === undefined ? undefined : { idpId: origin.idpId, issuer: origin.issuer, sub: origin.sub };
+  }
+  return origin;
+}
 
 /**
  * Refresh-token rotation state (Matrix C-S spec, "Refreshing access tokens"): after a rotation the previous refresh

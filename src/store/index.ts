@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.js';
+import type { Config } from '../config/schema.js';
 import { MemoryStore } from './memory-store.js';
 import { connectRedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { StoreUnavailableError, type Store } from './store.js';
@@ -42,4 +43,13 @@ function failuresAsUnavailable(store: Store): Store {
       };
     },
   });
+}
+
+/** The Redis connection the config's `store` section names; undefined for the in-process memory store. */
+export function redisOptions(config: Pick<Config, 'store'>): RedisConnectionOptions | undefined {
+  const store = config.store;
+  if (store.redis_url !== undefined) return { url: store.redis_url, keyPrefix: store.key_prefix };
+  if (store.sentinels !== undefined) return { sentinels: [...store.sentinels], sentinelName: store.sentinel_name ?? 'mymaster', keyPrefix: store.key_prefix };
+  if (store.cluster_nodes !== undefined) return { clusterNodes: [...store.cluster_nodes], keyPrefix: store.key_prefix };
+  return undefined;
 }

@@ -8,7 +8,9 @@
  *   as long as such records can still be in a store, or a rolling upgrade logs people out;
  * - a new version is needed when a field changes meaning or type, or when a new field must not be dropped by an
  *   older replica that rewrites the record (it keeps unknown fields, see below, but cannot act on them);
- * - a record whose version has no decoder (written by a newer release, read during a rollback) is a miss.
+ * - a record whose version has no decoder (written by a newer release, read during a rollback) is a miss;
+ * - a format may write the new version only for the values that need it (`versionOf`): the others keep the previous
+ *   version, so a rollback still reads them (the session record writes version 2 only for imported sessions).
  *
  * Decoders validate in place and keep fields they do not know, so an older replica's compare-and-set rewrite
  * carries a newer replica's optional additions through unchanged. They are hand-written type guards, not a schema
@@ -26,7 +28,7 @@ export type Fields = Readonly<Record<string, unknown>>;
 export interface RecordFormat<T> {
   /** For logs: which kind of record could not be read. */
   readonly name: string;
-  /** The version `encode` writes. */
+  /** The newest version `encode` writes. */
   readonly version: number;
   encode(value: T): string;
   /** The record held in `raw`; undefined when it is not JSON, not an object, of a version with no decoder, or of the wrong shape. */
@@ -37,15 +39,18 @@ export interface RecordFormat<T> {
 
 export type RecordRejection = 'not_json' | 'not_an_object' | 'unknown_version' | 'wrong_shape';
 
-export interface RecordDefinition {
+export interface RecordDefinition<T = never> {
   readonly name: string;
   readonly version: number;
   /** Version → whether an object of that version has the record's shape. Version 0 = written without `v`. */
   readonly decoders: Readonly<Record<number, (fields: Fields) => boolean>>;
+  /** The version to write a given value as (default: `version`); for a value an older release can read as it is. */
+  readonly versionOf?: (value: T) => number;
 }
 
-export function recordFormat<T extends object>(definition: RecordDefinition): RecordFormat<T> {
+export function recordFormat<T extends object>(definition: RecordDefinition<T>): RecordFormat<T> {
   const { name, version, decoders } = definition;
+  const versionOf = definition.versionOf ?? (() => version);
   if (!Object.hasOwn(decoders, version)) throw new Error(`record ${name}: no decoder for the version it writes (${version})`);
   const decoderOf = (v: unknown): ((fields: Fields) => boolean) | undefined => {
     const read = v === undefined ? 0 : v;
@@ -54,7 +59,7 @@ export function recordFormat<T extends object>(definition: RecordDefinition): Re
   return {
     name,
     version,
-    encode: (value) => JSON.stringify({ v: version, ...value }),
+    encode: (value) => JSON.stringify({ v: versionOf(value), ...value }),
     decode(raw) {
       const fields = parseFields(raw);
       if (fields === undefined) return undefined;

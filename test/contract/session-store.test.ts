@@ -111,7 +111,7 @@ for (const backend of backends) {
       const auth = await sessions.authenticate(first.accessToken);
       assert.ok(auth.ok);
       await sessions.touch(auth.session);
-      assert.deepEqual(await sessions.refresh(issued.refreshToken!, 300_000), { ok: false, reason: 'reused' });
+      assert.deepEqual(await sessions.refresh(issued.refreshToken!, 300_000), { ok: false, reason: 'reused', sessionId: issued.session.id });
       // The current generation still rotates (the caller ends the family on reuse; the store only reports it).
       const second = await sessions.refresh(first.refreshToken, 300_000);
       assert.ok(second.ok);

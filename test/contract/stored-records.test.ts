@@ -123,8 +123,8 @@ for (const backend of backends) {
       assert.ok(used.ok);
       await sessions.touch(used.session);
       const migrated = await store.get(fixture.key);
-      assert.ok(migrated?.startsWith(`{"v":${sessionRecord.version},`), migrated);
-      assert.deepEqual(await sessions.refresh(fixture.previousRefreshToken, 300_000), { ok: false, reason: 'reused' });
+      assert.ok(migrated?.startsWith('{"v":2,'), migrated);
+      assert.deepEqual(await sessions.refresh(fixture.previousRefreshToken, 300_000), { ok: false, reason: 'reused', sessionId: sessionIdOf(fixture.key) });
 
       clock.advance(60_000);
       const rotated = await sessions.refresh(fixture.refreshToken, 300_000);
@@ -330,7 +330,9 @@ describe('record formats (no store)', () => {
       const value = format.decode(raw);
       assert.deepEqual(value, JSON.parse(raw), `${format.name}: ${raw}`);
       const encoded = format.encode(value!);
-      assert.deepEqual(JSON.parse(encoded), { v: format.version, ...(JSON.parse(raw) as object) });
+      // Sessions: version 3 is written only for imported sessions (issue 14); every other one as version 2.
+      const written = format === (sessionRecord as RecordFormat<object>) ? 2 : format.version;
+      assert.deepEqual(JSON.parse(encoded), { v: written, ...(JSON.parse(raw) as object) });
       assert.deepEqual(format.decode(encoded), value);
     }
   });
@@ -353,5 +355,18 @@ describe('record formats (no store)', () => {
       assert.equal(parsed?.sessionId, sessionIdOf(fixture.key));
       assert.equal(hashToken(fixture.accessToken), (JSON.parse(fixture.raw) as { accessTokenHash: string }).accessTokenHash);
     }
+  });
+
+  test('imported sessions (issue 14) are version 3; every other session is still written as version 2', () => {
+    const normal = JSON.parse(d73999c.sessionNoRefresh.raw) as Record<string, unknown>;
+    const imported = { ...normal, origin: { kind: 'imported', importedAt: 1, endsAt: 2, idpId: 'op', issuer: 'https://op.example.org', sub: 's' } };
+    const encoded = sessionRecord.encode(imported as never);
+    assert.ok(encoded.startsWith('{"v":3,'));
+    assert.deepEqual(sessionRecord.decode(encoded), imported);
+    assert.ok(sessionRecord.encode(normal as never).startsWith('{"v":2,'), 'a rollback to the release before still reads normal sessions');
+    // An imported origin is not valid in an older version (no release before imports wrote one).
+    assert.equal(sessionRecord.decode(JSON.stringify({ v: 2, ...imported })), undefined);
+    assert.equal(sessionRecord.decode(JSON.stringify({ v: 1, ...imported })), undefined);
+    assert.equal(sessionRecord.decode(JSON.stringify({ v: 3, ...imported, origin: { kind: 'imported', importedAt: 1 } })), undefined);
   });
 });

@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { IDP_ID, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 import type { TestOpBrowser, TestOpUser } from '../support/test-op.js';
@@ -274,7 +275,7 @@ describe('back-channel logout (hard mode, the default)', () => {
 
   test('a login token issued before the logout and not yet redeemed is void', async () => {
     const login = await passwordLogin(h, h.op.users.alice);
-    const origin = login.session.origin as Exclude<Session['origin'], { kind: 'appservice' }>;
+    const origin = login.session.origin as Exclude<Session['origin'], { kind: 'appservice' | 'imported' }>;
     const grantOf = (sid: string) => ({ localpart: 'alice', origin: { kind: 'sso' as const, idpId: IDP_ID, issuer: origin.issuer, sub: origin.sub, sid, lastValidatedAt: Date.now() } });
     const ttl = h.config.sessions.login_token_lifetime;
     const doomedSid = randomUUID();
@@ -342,7 +343,7 @@ describe('back-channel logout in soft mode', () => {
     assert.ok(h.homeserver.devices('alice').has(login.deviceId), 'the device (and its E2EE keys) stays');
     const session = await h.deps.sessions.get(login.sessionId);
     assert.ok(session?.softLoggedOut);
-    assert.equal(session.origin.kind !== 'appservice' && session.origin.sealedOpRefreshToken, undefined, 'the OP refresh token is not kept');
+    assert.equal(session.origin.kind !== 'appservice' && session.origin.kind !== 'imported' && session.origin.sealedOpRefreshToken, undefined, 'the OP refresh token is not kept');
 
     // Synapse caches an active answer for up to 2 minutes and only drops it when the device goes; in soft mode the
     // device stays, so the homeserver sees the logout when its cache entry ends (a restart here).
@@ -376,3 +377,29 @@ function unsignedJwt(claims: Record<string, unknown>): string {
   const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
   return `${part({ alg: 'none', typ: 'logout+jwt' })}.${part(claims)}.`;
 }
+
+describe('the jti memory is bounded (issue 12 #8)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({ store: 'redis' });
+  });
+  after(() => h.stop());
+
+  test('a validly signed token with a huge exp is processed and its jti kept at most a day; one issued days ago is refused', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const victim = await passwordLogin(h, h.op.users.alice);
+    const huge = await postLogoutToken(h, await h.op.signJwt(h.op.logoutTokenClaims({ sid: victim.sid, iat: now, exp: now + 10 ** 11 })));
+    assert.equal(huge.status, 200, JSON.stringify(huge.body));
+    const redis = new Redis(h.redisUrl!);
+    try {
+      const keys = await redis.keys('*backchannel-jti:*');
+      const ttls = await Promise.all(keys.map((key) => redis.pttl(key)));
+      assert.ok(ttls.length > 0 && ttls.every((ttl) => ttl > 0 && ttl <= 24 * 3600_000), `jti TTLs: ${ttls.join(', ')}`);
+    } finally {
+      redis.disconnect();
+    }
+    const old = await postLogoutToken(h, await h.op.signJwt(h.op.logoutTokenClaims({ sid: victim.sid, iat: now - 2 * 24 * 3600, exp: now + 3600 })));
+    assert.equal(old.status, 400);
+    assert.equal(old.body?.['error'], 'invalid_request');
+  });
+});

@@ -135,6 +135,14 @@ describe('homeserver-facing API (Synapse matrix_authentication_service contract)
     assert.equal((await h.request('POST', '/_matrix/client/v3/logout', { token })).body.errcode, 'M_UNKNOWN_TOKEN');
   });
 
+  test('a native token whose device scope holds an unsafe device id is inactive (issue 12 #3)', async () => {
+    const token = await nativeToken(h, 'bob', 'DEV<script>');
+    const answer = await introspect(h, token);
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body['active'], false, JSON.stringify(answer.body));
+    assert.ok(!h.homeserver.devices('bob').has('DEV<script>'));
+  });
+
   test('OP answers are cached briefly: a burst of introspections costs one OP call', async () => {
     const token = await nativeToken(h, 'alice', 'NATIVEDEV2');
     const before = h.op.requestCount('/token/introspection');
@@ -185,5 +193,38 @@ describe('homeserver-facing API (Synapse matrix_authentication_service contract)
     } finally {
       h.op.setDown(false);
     }
+  });
+});
+
+describe('introspection amplification (issue 12 #7)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({
+      configure: (config) => {
+        config['rate_limits'] = { op_introspection: { burst: 20, per_second: 0.001 } };
+      },
+    });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('200 random bearer tokens cost at most the budget in OP calls; refusals are cached; garbage costs none', async () => {
+    const opCalls = () => h.op.requests.filter((r) => r.path.includes('introspect')).length;
+    const before = opCalls();
+    const tokens = Array.from({ length: 200 }, (_, i) => `random-token-${i}-${Math.random().toString(36).slice(2)}`);
+    const statuses: Record<number, number> = {};
+    for (const token of tokens) {
+      const { status } = await introspect(h, token);
+      statuses[status] = (statuses[status] ?? 0) + 1;
+    }
+    const spent = opCalls() - before;
+    assert.equal(spent, 20, `OP introspections for 200 random tokens: ${spent} (${JSON.stringify(statuses)})`);
+    assert.deepEqual(statuses, { 200: 20, 503: 180 }, 'over the budget: 503 (nobody logged out), never active');
+    // The 20 refused by the OP are answered from the negative cache, not by the OP again.
+    for (const token of tokens.slice(0, 20)) assert.equal((await introspect(h, token)).body['active'], false);
+    // Tokens no OP issues (spaces, control characters, 10 kB) never reach the OP.
+    for (const token of ['a b', 'x\u0001y', 'y'.repeat(10_000)]) assert.equal((await introspect(h, token)).body['active'], false);
+    assert.equal(opCalls() - before, 20);
   });
 });

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startProxyHarness, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
+import { startProxyHarness, HOMESERVER_SECRET, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { request as httpRequest } from 'node:http';
 
 const LOGIN = '/_matrix/client/v3/login';
 const WHOAMI = '/_matrix/client/v3/account/whoami';
@@ -121,6 +122,59 @@ describe('legacy login API against the in-process OP (memory store)', () => {
       assert.equal(status, 200, path);
       assert.ok(Array.isArray(body.flows), path);
     }
+  });
+
+  test('a raw # in the request target ends the path: login#x is answered by the proxy, not forwarded (issue 12 #6)', async () => {
+    const seenBefore = h.homeserver.requestsSeen.length;
+    const body = JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: h.op.users.alice.password });
+    const answer = await rawRequest(h.url, 'POST', `${LOGIN}#x`, body);
+    assert.equal(answer.status, 200, answer.body);
+    assert.equal(JSON.parse(answer.body).user_id, `@alice:${SERVER_NAME}`);
+    const get = await rawRequest(h.url, 'GET', `${LOGIN}#x?y=1`);
+    assert.equal(get.status, 200);
+    assert.ok(Array.isArray(JSON.parse(get.body).flows));
+    // What the homeserver saw: the provisioning calls of the login, never the login itself.
+    assert.deepEqual(h.homeserver.requestsSeen.slice(seenBefore).filter((line) => line.includes('/login')), []);
+    // A passed-through path loses its fragment too, so the homeserver sees the path the proxy judged.
+    await rawRequest(h.url, 'GET', '/_matrix/client/versions#frag');
+    assert.ok(h.homeserver.requestsSeen.includes('GET /_matrix/client/versions'), h.homeserver.requestsSeen.slice(-3).join(', '));
+  });
+
+  test('device ids outside the safe charset are refused at every login type, before the OP (issue 12 #3)', async () => {
+    const tokenCalls = h.op.requestCount('/token');
+    for (const deviceId of ['DEV1 urn:synapse:admin:*', 'DEV\u0000', 'DEV"1', 'DEV\\1', 'D'.repeat(256), '']) {
+      const password = await h.passwordLogin('alice', h.op.users.alice.password, { device_id: deviceId });
+      assert.equal(password.status, 400, `${JSON.stringify(deviceId)}: ${JSON.stringify(password.body)}`);
+      assert.equal(password.body.errcode, 'M_INVALID_PARAM');
+      const token = await h.request('POST', LOGIN, { body: { type: 'm.login.token', token: 'any', device_id: deviceId } });
+      assert.equal(token.status, 400, JSON.stringify(deviceId));
+    }
+    assert.equal(h.op.requestCount('/token'), tokenCalls, 'the OP saw none of them');
+    // What real clients send still works: generated ids, bridges' ids with punctuation.
+    for (const deviceId of ['ABCDEFGHIJ', 'mautrix.whatsapp_1-2', 'a'.repeat(255)]) {
+      assert.equal((await h.passwordLogin('alice', h.op.users.alice.password, { device_id: deviceId })).status, 200, deviceId);
+    }
+  });
+
+  test('a stored device id that is no scope-token is never written into scope (issue 12 #3)', async () => {
+    // A session from before the check (or any future path) with a space in its device id.
+    const issued = await h.deps.lifecycle.start({
+      localpart: 'alice',
+      deviceId: 'OLD urn:synapse:admin:*',
+      origin: { kind: 'password', idpId: 'testop', issuer: h.op.issuer, sub: h.op.users.alice.sub, lastValidatedAt: Date.now() },
+      ip: '127.0.0.1',
+    });
+    const form = (header: boolean) =>
+      fetch(`${h.homeserverFacingUrl}/oauth2/introspect`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${HOMESERVER_SECRET}`, 'content-type': 'application/x-www-form-urlencoded', ...(header ? { 'x-mas-supports-device-id': '1' } : {}) },
+        body: new URLSearchParams({ token: issued.accessToken }),
+      }).then((r) => r.json() as Promise<Record<string, unknown>>);
+    const old = await form(false);
+    assert.equal(old['active'], false, JSON.stringify(old));
+    const current = await form(true);
+    assert.equal(current['active'], true);
+    assert.equal(current['scope'], 'urn:matrix:client:api:* urn:matrix:org.matrix.msc2967.client:api:*');
   });
 
   test('device_id reuse keeps the device and ends the earlier session', async () => {
@@ -365,6 +419,9 @@ describe('throttling, appservices, token expiry and storage (Redis store)', () =
     const outside = await h.request('POST', LOGIN, { body: body('alice'), headers: { authorization: 'Bearer as-token-of-the-bridge-0123456789' } });
     assert.equal(outside.status, 400);
     assert.equal(outside.body.errcode, 'M_EXCLUSIVE');
+    const spaced = await h.request('POST', LOGIN, { body: { ...body('bridge_alice'), device_id: 'DEV1 urn:synapse:admin:*' }, headers: { authorization: 'Bearer as-token-of-the-bridge-0123456789' } });
+    assert.equal(spaced.status, 400, 'a device id with a space is refused at appservice login too (issue 12 #3)');
+    assert.equal(spaced.body.errcode, 'M_INVALID_PARAM');
     const badToken = await h.request('POST', LOGIN, { body: body('bridge_alice'), headers: { authorization: 'Bearer wrong' } });
     assert.equal(badToken.status, 403);
     assert.equal(badToken.body.errcode, 'M_FORBIDDEN');
@@ -383,3 +440,17 @@ describe('appservice login without registration files', () => {
     }
   });
 });
+
+/** A request whose target is sent exactly as given (fetch drops a `#` and what follows it). */
+function rawRequest(baseUrl: string, method: string, target: string, body?: string): Promise<{ status: number; body: string }> {
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, method, path: target, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}

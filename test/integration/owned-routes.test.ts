@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { createApp } from '../../src/app.js';
@@ -28,14 +29,24 @@ function spellings(path: string): string[] {
   return [...new Set(variants)];
 }
 
-describe('the owned-route table', () => {
+// The table differs by native_clients: hide adds the discovery 404s, serve the OAuth server's routes.
+const OAUTH_SIGNING_KEY = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+
+for (const nativeClients of ['hide', 'serve'] as const)
+describe(`the owned-route table (native_clients: ${nativeClients})`, () => {
   let h: Harness;
   let session: { accessToken: string };
   let homeserverFacing: Server;
   let homeserverFacingUrl: string;
 
   before(async () => {
-    h = await startProxyHarness({ configure: (config) => (config['request_body_timeout'] = `${BODY_DEADLINE_MS}ms`) });
+    h = await startProxyHarness({
+      configure: (config) => {
+        config['request_body_timeout'] = `${BODY_DEADLINE_MS}ms`;
+        config['native_clients'] = nativeClients;
+        if (nativeClients === 'serve') config['oauth_server'] = { signing_key: OAUTH_SIGNING_KEY };
+      },
+    });
     const login = await h.passwordLogin('alice', h.op.users.alice.password);
     assert.equal(login.status, 200, JSON.stringify(login.body));
     session = { accessToken: login.body.access_token };

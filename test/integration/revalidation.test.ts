@@ -58,7 +58,7 @@ function refreshGrants(h: Harness): number {
   return h.op.requestCount('/token', 'refresh_token');
 }
 
-async function originOf(h: Harness, sessionId: string): Promise<Exclude<Session['origin'], { kind: 'appservice' }>> {
+async function originOf(h: Harness, sessionId: string): Promise<Exclude<Session['origin'], { kind: 'appservice' | 'imported' }>> {
   const session = await h.deps.sessions.get(sessionId);
   assert.ok(session !== undefined && session.origin.kind === 'password');
   return session.origin;

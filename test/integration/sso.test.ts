@@ -170,12 +170,15 @@ describe('SSO login through the proxy', () => {
     const browser = new ProxyBrowser(h.url);
     const callbackUrl = await h.op.browser().authorize(await startSso(h, browser), { login: 'alice', password: h.op.users.alice.password });
     await expectPage(await fetch(callbackUrl, { redirect: 'manual' }), 403, /browser could not be recognised/);
+    // Seeing the callback URL burns nothing: the state is used up only after the cookie check (issue 12 #8).
+    assert.equal((await browser.get(callbackUrl)).status, 302, 'the rightful browser still signs in');
 
     const victim = new ProxyBrowser(h.url);
     const otherCallback = await h.op.browser().authorize(await startSso(h, victim), { login: 'alice', password: h.op.users.alice.password });
     const attacker = new ProxyBrowser(h.url);
     await startSso(h, attacker); // the attacker has a cookie of their own
     await expectPage(await attacker.get(otherCallback), 403, /browser could not be recognised/);
+    assert.equal((await victim.get(otherCallback)).status, 302, "the victim's sign-in survives the attacker's attempt");
   });
 
   test('an ID token with another nonce is refused', async () => {

@@ -1,8 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { AutoDiscovery } from 'matrix-js-sdk';
+import { parse as parseYaml } from 'yaml';
+import { configSchema } from '../../src/config/schema.js';
 import { ownedPathMatcher } from '../../src/http/owned-routes.js';
 import { ownedRoutes } from '../../src/routes.js';
 import { normaliseMatrixPath } from '../../src/http/path-normalisation.js';
@@ -62,6 +65,12 @@ const PROBES: readonly string[] = [
   '/_matrix-compat-proxy',
   '/_matrix-compat-proxy/sso/callback/keycloak',
   '/%5Fmatrix-compat-proxy/sso/confirm/x',
+  // auth discovery: the proxy's with native_clients: hide (the compose config leaves the default)
+  '/_matrix/client/v1/auth_metadata',
+  '/_matrix/client/v1/auth_metadata/',
+  '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata',
+  '/_matrix/client/unstable/org.matrix.msc2965/auth_issuer',
+  '/_matrix/client/unstable/org.matrix.msc2965%2Fauth_issuer',
   // not owned: Synapse's
   '/_matrix/client/versions',
   '/_matrix/client/v3/account/whoami',
@@ -70,7 +79,6 @@ const PROBES: readonly string[] = [
   '/_matrix/client/v3/login/get_token',
   '/_matrix/client/v3/logout/allx',
   '/_matrix/client/v3/devices',
-  '/_matrix/client/v1/auth_metadata',
   '/_matrix/media/v3/config',
   '/health',
   '/ready',
@@ -79,7 +87,10 @@ const PROBES: readonly string[] = [
 const OPS = new Set(['/health', '/ready']);
 
 /** The client listener's owned paths in this layout (Synapse calls the proxy on its own listener): the one table, src/routes.ts. */
-const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true, wellKnownClient: true }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
+const COMPOSE_NATIVE_CLIENTS = configSchema.shape.native_clients.parse(
+  (parseYaml(readFileSync(new URL('../../deploy/compose/proxy/config.yaml', import.meta.url), 'utf8')) as Record<string, unknown>)['native_clients'],
+);
+const clientOwns = ownedPathMatcher(ownedRoutes({ separateHomeserverListener: true, adminApi: true, wellKnownClient: true, nativeClients: COMPOSE_NATIVE_CLIENTS }, { check: async () => ({ ok: true, checks: {} }) }), 'client');
 
 /** Whether the proxy would answer this raw path itself (or refuse it as malformed). */
 function proxyOwns(rawPath: string): boolean {

@@ -140,7 +140,7 @@ export async function startDeployStack(): Promise<DeployStack> {
   };
 }
 
-interface Service {
+export interface Service {
   logs(): string;
   stop(): Promise<void>;
 }
@@ -230,7 +230,7 @@ function asPostgresUser(command: string, args: readonly string[]): [string, stri
 }
 
 /** The postgres service: the image's POSTGRES_USER/PASSWORD/DB/INITDB_ARGS applied to a fresh cluster, as its entrypoint does. */
-async function startPostgres(base: string, port: number, service: Record<string, any>): Promise<Service> {
+export async function startPostgres(base: string, port: number, service: Record<string, any>): Promise<Service> {
   const env = service['environment'] as Record<string, string>;
   const bin = postgresBin();
   const dir = join(base, 'postgres');

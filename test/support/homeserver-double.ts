@@ -198,6 +198,11 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
           locked: optBool,
         });
         const localpart = input['localpart'] as string;
+        // Synapse canonicalises each address (synapse/util/threepids.py canonicalise_email) and refuses what it
+        // cannot parse: exactly one @ once trimmed.
+        for (const email of (input['set_emails'] as string[] | undefined) ?? []) {
+          if (email.trim().split('@').length !== 2) throw new SynapseError(400, 'M_INVALID_PARAM', 'Unable to parse email address');
+        }
         let user = users.get(localpart);
         const created = user === undefined;
         if (user === undefined) {

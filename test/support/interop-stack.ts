@@ -77,6 +77,8 @@ export interface InteropStackOptions {
    * timeouts, but Keycloak's "Sign out" sends no back-channel logout for offline sessions (only a refresh finds out).
    */
   readonly offlineAccess?: boolean;
+  /** Edits the proxy's config (YAML-shaped) before it is validated, e.g. `native_clients: serve`. */
+  readonly configure?: (config: Record<string, any>) => void;
 }
 
 /**
@@ -118,6 +120,7 @@ export async function startInteropStack(options: InteropStackOptions = {}): Prom
     const inputs = { synapse, keycloak, revalidateInterval: options.revalidateInterval ?? '2s', offlineAccess: options.offlineAccess ?? true };
     const raw = proxyConfig({ ...inputs, proxyUrl, clientPort });
     raw['homeserver'].listen = { host: '127.0.0.1', port: facingPort };
+    options.configure?.(raw);
     const proxy = await startConfiguredProxy(raw, redis);
     cleanups.push(() => proxy.stop());
 

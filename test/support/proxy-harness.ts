@@ -31,6 +31,8 @@ export interface HarnessOptions {
   readonly op?: Parameters<typeof startTestOp>[0];
   /** Start a private redis-server even when REDIS_URL is set (tests that stop it). */
   readonly privateRedis?: boolean;
+  /** The proxy's logger (e.g. a captured one); default: the configured level on stdout. */
+  readonly logger?: import('pino').Logger;
   /** Edits the proxy config (as plain YAML-shaped data) before it is validated. */
   readonly configure?: (config: Record<string, any>) => void;
   /** Keep the proxy's log lines (JSON, at `log.level`) for the test to read with `logs()`. */
@@ -52,6 +54,9 @@ export interface Harness {
   readonly redisUrl: string | undefined;
   /** Stops the harness's own redis-server (an outage); only with `store: 'redis'` and no REDIS_URL. */
   stopRedis(): Promise<void>;
+  /** SIGSTOP / SIGCONT the harness's own redis-server (a hung store); same conditions as stopRedis. */
+  freezeRedis(): void;
+  thawRedis(): void;
   readonly proxy: RunningProxy;
   /** The proxy's log lines, parsed (only with `captureLogs`). */
   logs(): Array<Record<string, any>>;
@@ -103,7 +108,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
       done();
     },
   });
-  const logger = options.captureLogs === true ? createLogger(config.log.level, sink) : createLogger(config.log.level);
+  const logger = options.logger ?? (options.captureLogs === true ? createLogger(config.log.level, sink) : createLogger(config.log.level));
   const deps = buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
   const proxy = await startProxy(deps);
 
@@ -123,6 +128,14 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     async stopRedis() {
       if (redis === undefined) throw new Error('the harness runs on the memory store');
       await redis.stop();
+    },
+    freezeRedis() {
+      if (redis === undefined) throw new Error('the harness runs on the memory store');
+      redis.freeze();
+    },
+    thawRedis() {
+      if (redis === undefined) throw new Error('the harness runs on the memory store');
+      redis.thaw();
     },
     proxy,
     logs: () =>

@@ -10,6 +10,12 @@ export interface RunningRedis {
   readonly host: string;
   readonly port: number;
   stop(): Promise<void>;
+  /**
+   * SIGSTOP / SIGCONT the private server: connections stay open and commands queue unanswered — a hung Redis, not a
+   * refused one. Commands sent meanwhile run when it is thawed. Throws for a REDIS_URL server.
+   */
+  freeze(): void;
+  thaw(): void;
 }
 
 export interface StartRedisOptions {
@@ -38,7 +44,10 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Runni
   const fromEnv = process.env['REDIS_URL'];
   if (fromEnv !== undefined && fromEnv !== '' && options.ignoreEnv !== true) {
     const url = new URL(fromEnv);
-    return { url: fromEnv, host: url.hostname, port: Number(url.port || 6379), stop: async () => {} };
+    const notOurs = () => {
+      throw new Error('REDIS_URL names a server this test did not start: use ignoreEnv to freeze one');
+    };
+    return { url: fromEnv, host: url.hostname, port: Number(url.port || 6379), stop: async () => {}, freeze: notOurs, thaw: notOurs };
   }
   // The free port is found by binding and releasing it; another process may take it in between, so retry.
   let lastError: unknown;
@@ -163,7 +172,10 @@ async function spawnRedis(
   // Keep draining the pipes so a chatty server never blocks on a full buffer.
   child.stdout.removeAllListeners('data').resume();
   child.stderr.removeAllListeners('data').resume();
-  return { url: `redis://127.0.0.1:${port}`, host: '127.0.0.1', port, stop };
+  const signal = (name: NodeJS.Signals) => () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(name);
+  };
+  return { url: `redis://127.0.0.1:${port}`, host: '127.0.0.1', port, stop, freeze: signal('SIGSTOP'), thaw: signal('SIGCONT') };
 }
 
 async function answersPing(port: number): Promise<void> {

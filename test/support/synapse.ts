@@ -1,20 +1,29 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from './free-port.js';
 
 export interface StartSynapseOptions {
-  /** Where Synapse reaches the auth service (`matrix_authentication_service.endpoint`); absent: no delegated auth. */
-  readonly masEndpoint?: string;
+  /**
+   * Where Synapse reaches the auth service (`matrix_authentication_service.endpoint`); absent: no delegated auth —
+   * Synapse's own password and SSO logins (the state before a migration, issue 14).
+   */
+  readonly masEndpoint?: string | undefined;
   /** The shared secret (`matrix_authentication_service.secret`). */
   readonly masSecret?: string;
   readonly serverName?: string;
   /** Merged over the generated homeserver.yaml (top-level keys replace). */
   readonly extraConfig?: Readonly<Record<string, unknown>>;
+  /**
+   * A folder to keep across starts (database, signing key, media): stop() then leaves it in place, and a second start
+   * on it finds the same homeserver (migration tests switch one Synapse's auth mode). Default: a temp folder removed
+   * by stop().
+   */
+  readonly dataDir?: string;
 }
 
 export interface RunningSynapse {
@@ -94,11 +103,12 @@ async function spawnSynapse(python: string, options: StartSynapseOptions): Promi
   const serverName = options.serverName ?? 'example.test';
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const dir = await mkdtemp(join(tmpdir(), 'mcp-synapse-'));
-  await mkdir(join(dir, 'media'));
-  await writeFile(join(dir, 'signing.key'), `${synapseSigningKey()}\n`, { mode: 0o600 });
+  const dir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'mcp-synapse-')));
+  await mkdir(join(dir, 'media'), { recursive: true });
+  if (!existsSync(join(dir, 'signing.key'))) await writeFile(join(dir, 'signing.key'), `${synapseSigningKey()}\n`, { mode: 0o600 });
   await writeFile(join(dir, 'log.yaml'), stringify(logConfig()));
-  const config = { ...homeserverConfig({ dir, port, url, serverName, ...options }), ...options.extraConfig };
+  const secrets = await dataDirSecrets(dir);
+  const config = { ...homeserverConfig({ dir, port, url, serverName, secrets, ...options }), ...options.extraConfig };
   await writeFile(join(dir, 'homeserver.yaml'), stringify(config), { mode: 0o600 });
 
   const started = performance.now();
@@ -125,7 +135,7 @@ async function spawnSynapse(python: string, options: StartSynapseOptions): Promi
       clearTimeout(timer);
     }
     running.delete(child);
-    await rm(dir, { recursive: true, force: true });
+    if (options.dataDir === undefined) await rm(dir, { recursive: true, force: true });
   };
 
   try {
@@ -147,6 +157,7 @@ async function spawnSynapse(python: string, options: StartSynapseOptions): Promi
 }
 
 interface ConfigInputs extends StartSynapseOptions {
+  readonly secrets: { readonly macaroon: string; readonly form: string };
   readonly dir: string;
   readonly port: number;
   readonly url: string;
@@ -176,8 +187,9 @@ function homeserverConfig(inputs: ConfigInputs): Record<string, unknown> {
     log_config: join(dir, 'log.yaml'),
     media_store_path: join(dir, 'media'),
     signing_key_path: join(dir, 'signing.key'),
-    macaroon_secret_key: randomBytes(32).toString('hex'),
-    form_secret: randomBytes(32).toString('hex'),
+    // Kept per data folder: a restart on the same folder must accept the tokens it issued before.
+    macaroon_secret_key: inputs.secrets.macaroon,
+    form_secret: inputs.secrets.form,
     // Keep the test server off the network: no key servers, no outbound federation, no phone-home.
     trusted_key_servers: [],
     suppress_key_server_warning: true,
@@ -252,4 +264,12 @@ async function serverVersion(url: string): Promise<string> {
   await response.body?.cancel();
   const header = response.headers.get('server') ?? '';
   return /Synapse\/(\S+)/.exec(header)?.[1] ?? 'unknown';
+}
+
+async function dataDirSecrets(dir: string): Promise<{ macaroon: string; form: string }> {
+  const path = join(dir, 'secrets.json');
+  if (existsSync(path)) return JSON.parse(await readFile(path, 'utf8')) as { macaroon: string; form: string };
+  const secrets = { macaroon: randomBytes(32).toString('hex'), form: randomBytes(32).toString('hex') };
+  await writeFile(path, JSON.stringify(secrets), { mode: 0o600 });
+  return secrets;
 }

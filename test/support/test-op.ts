@@ -77,6 +77,11 @@ export interface TestOpOptions {
   readonly backchannelLogoutUri?: string;
   /** Default 300. */
   readonly accessTokenTtlSeconds?: number;
+  /**
+   * Longer user names get RFC 6749 invalid_request at the password grant, as OPs with a user-name length limit
+   * answer (Keycloak: 255). Default: no limit.
+   */
+  readonly maxUsernameLength?: number;
   /** OP behaviours met in the field that break the RFCs (issue 13); the OP is otherwise unchanged. */
   readonly quirks?: TestOpQuirks;
 }
@@ -197,7 +202,8 @@ export interface TestOpBrowser {
 
 const DEFAULT_CLIENT_ID = 'matrix-compat-proxy';
 const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
-const MATRIX_DEVICE_SCOPE = /^urn:(matrix:client|matrix:org\.matrix\.msc2967\.client):device:[A-Za-z0-9._~!$&'()*+,;=:@/-]{1,255}$/;
+// Any RFC 6749 scope-token as the device part, as an OP with dynamic scopes grants it: the proxy must do the checking.
+const MATRIX_DEVICE_SCOPE = /^urn:(matrix:client|matrix:org\.matrix\.msc2967\.client):device:[\x21\x23-\x5B\x5D-\x7E]{1,255}$/;
 const MATRIX_STATIC_SCOPES = ['urn:matrix:client:api:*', 'urn:matrix:org.matrix.msc2967.client:api:*', 'urn:synapse:admin:*'];
 
 interface SigningKey {
@@ -513,6 +519,9 @@ export async function startTestOp(options: TestOpOptions = {}): Promise<TestOp> 
       const { params, client } = ctx.oidc;
       if (typeof params.username !== 'string' || typeof params.password !== 'string') {
         throw new errors.InvalidRequest('username and password are required');
+      }
+      if (options.maxUsernameLength !== undefined && params.username.length > options.maxUsernameLength) {
+        throw new errors.InvalidRequest('username is too long');
       }
       const state = byLogin(params.username);
       if (state === undefined || state.disabled || !constantTimeEquals(state.user.password, params.password)) {

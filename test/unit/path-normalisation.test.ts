@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { normaliseMatrixPath } from '../../src/http/path-normalisation.js';
+import { normaliseMatrixPath, splitRequestTarget } from '../../src/http/path-normalisation.js';
 
 const LOGIN = '/_matrix/client/v3/login';
 
@@ -69,4 +69,11 @@ test('anything but an origin-form path is refused', () => {
   for (const path of ['*', '', 'http://evil.example/_matrix/client/v3/login', '_matrix/client/v3/login', 'example.org:443']) {
     assert.equal(normaliseMatrixPath(path), undefined, path);
   }
+});
+
+test('a raw # ends the path, as a hop in front of the homeserver would read it (issue 12 #6)', () => {
+  for (const variant of [`${LOGIN}#x`, `${LOGIN}#`, `${LOGIN}#/../../x`, '/_matrix/client/v3//login#?a=b']) assert.equal(normaliseMatrixPath(variant), LOGIN, variant);
+  assert.deepEqual(splitRequestTarget(`${LOGIN}#x?y=1`), { rawPath: LOGIN, query: '' });
+  assert.deepEqual(splitRequestTarget(`${LOGIN}?a=1#x`), { rawPath: LOGIN, query: '?a=1' });
+  assert.deepEqual(splitRequestTarget('/a%23b?c'), { rawPath: '/a%23b', query: '?c' });
 });

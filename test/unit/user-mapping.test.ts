@@ -10,14 +10,14 @@ const SERVER = 'matrix.company';
  * The provider blocks exactly as the authentik and Defguard guides print them, pasted into test/fixtures and read
  * through the real config loader: what an admin pastes is what gets compiled.
  */
-function mapperOf(fixture: 'authentik' | 'defguard') {
+function mapperOf(fixture: 'authentik' | 'defguard', options: { caseFolding?: boolean } = {}) {
   const config = parseConfig(readFileSync(new URL(`../fixtures/${fixture}.yaml`, import.meta.url), 'utf8'), { env: {} });
   const provider = config.oidc_providers[0]!;
-  return compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name);
+  return compileUserMapper(provider.idp_id, provider.user_mapping_provider.config, config.server_name, options);
 }
 
-function mapperFor(config: MappingConfig, idpId = 'test') {
-  return compileUserMapper(idpId, config, SERVER);
+function mapperFor(config: MappingConfig, idpId = 'test', options: { caseFolding?: boolean } = {}) {
+  return compileUserMapper(idpId, config, SERVER, options);
 }
 
 function mappingFailure(fn: () => unknown): MappingError {
@@ -32,13 +32,18 @@ function mappingFailure(fn: () => unknown): MappingError {
 
 describe('guide blocks', () => {
   test('authentik: localpart from preferred_username, display name capitalised (Jinja capitalize lowers the rest)', () => {
-    const identity = mapperOf('authentik').map({ sub: 'f2c1e0a9', preferred_username: 'Alice.Smith', name: 'alice SMITH', email: 'alice@company' });
-    assert.deepEqual(identity, { subject: 'f2c1e0a9', localpart: 'alice.smith', displayName: 'Alice smith' });
+    const identity = mapperOf('authentik').map({ sub: 'f2c1e0a9', preferred_username: 'alice.smith', name: 'alice SMITH', email: 'alice@company' });
+    assert.deepEqual(identity, { subject: 'f2c1e0a9', localpart: 'alice.smith', localpartFolded: false, displayName: 'Alice smith' });
+    // A capitalised user name is refused unless the provider allows case folding (issue 12 #2).
+    assert.equal(mappingFailure(() => mapperOf('authentik').map({ sub: 'f2c1e0a9', preferred_username: 'Alice.Smith' })).failure.kind, 'folded_localpart');
+    const folded = mapperOf('authentik', { caseFolding: true }).map({ sub: 'f2c1e0a9', preferred_username: 'Alice.Smith' });
+    assert.equal(folded.localpart, 'alice.smith');
+    assert.equal(folded.localpartFolded, true);
   });
 
   test('Defguard: localpart from the email before @, display name from first and last name, email kept', () => {
-    const identity = mapperOf('defguard').map({ sub: '42', email: 'Bob.Jones@yourdefguard.com', first_name: 'Bob', last_name: 'Jones' });
-    assert.deepEqual(identity, { subject: '42', localpart: 'bob.jones', displayName: 'Bob Jones', email: 'Bob.Jones@yourdefguard.com' });
+    const identity = mapperOf('defguard', { caseFolding: true }).map({ sub: '42', email: 'Bob.Jones@yourdefguard.com', first_name: 'Bob', last_name: 'Jones' });
+    assert.deepEqual(identity, { subject: '42', localpart: 'bob.jones', localpartFolded: true, displayName: 'Bob Jones', email: 'Bob.Jones@yourdefguard.com' });
   });
 
   test('Defguard: a missing last name leaves no dangling space', () => {
@@ -75,14 +80,28 @@ describe('filters and string methods', () => {
 });
 
 describe('localparts', () => {
-  test('are lower-cased', () => {
-    assert.equal(mapperFor({ localpart_template: '{{ user.preferred_username }}' }).map({ sub: 's', preferred_username: 'ALICE' }).localpart, 'alice');
+  test('folding is refused: ALICE, " bob ", the KELVIN SIGN; lower-casing only when allowed (issue 12 #2)', () => {
+    const strict = mapperFor({ localpart_template: '{{ user.preferred_username }}' });
+    const folding = mapperFor({ localpart_template: '{{ user.preferred_username }}' }, 'test', { caseFolding: true });
+    for (const spelled of ['ALICE', ' bob ', 'bob\n', '\u212Aelvin', 'ｂｏｂ']) {
+      assert.equal(mappingFailure(() => strict.map({ sub: 's', preferred_username: spelled })).failure.kind, 'folded_localpart', JSON.stringify(spelled));
+    }
+    assert.equal(folding.map({ sub: 's', preferred_username: 'ALICE' }).localpart, 'alice');
+    for (const spelled of [' bob ', '\u212Aelvin', 'ｂｏｂ']) {
+      assert.equal(mappingFailure(() => folding.map({ sub: 's', preferred_username: spelled })).failure.kind, 'folded_localpart', JSON.stringify(spelled));
+    }
+    assert.deepEqual(strict.map({ sub: 's', preferred_username: 'alice' }), { subject: 's', localpart: 'alice', localpartFolded: false });
+  });
+  test("Synapse's registration rules apply before claiming: no leading _ (issue 12 #4)", () => {
+    const mapper = mapperFor({ localpart_template: '{{ user.u }}' });
+    for (const reserved of ['_bridge', '__proto__', '_']) assert.equal(mappingFailure(() => mapper.map({ sub: 's', u: reserved })).failure.kind, 'invalid_localpart', reserved);
+    assert.equal(mapper.map({ sub: 's', u: 'a_b' }).localpart, 'a_b');
   });
   test('an invalid rendered localpart is rejected with the provider id', () => {
     const mapper = mapperFor({ localpart_template: '{{ user.name }}' }, 'my-idp');
-    const error = mappingFailure(() => mapper.map({ sub: 's', name: 'Alice Smith' }));
+    const error = mappingFailure(() => mapper.map({ sub: 's', name: 'alice smith' }));
     assert.equal(error.idpId, 'my-idp');
-    assert.deepEqual(error.failure, { kind: 'invalid_localpart', rendered: 'Alice Smith' });
+    assert.deepEqual(error.failure, { kind: 'invalid_localpart', rendered: 'alice smith' });
     assert.match(error.message, /my-idp/);
   });
   test('characters outside the grammar are rejected', () => {

@@ -2,7 +2,7 @@ import { PageError } from '../../errors/page-error.js';
 import type { FailureMessageKey } from '../../pages/messages.js';
 
 /** Why an SSO step failed; each maps to one page (pages/messages.ts) and one status here. */
-export type SsoFailure = Exclude<FailureMessageKey, 'internal' | 'store_unavailable'>;
+export type SsoFailure = Exclude<FailureMessageKey, 'internal' | 'store_unavailable' | 'homeserver_refused'>;
 
 export function ssoError(failure: SsoFailure, cause?: unknown): PageError {
   switch (failure) {

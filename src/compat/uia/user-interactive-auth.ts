@@ -6,9 +6,10 @@ import { clientAddress, logOf } from '../../http/request-state.js';
 import { appPasswordSignIn } from '../app-password-login.js';
 import { isAppPasswordFormat } from '../../sessions/app-passwords.js';
 import { UpstreamError } from '../../oidc/upstream.js';
-import type { Session } from '../../sessions/session.js';
+import { opOriginOf, type Session } from '../../sessions/session.js';
 import { sameOperation, type UiaOperation, type UiaSession, type UiaStage } from '../../sessions/uia-sessions.js';
 import { identifierOf } from '../login-request.js';
+import { isPlausiblePassword } from '../../security/account-name.js';
 
 /**
  * User-Interactive Authentication terminated at the proxy (Matrix C-S spec, "User-interactive authentication API"),
@@ -67,6 +68,11 @@ export async function requireUserInteractiveAuth(ctx: Context, deps: AppDeps, se
   if (origin.kind === 'appservice') {
     // No OP identity to re-authenticate: the application service manages its users' devices itself (MSC4190).
     throw new MatrixError(403, 'M_FORBIDDEN', "This user's devices are managed by its application service");
+  }
+  if (origin.kind === 'imported') {
+    // A session carried over from Synapse (issue 14) has no OP grant to confirm against: signing in through the OP
+    // on this device (which upgrades the session) makes the operation possible.
+    throw new MatrixError(403, 'M_FORBIDDEN', 'Sign in again to confirm your identity for this');
   }
   // Synapse's ui_auth.session_timeout: a token that passed UIA a moment ago is not asked again.
   if (await deps.uia.recentlyValidated(session.id)) return;
@@ -143,18 +149,20 @@ async function checkPassword(
   // Spec: a failed stage answers 401 with the flows again plus errcode and error.
   const invalid = (cause?: unknown) => new MatrixError(401, 'M_FORBIDDEN', 'Invalid password', { fields: fields() }, cause);
   const who = identifierOf(auth.body, deps.config.server_name);
-  if (who.kind === 'foreign_server' || (who.kind === 'localpart' && who.username !== session.localpart)) throw invalid();
-  // Throttled like /login: UIA must not be a side door for guessing passwords at the OP.
-  await deps.throttle.check(clientAddress(ctx), session.localpart);
+  if (who.kind === 'foreign_server' || who.kind === 'malformed' || (who.kind === 'localpart' && who.name !== session.localpart)) throw invalid();
+  // Throttled like /login, in the same per-account bucket: UIA must not be a side door for guessing passwords at the OP.
+  await deps.throttle.check(clientAddress(ctx), await deps.accountAliases.throttleKey({ kind: 'localpart', name: session.localpart }));
   if (deps.config.app_passwords.enabled && isAppPasswordFormat(auth.password)) {
     // Checked here, never sent to the OP; it must open this very account (the same OP subject).
     const signedIn = await appPasswordSignIn(deps, who, auth.password, invalid);
-    if (signedIn.localpart !== session.localpart || signedIn.origin.kind === 'appservice' || signedIn.origin.sub !== origin.sub) throw invalid();
+    if (signedIn.localpart !== session.localpart || opOriginOf(signedIn)?.sub !== origin.sub) throw invalid();
     return;
   }
+  if (!isPlausiblePassword(auth.password)) throw invalid();
   const provider = passwordProviderFor(deps, origin);
   if (provider === undefined) throw invalid();
-  let opUsername = who.username;
+  // The session's own subject is checked after the grant, so its remembered OP user name may be used here.
+  let opUsername = who.kind === 'localpart' ? who.name : who.address;
   if (who.kind === 'localpart') {
     const bound = await deps.bindings.findByLocalpart(session.localpart);
     if (bound?.opUsername !== undefined && bound.issuer === origin.issuer) opUsername = bound.opUsername;

@@ -1,0 +1,333 @@
+import { createPrivateKey, createPublicKey, hkdfSync, randomBytes, type JsonWebKey } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../config/schema.js';
+import { bodyLimitsOf, readBodyText } from '../http/body.js';
+import { OAUTH_PREFIX } from '../http/own-prefix.js';
+import type { RevalidationDeps } from '../sessions/revalidation.js';
+import { checkClientMetadata } from './client-registration-rules.js';
+import { API_SCOPE, isDeviceScope, parseMatrixScopes, UNSTABLE_API_SCOPE } from './matrix-scopes.js';
+import { providerStoreAdapter } from './provider-store-adapter.js';
+import { refreshGrant } from './refresh-grant.js';
+import type { AuthorizationServer } from '../app-deps.js';
+import { SignInStore } from '../sessions/oauth-sign-ins.js';
+
+/**
+ * The homeserver's OAuth 2.0 server for native clients (native_clients: serve; MSC2964 authorization code + PKCE,
+ * MSC2965 metadata, MSC2966 registration, MSC2967 scopes), built on oidc-provider for the protocol and on the
+ * proxy's own sessions for the tokens:
+ *
+ * - oidc-provider runs registration, the authorization endpoint, PKCE, codes, ID tokens and its browser session;
+ *   its state lives in the proxy's Store (provider-store-adapter.ts);
+ * - sign-in goes through the SSO bridge to the upstream OP (interaction.ts), recorded as a SignIn;
+ * - at the code exchange the access and refresh tokens oidc-provider minted are thrown away and replaced by a
+ *   proxy session's (SessionLifecycle.start creates the device at the homeserver first). So a native session IS a
+ *   proxy session: introspection, the admin API, /logout/all, back-channel logout and re-validation treat both alike;
+ * - refresh (with rotation) and revocation are the proxy's own (token-grants.ts, revoke.ts).
+ */
+export type { AuthorizationServer } from '../app-deps.js';
+
+export interface AuthorizationServerDeps extends RevalidationDeps {
+  readonly config: Config;
+}
+
+/** The issuer: stable, under public_baseurl, so it survives moving the proxy between hosts behind one name. */
+export function issuerOf(config: Pick<Config, 'public_baseurl'>): string {
+  return `${config.public_baseurl.replace(/\/$/, '')}${OAUTH_PREFIX}`;
+}
+
+/** The endpoints, all under the issuer (oidc-provider's route names, plus the proxy's own revocation). */
+export const OAUTH_ROUTES = {
+  authorization: '/auth',
+  token: '/token',
+  registration: '/reg',
+  jwks: '/jwks',
+  revocation: '/revoke',
+  interaction: '/interaction',
+} as const;
+
+const ID_TOKEN_TTL_S = 3600;
+const CODE_TTL_S = 60;
+const INTERACTION_TTL_S = 30 * 60;
+
+export function createAuthorizationServer(deps: AuthorizationServerDeps): AuthorizationServer {
+  const { config } = deps;
+  const issuer = issuerOf(config);
+  const signIns = new SignInStore(deps.store, deps.logger);
+  const signInTtlS = Math.ceil(config.sessions.sso_login_lifetime / 1000);
+  const signingKey = config.oauth_server.signing_key;
+  if (signingKey === undefined) throw new Error('oauth_server.signing_key is required with native_clients: serve');
+
+  // oidc-provider grants only scopes in its configured set. Device scopes carry a client-chosen id, so each valid
+  // one is admitted into the provider's own set (it copies the one it is given) when a request names it.
+  const scopes = new Set(['openid', API_SCOPE, UNSTABLE_API_SCOPE]);
+  const admitted = new Map<string, number>();
+  const admitDeviceScopes = async (scope: unknown): Promise<void> => {
+    if (typeof scope !== 'string') return;
+    const providerScopes = await configuredScopesOf(provider);
+    const parsed = parseMatrixScopes(scope);
+    if (!parsed.ok) return;
+    const now = deps.clock.now();
+    for (const token of scope.split(' ')) {
+      if (!isDeviceScope(token)) continue;
+      providerScopes.add(token);
+      admitted.set(token, now);
+    }
+    // Bounded: a device scope only has to stay admitted for one authorization (its interaction and code).
+    for (const [token, at] of admitted) {
+      if (now - at < INTERACTION_TTL_S * 1000) break;
+      admitted.delete(token);
+      providerScopes.delete(token);
+    }
+  };
+
+  const policy = interactionPolicy.base();
+  // OIDC "Initiating User Registration via OpenID Connect 1.0": prompt=create starts at the OP's registration.
+  policy.add(new interactionPolicy.Prompt({ name: 'create', requestable: true }));
+
+  const configuration: Configuration = {
+    adapter: providerStoreAdapter({ store: deps.store, clock: deps.clock, logger: deps.logger, grantIndexTtlMs: config.sessions.sso_login_lifetime }),
+    clients: [],
+    jwks: { keys: [signingJwk(signingKey)] as never },
+    cookies: {
+      keys: [cookieKey(config.sessions.encryption_key)],
+      long: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
+      short: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
+    },
+    scopes: scopes as ReadonlySet<string>,
+    claims: { openid: ['sub'] },
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: false },
+      registration: { enabled: true },
+      revocation: { enabled: false },
+      introspection: { enabled: false },
+      userinfo: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+    },
+    // Every registration passes MSC2966's rules first (the validator sees the whole metadata, not just its key).
+    extraClientMetadata: {
+      properties: ['matrix_checked'],
+      validator(ctx, key, _value, metadata) {
+        if (key !== 'matrix_checked' || (ctx as KoaContextWithOIDC | undefined)?.oidc?.route !== 'registration') return;
+        const result = checkClientMetadata(metadata as Record<string, unknown>);
+        if (!result.ok) {
+          throw result.error === 'invalid_redirect_uri' ? new errors.InvalidRedirectUri(result.description) : new errors.InvalidClientMetadata(result.description);
+        }
+        Object.assign(metadata, result.metadata);
+      },
+    },
+    findAccount: async (_ctx, id) => {
+      const signIn = await signIns.get(id);
+      if (signIn === undefined) return undefined;
+      // The ID token's sub is this id (oidc-provider uses the accountId): opaque, one per sign-in. Matrix clients
+      // learn who they are from /whoami, as MSC2964 has them do.
+      return { accountId: id, claims: () => ({ sub: id }) };
+    },
+    loadExistingGrant: async (ctx) => {
+      // First-party clients (config: their client_uri's origin) are trusted with what they ask: no consent page.
+      const client = ctx.oidc.client;
+      const session = ctx.oidc.session;
+      if (client === undefined || session?.accountId === undefined) return undefined;
+      const existingId = (ctx.oidc.result?.['consent'] as { grantId?: string } | undefined)?.grantId;
+      if (existingId !== undefined) return ctx.oidc.provider.Grant.find(existingId);
+      if (!isFirstParty(client.clientUri, config.oauth_server.first_party_client_uris)) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+      grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
+      await grant.save();
+      return grant;
+    },
+    interactions: { url: (_ctx, interaction) => `${OAUTH_PREFIX}${OAUTH_ROUTES.interaction}/${interaction.uid}`, policy },
+    ttl: {
+      AccessToken: 60,
+      AuthorizationCode: CODE_TTL_S,
+      IdToken: ID_TOKEN_TTL_S,
+      Interaction: INTERACTION_TTL_S,
+      Session: signInTtlS,
+      Grant: signInTtlS,
+      RefreshToken: 60,
+    },
+    // Matrix clients in browsers (Element Web) call the token and registration endpoints cross-origin.
+    clientBasedCORS: () => true,
+    renderError: async (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = `<!DOCTYPE html><meta charset="utf-8"><title>Error</title><h1 id="error">${escape(String(out.error))}</h1><p>${escape(String(out.error_description ?? ''))}</p>`;
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+  // Refresh is the proxy session's rotation, not oidc-provider's (its refresh tokens are never handed out).
+  provider.registerGrantType('refresh_token', refreshGrant(deps), ['refresh_token', 'scope']);
+  // The proxy answers for the public URL whatever the listener saw (handle() sets the forwarded headers).
+  provider.proxy = true;
+
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'GET' && ctx.path === OAUTH_ROUTES.authorization) {
+      // MSC2967: refuse what the MSC refuses (a second device scope, a device id outside the grammar) up front.
+      const scope = ctx.query['scope'];
+      if (typeof scope === 'string') {
+        const parsed = parseMatrixScopes(scope);
+        if (!parsed.ok) {
+          ctx.status = 400;
+          ctx.type = 'html';
+          ctx.body = `<!DOCTYPE html><meta charset="utf-8"><title>Error</title><h1 id="error">invalid_scope</h1><p>${escape(parsed.description)}</p>`;
+          return;
+        }
+      }
+      await admitDeviceScopes(scope);
+    }
+    if (ctx.path.startsWith(`${OAUTH_ROUTES.authorization}/`)) {
+      // Resuming an authorization on any replica: admit the device scope the interaction asked for.
+      const uid = ctx.path.slice(OAUTH_ROUTES.authorization.length + 1);
+      const interaction = await provider.Interaction.find(uid);
+      await admitDeviceScopes(interaction?.params['scope']);
+    }
+    await next();
+    if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.oidc.params?.['grant_type'] === 'authorization_code') {
+      await replaceTokensWithSession(ctx as KoaContextWithOIDC, deps, signIns);
+    }
+  });
+
+  return {
+    provider,
+    issuer,
+    publicBaseUrl: config.public_baseurl,
+    signIns,
+    async handle(ctx) {
+      asPublicRequest(ctx.req, { publicBaseUrl: config.public_baseurl });
+      // The body is read here, by the proxy's one body reader (size limit, and a 408 before the close for a body
+      // that trickles), then replayed to oidc-provider, which would otherwise read it without a deadline.
+      const req = ctx.method === 'POST' ? replayed(ctx.req, await readBodyText(ctx, bodyLimitsOf(config))) : ctx.req;
+      const full = ctx.req.url ?? '/';
+      const base = new URL(issuer).pathname;
+      (req as { originalUrl?: string }).originalUrl = full;
+      req.url = full.slice(base.length) || '/';
+      ctx.respond = false;
+      await provider.callback()(req, ctx.res);
+    },
+  };
+}
+
+function isFirstParty(clientUri: unknown, firstParty: readonly string[]): boolean {
+  if (typeof clientUri !== 'string') return false;
+  try {
+    const origin = new URL(clientUri).origin;
+    return firstParty.some((entry) => new URL(entry).origin === origin);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The scope set oidc-provider filters requests with. It is internal (oidc-provider 9 copies the configured Set and
+ * exposes no API to extend it); read through its own weak-cache module, so a version that moves it fails loudly
+ * here, at the first authorization, and in test/integration/oauth-server.test.ts.
+ */
+async function configuredScopesOf(provider: Provider): Promise<Set<string>> {
+  const internals = (await import('oidc-provider/lib/helpers/weak_cache.js' as string)) as { default: (p: Provider) => { configuration?: { scopes?: unknown } } | undefined };
+  const scopes = internals.default(provider)?.configuration?.scopes;
+  if (!(scopes instanceof Set)) throw new Error('oidc-provider internals changed: configuration.scopes is not a Set');
+  return scopes as Set<string>;
+}
+
+/** A request whose body was already read, as a stream oidc-provider can read again (same headers, socket, URL). */
+function replayed(original: IncomingMessage, body: string): IncomingMessage {
+  const bytes = Buffer.from(body, 'utf8');
+  const headers = { ...original.headers, 'content-length': String(bytes.length) };
+  delete headers['transfer-encoding'];
+  return Object.assign(Readable.from([bytes]), {
+    headers,
+    rawHeaders: original.rawHeaders,
+    method: original.method,
+    url: original.url,
+    httpVersion: original.httpVersion,
+    httpVersionMajor: original.httpVersionMajor,
+    httpVersionMinor: original.httpVersionMinor,
+    socket: original.socket,
+    connection: original.socket,
+  }) as unknown as IncomingMessage;
+}
+
+/**
+ * oidc-provider builds URLs and cookie flags from the request: make it see the public URL, never a listener address
+ * or a client-chosen Host (the proxy's own routing already decided this request is ours).
+ */
+export function asPublicRequest(req: IncomingMessage, server: { readonly publicBaseUrl: string }): void {
+  const publicUrl = new URL(server.publicBaseUrl);
+  req.headers['host'] = publicUrl.host;
+  req.headers['x-forwarded-host'] = publicUrl.host;
+  req.headers['x-forwarded-proto'] = publicUrl.protocol.slice(0, -1);
+}
+
+/**
+ * The code exchange went through (oidc-provider checked the code, PKCE S256, the redirect URI and the client):
+ * create the device and the proxy session, and answer with its tokens instead of oidc-provider's, which are
+ * destroyed. The ID token stays oidc-provider's, signed with the configured key.
+ */
+async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: AuthorizationServerDeps, signIns: SignInStore): Promise<void> {
+  const body = ctx.body as Record<string, unknown>;
+  const code = ctx.oidc.entities.AuthorizationCode;
+  const client = ctx.oidc.client;
+  const discard = async () => {
+    await ctx.oidc.entities.AccessToken?.destroy();
+    await ctx.oidc.entities.RefreshToken?.destroy();
+  };
+  const fail = async (status: number, error: string, description: string) => {
+    await discard();
+    ctx.status = status;
+    ctx.body = { error, error_description: description };
+  };
+  if (code === undefined || client === undefined || typeof code.accountId !== 'string') return fail(500, 'server_error', 'The code exchange lost its code');
+  // Single use: each native session gets its own OP grant (see sessions/oauth-sign-ins.ts).
+  const signIn = await signIns.consume(code.accountId);
+  if (signIn === undefined) return fail(400, 'invalid_grant', 'The sign-in behind this code has ended or was used');
+  const granted = parseMatrixScopes(typeof body['scope'] === 'string' ? body['scope'] : (code.scope ?? ''));
+  if (!granted.ok) return fail(400, 'invalid_scope', granted.description);
+  if (!granted.api) return fail(400, 'invalid_scope', `The grant does not include ${API_SCOPE}`);
+  // MSC2967: the client allocates the device id; one that asked for none gets one allocated here.
+  const deviceId = granted.deviceId ?? randomBytes(8).toString('hex').toUpperCase().slice(0, 10);
+  const lifetimeMs = deps.config.sessions.refreshable_access_token_lifetime;
+  const issued = await deps.lifecycle.start({
+    localpart: signIn.localpart,
+    deviceId,
+    ...(client.clientName === undefined ? {} : { deviceDisplayName: String(client.clientName) }),
+    origin: signIn.origin,
+    oauthClientId: client.clientId,
+    ...(ctx.ip === '' ? {} : { ip: ctx.ip }),
+    ...(ctx.get('user-agent') === '' ? {} : { userAgent: ctx.get('user-agent') }),
+    refreshableLifetimeMs: lifetimeMs,
+  });
+  await discard();
+  deps.logger.info({ event: 'oauth.code_exchanged', client_id: client.clientId, localpart: signIn.localpart, device_id: deviceId, session_id: issued.session.id }, 'oauth.code_exchanged');
+  ctx.body = {
+    ...body,
+    access_token: issued.accessToken,
+    refresh_token: issued.refreshToken,
+    expires_in: Math.floor(lifetimeMs / 1000),
+    token_type: 'Bearer',
+  };
+}
+
+/** The RSA signing key as a private JWK with a stable kid derived from the public key (replicas agree). */
+function signingJwk(pem: string): JsonWebKey {
+  const privateKey = createPrivateKey(pem);
+  const jwk = privateKey.export({ format: 'jwk' });
+  const publicDer = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+  const kid = hkdfLabel(publicDer, 'oauth-signing-kid').subarray(0, 12).toString('base64url');
+  return { ...jwk, kid, alg: 'RS256', use: 'sig' };
+}
+
+/** oidc-provider's cookie-signing key, derived from sessions.encryption_key so replicas agree without a new secret. */
+function cookieKey(secret: string): string {
+  return hkdfLabel(Buffer.from(secret, 'utf8'), 'oauth-cookie-key').toString('base64url');
+}
+
+function hkdfLabel(material: Buffer, info: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', material, Buffer.alloc(0), info, 32));
+}
+
+function escape(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

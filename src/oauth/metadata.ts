@@ -1,0 +1,31 @@
+import type { AppDeps } from '../app-deps.js';
+import { issuerOf, OAUTH_ROUTES } from './authorization-server.js';
+
+/**
+ * RFC 8414 metadata of the proxy's OAuth 2.0 server, built from public_baseurl (never from the request: Synapse
+ * fetches it on the homeserver-facing listener and relays it to clients as auth_metadata). The fields MSC2965 lists
+ * as required for the Matrix flow and `prompt_values_supported: [create]`; homeserver/metadata.ts adds MSC4191's
+ * account management (the account page, issue 15).
+ */
+export function oauthServerMetadata(config: AppDeps['config']): Record<string, unknown> {
+  const issuer = issuerOf(config);
+  return {
+    issuer,
+    authorization_endpoint: `${issuer}${OAUTH_ROUTES.authorization}`,
+    token_endpoint: `${issuer}${OAUTH_ROUTES.token}`,
+    registration_endpoint: `${issuer}${OAUTH_ROUTES.registration}`,
+    revocation_endpoint: `${issuer}${OAUTH_ROUTES.revocation}`,
+    jwks_uri: `${issuer}${OAUTH_ROUTES.jwks}`,
+    response_types_supported: ['code'],
+    response_modes_supported: ['query', 'fragment'],
+    grant_types_supported: ['authorization_code', 'refresh_token'],
+    code_challenge_methods_supported: ['S256'],
+    token_endpoint_auth_methods_supported: ['none'],
+    revocation_endpoint_auth_methods_supported: ['none'],
+    scopes_supported: ['openid', 'urn:matrix:client:api:*', 'urn:matrix:org.matrix.msc2967.client:api:*'],
+    subject_types_supported: ['public'],
+    id_token_signing_alg_values_supported: ['RS256'],
+    prompt_values_supported: ['create', 'login', 'consent'],
+    claims_supported: ['sub'],
+  };
+}
