@@ -93,7 +93,7 @@ function barChart(title: string, rows: readonly ResultRow[], unit: Unit): string
     const y = top + index * rowHeight;
     const colour = colourOf(row.measure);
     parts.push(`<text x="${LABEL_WIDTH - 6}" y="${y + BAR_HEIGHT - 5}" font-size="11" text-anchor="end">${escape(truncate(row.measure, 46))}</text>`);
-    if (row.baseline !== undefined && row.baseline.ratio !== 1) {
+    if (row.baseline !== undefined && row.baseline.ratio !== 1 && Number.isFinite(row.baseline.value)) {
       parts.push(`<rect x="${LABEL_WIDTH}" y="${y + 1}" width="${(x(row.baseline.value) - LABEL_WIDTH).toFixed(1)}" height="${BAR_HEIGHT - 2}" fill="none" stroke="${COLOURS.baseline}" stroke-dasharray="3 2"><title>${escape(`baseline ${row.baseline.label}: ${formatValue(row.baseline.value, unit)}`)}</title></rect>`);
     }
     parts.push(`<rect x="${LABEL_WIDTH}" y="${y + 4}" width="${(x(row.value) - LABEL_WIDTH).toFixed(1)}" height="${BAR_HEIGHT - 8}" fill="${colour}"><title>${escape(`${row.measure}: ${formatValue(row.value, unit)}`)}</title></rect>`);
@@ -175,9 +175,14 @@ function targetLine(row: ResultRow): number | undefined {
 function rowsTable(result: ScenarioResult): string {
   const lines = result.rows.map((row) => {
     const target = row.target === undefined ? '' : `<span class="${row.target.met ? 'met' : 'missed'}">${escape(row.target.goal)}: ${row.target.met ? 'met' : 'missed'} (${escape(row.target.margin)})</span>`;
-    return `<tr><td>${escape(row.measure)}</td><td>${escape(formatValue(row.value, row.unit))}</td><td>${row.p99Ms === undefined ? '' : escape(formatValue(row.p99Ms, 'ms'))}</td><td>${row.baseline === undefined ? '' : escape(`${row.baseline.ratio.toFixed(2)}× ${row.baseline.label}`)}</td><td>${target}</td></tr>`;
+    return `<tr><td>${escape(row.measure)}</td><td>${escape(formatValue(row.value, row.unit))}</td><td>${row.p99Ms === undefined ? '' : escape(formatValue(row.p99Ms, 'ms'))}</td><td>${row.baseline === undefined ? '' : escape(`${ratioText(row.baseline.ratio)}× ${row.baseline.label}`)}</td><td>${target}</td></tr>`;
   });
   return `<table><tr><th>measure</th><th>median</th><th>p99</th><th>vs baseline</th><th>target</th></tr>${lines.join('')}</table>`;
+}
+
+/** JSON turns a ratio over a zero baseline (a smoke run) into null. */
+function ratioText(ratio: number | null): string {
+  return typeof ratio === 'number' && Number.isFinite(ratio) ? ratio.toFixed(2) : 'n/a';
 }
 
 function notesList(result: ScenarioResult): string {
