@@ -1,7 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { BenchEnvironment, progress, type Scenario } from './harness/bench-environment.js';
 import { settingsFromArgs } from './harness/bench-settings.js';
 import type { ProfileSummary } from './harness/cpu-profile.js';
+import { REPO_ROOT } from './harness/child-processes.js';
+import { writeReport, type ResultsDocument } from './harness/html-report.js';
 import { renderTable, writeResults, type ScenarioResult } from './harness/report.js';
 import { horizontal } from './horizontal.js';
 import { introspection } from './introspection.js';
@@ -26,6 +30,9 @@ const SCENARIOS: readonly (readonly [string, Scenario])[] = [
   ['horizontal', horizontal],
   ['profile', profileHotPaths],
 ];
+
+/** Committed: the bench README embeds these for the figures it quotes. */
+const CHARTS_DIR = join(REPO_ROOT, 'bench', 'charts');
 
 const settings = settingsFromArgs();
 const unknown = settings.only.filter((name) => !SCENARIOS.some(([known]) => known === name));
@@ -69,5 +76,12 @@ for (const [name, summary] of Object.entries(profiles ?? {})) {
   process.stdout.write(`  own code (src/) inclusive: ${summary.topOwnInclusive.slice(0, 6).map((frame) => `${frame.frame} ${frame.totalPercent} %`).join(', ')}\n`);
 }
 process.stdout.write(`\nmachine load average (1 min) before/after each scenario: ${Object.entries(load).map(([name, value]) => `${name} ${value.before.toFixed(1)}/${value.after.toFixed(1)}`).join(', ')}\n`);
-process.stdout.write(`results: ${writeResults('all', settings, results, startedAt, { loadAverage: load, elapsedSeconds: (Date.now() - startedAt.getTime()) / 1000 })}\n`);
+const resultsPath = writeResults('all', settings, results, startedAt, { loadAverage: load, elapsedSeconds: (Date.now() - startedAt.getTime()) / 1000 });
+process.stdout.write(`results: ${resultsPath}\n`);
+if (settings.report) {
+  // The smoke run's charts mean nothing: its page goes to the results folder only, never over bench/charts/.
+  const document = JSON.parse(readFileSync(resultsPath, 'utf8')) as ResultsDocument;
+  const page = writeReport(document, resultsPath.replace(/\.json$/, '-report.html'), settings.mode === 'smoke' ? undefined : CHARTS_DIR);
+  process.stdout.write(`report: ${page}${settings.mode === 'smoke' ? '' : ` (charts: ${CHARTS_DIR})`}\n`);
+}
 process.exit(failed ? 1 : 0);

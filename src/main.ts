@@ -1,6 +1,9 @@
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError } from './config/load-config.js';
 import type { Config } from './config/schema.js';
+import { WORKER_READY } from './cluster-messages.js';
 
 const USAGE = `Usage:
   matrix-compat-proxy --config FILE                 start the proxy
@@ -49,17 +52,32 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
 
+  // Several workers: this process stays the primary (it has run every start-up check above, so a refused config stops
+  // here, before any fork) and each worker runs main() again with the same arguments, reaching runProxy below.
+  const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+  if (cluster.isPrimary && workers > 1) {
+    const [{ runPrimary }, { createLogger }] = await Promise.all([import('./cluster.js'), import('./observability/logger.js')]);
+    return runPrimary(workers, createLogger(config.log.level));
+  }
+  return runProxy(config, args.values.config);
+}
+
+/** Runs the proxy in this process (the only one, or one cluster worker) until SIGTERM/SIGINT. */
+async function runProxy(config: Config, configPath: string): Promise<number> {
   // The rest of the proxy is loaded once the config is accepted: --check-config, and a start the config refuses, load
   // the config layer alone (half the time of loading everything).
-  const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore, redisOptions }] = await Promise.all([
+  const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore, redisOptions }, { clusterMetricsSource }] = await Promise.all([
     import('./build-deps.js'),
     import('./observability/logger.js'),
     import('./observability/metrics.js'),
     import('./server.js'),
     import('./store/index.js'),
+    import('./observability/cluster-metrics.js'),
   ]);
-  const logger = createLogger(config.log.level);
-  const metrics = createMetrics();
+  const worker = cluster.worker;
+  const rootLogger = createLogger(config.log.level);
+  const logger = worker === undefined ? rootLogger : rootLogger.child({ worker: worker.id });
+  const metrics = createMetrics(worker === undefined ? {} : { clusterText: clusterMetricsSource });
   const redis = redisOptions(config);
   if (redis === undefined) logger.warn('store.memory: no Redis configured; sessions live in this process only and are lost on restart');
   const store = await createStore({ ...(redis === undefined ? {} : { redis }) });
@@ -70,7 +88,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     // Only when a registration file changed between loading the config and reading it again.
     if (err instanceof ConfigError) {
       await store.close();
-      return reportInvalid(args.values.config, err);
+      return reportInvalid(configPath, err);
     }
     throw err;
   }
@@ -79,6 +97,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const running = await startProxy(deps);
   logger.info({ client: running.clientUrl, homeserver_facing: running.homeserverFacingUrl, ops: running.opsUrl }, 'proxy.started');
+  if (worker !== undefined) process.send?.(WORKER_READY);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -100,6 +119,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    // A worker whose primary is gone (killed with SIGKILL) must not keep serving, unsupervised, on the shared ports.
+    if (worker !== undefined) process.once('disconnect', () => stop('primary_gone'));
   });
 }
 

@@ -28,9 +28,11 @@ export interface BenchSettings {
   readonly profileSec: number;
   /** Scenario names to run (run-all only); empty = all. */
   readonly only: readonly string[];
+  /** `--report` (run-all only): also write the HTML report and the SVG charts (bench/charts/). */
+  readonly report: boolean;
 }
 
-const FULL: Omit<BenchSettings, 'only'> = {
+const FULL: Omit<BenchSettings, 'only' | 'report'> = {
   mode: 'full',
   rounds: 3,
   roundSec: 3,
@@ -50,7 +52,7 @@ const FULL: Omit<BenchSettings, 'only'> = {
   profileSec: 5,
 };
 
-const SMOKE: Omit<BenchSettings, 'only'> = {
+const SMOKE: Omit<BenchSettings, 'only' | 'report'> = {
   mode: 'smoke',
   rounds: 1,
   roundSec: 0.15,
@@ -70,11 +72,11 @@ const SMOKE: Omit<BenchSettings, 'only'> = {
   profileSec: 0.2,
 };
 
-/** `--smoke`, `--rounds N`, `--sessions N`, `--only a,b` from the command line. */
+/** `--smoke`, `--rounds N`, `--sessions N`, `--only a,b`, `--report` from the command line. */
 export function settingsFromArgs(argv: readonly string[] = process.argv.slice(2)): BenchSettings {
   const { values } = parseArgs({
     args: [...argv],
-    options: { smoke: { type: 'boolean' }, rounds: { type: 'string' }, sessions: { type: 'string' }, only: { type: 'string' } },
+    options: { smoke: { type: 'boolean' }, rounds: { type: 'string' }, sessions: { type: 'string' }, only: { type: 'string' }, report: { type: 'boolean' } },
     strict: true,
   });
   const base = values.smoke === true ? SMOKE : FULL;
@@ -89,5 +91,6 @@ export function settingsFromArgs(argv: readonly string[] = process.argv.slice(2)
     rounds: count(values.rounds, base.rounds, 'rounds'),
     sessions: count(values.sessions, base.sessions, 'sessions'),
     only: values.only === undefined ? [] : values.only.split(',').map((name) => name.trim()).filter((name) => name !== ''),
+    report: values.report === true,
   };
 }

@@ -1,16 +1,17 @@
 import type { Context } from 'koa';
+import type { UpstreamGrant } from '../oidc/upstream.js';
 import type { AppDeps } from '../app-deps.js';
 import { matrixErrors } from '../errors/matrix-error.js';
 import { clientAddress, logOf, singleQueryValue } from '../http/request-state.js';
 import { resolveAccount, type AccountRefusal } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
-import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
+import type { UpstreamProvider } from '../oidc/upstream.js';
 import { sendRedirect } from '../pages/html-page.js';
 import type { PendingSsoLogin, SsoPurpose } from '../sessions/pending-sso-logins.js';
 import { RateLimited } from '../security/login-throttle.js';
 import { bindingHash, browserBinding } from '../compat/sso/browser-binding.js';
 import { ssoError } from '../compat/sso/sso-error.js';
-import { callbackUri } from '../compat/sso/sso-flow.js';
+import { callbackUri, exchangeCallbackCode } from '../compat/sso/sso-flow.js';
 import { resolveOrRefuse } from '../compat/sign-in.js';
 import { readAccountCookie, setAccountCookie } from './account-cookie.js';
 import { accountPaths, safeReturnPath } from './account-paths.js';
@@ -79,16 +80,7 @@ export async function completeAccountSignIn(
 ): Promise<void> {
   const policy = deps.policies.get(idpId);
   if (policy === undefined) throw ssoError('unknown_provider');
-  const redirectUri = callbackUri(deps, idpId);
-  const callbackUrl = new URL(redirectUri);
-  callbackUrl.search = ctx.querystring;
-  let grant: UpstreamGrant;
-  try {
-    grant = await provider.exchangeCode(callbackUrl, { redirectUri, state, nonce: pending.nonce, codeVerifier: pending.codeVerifier });
-  } catch (err: unknown) {
-    if (!(err instanceof UpstreamError)) throw err;
-    throw ssoError(err.kind === 'unavailable' ? 'op_unavailable' : 'op_rejected', err);
-  }
+  const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending);
   // Its OP tokens are not revoked when the page session ends: this authorization shares the browser's OP session (and
   // at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too. The refresh token is
   // kept (sealed) for the page session's lifetime: an app password created in it is tied to that grant.

@@ -5,13 +5,12 @@ import { logOf, paramOf, singleQueryValue } from '../http/request-state.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { resolveAccount, type AccountRefusal, type ResolvedAccount } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
-import { UpstreamError, type UpstreamGrant } from '../oidc/upstream.js';
 import { sendRedirect } from '../pages/html-page.js';
 import type { PendingConfirmation, PendingSsoLogin } from '../sessions/pending-sso-logins.js';
 import { browserBinding } from './sso/browser-binding.js';
 import { isWhitelisted, withLoginToken } from './sso/redirect-url.js';
 import { ssoError } from './sso/sso-error.js';
-import { callbackUri, confirmationUri, mintLoginToken } from './sso/sso-flow.js';
+import { confirmationUri, exchangeCallbackCode, mintLoginToken } from './sso/sso-flow.js';
 import { resolveOrRefuse } from './sign-in.js';
 import { completeSsoReauthentication } from './uia/sso-reauthentication.js';
 import { completeAccountSignIn } from '../account/account-sign-in.js';
@@ -40,17 +39,9 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   if (pending.purpose?.kind === 'uia') return completeSsoReauthentication(ctx, deps, provider, idpId, state, pending, pending.purpose);
   if (pending.purpose?.kind === 'account') return completeAccountSignIn(ctx, deps, provider, idpId, state, pending, pending.purpose);
 
-  const redirectUri = callbackUri(deps, idpId);
-  const callbackUrl = new URL(redirectUri);
-  callbackUrl.search = ctx.querystring;
-  let grant: UpstreamGrant;
-  try {
-    grant = await provider.exchangeCode(callbackUrl, { redirectUri, state, nonce: pending.nonce, codeVerifier: pending.codeVerifier });
-  } catch (err: unknown) {
-    if (!(err instanceof UpstreamError)) throw err;
-    deps.metrics.logins.inc({ type: 'sso', outcome: err.kind === 'unavailable' ? 'error' : 'rejected' });
-    throw ssoError(err.kind === 'unavailable' ? 'op_unavailable' : 'op_rejected', err);
-  }
+  const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending, (err) =>
+    deps.metrics.logins.inc({ type: 'sso', outcome: err.kind === 'unavailable' ? 'error' : 'rejected' }),
+  );
 
   let account: ResolvedAccount;
   try {

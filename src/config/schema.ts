@@ -542,6 +542,13 @@ export const configSchema = z
     server_name: z.string().refine(isMatrixServerName, { error: 'must be a Matrix server name: a host name or IP literal, optionally with :port' }),
     public_baseurl: noQuery(url({ protocols: ['http:', 'https:'], trailingSlash: 'add' })),
     listen: listener('127.0.0.1', 8009),
+    // Processes serving the listeners (node:cluster, one shared socket per listener): "auto" = one per CPU the process
+    // may use (os.availableParallelism()); 1 = no cluster, the proxy runs in the process that was started.
+    workers: z
+      .union([z.literal('auto'), z.number().positive().refine(Number.isInteger, { error: 'must be a whole number' })], {
+        error: 'must be "auto" or a whole number of at least 1',
+      })
+      .default(1),
     trusted_proxies: z.array(parsedWith<string>(parseCidr)).default([]),
     homeserver,
     // What native OAuth 2.0 clients (MSC2964/MSC2965) are told at the homeserver's auth_metadata; README "Native
@@ -664,6 +671,21 @@ function checkConfig(config: Record<string, unknown>, ctx: z.core.$RefinementCtx
     } else if (field(field(providers[index], 'password_grant'), 'enabled') !== true) {
       ctx.addIssue({ code: 'custom', message: `provider "${passwordIdp}" does not allow it: set oidc_providers[${index}].password_grant.enabled: true`, path, input: passwordIdp });
     }
+  }
+
+  // The memory store lives inside one process: with several workers each would hold its own sessions, and a token
+  // issued by one worker would be unknown to the next. "auto" is refused too, so a config that passes on a 1-CPU
+  // machine does not fail on a bigger one.
+  const workers = config['workers'];
+  const storeSection = config['store'];
+  const hasRedis = ['redis_url', 'sentinels', 'cluster_nodes'].some((key) => field(storeSection, key) !== undefined);
+  if (workers !== undefined && workers !== 1 && !hasRedis) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `the in-memory store cannot be shared by several workers: configure store.redis_url (or sentinels, cluster_nodes), or set workers: 1`,
+      path: ['workers'],
+      input: workers,
+    });
   }
 
   const listeners: { path: PropertyKey[]; host: unknown; port: unknown }[] = [

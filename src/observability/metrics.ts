@@ -16,13 +16,22 @@ export interface Metrics {
   readonly rejections: Counter<'status' | 'code'>;
   /** Unknown tokens not introspected at the OP because the budget was spent (rate_limits.op_introspection). */
   readonly introspectionBudgetSpent: Counter;
+  /** The exposition text /metrics serves: this registry's, or with workers the sum over all of them. */
+  readonly text: () => Promise<string>;
 }
 
-export function createMetrics(options: { collectDefaults?: boolean } = {}): Metrics {
+export interface MetricsOptions {
+  readonly collectDefaults?: boolean;
+  /** In a cluster worker: how to get every worker's metrics (observability/cluster-metrics.ts). */
+  readonly clusterText?: (registry: Registry) => () => Promise<string>;
+}
+
+export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
   if (options.collectDefaults ?? true) collectDefaultMetrics({ register: registry, prefix: 'mcp_' });
   return {
     registry,
+    text: options.clusterText === undefined ? () => registry.metrics() : options.clusterText(registry),
     requests: new Counter({ name: 'mcp_http_requests_total', help: 'Requests by route class, method and status', labelNames: ['route', 'method', 'status'], registers: [registry] }),
     requestDuration: new Histogram({
       name: 'mcp_http_request_duration_seconds',

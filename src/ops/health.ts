@@ -25,5 +25,5 @@ export async function getReady(ctx: Context, readiness: Readiness, details: bool
 /** GET /metrics — Prometheus text format, operators' listener only. */
 export async function getMetrics(ctx: Context, deps: AppDeps): Promise<void> {
   ctx.type = deps.metrics.registry.contentType;
-  ctx.body = await deps.metrics.registry.metrics();
+  ctx.body = await deps.metrics.text();
 }

@@ -167,13 +167,7 @@ export class AppserviceBackend implements HomeserverAdapter, HomeserverTokens {
   }
 
   #allowed(localpart: string): string {
-    const userId = this.#userId(localpart);
-    const refusal = this.#options.policy.refusalOf(userId);
-    if (refusal !== undefined) {
-      this.#log.warn({ event: 'homeserver.user_refused', user_id: userId, reason: refusal }, 'the proxy refuses to act as this user');
-      throw new UserNotAllowed(userId, refusal);
-    }
-    return userId;
+    return this.#options.policy.allowedUserId(localpart, this.#options.serverName, this.#log);
   }
 
   #expect(what: string, response: ClientApiResponse): void {

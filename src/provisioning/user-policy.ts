@@ -1,3 +1,6 @@
+import type { Logger } from 'pino';
+import { UserNotAllowed } from './homeserver-adapter.js';
+
 /**
  * Who a token-issuing backend may log in. The proxy's appservice namespace (or the homeserver's JWT secret) lets it
  * act as ANY local user, homeserver admins and bridge puppets included; these rules are what stops that. Patterns
@@ -27,6 +30,20 @@ export class UserPolicy {
     if (this.rules.deny.some((pattern) => pattern.test(userId))) return 'it matches deny_users';
     if (this.rules.allow !== undefined && !this.rules.allow.some((pattern) => pattern.test(userId))) return 'it matches no allow_users entry';
     return undefined;
+  }
+
+  /**
+   * The user id of a localpart the backend is about to act as; refused (logged, `UserNotAllowed`) when the rules say
+   * the proxy must not.
+   */
+  allowedUserId(localpart: string, serverName: string, log: Pick<Logger, 'warn'>): string {
+    const userId = `@${localpart}:${serverName}`;
+    const refusal = this.refusalOf(userId);
+    if (refusal !== undefined) {
+      log.warn({ event: 'homeserver.user_refused', user_id: userId, reason: refusal }, 'the proxy refuses to act as this user');
+      throw new UserNotAllowed(userId, refusal);
+    }
+    return userId;
   }
 }
 

@@ -21,7 +21,7 @@ interface SmokeResults {
 
 // About 75 s alone; minutes when other work loads the machine. A hang still fails.
 test('the benchmark smoke run measures every scenario and sees only right answers', { timeout: 360_000 }, async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run-all.ts', '--smoke'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run-all.ts', '--smoke', '--report'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -43,4 +43,13 @@ test('the benchmark smoke run measures every scenario and sees only right answer
     for (const row of result.rows) assert.ok(Number.isFinite(row.value), `${result.scenario}: a figure is not a number`);
   }
   for (const scenario of SCENARIOS) assert.ok(stdout.includes(`| ${scenario}`), `the table has no ${scenario} rows`);
+
+  // --report: one self-contained page (issue 19) with a chart per scenario and nothing fetched from elsewhere.
+  const reportPath = /^report: (\S+\.html)/m.exec(stdout)?.[1];
+  assert.ok(reportPath, `no report named in:\n${stdout.slice(-2000)}`);
+  const page = readFileSync(reportPath, 'utf8');
+  for (const scenario of SCENARIOS) assert.ok(page.includes(`<h2>${scenario.replace('&', '&amp;')}</h2>`), `no section for ${scenario}`);
+  assert.ok((page.match(/<svg /g) ?? []).length >= SCENARIOS.length, 'a chart per scenario');
+  assert.doesNotMatch(page, /<(script|link|img)\b|\b(src|href)=|url\(/i, 'no script and no external asset');
+  assert.match(page, /stroke="#d1352b"/, 'targets drawn as lines');
 });

@@ -18,7 +18,7 @@ const LAYERS: readonly (readonly string[])[] = [
   /* 3 kit      */ ['http', 'errors'],
   /* 4 the faces' dependencies */ ['app-deps.ts'],
   /* 5 faces    */ ['compat', 'backchannel', 'homeserver', 'admin', 'proxy', 'ops', 'doctor', 'account', 'oauth', 'migrate'],
-  /* 6 entry    */ ['main.ts', 'server.ts', 'app.ts', 'routes.ts', 'build-deps.ts'],
+  /* 6 entry    */ ['main.ts', 'cluster.ts', 'cluster-messages.ts', 'server.ts', 'app.ts', 'routes.ts', 'build-deps.ts'],
 ];
 const LAYER_NAMES = ['ground', 'adapters', 'model', 'kit', "the faces' dependencies", 'faces', 'entry'];
 

@@ -1,6 +1,9 @@
+import type { Context } from 'koa';
 import type { AppDeps } from '../../app-deps.js';
 import { OWN_PREFIX } from '../../http/own-prefix.js';
-import type { PendingConfirmation } from '../../sessions/pending-sso-logins.js';
+import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../../oidc/upstream.js';
+import type { PendingConfirmation, PendingSsoLogin } from '../../sessions/pending-sso-logins.js';
+import { ssoError } from './sso-error.js';
 
 /**
  * m.login.sso through the upstream OP (Matrix C-S spec, "Client login via SSO"), in three endpoint files:
@@ -40,4 +43,30 @@ export function mintLoginToken(deps: Pick<AppDeps, 'loginTokens' | 'config'>, co
     },
     deps.config.sessions.login_token_lifetime,
   );
+}
+
+/**
+ * The callback's authorization code exchanged at the OP with the pending login's state, nonce and PKCE verifier (the
+ * same for an SSO login, a UIA re-authentication and an account-page sign-in). An unreachable OP is the "not
+ * reachable" page; any other refusal the "sign-in refused" page. `onFailure` sees the error first (metrics).
+ */
+export async function exchangeCallbackCode(
+  ctx: Context,
+  deps: Pick<AppDeps, 'config'>,
+  provider: UpstreamProvider,
+  idpId: string,
+  state: string,
+  pending: PendingSsoLogin,
+  onFailure?: (err: UpstreamError) => void,
+): Promise<UpstreamGrant> {
+  const redirectUri = callbackUri(deps, idpId);
+  const callbackUrl = new URL(redirectUri);
+  callbackUrl.search = ctx.querystring;
+  try {
+    return await provider.exchangeCode(callbackUrl, { redirectUri, state, nonce: pending.nonce, codeVerifier: pending.codeVerifier });
+  } catch (err: unknown) {
+    if (!(err instanceof UpstreamError)) throw err;
+    onFailure?.(err);
+    throw ssoError(err.kind === 'unavailable' ? 'op_unavailable' : 'op_rejected', err);
+  }
 }

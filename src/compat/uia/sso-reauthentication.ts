@@ -1,12 +1,12 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../../app-deps.js';
 import { logOf } from '../../http/request-state.js';
-import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../../oidc/upstream.js';
+import type { UpstreamProvider } from '../../oidc/upstream.js';
 import { sendPage } from '../../pages/html-page.js';
 import { reauthDonePage } from '../../pages/reauth-pages.js';
 import type { PendingSsoLogin, SsoPurpose } from '../../sessions/pending-sso-logins.js';
 import { ssoError } from '../sso/sso-error.js';
-import { callbackUri } from '../sso/sso-flow.js';
+import { exchangeCallbackCode } from '../sso/sso-flow.js';
 
 /** Clock skew allowed between the OP's `auth_time` and the proxy's clock. */
 const AUTH_TIME_SKEW_MS = 30_000;
@@ -25,16 +25,7 @@ export async function completeSsoReauthentication(
   pending: PendingSsoLogin,
   purpose: Extract<SsoPurpose, { kind: 'uia' }>,
 ): Promise<void> {
-  const redirectUri = callbackUri(deps, idpId);
-  const callbackUrl = new URL(redirectUri);
-  callbackUrl.search = ctx.querystring;
-  let grant: UpstreamGrant;
-  try {
-    grant = await provider.exchangeCode(callbackUrl, { redirectUri, state, nonce: pending.nonce, codeVerifier: pending.codeVerifier });
-  } catch (err: unknown) {
-    if (!(err instanceof UpstreamError)) throw err;
-    throw ssoError(err.kind === 'unavailable' ? 'op_unavailable' : 'op_rejected', err);
-  }
+  const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending);
   // Only the proof was wanted, but its OP tokens are dropped, not revoked: this authorization shares the browser's OP
   // session (and at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too.
 
