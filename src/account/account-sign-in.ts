@@ -1,11 +1,10 @@
 import type { Context } from 'koa';
-import type { UpstreamGrant } from '../oidc/upstream.js';
 import type { AppDeps } from '../app-deps.js';
 import { matrixErrors } from '../errors/matrix-error.js';
 import { clientAddress, logOf, singleQueryValue } from '../http/request-state.js';
 import { resolveAccount, type AccountRefusal } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
-import type { UpstreamProvider } from '../oidc/upstream.js';
+import type { UpstreamGrant, UpstreamProvider } from '../oidc/upstream.js';
 import { sendRedirect } from '../pages/html-page.js';
 import type { PendingSsoLogin, SsoPurpose } from '../sessions/pending-sso-logins.js';
 import { RateLimited } from '../security/login-throttle.js';
