@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
+import { metadataForHomeserver } from '../homeserver/metadata.js';
 import { logOf } from '../http/request-state.js';
 
 /** How long the homeserver's own document is reused; discovery documents change rarely. */
@@ -16,15 +17,38 @@ const cache = new WeakMap<AppDeps, { readonly at: number; readonly document: Rea
  * `well_known_client.extra` is added.
  */
 export async function getClientWellKnown(ctx: Context, deps: AppDeps): Promise<void> {
-  const upstream = await homeserverDocument(ctx, deps);
+  const { [MSC2965_KEY]: upstreamAuthentication, ...upstream } = await homeserverDocument(ctx, deps);
   const upstreamHomeserver = upstream['m.homeserver'];
+  const authentication = await authenticationEntry(deps, upstreamAuthentication);
   ctx.body = {
     ...upstream,
+    ...(authentication === undefined ? {} : { [MSC2965_KEY]: authentication }),
     ...deps.config.well_known_client.extra,
     'm.homeserver': { ...(isObject(upstreamHomeserver) ? upstreamHomeserver : {}), base_url: deps.config.public_baseurl },
   };
   // The spec requires CORS on this document (set for every owned route); a short cache keeps clients current.
   ctx.set('Cache-Control', 'public, max-age=600');
+}
+
+/** MSC2965's first discovery mechanism, which older native-capable clients (Element Web 1.11) still read. */
+const MSC2965_KEY = 'org.matrix.msc2965.authentication';
+
+/**
+ * The auth service clients are told about follows `native_clients`, as the auth_metadata routes do: `hide` names none
+ * (Synapse's own entry would send clients to the OP's native login), `serve` names this proxy's OAuth server, `relay`
+ * keeps the homeserver's entry.
+ */
+async function authenticationEntry(deps: AppDeps, upstream: unknown): Promise<unknown> {
+  switch (deps.config.native_clients) {
+    case 'hide':
+      return undefined;
+    case 'relay':
+      return upstream;
+    case 'serve': {
+      const metadata = await metadataForHomeserver(deps);
+      return { issuer: metadata['issuer'], ...(typeof metadata['account_management_uri'] === 'string' ? { account: metadata['account_management_uri'] } : {}) };
+    }
+  }
 }
 
 /** The homeserver's own document, or {} when it has none or cannot be reached (discovery must still answer). */

@@ -147,6 +147,8 @@ describe('native_clients: serve', () => {
     assert.deepEqual(issuerDoc.body, { issuer: issuer() });
     assert.equal((await h.request('GET', '/_matrix/client/v1/auth_metadata')).body.issuer, issuer());
     assert.equal(h.homeserver.requestsSeen.length, seen);
+    // Client discovery names the same issuer (MSC2965's well-known entry), not the homeserver's.
+    assert.equal((await h.request('GET', '/.well-known/matrix/client')).body['org.matrix.msc2965.authentication'].issuer, issuer());
   });
 
   test('matrix-js-sdk: register, authorize, sign in at the OP, consent, exchange the code; the token works at the homeserver with its device', async () => {

@@ -18,6 +18,8 @@ describe('client discovery (/.well-known/matrix/client)', () => {
     const body = (await response.json()) as Record<string, any>;
     assert.equal(body['m.homeserver'].base_url, h.config.public_baseurl);
     assert.equal(body['m.identity_server'].base_url, 'https://id.example.test');
+    // native_clients: hide (the default): the homeserver's MSC2965 entry would send clients to native login at the OP.
+    assert.equal(body['org.matrix.msc2965.authentication'], undefined);
     // The homeserver is asked for its own document (cached), never sent the client's request.
   });
 
@@ -34,6 +36,17 @@ describe('client discovery (/.well-known/matrix/client)', () => {
       body: JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: 'alice' }, password: h.op.users.alice.password }),
     });
     assert.equal(login.status, 200);
+  });
+
+  test("native_clients: relay keeps the homeserver's MSC2965 entry", async () => {
+    const other = await startProxyHarness({ configure: (config) => (config['native_clients'] = 'relay') });
+    try {
+      const body = (await (await fetch(`${other.url}/.well-known/matrix/client`)).json()) as Record<string, any>;
+      assert.equal(body['org.matrix.msc2965.authentication'].issuer, other.op.issuer);
+      assert.equal(body['m.homeserver'].base_url, other.config.public_baseurl);
+    } finally {
+      await other.stop();
+    }
   });
 
   test('serve: false passes it through to the homeserver', async () => {

@@ -578,6 +578,15 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
         sendJson(res, 200, { versions: ['r0.6.1', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6', 'v1.7', 'v1.8', 'v1.9', 'v1.10', 'v1.11', 'v1.12', 'v1.13', 'v1.14', 'v1.15'], unstable_features: {} });
         return;
       }
+      if (path === '/.well-known/matrix/client' && req.method === 'GET') {
+        // Synapse with an auth service adds MSC2965's discovery key naming the auth service's issuer (seen on 1.163.2).
+        const metadata = await serverMetadata().catch(() => ({}) as Record<string, unknown>);
+        sendJson(res, 200, {
+          'm.homeserver': { base_url: `http://127.0.0.1:${port}/` },
+          'org.matrix.msc2965.authentication': { issuer: metadata['issuer'], account: metadata['account_management_uri'] },
+        });
+        return;
+      }
       if (AUTH_METADATA_PATHS.has(path) && req.method === 'GET') {
         let body: Record<string, unknown>;
         try {
