@@ -68,7 +68,7 @@ export class ClientApi {
         if (response.status < 500 && response.status !== 429) return { status: response.status, body };
         failure = statusError(what, { status: response.status, body });
       } catch (err: unknown) {
-        failure = new HomeserverError('transient', `${what}: homeserver unreachable (${describe(err)})`, { cause: err });
+        failure = new HomeserverError('transient', `${what}: homeserver unreachable (${describeFetchError(err)})`, { cause: err });
       }
       const delay = 100 * 2 ** attempt;
       if (options.idempotent !== true || attempt >= this.#retries || performance.now() + delay >= deadline) {
@@ -96,7 +96,8 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function describe(error: unknown): string {
+/** A fetch failure in a few words: fetch wraps the socket error (ECONNREFUSED, ...) in `cause`. */
+export function describeFetchError(error: unknown): string {
   if (error instanceof Error) {
     const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
     return error.name === 'TimeoutError' ? 'timed out' : `${error.message}${cause}`;

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { describeFetchError, isRecord } from './client-api.js';
 import { HomeserverError, type HomeserverAdapter, type HomeserverDevice, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 
 export interface SynapseProvisioningOptions {
@@ -107,7 +108,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
         redirect: 'error',
       });
     } catch (error) {
-      throw new HomeserverError('transient', `devices: Synapse unreachable (${describe(error)})`, { cause: error });
+      throw new HomeserverError('transient', `devices: Synapse unreachable (${describeFetchError(error)})`, { cause: error });
     }
     const text = await response.text();
     let body: unknown;
@@ -150,7 +151,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
         failure = statusError(endpoint, response);
         retryAfterMs = response.status === 429 ? retryAfterFrom(response) : undefined;
       } catch (error) {
-        failure = new HomeserverError('transient', `${endpoint}: Synapse unreachable (${describe(error)})`, { cause: error });
+        failure = new HomeserverError('transient', `${endpoint}: Synapse unreachable (${describeFetchError(error)})`, { cause: error });
       }
       const delay = retryAfterMs ?? this.#backoff(attempt);
       const timeLeft = deadline - performance.now();
@@ -262,17 +263,4 @@ function parseQueryUser(body: unknown): HomeserverUser {
     deactivated: body['is_deactivated'] === true,
     suspended: body['is_suspended'] === true,
   };
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) {
-    // fetch wraps the socket error (ECONNREFUSED, ...) in `cause`.
-    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
-    return error.name === 'TimeoutError' ? 'timed out' : `${error.message}${cause}`;
-  }
-  return String(error);
 }
