@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.js';
 import { isBoolean, isNumber, isOptional, isString, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
+import { loggedOutAtOpSince } from './op-logouts.js';
 import { hashToken, isOpaqueSecret, newOpaqueSecret, sameHash } from './tokens.js';
 
 /**
@@ -98,12 +99,24 @@ export class AccountSessions {
     return { id, session };
   }
 
-  /** The live page session of a cookie value; undefined when unknown, expired or unreadable. */
+  /**
+   * The live page session of a cookie value; undefined when unknown, expired, unreadable, or ended by the OP: a
+   * back-channel logout of its OP session (`sid`) or subject after the page session began ends it too (OIDC
+   * Back-Channel Logout 1.0 §2.7: the RP ends every session it has for that OP session). The logout's markers are
+   * checked here rather than the logout finding page sessions through an index: they live at least as long as a page
+   * session can (op-logouts.ts), and a read costs one more round trip on a page that is seldom visited.
+   */
   async get(id: string): Promise<AccountSession | undefined> {
     if (!isOpaqueSecret(id)) return undefined;
     const key = accountSessionKeys.session(id);
     const session = readRecord(accountSessionRecord, await this.store.get(key), key, this.logger);
-    return session !== undefined && this.clock.now() < session.expiresAt ? session : undefined;
+    if (session === undefined || this.clock.now() >= session.expiresAt) return undefined;
+    const origin = { idpId: session.idpId, sub: session.sub, ...(session.sid === undefined ? {} : { sid: session.sid }) };
+    if (await loggedOutAtOpSince(this.store, origin, session.createdAt)) {
+      await this.store.delete(key);
+      return undefined;
+    }
+    return session;
   }
 
   /** The page session a homeserver token belongs to (introspection). */

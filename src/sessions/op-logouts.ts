@@ -16,8 +16,15 @@ import type { SessionStore } from './session-store.js';
  * pending SSO confirmations it voids, and markers that catch logins already past their checks when it arrived.
  */
 
-/** Logout markers outlive every login token and pending SSO login that could have been issued before them. */
+/**
+ * Logout markers outlive every login token and pending SSO login that could have been issued before them, and every
+ * account-page session (which has no index of its own: it checks the markers on each read, see account-sessions.ts).
+ */
 const OP_LOGOUT_MARKER_TTL_MS = 60 * 60_000;
+
+function markerTtlMs(config: Pick<Config, 'account'>): number {
+  return Math.max(OP_LOGOUT_MARKER_TTL_MS, config.account.session_lifetime);
+}
 
 const keys = {
   loggedOutSid: (idpId: string, sid: string) => `op-logout-sid:${idpId}:${sid}`,
@@ -29,6 +36,7 @@ const keys = {
 };
 
 export interface OpLogoutDeps {
+  readonly config: Pick<Config, 'account'>;
   readonly store: Store;
   readonly clock: Clock;
   readonly sessions: SessionStore;
@@ -68,7 +76,7 @@ export async function applyOpLogout(
   ];
   // Separate writes, not one transaction: the keys live in different Redis Cluster slots (MULTI would fail
   // CROSSSLOT), and each marker is meaningful on its own.
-  await Promise.all(markers.map((key) => deps.store.set(key, String(now), { ttlMs: OP_LOGOUT_MARKER_TTL_MS })));
+  await Promise.all(markers.map((key) => deps.store.set(key, String(now), { ttlMs: markerTtlMs(deps.config) })));
 
   const selector = sid === undefined ? { sub: sub as string } : { sid };
   const loginTokensVoided = await deps.loginTokens.voidFor(idpId, selector);

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
+import { IDP_ID, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 import { FakeClock } from '../support/fake-clock.js';
 
 /**
@@ -210,6 +210,46 @@ describe('account page in headless Chromium', { skip }, () => {
     const again = await page.request.post(`${h.url}${ACCOUNT}/devices/sign-out`, { form: { device_id: remaining.body.device_id, csrf_token: 'x' }, maxRedirects: 0 });
     assert.equal(again.status(), 403);
     await context.close();
+  });
+
+  test("a back-channel logout of the OP session the page signed in with ends the page session; another sid's does not", async () => {
+    const fresh = await browser.newContext();
+    const freshPage = await fresh.newPage();
+    freshPage.setDefaultTimeout(10_000);
+    await freshPage.goto(`${h.url}${ACCOUNT}`);
+    if (freshPage.url().startsWith(h.op.issuer)) {
+      await freshPage.fill('input[name="login"]', 'alice');
+      await freshPage.fill('input[name="password"]', h.op.users.alice.password);
+      await freshPage.click('#submit');
+    }
+    await freshPage.waitForURL((url) => url.pathname === ACCOUNT);
+    const cookie = (await fresh.cookies(h.url)).find((candidate) => candidate.name === 'mcp-account');
+    assert.ok(cookie);
+    const pageSession = await h.deps.accountSessions.get(cookie.value);
+    assert.ok(pageSession?.sid, 'the page session knows its OP session');
+    const pageStatus = async () => (await freshPage.request.get(`${h.url}${ACCOUNT}`, { maxRedirects: 0 })).status();
+    assert.equal(await pageStatus(), 200);
+
+    const postLogout = async (claims: Record<string, unknown>) => {
+      // The proxy runs on this suite's clock (behind real time): the logout token is issued by that clock.
+      const iat = Math.floor(clock.now() / 1000);
+      const token = await h.op.signJwt(h.op.logoutTokenClaims({ iat, exp: iat + 120, ...claims }));
+      const answer = await fetch(`${h.url}/_matrix-compat-proxy/backchannel-logout/${IDP_ID}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ logout_token: token }),
+      });
+      assert.equal(answer.status, 200, await answer.text());
+    };
+    await postLogout({ sid: `another-${pageSession.sid}` });
+    assert.equal(await pageStatus(), 200, "another OP session's logout leaves the page signed in");
+
+    await postLogout({ sid: pageSession.sid });
+    const after = await freshPage.request.get(`${h.url}${ACCOUNT}`, { maxRedirects: 0 });
+    assert.ok([302, 303].includes(after.status()), `signed out: sent to sign in again (got ${after.status()})`);
+    assert.ok((after.headers()['location'] ?? '').startsWith(h.op.issuer), after.headers()['location']);
+    assert.equal(await h.deps.accountSessions.get(cookie.value), undefined);
+    await fresh.close();
   });
 });
 
