@@ -39,7 +39,11 @@ export interface DepsOverrides {
 /** Wires every dependency from the validated config. Tests call this too, overriding only what they must. */
 export function buildDeps(config: Config, store: Store, logger: Logger, metrics: Metrics, overrides: DepsOverrides = {}): AppDeps {
   const clock = overrides.clock ?? systemClock;
-  const keys = deriveSessionKeys(config.sessions.encryption_key);
+  const keys = deriveSessionKeys(
+    config.sessions.encryption_key,
+    config.sessions.previous_encryption_keys.map((entry) => entry.key),
+    () => metrics.sealedOpenedWithPreviousKey.inc(),
+  );
   const providers = overrides.providers ?? createUpstreamProviders(config.oidc_providers, { logger, clock });
   const backend = homeserverBackend(config, logger);
   const homeserver = overrides.homeserver ?? backend.adapter;
@@ -56,7 +60,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       },
     ]),
   );
-  const sessions = new SessionStore(store, clock, keys.tokenDerivationKey, logger);
+  const sessions = new SessionStore(store, clock, keys.tokenDerivationKeys, logger);
   const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
   const appPasswords = new AppPasswords(store, clock, logger);
   const oauth =

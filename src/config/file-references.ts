@@ -20,6 +20,12 @@ const eachProvider = (root: Record<string, unknown>) => {
 const eachProviderJwtKey = (root: Record<string, unknown>) =>
   eachProvider(root).map(({ path, value }) => ({ path: [...path, 'client_secret_jwt_key'], value: isMapping(value) ? value['client_secret_jwt_key'] : undefined }));
 
+const eachPreviousEncryptionKey = (root: Record<string, unknown>) => {
+  const sessions = root['sessions'];
+  const list = isMapping(sessions) ? sessions['previous_encryption_keys'] : undefined;
+  return Array.isArray(list) ? list.map((value, index) => ({ path: ['sessions', 'previous_encryption_keys', index], value })) : [];
+};
+
 const homeserverJwt = (root: Record<string, unknown>) => {
   const homeserver = root['homeserver'];
   return [{ path: ['homeserver', 'jwt'], value: isMapping(homeserver) ? homeserver['jwt'] : undefined }];
@@ -30,6 +36,7 @@ const SECRET_FILE_KEYS: readonly SecretFileKey[] = [
   { container: section('homeserver'), key: 'admin_token', fileKey: 'admin_token_path' },
   { container: homeserverJwt, key: 'key', fileKey: 'key_path' },
   { container: section('sessions'), key: 'encryption_key', fileKey: 'encryption_key_path' },
+  { container: eachPreviousEncryptionKey, key: 'key', fileKey: 'key_path' },
   { container: section('admin'), key: 'token', fileKey: 'token_path' },
   { container: section('oauth_server'), key: 'signing_key', fileKey: 'signing_key_path' },
   { container: eachProvider, key: 'client_secret', fileKey: 'client_secret_path' },

@@ -508,6 +508,11 @@ const sessions = section(
     /** Synapse's ui_auth.session_timeout: after a successful UIA, the same access token skips it this long (0: never). */
     uia_reuse_window: durationOrZero('2m'),
     encryption_key: secret(32, 'encryption_key_path'),
+    /**
+     * Keys that were `encryption_key` before a rotation: values sealed with them still open, new ones are sealed with
+     * `encryption_key` (docs/production.md, "Rotating secrets"). Each entry is `{ key }` or `{ key_path }`.
+     */
+    previous_encryption_keys: z.array(z.strictObject({ key: secret(32, 'key_path') })).default([]),
   }),
 );
 

@@ -111,9 +111,9 @@ export async function runMigrateCli(argv: readonly string[], io: MigrateIo = pro
   let result: ImportResult;
   try {
     const logger = stderrRecordLogger(io);
-    const keys = deriveSessionKeys(config.sessions.encryption_key);
+    const keys = deriveSessionKeys(config.sessions.encryption_key, config.sessions.previous_encryption_keys.map((entry) => entry.key));
     let lastLineLength = 0;
-    result = await runImport({ sessions: new SessionStore(store, clock, keys.tokenDerivationKey, logger), bindings: new BindingStore(store, clock, logger), clock }, plan, {
+    result = await runImport({ sessions: new SessionStore(store, clock, keys.tokenDerivationKeys, logger), bindings: new BindingStore(store, clock, logger), clock }, plan, {
       dryRun: options.dryRun,
       lifetimeMs: config.migration.imported_session_lifetime,
       serverName: config.server_name,

@@ -91,7 +91,8 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
     clients: [],
     jwks: { keys: [signingJwk(signingKey)] as never },
     cookies: {
-      keys: [cookieKey(config.sessions.encryption_key)],
+      // The current key signs; cookies signed before a key rotation still verify (sessions.previous_encryption_keys).
+      keys: [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)].map(cookieKey),
       long: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
       short: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
     },

@@ -12,6 +12,8 @@ export interface Metrics {
   readonly logins: Counter<'type' | 'outcome'>;
   readonly sessionsEnded: Counter<'reason'>;
   readonly revalidations: Counter<'outcome'>;
+  /** Sealed values opened with a previous `sessions.encryption_key`: 0 for long enough means the old key can go. */
+  readonly sealedOpenedWithPreviousKey: Counter;
   /** Requests refused with a 4xx (counted here; logged only at a bounded rate: errors/render.ts). */
   readonly rejections: Counter<'status' | 'code'>;
   /** Unknown tokens not introspected at the OP because the budget was spent (rate_limits.op_introspection). */
@@ -51,6 +53,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     logins: new Counter({ name: 'mcp_logins_total', help: 'Login attempts by type and outcome', labelNames: ['type', 'outcome'], registers: [registry] }),
     sessionsEnded: new Counter({ name: 'mcp_sessions_ended_total', help: 'Sessions ended, by reason', labelNames: ['reason'], registers: [registry] }),
     revalidations: new Counter({ name: 'mcp_revalidations_total', help: 'Upstream re-validations by outcome', labelNames: ['outcome'], registers: [registry] }),
+    sealedOpenedWithPreviousKey: new Counter({ name: 'mcp_sealed_opened_with_previous_key_total', help: 'Secrets at rest opened with one of sessions.previous_encryption_keys (not yet re-sealed with the current key)', registers: [registry] }),
     rejections: new Counter({ name: 'mcp_rejected_requests_total', help: 'Requests refused with a client error, by status and error code', labelNames: ['status', 'code'], registers: [registry] }),
     introspectionBudgetSpent: new Counter({
       name: 'mcp_op_introspection_budget_spent_total',

@@ -6,7 +6,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
 import type { Store } from '../store/store.js';
 import type { AppPassword, AppPasswords } from './app-passwords.js';
-import type { SessionKeys } from './secret-box.js';
+import { SealingKeyUnknown, type SessionKeys } from './secret-box.js';
 import type { SessionLifecycle } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
 import { opOriginOf, type Session } from './session.js';
@@ -140,6 +140,17 @@ function graceOrUnavailable(deps: RevalidationDeps, session: Session): 'grace' |
   return 'unavailable';
 }
 
+const SEALING_KEY_HINT = 'add the encryption key this was sealed with to sessions.previous_encryption_keys';
+
+/**
+ * The OP refresh token to keep after a successful grant: the new one when the OP rotates, else the one used — sealed
+ * again with the current key when it was sealed before a key rotation, so the old key can be dropped later.
+ */
+function sealedAfterGrant(keys: SessionKeys, usedSealed: string, newRefreshToken: string | undefined): string {
+  if (newRefreshToken !== undefined) return keys.seal(newRefreshToken);
+  return keys.sealedWithCurrentKey(usedSealed) ? usedSealed : keys.seal(keys.open(usedSealed));
+}
+
 /** One refresh-token grant at the OP, with the lock held. */
 async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<RevalidationOutcome> {
   const origin = opOriginOf(session);
@@ -160,6 +171,12 @@ async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<Reva
     grant = await provider.refreshGrant(deps.keys.open(usedSealed));
   } catch (err: unknown) {
     if (err instanceof UpstreamError && err.kind === 'invalid_grant') return refusedByOp(deps, session, usedSealed, log, err);
+    if (err instanceof SealingKeyUnknown) {
+      // A replica without the key this was sealed with (a rotation half-rolled out, a key dropped too early): like an
+      // unreachable OP — the session is kept, and works again once the key is configured.
+      log.error({ hint: SEALING_KEY_HINT }, 'revalidation.sealing_key_unknown');
+      return opUnreachable(deps, session, log, err);
+    }
     deps.metrics.upstreamErrors.inc({ upstream: 'op', kind: err instanceof UpstreamError ? err.kind : 'error' });
     return opUnreachable(deps, session, log, err);
   }
@@ -170,7 +187,7 @@ async function checkAtOp(deps: RevalidationDeps, session: Session): Promise<Reva
   }
   const now = deps.clock.now();
   // Some OPs rotate refresh tokens (the old one is dead now), others return none and keep the old one valid.
-  const sealed = grant.refreshToken === undefined ? usedSealed : deps.keys.seal(grant.refreshToken);
+  const sealed = sealedAfterGrant(deps.keys, usedSealed, grant.refreshToken);
   const updated = await deps.sessions.update(session.id, (current) =>
     {
       const currentOrigin = opOriginOf(current);
@@ -278,7 +295,8 @@ async function appPasswordGrantAtOp(deps: RevalidationDeps, id: string): Promise
       if (marked === undefined) return { outcome: 'gone' };
       return marked.refusedAt !== undefined ? { outcome: 'refused' } : { outcome: 'valid', appPassword: marked };
     }
-    deps.metrics.upstreamErrors.inc({ upstream: 'op', kind: err instanceof UpstreamError ? err.kind : 'error' });
+    if (err instanceof SealingKeyUnknown) log.error({ hint: SEALING_KEY_HINT }, 'revalidation.app_password.sealing_key_unknown');
+    else deps.metrics.upstreamErrors.inc({ upstream: 'op', kind: err instanceof UpstreamError ? err.kind : 'error' });
     return { outcome: 'unreachable', err };
   }
   if (grant.sub !== locked.sub) {
@@ -287,7 +305,7 @@ async function appPasswordGrantAtOp(deps: RevalidationDeps, id: string): Promise
     return marked === undefined ? { outcome: 'gone' } : { outcome: 'refused' };
   }
   const now = deps.clock.now();
-  const sealed = grant.refreshToken === undefined ? usedSealed : deps.keys.seal(grant.refreshToken);
+  const sealed = sealedAfterGrant(deps.keys, usedSealed, grant.refreshToken);
   const updated = await deps.appPasswords.update(id, (current) => ({ ...current, sealedOpRefreshToken: sealed, lastValidatedAt: now }));
   if (updated === undefined) {
     // Revoked while we were asking: the fresh OP grant belongs to nothing any more.

@@ -185,12 +185,23 @@ export class SessionStore {
     for (const listener of this.#changeListeners) listener(sessionId);
   }
 
+  /** The current key first, then the keys of earlier `sessions.encryption_key`s (secret-box.ts). */
+  private readonly tokenDerivationKeys: readonly [Buffer, ...Buffer[]];
+
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
-    private readonly tokenDerivationKey: Buffer,
+    tokenDerivationKeys: Buffer | readonly Buffer[],
     private readonly logger: RecordLogger,
-  ) {}
+  ) {
+    const keys = Buffer.isBuffer(tokenDerivationKeys) ? [tokenDerivationKeys] : [...tokenDerivationKeys];
+    if (keys.length === 0) throw new Error('SessionStore needs a token-derivation key');
+    this.tokenDerivationKeys = keys as [Buffer, ...Buffer[]];
+  }
+
+  private get tokenDerivationKey(): Buffer {
+    return this.tokenDerivationKeys[0];
+  }
 
   async create(input: NewSession): Promise<IssuedTokens> {
     const id = newSessionId();
@@ -382,7 +393,7 @@ export class SessionStore {
       if (family.previousHash !== undefined && sameHash(family.previousHash, parsed.hash)) {
         if (family.successorUnused) {
           const expiresInMs = Math.max(0, (session.accessExpiresAt ?? now) - now);
-          return { ok: true, session, ...successors, expiresInMs };
+          return { ok: true, session, ...this.#successorsOfRotation(refreshToken, parsed.sessionId, family.currentHash, successors), expiresInMs };
         }
         return { ok: false, reason: 'reused', sessionId: session.id };
       }
@@ -410,6 +421,20 @@ export class SessionStore {
       // Lost the race: another request rotated (or touched) the session; read it again.
     }
     throw new Error(`refresh of session ${parsed.sessionId} kept losing compare-and-set`);
+  }
+
+  /**
+   * The pair a rotation answered: derived with the current key, or — when `sessions.encryption_key` changed between
+   * a refresh and its retry — with the earlier key that derived it, so the retry still gets the tokens the session
+   * holds.
+   */
+  #successorsOfRotation(refreshToken: string, sessionId: string, currentHash: string, withCurrentKey: { accessToken: string; refreshToken: string }) {
+    if (sameHash(currentHash, hashToken(withCurrentKey.refreshToken))) return withCurrentKey;
+    for (const key of this.tokenDerivationKeys.slice(1)) {
+      const candidate = successorTokens(refreshToken, sessionId, key);
+      if (sameHash(currentHash, hashToken(candidate.refreshToken))) return candidate;
+    }
+    return withCurrentKey;
   }
 
   /**

@@ -287,6 +287,7 @@ describe('defaults and normalisation', () => {
       uia_session_lifetime: 900_000,
       uia_reuse_window: 120_000,
       encryption_key: ENCRYPTION_KEY,
+      previous_encryption_keys: [],
     });
     assert.deepEqual(config.account, { enabled: true, session_lifetime: 1_800_000, recent_auth_window: 300_000 });
     assert.deepEqual(config.rate_limits, {
@@ -469,6 +470,20 @@ describe('*_path secrets', () => {
     assert.equal(config.oidc_providers[1]?.client_secret_jwt_key?.key, '-----BEGIN PRIVATE KEY-----\nMC4CAQ\n-----END PRIVATE KEY-----');
     assert.equal(config.oidc_providers[1]?.client_auth_method, 'client_secret_basic', "Synapse's Apple setup: the signed JWT is the client secret");
     assert.ok(!('secret_path' in config.homeserver));
+  });
+
+  test('sessions.previous_encryption_keys: each entry a key or a key_path; short or unreadable ones named', () => {
+    const config = withPaths();
+    writeFileSync(join(dir, 'secrets', 'old-encryption'), 'an-older-encryption-key-0123456789abcdef\n');
+    config['sessions'].previous_encryption_keys = [{ key_path: 'secrets/old-encryption' }, { key: 'yet-another-older-key-0123456789abcdef' }];
+    const parsed = parseConfig(stringify(config), { env: {}, baseDir: dir });
+    assert.deepEqual(parsed.sessions.previous_encryption_keys, [{ key: 'an-older-encryption-key-0123456789abcdef' }, { key: 'yet-another-older-key-0123456789abcdef' }]);
+    assert.deepEqual(parseConfig(stringify(withPaths()), { env: {}, baseDir: dir }).sessions.previous_encryption_keys, [], 'none by default');
+
+    config['sessions'].previous_encryption_keys = [{ key: 'short' }, { key_path: 'secrets/absent' }, { key: 'x'.repeat(40), key_path: 'secrets/old-encryption' }];
+    const problems = problemsOf(stringify(config), { env: {}, baseDir: dir });
+    assert.deepEqual(problems.map(pathOf), ['sessions.previous_encryption_keys[1].key_path', 'sessions.previous_encryption_keys[2].key', 'sessions.previous_encryption_keys[0].key']);
+    assert.match(problems.join('\n'), /at least 32 characters/);
   });
 
   test('loadConfig reads paths relative to the config file, not the working directory', () => {
