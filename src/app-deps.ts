@@ -48,8 +48,11 @@ export interface AppDeps {
   readonly ssoLogins: SsoLoginState;
   /** The OAuth 2.0 server for native clients; only with `native_clients: serve`. */
   readonly oauth: AuthorizationServer | undefined;
-  /** Digest of `homeserver.secret` (introspection callers), computed once; undefined outside delegated mode. */
-  readonly homeserverSecretDigest: Buffer | undefined;
+  /**
+   * Digests of `homeserver.secret` and `homeserver.previous_secrets` (introspection callers), computed once; empty
+   * outside delegated mode.
+   */
+  readonly homeserverSecretDigests: readonly Buffer[];
   /**
    * Digest of the proxy's own as_token (appservice mode): a client presenting it is refused, so it can never be
    * used through the proxy even if it leaked.

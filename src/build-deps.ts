@@ -82,7 +82,8 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
     keys,
     appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files),
     ssoLogins: new SsoLoginState(store, clock, logger),
-    homeserverSecretDigest: config.homeserver.secret === undefined ? undefined : secretDigest(config.homeserver.secret),
+    homeserverSecretDigests:
+      config.homeserver.secret === undefined ? [] : [config.homeserver.secret, ...config.homeserver.previous_secrets.map((entry) => entry.secret)].map(secretDigest),
     ownAsTokenDigest: backend.ownAsToken === undefined ? undefined : secretDigest(backend.ownAsToken),
     uia: new UiaSessions(store, clock, logger),
     accountSessions: new AccountSessions(store, clock, logger),
@@ -104,7 +105,15 @@ function homeserverBackend(config: Config, logger: Logger): { adapter: Homeserve
   const hs = config.homeserver;
   switch (hs.mode) {
     case 'delegated':
-      return { adapter: new SynapseProvisioning({ baseUrl: hs.url, secret: hs.secret ?? '', timeoutMs: hs.provisioning_timeout, logger }) };
+      return {
+        adapter: new SynapseProvisioning({
+          baseUrl: hs.url,
+          secret: hs.secret ?? '',
+          previousSecrets: hs.previous_secrets.map((entry) => entry.secret),
+          timeoutMs: hs.provisioning_timeout,
+          logger,
+        }),
+      };
     case 'appservice': {
       const own = readOne(hs.appservice?.registration_file ?? '', 'homeserver.appservice.registration_file');
       const policy = userPolicy(config, hs.appservice?.deny_users ?? [], hs.appservice?.allow_users, own.senderLocalpart);

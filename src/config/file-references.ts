@@ -26,6 +26,12 @@ const eachPreviousEncryptionKey = (root: Record<string, unknown>) => {
   return Array.isArray(list) ? list.map((value, index) => ({ path: ['sessions', 'previous_encryption_keys', index], value })) : [];
 };
 
+const eachPreviousHomeserverSecret = (root: Record<string, unknown>) => {
+  const homeserver = root['homeserver'];
+  const list = isMapping(homeserver) ? homeserver['previous_secrets'] : undefined;
+  return Array.isArray(list) ? list.map((value, index) => ({ path: ['homeserver', 'previous_secrets', index], value })) : [];
+};
+
 const homeserverJwt = (root: Record<string, unknown>) => {
   const homeserver = root['homeserver'];
   return [{ path: ['homeserver', 'jwt'], value: isMapping(homeserver) ? homeserver['jwt'] : undefined }];
@@ -33,6 +39,7 @@ const homeserverJwt = (root: Record<string, unknown>) => {
 
 const SECRET_FILE_KEYS: readonly SecretFileKey[] = [
   { container: section('homeserver'), key: 'secret', fileKey: 'secret_path' },
+  { container: eachPreviousHomeserverSecret, key: 'secret', fileKey: 'secret_path' },
   { container: section('homeserver'), key: 'admin_token', fileKey: 'admin_token_path' },
   { container: homeserverJwt, key: 'key', fileKey: 'key_path' },
   { container: section('sessions'), key: 'encryption_key', fileKey: 'encryption_key_path' },

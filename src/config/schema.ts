@@ -410,6 +410,12 @@ const homeserver = section(
       flavour: z.enum(HOMESERVER_FLAVOURS).default('synapse'),
       /** Delegated mode only: `matrix_authentication_service.secret` of Synapse. */
       secret: secret(16, 'secret_path').optional(),
+      /**
+       * Delegated mode only, while the secret is being rotated: earlier secrets, accepted from Synapse and tried
+       * towards it when it refuses `secret` (docs/production.md, "Rotating secrets"). Each `{ secret }` or
+       * `{ secret_path }`.
+       */
+      previous_secrets: z.array(z.strictObject({ secret: secret(16, 'secret_path') })).default([]),
       appservice: appserviceBackend.optional(),
       jwt: jwtBackend.optional(),
       /** A homeserver admin's access token (Synapse, tuwunel): lets OP-side disabling lock the account too. */
@@ -432,8 +438,9 @@ const homeserver = section(
       if (mode === 'delegated') {
         if (section.secret === undefined) problem('secret', 'is required (or set secret_path to a file holding it)');
         if (section.flavour !== 'synapse') problem('flavour', 'delegated mode needs Synapse (matrix_authentication_service); use mode: appservice for other homeservers');
-      } else if (section.secret !== undefined) {
-        problem('secret', `is only used in delegated mode (mode is ${mode})`);
+      } else {
+        if (section.secret !== undefined) problem('secret', `is only used in delegated mode (mode is ${mode})`);
+        if (section.previous_secrets.length > 0) problem('previous_secrets', `is only used in delegated mode (mode is ${mode})`);
       }
       if (mode === 'appservice' && section.appservice === undefined) problem('appservice', 'is required with mode: appservice (registration_file at least)');
       if (mode !== 'appservice' && section.appservice !== undefined) problem('appservice', `is only used with mode: appservice (mode is ${mode})`);

@@ -34,7 +34,17 @@ export async function checkHomeserver(config: Config, expectedIssuer: string | u
   } catch (err: unknown) {
     if (!(err instanceof HomeserverError)) throw err;
     if (err.status === 401 || err.status === 403) {
-      add('shared secret', 'fail', `Synapse refused homeserver.secret (HTTP ${err.status})`, 'make matrix_authentication_service.secret in homeserver.yaml and homeserver.secret here the same value');
+      const accepted = await acceptedPreviousSecret(config, base, timeoutMs);
+      if (accepted !== undefined) {
+        add(
+          'shared secret',
+          'warn',
+          `Synapse accepts homeserver.previous_secrets[${accepted}], not homeserver.secret: a rotation is half-way (logins and introspection work meanwhile)`,
+          'set matrix_authentication_service.secret in homeserver.yaml to homeserver.secret and restart Synapse, then remove previous_secrets here',
+        );
+      } else {
+        add('shared secret', 'fail', `Synapse refused homeserver.secret (HTTP ${err.status})`, 'make matrix_authentication_service.secret in homeserver.yaml and homeserver.secret here the same value');
+      }
     } else if (err.status === 404) {
       add('shared secret', 'fail', `Synapse has no /_synapse/mas API (${err.message})`, delegationFix);
     } else {
@@ -96,4 +106,18 @@ async function get(url: string, timeoutMs: number, token?: string): Promise<{ st
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The index of the first of `homeserver.previous_secrets` Synapse accepts, if any. */
+async function acceptedPreviousSecret(config: Config, base: string, timeoutMs: number): Promise<number | undefined> {
+  for (const [index, { secret }] of config.homeserver.previous_secrets.entries()) {
+    const provisioning = new SynapseProvisioning({ baseUrl: base, secret, timeoutMs, logger: pino({ level: 'silent' }), retries: 0 });
+    try {
+      await provisioning.queryUser(`doctor-probe-${randomBytes(6).toString('hex')}`);
+      return index;
+    } catch (err: unknown) {
+      if (!(err instanceof HomeserverError) || (err.status !== 401 && err.status !== 403)) return undefined;
+    }
+  }
+  return undefined;
 }

@@ -3,7 +3,7 @@ import type { AppDeps } from '../app-deps.js';
 import { OAuthError } from '../errors/oauth-error.js';
 import { bearerTokenOf } from '../http/access-token.js';
 import { bodyLimitsOf, readFormBody } from '../http/body.js';
-import { matchesSecret } from '../security/shared-secret.js';
+import { matchesAnySecret } from '../security/shared-secret.js';
 import { introspect } from './introspection.js';
 
 /**
@@ -12,9 +12,10 @@ import { introspect } from './introspection.js';
  * an internal fault is a 503 (`IntrospectionUnavailable`), never `active: false`, which would log the user out.
  */
 export async function postIntrospect(ctx: Context, deps: AppDeps): Promise<void> {
-  // Constant-time check of `Authorization: Bearer <homeserver.secret>`; anything else → 401 (RFC 7662 §2.1).
-  // Without delegated mode there is no secret, and no homeserver that introspects: refuse everyone.
-  if (deps.homeserverSecretDigest === undefined || !matchesSecret(bearerTokenOf(ctx), deps.homeserverSecretDigest)) {
+  // Constant-time check of `Authorization: Bearer <homeserver.secret>` (or a previous secret during a rotation);
+  // anything else → 401 (RFC 7662 §2.1). Without delegated mode there is no secret, and no homeserver that
+  // introspects: refuse everyone.
+  if (!matchesAnySecret(bearerTokenOf(ctx), deps.homeserverSecretDigests)) {
     throw new OAuthError(401, 'invalid_client', 'This endpoint is for the homeserver only', { 'WWW-Authenticate': 'Bearer' });
   }
   const form = await readFormBody(ctx, bodyLimitsOf(deps.config));

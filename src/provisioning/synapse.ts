@@ -7,6 +7,11 @@ export interface SynapseProvisioningOptions {
   readonly baseUrl: string;
   /** `matrix_authentication_service.secret` of Synapse's config. */
   readonly secret: string;
+  /**
+   * During a rotation (`homeserver.previous_secrets`): secrets tried, in order, when Synapse refuses the one in use
+   * (403); the one it accepts is used from then on, so each replica follows Synapse through the change on its own.
+   */
+  readonly previousSecrets?: readonly string[];
   /** Budget of one adapter call, retries included; each attempt gets what is left of it. */
   readonly timeoutMs: number;
   readonly logger: Logger;
@@ -37,7 +42,9 @@ const MAX_RETRY_DELAY_MS = 2_000;
  */
 export class SynapseProvisioning implements HomeserverAdapter {
   readonly #baseUrl: string;
-  readonly #secret: string;
+  readonly #secrets: readonly string[];
+  /** Index into #secrets of the secret Synapse accepted last. */
+  #secretInUse = 0;
   readonly #timeoutMs: number;
   readonly #logger: Logger;
   readonly #retries: number;
@@ -45,7 +52,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
 
   constructor(options: SynapseProvisioningOptions) {
     this.#baseUrl = options.baseUrl.replace(/\/+$/, '');
-    this.#secret = options.secret;
+    this.#secrets = [options.secret, ...(options.previousSecrets ?? []).filter((secret) => secret !== options.secret)];
     this.#timeoutMs = options.timeoutMs;
     this.#logger = options.logger.child({ component: 'synapse-provisioning' });
     this.#retries = options.retries ?? DEFAULT_RETRIES;
@@ -175,7 +182,27 @@ export class SynapseProvisioning implements HomeserverAdapter {
     timeoutMs: number,
   ): Promise<MasResponse & { headers: Headers }> {
     const url = `${this.#baseUrl}/_synapse/mas/${endpoint}${query === undefined ? '' : `?${query.toString()}`}`;
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#secret}`, accept: 'application/json' };
+    const inUse = this.#secretInUse;
+    const first = await this.#send(url, method, body, timeoutMs, this.#secrets[inUse] ?? '');
+    if (first.status !== 403 || this.#secrets.length === 1) return first;
+    // Synapse refuses the secret in use: a rotation may be under way (synapse/rest/synapse/mas/_base.py answers 403
+    // to a wrong secret, before doing anything, so sending again is safe for every endpoint).
+    for (const [index, secret] of this.#secrets.entries()) {
+      if (index === inUse) continue;
+      const retried = await this.#send(url, method, body, timeoutMs, secret);
+      if (retried.status === 403) continue;
+      this.#secretInUse = index;
+      this.#logger.warn(
+        { event: 'homeserver.secret.switched', secret: index === 0 ? 'homeserver.secret' : `homeserver.previous_secrets[${index - 1}]` },
+        'Synapse refused the shared secret in use and accepted another configured one (a rotation in progress?)',
+      );
+      return retried;
+    }
+    return first;
+  }
+
+  async #send(url: string, method: 'GET' | 'POST', body: unknown, timeoutMs: number, secret: string): Promise<MasResponse & { headers: Headers }> {
+    const headers: Record<string, string> = { authorization: `Bearer ${secret}`, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const response = await fetch(url, {
       method,

@@ -9,3 +9,10 @@ export function secretDigest(secret: string): Buffer {
 export function matchesSecret(presented: string | undefined, expectedDigest: Buffer): boolean {
   return timingSafeEqual(secretDigest(presented ?? ''), expectedDigest) && presented !== undefined;
 }
+
+/** Whether the presented secret is any of them; every digest is compared, so timing does not tell which matched. */
+export function matchesAnySecret(presented: string | undefined, expectedDigests: readonly Buffer[]): boolean {
+  let matched = false;
+  for (const digest of expectedDigests) matched = matchesSecret(presented, digest) || matched;
+  return matched;
+}

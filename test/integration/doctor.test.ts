@@ -94,6 +94,17 @@ describe('doctor against a working setup', () => {
     assert.match(run.stdout, new RegExp(`^✗ provider testop · issuer: .* → set issuer: "${h.op.issuer}" \\(exactly`, 'm'));
     assert.match(run.stdout, /^✗ homeserver · shared secret: Synapse refused homeserver\.secret .* → make matrix_authentication_service\.secret/m);
   });
+
+  test('a secret rotation half-way (Synapse still has a previous secret): ! naming the step left, not ✗', async () => {
+    const checks = await doctor(h, (raw) => {
+      raw['homeserver']['previous_secrets'] = [{ secret: 'an-older-secret-nowhere-0123456789' }, { secret: raw['homeserver']['secret'] }];
+      raw['homeserver']['secret'] = 'the-next-secret-not-at-synapse-yet-0123';
+    });
+    const check = find(checks, 'homeserver', 'shared secret');
+    assert.equal(check.status, 'warn', check.message);
+    assert.match(check.message, /previous_secrets\[1\]/);
+    assert.match(check.fix ?? '', /set matrix_authentication_service\.secret in homeserver\.yaml to homeserver\.secret/);
+  });
 });
 
 describe('doctor finds issue 13’s failures on OPs set up wrong on purpose', () => {

@@ -355,6 +355,26 @@ export function describeSynapseBehaviour(
       await assert.rejects(wrongSecret.provisionUser({ localpart: 'mallory' }), isPermanent(403));
     });
 
+    test('during a secret rotation the client follows the homeserver: a refused secret, then the accepted previous one, kept', async () => {
+      const lines: Record<string, unknown>[] = [];
+      const rotating = new SynapseProvisioning({
+        baseUrl: homeserver.url,
+        secret: 'the-next-secret-not-yet-at-the-homeserver',
+        previousSecrets: ['an-older-secret-no-longer-anywhere', BEHAVIOUR_SECRET],
+        timeoutMs: 5_000,
+        logger: pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }),
+        retries: 0,
+      });
+      await rotating.provisionUser({ localpart: 'rotor', displayName: 'Rotor' });
+      assert.equal((await rotating.queryUser('rotor'))?.displayName, 'Rotor');
+      const switched = lines.filter((line) => line['event'] === 'homeserver.secret.switched');
+      assert.equal(switched.length, 1, 'switched once, then kept the accepted secret');
+      assert.equal(switched[0]?.['secret'], 'homeserver.previous_secrets[1]');
+      // No configured secret accepted: the refusal is what the caller sees.
+      const none = new SynapseProvisioning({ baseUrl: homeserver.url, secret: 'not-the-secret', previousSecrets: ['nor-this-one-either'], timeoutMs: 5_000, logger: pino({ level: 'silent' }), retries: 0 });
+      await assert.rejects(none.provisionUser({ localpart: 'mallory' }), isPermanent(403));
+    });
+
     test('the provisioning API validates bodies like Synapse', async () => {
       const post = (endpoint: string, body: string) =>
         fetch(`${homeserver.url}/_synapse/mas/${endpoint}`, {

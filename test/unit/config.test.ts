@@ -486,6 +486,14 @@ describe('*_path secrets', () => {
     assert.match(problems.join('\n'), /at least 32 characters/);
   });
 
+  test('homeserver.previous_secrets: each entry a secret or a secret_path; a short one named', () => {
+    const config = withPaths();
+    config['homeserver'].previous_secrets = [{ secret_path: 'secrets/homeserver' }, { secret: 'short' }];
+    assert.deepEqual(problemsOf(stringify(config), { env: {}, baseDir: dir }).map(pathOf), ['homeserver.previous_secrets[1].secret']);
+    config['homeserver'].previous_secrets = [{ secret_path: 'secrets/homeserver' }];
+    assert.deepEqual(parseConfig(stringify(config), { env: {}, baseDir: dir }).homeserver.previous_secrets, [{ secret: HOMESERVER_SECRET }]);
+  });
+
   test('loadConfig reads paths relative to the config file, not the working directory', () => {
     const file = join(dir, 'proxy.yaml');
     writeFileSync(file, stringify(withPaths()));

@@ -9,7 +9,7 @@ import { deriveSessionKeys, SealingKeyUnknown } from '../../src/sessions/secret-
 import { opOriginOf } from '../../src/sessions/session.js';
 import { parseToken } from '../../src/sessions/tokens.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { startProxyHarness, type Harness } from '../support/proxy-harness.js';
+import { HOMESERVER_SECRET, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
  * Rotating `sessions.encryption_key` without logging anyone out (docs/production.md, "Rotating secrets"): a replica
@@ -152,4 +152,39 @@ test('sealed values keep the v1 form any release opens; the current key seals, e
   assert.throws(() => deriveSessionKeys('z'.repeat(40)).open(oldKeys.seal('secret-4')), SealingKeyUnknown);
   assert.throws(() => counting.open('v9.abc'), /unknown sealed value version/);
   assert.deepEqual(afterRotation.tokenDerivationKeys[1], oldKeys.tokenDerivationKey);
+});
+
+describe('homeserver.secret rotation, step one: the proxy has the next secret, Synapse (the double) still the current one', () => {
+  let h: Harness;
+  const NEXT = 'the-next-homeserver-secret-0123456789';
+  before(async () => {
+    h = await startProxyHarness({
+      configure: (raw) => {
+        raw['homeserver'].secret = NEXT;
+        raw['homeserver'].previous_secrets = [{ secret: HOMESERVER_SECRET }];
+      },
+    });
+  });
+  after(() => h.stop());
+
+  test('logins provision at the homeserver and its introspection is answered: nobody notices', async () => {
+    const login = await h.passwordLogin('alice', h.op.users.alice.password);
+    assert.equal(login.status, 200, JSON.stringify(login.body));
+    h.homeserver.forgetIntrospections();
+    const whoami = await fetch(`${h.homeserver.url}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${login.body.access_token}` } });
+    assert.equal(whoami.status, 200, 'the homeserver introspected with the previous secret');
+    assert.equal(((await whoami.json()) as Record<string, unknown>)['device_id'], login.body.device_id);
+  });
+
+  test('introspection takes the next secret and the previous one, nothing else', async () => {
+    const ask = (secret: string) =>
+      fetch(`${h.homeserverFacingUrl}/oauth2/introspect`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'token=mcpa_not_a_live_token',
+      }).then((response) => response.status);
+    assert.equal(await ask(NEXT), 200);
+    assert.equal(await ask(HOMESERVER_SECRET), 200);
+    assert.equal(await ask('some-other-secret-0123456789'), 401);
+  });
 });
