@@ -565,6 +565,9 @@ export const configSchema = z
         // Clients whose client_uri has one of these origins skip the consent page (MSC2966 ties a client's redirect
         // URIs to its client_uri host, so only that host's apps can claim it); every other client is asked.
         first_party_client_uris: z.array(url({ protocols: ['https:'] })).default([]),
+        // MSC4198: a native client's `login_hint=mxid:@alice:server` is passed to the OP as its own login_hint (the
+        // OP user name a binding remembers, else the localpart). Off when the OP user names are private (e-mails).
+        upstream_login_hint: z.boolean().default(true),
       })
       .prefault({}),
     store,
