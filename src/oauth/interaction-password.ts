@@ -49,7 +49,7 @@ export async function postOAuthInteractionPassword(ctx: Context, deps: AppDeps):
   }
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
   const signInId = await server.signIns.create(signedIn, deps.config.sessions.sso_login_lifetime);
-  logOf(ctx, deps.logger).info({ event: 'oauth.signed_in', localpart: signedIn.localpart, kind: 'password' }, 'oauth.signed_in');
+  logOf(ctx, deps.logger).info({ event: 'oauth.signed_in', localpart: signedIn.localpart, idp_id: signedIn.origin.idpId, kind: 'password' }, 'oauth.signed_in');
   const returnTo = await server.provider.interactionResult(ctx.req, ctx.res, { login: { accountId: signInId } }, { mergeWithLastSubmission: false });
   sendRedirect(ctx, returnTo, 303);
 }
