@@ -88,7 +88,7 @@ export function signInPageOf(
     passwordForm: { action: `${server.issuer}${OAUTH_ROUTES.interaction}/${encodeURIComponent(uid)}/password`, csrfToken: interactionCsrfToken(deps.config, uid), username: form.username },
     ...(form.error === undefined ? {} : { error: form.error }),
     ...(form.status === undefined ? {} : { status: form.status }),
-    formAction: formActionSource(new URL(String(details.params['redirect_uri']))),
+    ...(typeof details.params['redirect_uri'] === 'string' ? { formAction: formActionSource(new URL(details.params['redirect_uri'])) } : {}),
   });
 }
 

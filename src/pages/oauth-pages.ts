@@ -51,8 +51,8 @@ export interface SignInView {
   /** The refusal of the last attempt (the same words as /login's error), shown above the form. */
   readonly error?: string;
   readonly status?: number;
-  /** CSP form-action source of the client's redirect URI: the form's redirects end there. */
-  readonly formAction: string;
+  /** CSP form-action source of the client's redirect URI: the form's redirects end there (none without one). */
+  readonly formAction?: string;
 }
 
 /**
@@ -66,7 +66,7 @@ export function signInPage(view: SignInView): HtmlPage {
   return {
     status: view.status ?? 200,
     title: t.title,
-    formActions: [view.formAction],
+    formActions: view.formAction === undefined ? [] : [view.formAction],
     body: html`<h1>${t.heading(view.serverName)}</h1>
 <ul class="providers">${links}</ul>
 <p class="muted">${t.or}</p>

@@ -158,6 +158,19 @@ describe('native sign-in: MSC4198 login_hint', () => {
     assert.equal(stoppedAt.searchParams.get('login_hint'), 'bob');
   });
 
+  test('the hint is read without the openid scope too (MSC4198: a plain OAuth 2.0 request)', async () => {
+    const metadata = await discover(h.url);
+    const clientId = await register(metadata);
+    const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@bob:${SERVER_NAME}` });
+    url.searchParams.set('scope', (url.searchParams.get('scope') ?? '').split(' ').filter((scope) => scope !== 'openid').join(' '));
+    url.searchParams.delete('nonce'); // an OIDC parameter: oidc-provider refuses it without openid
+    assert.doesNotMatch(url.searchParams.get('scope') ?? '', /openid/);
+    const browser = new ProxyBrowser(h.url);
+    const { response, stoppedAt } = await follow(browser, await browser.get(url), (at) => isClient(at) || isOp(at));
+    assert.equal(response.status, 200, stoppedAt?.href);
+    assert.equal(signInPageOf(await response.text()).username, 'bob');
+  });
+
   test("the binding's OP user name is the OP's hint (an account that signs in with its e-mail address)", async () => {
     // dave signs in by e-mail address: his binding remembers that the OP took "dave.work@example.test".
     const legacy = await h.request('POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.thirdparty', medium: 'email', address: 'dave.work@example.test' }, password: 'dave-password-123' } });
