@@ -52,7 +52,8 @@ export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: strin
     if (err instanceof RateLimited) throw ssoError('rate_limited', matrixErrors.limitExceeded(err.retryAfterMs));
     throw err;
   }
-  const opHint = hint.kind === 'user' && deps.config.oauth_server.upstream_login_hint ? await upstreamLoginHint(deps.bindings, deps.policies.get(idpId)?.issuer ?? provider.issuer, hint.localpart) : undefined;
+  const issuer = deps.policies.get(idpId)?.issuer ?? provider.issuer;
+  const opHint = hint.kind === 'user' ? await upstreamLoginHint(deps.config.oauth_server.upstream_login_hint, deps.bindings, issuer, hint.localpart) : undefined;
   const lifetimeMs = deps.config.sessions.sso_login_lifetime;
   const secret = browserBinding(deps.config.public_baseurl).issue(ctx, lifetimeMs);
   const { state, nonce, codeVerifier } = await deps.ssoLogins.begin({ idpId, redirectUrl: target.url.href, browserHash: bindingHash(secret), lifetimeMs });

@@ -41,14 +41,31 @@ export function parseLoginHint(raw: unknown, serverName: string): LoginHint {
 
 /**
  * What to send the upstream OP as its own `login_hint` for a Matrix user (MSC4198 "passing a login_hint to upstream
- * providers"): the OP user name the binding remembers (the name the OP accepted at a password login) when the
- * localpart is bound at this OP; nothing when it is bound at another OP (a name there means nothing here); else
- * the localpart itself, which is the OP user name under the usual `preferred_username` mapping. The OP treats it as
- * a suggestion (a prefilled user name), never as a decision.
+ * providers"; the OP treats it as a suggestion, a prefilled user name, never as a decision):
+ * - `localpart`: the localpart, the OP user name under the usual `preferred_username` mapping. Nothing is looked up,
+ *   so the redirect tells an unauthenticated requester nothing it did not send;
+ * - `op_username`: the OP user name the binding remembers (the name the OP accepted at a password login, e.g. an
+ *   e-mail address) when the localpart is bound at this OP, nothing when it is bound at another OP, else the
+ *   localpart. Whoever starts an authorization for @alice reads that name in the redirect to the OP, so this is for
+ *   deployments where those names are public anyway (MSC4198 security consideration 2);
+ * - `off`: no hint.
  */
-export async function upstreamLoginHint(bindings: Pick<BindingStore, 'findByLocalpart'>, issuer: string, localpart: string): Promise<string | undefined> {
-  const binding = await bindings.findByLocalpart(localpart);
-  if (binding === undefined) return localpart;
-  if (binding.issuer !== issuer) return undefined;
-  return binding.opUsername ?? localpart;
+export async function upstreamLoginHint(
+  mode: 'localpart' | 'op_username' | 'off',
+  bindings: Pick<BindingStore, 'findByLocalpart'>,
+  issuer: string,
+  localpart: string,
+): Promise<string | undefined> {
+  switch (mode) {
+    case 'off':
+      return undefined;
+    case 'localpart':
+      return localpart;
+    case 'op_username': {
+      const binding = await bindings.findByLocalpart(localpart);
+      if (binding === undefined) return localpart;
+      if (binding.issuer !== issuer) return undefined;
+      return binding.opUsername ?? localpart;
+    }
+  }
 }

@@ -28,7 +28,8 @@ before(async () => {
     },
     configure: (config) => {
       config['native_clients'] = 'serve';
-      config['oauth_server'] = { signing_key: signingKey, first_party_client_uris: ['https://app.example.test'] };
+      // op_username: the binding's OP user name goes to the OP (the default, localpart, is the unit test's).
+      config['oauth_server'] = { signing_key: signingKey, first_party_client_uris: ['https://app.example.test'], upstream_login_hint: 'op_username' };
       // Small per-account bucket (5, no refill in the test's time): the form and POST /login drain the SAME one; no
       // account below takes more than 5 attempts otherwise.
       config['rate_limits'] = { ...config['rate_limits'], login_per_account: { burst: 5, per_second: 0.001 } };
@@ -171,7 +172,7 @@ describe('native sign-in: MSC4198 login_hint', () => {
     assert.equal(signInPageOf(await response.text()).username, 'bob');
   });
 
-  test("the binding's OP user name is the OP's hint (an account that signs in with its e-mail address)", async () => {
+  test("upstream_login_hint: op_username: the binding's OP user name is the OP's hint (an account that signs in with its e-mail address)", async () => {
     // dave signs in by e-mail address: his binding remembers that the OP took "dave.work@example.test".
     const legacy = await h.request('POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.thirdparty', medium: 'email', address: 'dave.work@example.test' }, password: 'dave-password-123' } });
     assert.equal(legacy.status, 200, JSON.stringify(legacy.body));

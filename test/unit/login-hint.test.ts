@@ -16,10 +16,19 @@ test('parseLoginHint: mxid of this server, another server, and what is ignored',
   }
 });
 
-test("upstreamLoginHint: the binding's OP user name at this OP, nothing for another OP's account, else the localpart", async () => {
-  const bindings = (found: Partial<Binding> | undefined) => ({ findByLocalpart: async () => (found === undefined ? undefined : ({ issuer: 'https://op', sub: 's', localpart: 'alice', idpId: 'op', createdAt: 0, ...found } as Binding)) });
-  assert.equal(await upstreamLoginHint(bindings({ opUsername: 'alice@corp.example' }), 'https://op', 'alice'), 'alice@corp.example');
-  assert.equal(await upstreamLoginHint(bindings({}), 'https://op', 'alice'), 'alice');
-  assert.equal(await upstreamLoginHint(bindings({ issuer: 'https://other-op', opUsername: 'x' }), 'https://op', 'alice'), undefined);
-  assert.equal(await upstreamLoginHint(bindings(undefined), 'https://op', 'alice'), 'alice');
+test("upstreamLoginHint: the localpart by default (no lookup); op_username: the binding's OP user name at this OP, nothing for another OP's account; off", async () => {
+  const lookups: string[] = [];
+  const bindings = (found: Partial<Binding> | undefined) => ({
+    findByLocalpart: async (localpart: string) => {
+      lookups.push(localpart);
+      return found === undefined ? undefined : ({ issuer: 'https://op', sub: 's', localpart: 'alice', idpId: 'op', createdAt: 0, ...found } as Binding);
+    },
+  });
+  assert.equal(await upstreamLoginHint('localpart', bindings({ opUsername: 'alice@corp.example' }), 'https://op', 'alice'), 'alice');
+  assert.deepEqual(lookups, [], 'localpart mode reads no binding (the redirect reveals nothing about the account)');
+  assert.equal(await upstreamLoginHint('off', bindings({}), 'https://op', 'alice'), undefined);
+  assert.equal(await upstreamLoginHint('op_username', bindings({ opUsername: 'alice@corp.example' }), 'https://op', 'alice'), 'alice@corp.example');
+  assert.equal(await upstreamLoginHint('op_username', bindings({}), 'https://op', 'alice'), 'alice');
+  assert.equal(await upstreamLoginHint('op_username', bindings({ issuer: 'https://other-op', opUsername: 'x' }), 'https://op', 'alice'), undefined);
+  assert.equal(await upstreamLoginHint('op_username', bindings(undefined), 'https://op', 'alice'), 'alice');
 });
