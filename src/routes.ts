@@ -30,6 +30,7 @@ import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth
 import { OAUTH_PREFIX, OWN_PREFIX } from './http/own-prefix.js';
 import { OAUTH_ROUTES } from './oauth/authorization-server.js';
 import { getOAuthInteraction, getOAuthInteractionSsoDone, postOAuthInteraction } from './oauth/interaction.js';
+import { postOAuthInteractionPassword } from './oauth/interaction-password.js';
 import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/discovery.js';
 import { atOAuthProvider } from './oauth/provider-endpoint.js';
 import { postOAuthRevoke } from './oauth/revoke.js';
@@ -179,5 +180,6 @@ function oauthServerRoutes(): Route[] {
     page('GET', `${OAUTH_ROUTES.interaction}/:uid`, getOAuthInteraction),
     page('POST', `${OAUTH_ROUTES.interaction}/:uid`, postOAuthInteraction),
     page('GET', `${OAUTH_ROUTES.interaction}/:uid/sso-done`, getOAuthInteractionSsoDone),
+    page('POST', `${OAUTH_ROUTES.interaction}/:uid/password`, postOAuthInteractionPassword),
   ];
 }

@@ -4,18 +4,15 @@ import { MatrixError } from '../errors/matrix-error.js';
 import { bearerTokenOf } from '../http/access-token.js';
 import { bodyLimitsOf, readJsonBody } from '../http/body.js';
 import { clientAddress, logOf } from '../http/request-state.js';
-import { resolveAccount } from '../identity/account-resolver.js';
-import { provisionAccount, provisionUser } from '../identity/account-provisioning.js';
+import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
-import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
 import { loggedOutAtOpSince, loginGrantStillValid } from '../sessions/op-logouts.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import { randomString } from '../sessions/tokens.js';
-import { isPlausiblePassword } from '../security/account-name.js';
 import { parseLoginRequest, type AppserviceLogin, type LoginRequest, type PasswordLogin, type TokenLogin } from './login-request.js';
-import { accountRefusal, resolveOrRefuse } from './sign-in.js';
 import { relayAppserviceLogin } from './appservice-login-relay.js';
 import { appPasswordSignIn } from './app-password-login.js';
+import { admitPasswordAttempt, invalidCredentials, opPasswordSignIn } from './password-sign-in.js';
 import { isAppPasswordFormat } from '../sessions/app-passwords.js';
 
 /**
@@ -41,25 +38,8 @@ export async function postLogin(ctx: Context, deps: AppDeps): Promise<void> {
   }
 }
 
-/** One body for every credential failure: no user enumeration. */
-function invalidCredentials(cause?: unknown): MatrixError {
-  return new MatrixError(403, 'M_FORBIDDEN', 'Invalid username/password', {}, cause);
-}
-
 async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin): Promise<void> {
-  const who = request.identifier;
-  // Names that are no account and passwords no OP would take still cost a per-IP attempt, then get the one 403 every
-  // credential failure gets: never a request to the OP, never a 5xx (issue 12 #4).
-  if (who.kind === 'foreign_server' || who.kind === 'malformed' || !isPlausiblePassword(request.password)) {
-    await deps.throttle.check(clientAddress(ctx), undefined);
-    deps.metrics.logins.inc({ type: 'password', outcome: 'rejected' });
-    throw invalidCredentials();
-  }
-
-  // One bucket per account, whatever the spelling (security/account-name.ts); every OP call takes one attempt.
-  const accountKey = await deps.accountAliases.throttleKey(who);
-  const admit = () => deps.throttle.check(clientAddress(ctx), accountKey);
-  await admit();
+  const { account: who, admit } = await admitPasswordAttempt(ctx, deps, request.identifier, request.password);
 
   // An app password is recognised by its prefix and checked here, BEFORE (and instead of) the OP's password grant.
   if (deps.config.app_passwords.enabled && isAppPasswordFormat(request.password)) {
@@ -77,87 +57,9 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   // App passwords alone enabled: any other password has nowhere to be checked.
   if (!deps.config.password_login.enabled) throw invalidCredentials();
 
-  const idpId = deps.config.password_login.idp_id;
-  const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
-  const policy = idpId === undefined ? undefined : deps.policies.get(idpId);
-  // The config loader refuses a password_login.idp_id that names no provider; this is a bug if it happens.
-  if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
-
-  const typed = who.kind === 'localpart' ? who.name : who.address;
-  let grant: UpstreamGrant;
-  let opUsername: string;
-  try {
-    ({ grant, opUsername } = await passwordGrant(deps, provider, policy.issuer, who, typed, request.password, admit));
-  } catch (err: unknown) {
-    const refused = err instanceof UpstreamError && credentialsRefused(err);
-    deps.metrics.logins.inc({ type: 'password', outcome: refused ? 'rejected' : 'error' });
-    if (refused) throw invalidCredentials(err);
-    throw err;
-  }
-
-  const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal, grant);
-  await provisionAccount(deps.homeserver, account, deps.bindings);
-  await deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart);
-
-  const origin: SessionOrigin = {
-    kind: 'password',
-    idpId: policy.idpId,
-    issuer: policy.issuer,
-    sub: grant.sub,
-    ...(grant.sid === undefined ? {} : { sid: grant.sid }),
-    ...(grant.refreshToken === undefined ? {} : { sealedOpRefreshToken: deps.keys.seal(grant.refreshToken) }),
-    lastValidatedAt: deps.clock.now(),
-  };
-  await completeLogin(ctx, deps, request, account.localpart, origin);
+  const signedIn = await opPasswordSignIn(ctx, deps, who, request.password, admit);
+  await completeLogin(ctx, deps, request, signedIn.localpart, signedIn.origin);
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
-}
-
-/**
- * The OP is asked about the name the user typed, never first about another subject's OP user name: a localpart
- * squatted by someone else must not send the rightful user's password to the squatter's account (issue 12 #2). Only
- * when the OP refuses the typed name, and the typed localpart's binding remembers a different OP user name (a
- * localpart made from another claim, e.g. the e-mail), is that name — the one of the account the user named — tried.
- */
-async function passwordGrant(
-  deps: AppDeps,
-  provider: UpstreamProvider,
-  issuer: string,
-  who: PasswordLogin['identifier'],
-  typed: string,
-  password: string,
-  admit: () => Promise<void>,
-): Promise<{ grant: UpstreamGrant; opUsername: string }> {
-  try {
-    return { grant: await provider.passwordGrant(typed, password), opUsername: typed };
-  } catch (err: unknown) {
-    if (!(err instanceof UpstreamError && credentialsRefused(err)) || who.kind !== 'localpart') throw err;
-    const bound = await deps.bindings.findByLocalpart(who.name);
-    if (bound?.opUsername === undefined || bound.issuer !== issuer || bound.opUsername === typed) throw err;
-    // A second password attempt at the OP: it takes its own token from the throttle, like any other.
-    await admit();
-    return { grant: await provider.passwordGrant(bound.opUsername, password), opUsername: bound.opUsername };
-  }
-}
-
-/**
- * Which OP answers to the password grant mean "these credentials are refused" (403, not 503): RFC 6749 §5.2
- * invalid_grant, and invalid_request with a 4xx — the proxy always sends a complete grant request, so what an OP
- * objects to is what the user typed (an empty or over-long user name or password). Decided here, at the route, from
- * the OAuth code oidc/ records (which maps such an answer to `unavailable` for the other grants). Client-registration
- * errors (invalid_client, unauthorized_client) and outages stay 503.
- */
-function credentialsRefused(err: UpstreamError): boolean {
-  if (err.kind === 'invalid_grant') return true;
-  return err.oauthError === 'invalid_request' && err.status !== undefined && err.status >= 400 && err.status < 500;
-}
-
-/** The addresses that now provably lead to this account: the one typed (the OP took it), and a verified `email` claim. */
-function verifiedAddresses(who: PasswordLogin['identifier'], grant: UpstreamGrant): string[] {
-  const addresses: string[] = [];
-  if (who.kind === 'email') addresses.push(who.address);
-  const claimed = grant.claims['email'];
-  if (typeof claimed === 'string' && grant.claims['email_verified'] === true) addresses.push(claimed);
-  return addresses;
 }
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {

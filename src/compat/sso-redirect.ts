@@ -9,6 +9,7 @@ import { bindingHash, browserBinding } from './sso/browser-binding.js';
 import { parseRedirectUrl } from './sso/redirect-url.js';
 import { ssoError } from './sso/sso-error.js';
 import { callbackUri } from './sso/sso-flow.js';
+import { parseLoginHint, upstreamLoginHint } from '../identity/login-hint.js';
 
 /**
  * GET /login/sso/redirect[/{idpId}]?redirectUrl=… — starts SSO at the OP (code + PKCE, state bound to a browser
@@ -21,6 +22,11 @@ export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: strin
   if (!target.ok) throw ssoError(target.reason === 'missing' ? 'missing_redirect_url' : 'invalid_redirect_url');
   // MSC3824 / spec v1.18 `action`; the unstable name is what matrix-js-sdk also sends.
   const register = (singleQueryValue(ctx, 'action') ?? singleQueryValue(ctx, 'org.matrix.msc3824.action')) === 'register';
+  // MSC4198 `login_hint=mxid:@user:server`, passed on by the OAuth server's interaction (oauth/interaction.ts), which
+  // already refused a user of another server; here anything but a user of this server is ignored (a hint only).
+  const loginHint = singleQueryValue(ctx, 'login_hint');
+  const hint = parseLoginHint(loginHint, deps.config.server_name);
+  const hintQuery = hint.kind === 'user' && loginHint !== undefined ? `&login_hint=${encodeURIComponent(loginHint)}` : '';
 
   let idpId = requestedIdp;
   if (idpId === undefined) {
@@ -28,7 +34,7 @@ export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: strin
     if (offered.length > 1) {
       const entries = offered.map((provider) => ({
         name: provider.idp_name,
-        href: `/_matrix/client/${version}/login/sso/redirect/${encodeURIComponent(provider.idp_id)}?redirectUrl=${encodeURIComponent(target.url.href)}${register ? '&action=register' : ''}`,
+        href: `/_matrix/client/${version}/login/sso/redirect/${encodeURIComponent(provider.idp_id)}?redirectUrl=${encodeURIComponent(target.url.href)}${register ? '&action=register' : ''}${hintQuery}`,
       }));
       sendPage(ctx, pickerPage(deps.config.server_name, entries));
       return;
@@ -46,6 +52,8 @@ export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: strin
     if (err instanceof RateLimited) throw ssoError('rate_limited', matrixErrors.limitExceeded(err.retryAfterMs));
     throw err;
   }
+  const issuer = deps.policies.get(idpId)?.issuer ?? provider.issuer;
+  const opHint = hint.kind === 'user' ? await upstreamLoginHint(deps.config.oauth_server.upstream_login_hint, deps.bindings, issuer, hint.localpart) : undefined;
   const lifetimeMs = deps.config.sessions.sso_login_lifetime;
   const secret = browserBinding(deps.config.public_baseurl).issue(ctx, lifetimeMs);
   const { state, nonce, codeVerifier } = await deps.ssoLogins.begin({ idpId, redirectUrl: target.url.href, browserHash: bindingHash(secret), lifetimeMs });
@@ -57,7 +65,8 @@ export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: strin
     codeVerifier,
     // The OIDC "prompt=create" extension is what the spec's OAuth API uses for registration too.
     ...(register ? { prompt: 'create' } : {}),
+    ...(opHint === undefined ? {} : { loginHint: opHint }),
   });
-  logOf(ctx, deps.logger).info({ event: 'sso.redirect', idp_id: idpId, register }, 'sso.redirect');
+  logOf(ctx, deps.logger).info({ event: 'sso.redirect', idp_id: idpId, register, login_hint: hint.kind }, 'sso.redirect');
   sendRedirect(ctx, authorizationUrl.href, 302);
 }

@@ -577,6 +577,11 @@ export const configSchema = z
         // Clients whose client_uri has one of these origins skip the consent page (MSC2966 ties a client's redirect
         // URIs to its client_uri host, so only that host's apps can claim it); every other client is asked.
         first_party_client_uris: z.array(url({ protocols: ['https:'] })).default([]),
+        // MSC4198: what a native client's `login_hint=mxid:@alice:server` becomes in the OP's authorization request.
+        // localpart: the localpart (what the client already knows); op_username: the OP user name alice's binding
+        // remembers (e.g. her e-mail address), which ANYONE who starts an authorization can then read in the
+        // redirect — only where those names are public (MSC4198 security considerations); off: no hint.
+        upstream_login_hint: z.enum(['localpart', 'op_username', 'off']).default('localpart'),
       })
       .prefault({}),
     store,

@@ -1,11 +1,13 @@
+import { createHmac, hkdfSync } from 'node:crypto';
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { PageError } from '../errors/page-error.js';
 import { bodyLimitsOf, readFormBody } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { logOf, paramOf, singleQueryValue } from '../http/request-state.js';
-import { sendPage, sendRedirect } from '../pages/html-page.js';
-import { consentPage } from '../pages/oauth-pages.js';
+import { sendPage, sendRedirect, type HtmlPage } from '../pages/html-page.js';
+import { consentPage, signInPage } from '../pages/oauth-pages.js';
+import { parseLoginHint } from '../identity/login-hint.js';
 import { formActionSource } from '../compat/sso/redirect-url.js';
 import { OAUTH_ROUTES, type AuthorizationServer, asPublicRequest } from './authorization-server.js';
 import { parseMatrixScopes } from './matrix-scopes.js';
@@ -13,7 +15,9 @@ import { parseMatrixScopes } from './matrix-scopes.js';
 /**
  * The browser's steps between the authorization request and the code (oidc-provider's "interactions"):
  *   login   → the SSO bridge signs the user in at the upstream OP (mapping templates, bindings, attribute
- *             requirements, provisioning: all of compat/sso), then comes back with a login token;
+ *             requirements, provisioning: all of compat/sso), then comes back with a login token; or, with
+ *             password_login, the proxy's own form checks the password at the OP like POST /login
+ *             (interaction-password.ts); MSC4198's login_hint prefills it and goes on to the OP;
  *   consent → a page for third-party clients (first-party ones, oauth_server.first_party_client_uris, never see it).
  */
 
@@ -24,14 +28,78 @@ export async function getOAuthInteraction(ctx: Context, deps: AppDeps): Promise<
   const uid = paramOf(ctx, 'uid');
   if (details.uid !== uid) throw interactionLost();
   if (details.prompt.name === 'login') {
+    const hint = parseLoginHint(details.params['login_hint'], deps.config.server_name);
+    if (hint.kind === 'foreign_server') {
+      // MSC4198: the client asked to sign in a user of another server, so it discovered the wrong homeserver: no
+      // sign-in here could give it that account. Refused to the client (RFC 6749 §4.1.2.1 invalid_request).
+      logOf(ctx, deps.logger).info({ event: 'oauth.login_hint_refused', client_id: details.params['client_id'] }, 'oauth.login_hint_refused');
+      const description = `login_hint names ${hint.userId}, which is not a user of ${deps.config.server_name}`;
+      const returnTo = await server.provider.interactionResult(ctx.req, ctx.res, { error: 'invalid_request', error_description: description }, { mergeWithLastSubmission: false });
+      sendRedirect(ctx, returnTo, 303);
+      return;
+    }
+    const userHint = hint.kind === 'user' ? String(details.params['login_hint']) : undefined;
     // prompt=create (MSC2964 registration) → the OP's registration, as the legacy SSO redirect's action=register.
     const register = String(details.params['prompt'] ?? '').split(' ').includes('create');
-    const back = `${server.issuer}${OAUTH_ROUTES.interaction}/${encodeURIComponent(uid)}/sso-done`;
-    const start = `/_matrix/client/v3/login/sso/redirect?redirectUrl=${encodeURIComponent(back)}${register ? '&action=register' : ''}`;
-    sendRedirect(ctx, start, 302);
+    if (!register && passwordFormEnabled(deps)) {
+      sendPage(ctx, signInPageOf(deps, server, details, uid, { username: hint.kind === 'user' ? hint.localpart : '' }));
+      return;
+    }
+    sendRedirect(ctx, ssoStart(server, uid, { register, loginHint: userHint }), 302);
     return;
   }
   await showConsent(ctx, deps, server, details);
+}
+
+/**
+ * Where the SSO bridge starts: the legacy SSO redirect (provider picker, PKCE at the OP, mapping, bindings), coming
+ * back to sso-done with a login token; with the client's MSC4198 hint, which it turns into the OP's login_hint.
+ */
+export function ssoStart(server: AuthorizationServer, uid: string, options: { readonly register: boolean; readonly loginHint: string | undefined; readonly idpId?: string }): string {
+  const back = `${server.issuer}${OAUTH_ROUTES.interaction}/${encodeURIComponent(uid)}/sso-done`;
+  const path = `/_matrix/client/v3/login/sso/redirect${options.idpId === undefined ? '' : `/${encodeURIComponent(options.idpId)}`}`;
+  const query = new URLSearchParams({ redirectUrl: back });
+  if (options.register) query.set('action', 'register');
+  if (options.loginHint !== undefined) query.set('login_hint', options.loginHint);
+  return `${path}?${query.toString()}`;
+}
+
+/** The proxy's own password form is offered when the OP password check is configured (password_login). */
+export function passwordFormEnabled(deps: AppDeps): boolean {
+  return deps.config.password_login.enabled && deps.config.password_login.idp_id !== undefined;
+}
+
+/** The sign-in page: single sign-on per provider, or the password form (its CSRF token bound to the interaction). */
+export function signInPageOf(
+  deps: AppDeps,
+  server: AuthorizationServer,
+  details: InteractionDetails,
+  uid: string,
+  form: { readonly username: string; readonly error?: string; readonly status?: number },
+): HtmlPage {
+  const hint = parseLoginHint(details.params['login_hint'], deps.config.server_name);
+  const loginHint = hint.kind === 'user' ? String(details.params['login_hint']) : undefined;
+  const providers = deps.config.oidc_providers
+    .filter((provider) => deps.providers.has(provider.idp_id))
+    .map((provider) => ({ name: provider.idp_name, href: ssoStart(server, uid, { register: false, loginHint, idpId: provider.idp_id }) }));
+  return signInPage({
+    serverName: deps.config.server_name,
+    providers,
+    passwordForm: { action: `${server.issuer}${OAUTH_ROUTES.interaction}/${encodeURIComponent(uid)}/password`, csrfToken: interactionCsrfToken(deps.config, uid), username: form.username },
+    ...(form.error === undefined ? {} : { error: form.error }),
+    ...(form.status === undefined ? {} : { status: form.status }),
+    ...(typeof details.params['redirect_uri'] === 'string' ? { formAction: formActionSource(new URL(details.params['redirect_uri'])) } : {}),
+  });
+}
+
+/**
+ * The password form's CSRF token: a MAC of the interaction id under a key derived from sessions.encryption_key
+ * (replicas agree). The interaction is already bound to the browser by oidc-provider's signed SameSite=Lax cookie;
+ * the token makes a forged cross-site POST fail even where a browser sends that cookie.
+ */
+export function interactionCsrfToken(config: Pick<AppDeps['config'], 'sessions'>, uid: string): string {
+  const key = hkdfSync('sha256', Buffer.from(config.sessions.encryption_key, 'utf8'), Buffer.alloc(0), 'oauth-interaction-csrf', 32);
+  return createHmac('sha256', Buffer.from(key)).update(uid).digest('base64url');
 }
 
 /** GET <issuer>/interaction/:uid/sso-done?loginToken=… — the SSO bridge is done: the login step is finished. */
@@ -73,7 +141,7 @@ export async function postOAuthInteraction(ctx: Context, deps: AppDeps): Promise
   sendRedirect(ctx, returnTo, 303);
 }
 
-async function showConsent(ctx: Context, deps: AppDeps, server: AuthorizationServer, details: Awaited<ReturnType<AuthorizationServer['provider']['interactionDetails']>>): Promise<void> {
+async function showConsent(ctx: Context, deps: AppDeps, server: AuthorizationServer, details: InteractionDetails): Promise<void> {
   const client = await server.provider.Client.find(String(details.params['client_id']));
   const accountId = details.session?.accountId;
   const signIn = accountId === undefined ? undefined : await server.signIns.get(accountId);
@@ -96,7 +164,9 @@ async function showConsent(ctx: Context, deps: AppDeps, server: AuthorizationSer
   );
 }
 
-async function detailsOf(ctx: Context, server: AuthorizationServer) {
+export type InteractionDetails = Awaited<ReturnType<AuthorizationServer['provider']['interactionDetails']>>;
+
+export async function detailsOf(ctx: Context, server: AuthorizationServer): Promise<InteractionDetails> {
   asPublicRequest(ctx.req, server);
   try {
     return await server.provider.interactionDetails(ctx.req, ctx.res);
@@ -105,11 +175,11 @@ async function detailsOf(ctx: Context, server: AuthorizationServer) {
   }
 }
 
-function serverOf(deps: AppDeps): AuthorizationServer {
+export function serverOf(deps: AppDeps): AuthorizationServer {
   if (deps.oauth === undefined) throw new Error(`${OAUTH_PREFIX} is routed only with native_clients: serve`);
   return deps.oauth;
 }
 
-function interactionLost(cause?: unknown): PageError {
+export function interactionLost(cause?: unknown): PageError {
   return new PageError('expired', 400, 'M_UNKNOWN', cause);
 }

@@ -225,6 +225,7 @@ class OpenIdProvider implements UpstreamProvider {
     }
     if (request.prompt !== undefined) parameters.set('prompt', request.prompt);
     if (request.maxAge !== undefined) parameters.set('max_age', String(request.maxAge));
+    if (request.loginHint !== undefined) parameters.set('login_hint', request.loginHint);
     return this.call('authorization request', async () => buildAuthorizationUrl(resolved.configuration, parameters));
   }
 

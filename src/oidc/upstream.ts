@@ -68,6 +68,8 @@ export interface AuthorizationRequest {
   readonly prompt?: string;
   /** OIDC Core §3.1.2.1 `max_age` in seconds: the OP must re-authenticate older sign-ins and send `auth_time`. */
   readonly maxAge?: number;
+  /** OIDC Core §3.1.2.1 `login_hint`: the login identifier the user will likely use at the OP (a hint only). */
+  readonly loginHint?: string;
 }
 
 export interface ExpectedCallback {

@@ -61,6 +61,9 @@ ul.devices{list-style:none;padding:0;margin:.5rem 0}
 li.device{border-top:1px solid var(--border);padding:.5rem 0}
 li.device p{margin:.125rem 0}
 .notice{border-left:4px solid var(--accent);padding:.25rem .75rem}
+label{display:block;margin:.75rem 0 .25rem;font-weight:600}
+input{display:block;width:100%;padding:.6rem .75rem;border:1px solid var(--border);border-radius:8px;background:var(--bg);color:var(--text);font:inherit}
+.error{color:var(--warn);font-weight:600}
 a{color:var(--accent)}
 `;
 const STYLE_HASH = `'sha256-${createHash('sha256').update(STYLE).digest('base64')}'`;

@@ -13,6 +13,17 @@ export const messages = {
     continueWith: (providerName: string) => `Continue with ${providerName}`,
   },
 
+  oauthSignIn: {
+    title: 'Sign in',
+    heading: (serverName: string) => `Sign in to ${serverName}`,
+    continueWith: (providerName: string) => `Sign in with ${providerName}`,
+    or: 'or with your user name and password',
+    username: 'User name',
+    password: 'Password',
+    submit: 'Sign in',
+    rateLimited: 'Too many attempts. Wait a moment and try again.',
+  },
+
   confirm: {
     title: 'Continue to your app?',
     heading: (destination: string) => `Continue to ${destination}?`,

@@ -92,6 +92,12 @@ async function authorizeInBrowser(authorizationUrl: string, user: { username: st
   for (let hop = 0; hop < 20; hop++) {
     if (response.status === 200) {
       const page = await response.text();
+      // password_login is on in the harness: the sign-in page offers the OP (SSO bridge) and the password form.
+      const sso = /<a class="button secondary sso" href="([^"]+)"/.exec(page)?.[1];
+      if (sso !== undefined) {
+        response = await browser.get(new URL(sso.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code))), response.url));
+        continue;
+      }
       assert.match(page, /Allow Test App/, page);
       consentPage = page;
       response = await browser.post(response.url, { decision });
@@ -311,6 +317,7 @@ describe('native_clients: serve in headless Chromium', { skip: chromiumSkip }, (
       // The client's own page (its host does not exist here): answered by the browser itself.
       await page.route(`${REDIRECT_URI}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App</title><h1 id="app">App</h1>' }));
       await page.goto(url);
+      await page.click('a.sso');
       await page.waitForURL((at) => at.origin === new URL(h.op.issuer).origin && at.pathname.startsWith('/interaction/'));
       await page.fill('input[name="login"]', 'alice');
       await page.fill('input[name="password"]', h.op.users.alice.password);

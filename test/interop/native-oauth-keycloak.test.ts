@@ -5,6 +5,7 @@ import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorization
 import { KEYCLOAK_REALM, startKeycloak, type RunningKeycloak } from '../support/keycloak.js';
 import { INTEROP_SERVER_NAME, interopSkipReason, startInteropStack, type InteropStack } from '../support/interop-stack.js';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
+import { signInPageOf } from '../support/native-client.js';
 
 /**
  * native_clients: serve on real Synapse (delegated auth at the proxy) and real Keycloak — with NO dynamic client
@@ -86,9 +87,16 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
     return { metadata, clientId };
   }
 
-  async function signIn(user: { username: string; password: string }) {
+  /**
+   * `via`: the sign-in page's "Sign in with <OP>" (Keycloak's own login form) or the proxy's password form (the
+   * password checked at Keycloak with the password grant). `loginHint`: MSC4198, appended as an MSC4198 client would.
+   */
+  async function signIn(user: { username: string; password: string }, options: { via?: 'sso' | 'password'; loginHint?: string } = {}) {
     const { metadata, clientId } = await discoverAndRegister();
-    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: stack.url, redirectUri: REDIRECT_URI, nonce: 'interop' });
+    const generated = new URL(await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: stack.url, redirectUri: REDIRECT_URI, nonce: 'interop' }));
+    if (options.loginHint !== undefined) generated.searchParams.set('login_hint', options.loginHint);
+    const url = generated.href;
+    const keycloakPages: string[] = [];
     const deviceId = /device:(\S+)/.exec(new URL(url).searchParams.get('scope') ?? '')?.[1];
     const browser = new ProxyBrowser(stack.url);
     const keycloakCookies = new Map<string, string>();
@@ -105,6 +113,14 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
     for (let hop = 0; hop < 20; hop++) {
       if (response.status === 200 && new URL(response.url).origin === new URL(stack.url).origin) {
         const page = await response.text();
+        if (page.includes('id="password-form"')) {
+          const signInPage = signInPageOf(page);
+          response =
+            options.via === 'password'
+              ? await browser.post(signInPage.action, { csrf_token: signInPage.csrfToken, username: user.username, password: user.password })
+              : await browser.get(new URL(signInPage.ssoLinks[0] ?? '', stack.url));
+          continue;
+        }
         assert.match(page, /Allow Interop App/, page.slice(0, 500));
         response = await browser.post(response.url, { decision: 'allow' });
         continue;
@@ -113,11 +129,12 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
       const next = locationOf(response);
       if (next.href.startsWith(REDIRECT_URI)) {
         const completed = await completeAuthorizationCodeGrant(next.searchParams.get('code') ?? '', next.searchParams.get('state') ?? '');
-        return { clientId, deviceId, completed };
+        return { clientId, deviceId, completed, keycloakPages };
       }
       if (next.origin === new URL(stack.keycloak.url).origin) {
         const form = await keycloakFetch(next);
         const page = await form.text();
+        keycloakPages.push(page);
         const action = /<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"/.exec(page)?.[1]?.replaceAll('&amp;', '&');
         assert.ok(action, `Keycloak shows its login form: ${page.slice(0, 300)}`);
         const signedIn = await keycloakFetch(action, {
@@ -164,6 +181,22 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
     // Synapse has the new token in its 2-minute introspection cache: revocation must beat it (device deleted first).
     assert.equal((await revoke(refreshed.body['access_token'], clientId)).status, 200);
     assert.equal((await whoami(refreshed.body['access_token'])).status, 401);
+  });
+
+  test("the proxy's password form (checked at Keycloak with the password grant) signs in; login_hint prefills it", async () => {
+    const { deviceId, completed, keycloakPages } = await signIn(KEYCLOAK_REALM.users.bob, { via: 'password', loginHint: `mxid:@bob:${INTEROP_SERVER_NAME}` });
+    assert.deepEqual(keycloakPages, [], "Keycloak's login page was never shown");
+    const me = await whoami(completed.tokenResponse.access_token);
+    assert.equal(me.status, 200, JSON.stringify(me.body));
+    assert.equal(me.body['user_id'], `@bob:${INTEROP_SERVER_NAME}`);
+    assert.equal(me.body['device_id'], deviceId);
+  });
+
+  test("login_hint reaches Keycloak: its login form is prefilled with the user's OP name", async () => {
+    const { completed, keycloakPages } = await signIn(KEYCLOAK_REALM.users.alice, { via: 'sso', loginHint: `mxid:@alice:${INTEROP_SERVER_NAME}` });
+    const input = /<input[^>]*id="username"[^>]*>/.exec(keycloakPages[0] ?? '')?.[0] ?? '';
+    assert.match(input, /value="alice"/, (keycloakPages[0] ?? '').slice(0, 2000));
+    assert.equal((await whoami(completed.tokenResponse.access_token)).status, 200);
   });
 
   test('a back-channel logout from Keycloak ends the native session', async () => {

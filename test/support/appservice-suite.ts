@@ -8,6 +8,9 @@ import { jsonRequest, type JsonResponse } from './json-request.js';
 import { SERVER_NAME, startProxyHarness, type Harness } from './proxy-harness.js';
 import { locationOf, ProxyBrowser } from './proxy-browser.js';
 import { sessionKeys } from '../../src/sessions/session-store.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { completeAuthorizationCodeGrant } from 'matrix-js-sdk';
+import { authorizationUrl, discover, follow, REDIRECT_URI, register, signInPageOf } from './native-client.js';
 import { parseToken } from '../../src/sessions/tokens.js';
 
 /** A homeserver the suite runs against, started with the two registrations and a shared registration secret. */
@@ -89,6 +92,9 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
           upstream_timeout: '10s',
         };
         config['appservice_config_files'] = [registrations.bridge.path];
+        // Native OAuth clients served by the proxy on this backend too (issue 17).
+        config['native_clients'] = 'serve';
+        config['oauth_server'] = { signing_key: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() };
         config['sessions'] = { ...config['sessions'], revalidate_interval: '1s' };
       },
     });
@@ -265,6 +271,55 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
     ]) {
       assert.equal(response.status, 403, JSON.stringify(response.body));
     }
+  });
+
+  test('native OAuth client (native_clients: serve): the device is made at the homeserver at the code exchange, the token swapped through, refresh keeps it, revocation ends it there', async () => {
+    const metadata = await discover(h.url);
+    assert.equal(metadata.issuer, `${h.url}/_matrix-compat-proxy/oauth2`);
+    const clientId = await register(metadata);
+    const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@alice:${SERVER_NAME}` });
+    const deviceId = /device:(\S+)/.exec(url.searchParams.get('scope') ?? '')?.[1];
+    assert.ok(deviceId);
+    const browser = new ProxyBrowser(h.url);
+    const isClient = (at: URL) => at.href.startsWith(REDIRECT_URI);
+    const started = await follow(browser, await browser.get(url), isClient);
+    const form = signInPageOf(await started.response.text());
+    assert.equal(form.username, 'alice');
+    let { response, stoppedAt } = await follow(browser, await browser.post(form.action, { csrf_token: form.csrfToken, username: 'alice', password: h.op.users.alice.password }), isClient);
+    if (stoppedAt === undefined) {
+      // The consent page of a third-party client.
+      const page = await response.text();
+      assert.match(page, /Allow Test App/, page.slice(0, 500));
+      ({ response, stoppedAt } = await follow(browser, await browser.post(response.url, { decision: 'allow' }), isClient));
+    }
+    assert.ok(stoppedAt, `no code: ${response.status}`);
+    const completed = await completeAuthorizationCodeGrant(stoppedAt.searchParams.get('code') ?? '', stoppedAt.searchParams.get('state') ?? '');
+    const token = completed.tokenResponse.access_token;
+    assert.ok(parseToken(token), 'a proxy token, not a homeserver one');
+    const whoami = await h.request('GET', WHOAMI, { token });
+    assert.equal(whoami.status, 200, `${JSON.stringify(whoami.body)}${logsTail()}`);
+    assert.equal(whoami.body.user_id, mxid('alice'));
+    assert.equal(whoami.body.device_id, deviceId);
+    // The homeserver made the device (named after the client) and knows only its own token for it.
+    const homeserverToken = await homeserverTokenOf(token);
+    assert.equal((await atHomeserver('GET', WHOAMI, homeserverToken)).body.device_id, deviceId);
+    assert.equal((await atHomeserver('GET', `${V3}/devices/${deviceId}`, homeserverToken)).body.display_name, 'Test App');
+    assert.equal((await atHomeserver('GET', WHOAMI, token)).status, 401);
+
+    const refreshed = await fetch(`${metadata.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: completed.tokenResponse.refresh_token ?? '', client_id: clientId }).toString(),
+    });
+    const pair = (await refreshed.json()) as { access_token: string; refresh_token: string };
+    assert.equal(refreshed.status, 200, JSON.stringify(pair));
+    assert.equal((await h.request('GET', WHOAMI, { token: pair.access_token })).body.device_id, deviceId);
+    assert.equal(await homeserverTokenOf(pair.access_token), homeserverToken, 'the homeserver token stays behind the rotated pair');
+
+    const revoked = await fetch(`${metadata.issuer}/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: pair.access_token, client_id: clientId }).toString() });
+    assert.equal(revoked.status, 200);
+    assert.equal((await h.request('GET', WHOAMI, { token: pair.access_token })).status, 401);
+    assert.equal((await atHomeserver('GET', WHOAMI, homeserverToken)).status, 401, 'the homeserver token is dead at once');
   });
 
   test('the stored session record keeps the homeserver token sealed, never in clear', async () => {

@@ -52,6 +52,8 @@ export interface Harness {
   readonly store: Store;
   /** Set when the harness runs on Redis. */
   readonly redisUrl: string | undefined;
+  /** The harness's key prefix on that Redis (a second replica shares it). */
+  readonly redisKeyPrefix: string | undefined;
   /** Stops the harness's own redis-server (an outage); only with `store: 'redis'` and no REDIS_URL. */
   stopRedis(): Promise<void>;
   /** SIGSTOP / SIGCONT the harness's own redis-server (a hung store); same conditions as stopRedis. */
@@ -95,9 +97,10 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
 
   let redis: RunningRedis | undefined;
   let store: Store;
+  const keyPrefix = `harness-${Math.random().toString(36).slice(2)}:`;
   if (options.store === 'redis') {
     redis = await startRedis({ ignoreEnv: options.privateRedis === true });
-    store = await createStore({ redis: { url: redis.url, keyPrefix: `harness-${Math.random().toString(36).slice(2)}:` } });
+    store = await createStore({ redis: { url: redis.url, keyPrefix } });
   } else {
     store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
   }
@@ -125,6 +128,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     rawConfig: () => structuredClone(raw),
     store,
     redisUrl: redis?.url,
+    redisKeyPrefix: redis === undefined ? undefined : keyPrefix,
     async stopRedis() {
       if (redis === undefined) throw new Error('the harness runs on the memory store');
       await redis.stop();
