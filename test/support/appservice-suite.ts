@@ -132,10 +132,19 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
     assert.equal(room.status, 200, JSON.stringify(room.body));
     const sent = await h.request('PUT', `${V3}/rooms/${encodeURIComponent(room.body.room_id)}/send/m.room.message/txn1`, { token: alice.access_token, body: { msgtype: 'm.text', body: 'hello through the swap' } });
     assert.equal(sent.status, 200, JSON.stringify(sent.body));
-    const sync = await h.request('GET', `${V3}/sync?timeout=0&access_token=${encodeURIComponent(alice.access_token)}`);
-    assert.equal(sync.status, 200, JSON.stringify(sync.body));
-    const events = sync.body.rooms.join[room.body.room_id].timeline.events as { type: string; content: { body?: string } }[];
-    assert.ok(events.some((event) => event.type === 'm.room.message' && event.content.body === 'hello through the swap'));
+    // A homeserver may not have the event in the sync stream the moment /send answers (Dendrite persists it
+    // asynchronously): long-poll from the last position until it shows up, as a client would.
+    let since: string | undefined;
+    let seen = false;
+    for (let round = 0; round < 10 && !seen; round++) {
+      const query = `timeout=${since === undefined ? 0 : 3000}${since === undefined ? '' : `&since=${encodeURIComponent(since)}`}&access_token=${encodeURIComponent(alice.access_token)}`;
+      const sync = await h.request('GET', `${V3}/sync?${query}`);
+      assert.equal(sync.status, 200, JSON.stringify(sync.body));
+      since = sync.body.next_batch;
+      const events = (sync.body.rooms?.join?.[room.body.room_id]?.timeline?.events ?? []) as { type: string; content: { body?: string } }[];
+      seen = events.some((event) => event.type === 'm.room.message' && event.content.body === 'hello through the swap');
+    }
+    assert.ok(seen, 'the message arrives through /sync (the access_token query parameter swapped)');
   });
 
   test('SSO login ends in a homeserver device too', async () => {
