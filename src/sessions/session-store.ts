@@ -85,7 +85,7 @@ export function sessionRecordAt(id: string): RecordFormat<Session> {
     version: COMPACT_SESSION_VERSION,
     encode: encodeCompactSession,
     decode(raw) {
-      // The compact form is the only one without "id": one cheap prefix test before any parse.
+      // Its encoder writes the version first: one prefix test sends the JSON versions on without a second parse.
       if (!raw.startsWith(`{"v":${COMPACT_SESSION_VERSION},`)) return sessionRecord.decode(raw);
       const fields = parseFields(raw);
       return fields?.v === COMPACT_SESSION_VERSION ? decodeCompactSession(fields, id) : sessionRecord.decode(raw);
