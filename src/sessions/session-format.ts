@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import { isNumber, readRecord, recordFormat, type RecordLogger } from '../store/record-format.js';
-import type { Store } from '../store/store.js';
+import { StoreUnavailableError, type Store } from '../store/store.js';
 import { sessionKeys, type SessionWriteFormat } from './session-store.js';
 
 /**
@@ -33,7 +33,7 @@ export const sessionFormatDecisionRecord = recordFormat<SessionFormatDecisionRec
 });
 
 /** How the format was chosen: for the start-up log line and the doctor. */
-export type SessionFormatReason = 'configured' | 'memory_store' | 'fresh_store' | 'earlier_sessions' | 'remembered';
+export type SessionFormatReason = 'configured' | 'memory_store' | 'fresh_store' | 'earlier_sessions' | 'scan_refused' | 'remembered';
 
 export interface SessionFormatDecision {
   readonly format: SessionWriteFormat;
@@ -69,9 +69,9 @@ export function describeSessionFormat(decision: SessionFormatDecision): string {
       ? 'sessions are written in the compact format (store.session_format: compact); replicas of releases before it cannot read them'
       : `sessions are written in the compact format (${decision.reason === 'memory_store' ? 'in-memory store' : 'this store held no session of an earlier release when the format was decided'})`;
   }
-  return decision.reason === 'configured'
-    ? 'sessions are written in the compatible format (store.session_format: compatible), which the previous release reads'
-    : 'sessions are written in the compatible format, which the previous release reads (this store held sessions when the format was decided); once every replica runs this release, set store.session_format: compact for about 40 % less Redis memory per session (sessions written after that are lost to a rollback before this release)';
+  if (decision.reason === 'configured') return 'sessions are written in the compatible format (store.session_format: compatible), which the previous release reads';
+  const why = decision.reason === 'scan_refused' ? 'the store refused the scan for earlier sessions' : 'this store held sessions when the format was decided';
+  return `sessions are written in the compatible format, which the previous release reads (${why}); once every replica runs this release, set store.session_format: compact for about 40 % less Redis memory per session (sessions written after that are lost to a rollback before this release)`;
 }
 
 async function readDecision(store: Store, logger: RecordLogger): Promise<SessionWriteFormat | undefined> {
@@ -79,7 +79,18 @@ async function readDecision(store: Store, logger: RecordLogger): Promise<Session
   return readRecord(sessionFormatDecisionRecord, await store.get(key), key, logger)?.format;
 }
 
-/** Any session record, of any version, means replicas of an earlier release may be serving from this store. */
+/**
+ * Any session record, of any version, means replicas of an earlier release may be serving from this store. A scan
+ * the store refuses (a Redis ACL without SCAN) cannot tell: the safe answer, compatible.
+ */
 async function freshStoreFormat(store: Store): Promise<SessionFormatDecision> {
-  return (await store.hasKeyWithPrefix(sessionKeys.session(''))) ? { format: 'compatible', reason: 'earlier_sessions' } : { format: 'compact', reason: 'fresh_store' };
+  let found: boolean;
+  try {
+    found = await store.hasKeyWithPrefix(sessionKeys.session(''));
+  } catch (err: unknown) {
+    const cause = err instanceof StoreUnavailableError ? err.cause : err;
+    if (cause instanceof Error && cause.message.startsWith('NOPERM')) return { format: 'compatible', reason: 'scan_refused' };
+    throw err;
+  }
+  return found ? { format: 'compatible', reason: 'earlier_sessions' } : { format: 'compact', reason: 'fresh_store' };
 }

@@ -290,6 +290,27 @@ for (const backend of [memory, onRedis]) {
   });
 }
 
+describe('session formats: a Redis user without SCAN', () => {
+  test('auto cannot tell a fresh store: compatible, the safe answer, remembered', async (t) => {
+    const admin = new Redis(redis.url);
+    const user = `noscan-${randomBytes(4).toString('hex')}`;
+    const prefix = `${user}:`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>secret-pw', `~${prefix}*`, '+@all', '-scan');
+    t.after(async () => {
+      await admin.call('ACL', 'DELUSER', user);
+      admin.disconnect();
+    });
+    const url = new URL(redis.url);
+    url.username = user;
+    url.password = 'secret-pw';
+    const store = await createStore({ redis: { url: url.toString(), keyPrefix: prefix } });
+    t.after(() => store.close());
+    const log = captureLog();
+    assert.deepEqual(await decideSessionFormat('auto', store, new FakeClock(), log.logger), { format: 'compatible', reason: 'scan_refused' });
+    assert.deepEqual(await decideSessionFormat('auto', store, new FakeClock(), log.logger), { format: 'compatible', reason: 'remembered' });
+  });
+});
+
 describe('session formats: the choice each start makes', () => {
   test('the formats a SessionStore can be given', () => {
     const formats: SessionWriteFormat[] = ['compact', 'compatible'];
