@@ -570,9 +570,14 @@ export class SessionStore {
    * newest.
    */
   async idOfDevice(localpart: string, deviceId: string): Promise<string | undefined> {
-    const [pointer, list] = await Promise.all([this.store.get(sessionKeys.byDevice(localpart, deviceId)), this.store.get(sessionKeys.userList(localpart))]);
+    // One round trip for the three reads (pipelined), then one for the sessions when layout 2 is involved.
+    const [pointer, list, members] = await Promise.all([
+      this.store.get(sessionKeys.byDevice(localpart, deviceId)),
+      this.store.get(sessionKeys.userList(localpart)),
+      this.store.setMembers(sessionKeys.byUser(localpart)),
+    ]);
     if (idsIn(list).length === 0) return pointer;
-    const ids = [...new Set([...(pointer === undefined ? [] : [pointer]), ...idsIn(list), ...(await this.store.setMembers(sessionKeys.byUser(localpart)))])];
+    const ids = [...new Set([...(pointer === undefined ? [] : [pointer]), ...idsIn(list), ...members])];
     const keys = ids.map((id) => sessionKeys.session(id));
     const raws = await this.store.getMany(keys);
     let best: Session | undefined;
