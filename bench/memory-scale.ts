@@ -1,8 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { sessionKeys } from '../src/sessions/session-store.js';
-import type { Session } from '../src/sessions/session.js';
+import { sessionKeys, sessionRecordAt } from '../src/sessions/session-store.js';
 import { parseToken } from '../src/sessions/tokens.js';
 import { startRedis } from '../test/support/redis-server.js';
 import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
@@ -129,9 +128,12 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
   }
 }
 
-/** MEMORY USAGE of the keys a session owns; sets shared by a user's two sessions count half. */
+/**
+ * MEMORY USAGE of the keys a session owns, in whichever index layout its format wrote (a missing key counts 0);
+ * indexes shared by a user's two sessions count half.
+ */
 async function memoryUsageSample(redis: Redis, tokens: readonly string[], size: number) {
-  const byKey: Record<string, number[]> = { session: [], 'device index': [], 'user set (½)': [], 'subject set (½)': [], 'OP session set': [] };
+  const byKey: Record<string, number[]> = { session: [], 'device index': [], 'user index (½)': [], 'subject index (½)': [], 'OP session index': [] };
   const totals: number[] = [];
   for (let index = 0; index < size; index++) {
     const token = tokens[Math.floor((index * tokens.length) / size)]!;
@@ -139,15 +141,20 @@ async function memoryUsageSample(redis: Redis, tokens: readonly string[], size: 
     if (id === undefined) continue;
     const raw = await redis.get(SESSION_KEY_PREFIX + sessionKeys.session(id));
     if (raw === null) continue;
-    const session = JSON.parse(raw) as Session;
-    if (session.origin.kind === 'appservice' || session.origin.kind === 'imported') continue;
-    const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', SESSION_KEY_PREFIX + key, 'SAMPLES', '0'));
+    const session = sessionRecordAt(id).decode(raw);
+    if (session === undefined || session.origin.kind === 'appservice' || session.origin.kind === 'imported') continue;
+    const usage = async (...keys: string[]) => {
+      let bytes = 0;
+      for (const key of keys) bytes += Number(await redis.call('MEMORY', 'USAGE', SESSION_KEY_PREFIX + key, 'SAMPLES', '0'));
+      return bytes;
+    };
+    const { idpId, sub, sid } = session.origin;
     const parts: [string, number][] = [
       ['session', await usage(sessionKeys.session(id))],
       ['device index', await usage(sessionKeys.byDevice(session.localpart, session.deviceId))],
-      ['user set (½)', (await usage(sessionKeys.byUser(session.localpart))) / 2],
-      ['subject set (½)', (await usage(sessionKeys.bySub(session.origin.idpId, session.origin.sub))) / 2],
-      ['OP session set', session.origin.sid === undefined ? 0 : await usage(sessionKeys.bySid(session.origin.idpId, session.origin.sid))],
+      ['user index (½)', (await usage(sessionKeys.byUser(session.localpart), sessionKeys.userList(session.localpart))) / 2],
+      ['subject index (½)', (await usage(sessionKeys.bySub(idpId, sub), sessionKeys.subList(idpId, sub))) / 2],
+      ['OP session index', sid === undefined ? 0 : await usage(sessionKeys.bySid(idpId, sid), sessionKeys.sidList(idpId, sid))],
     ];
     for (const [name, bytes] of parts) byKey[name]!.push(bytes);
     totals.push(parts.reduce((sum, [, bytes]) => sum + bytes, 0));

@@ -19,7 +19,7 @@ import type { UpstreamProvider } from './oidc/upstream.js';
 import { LoginTokenStore } from './sessions/login-tokens.js';
 import { deriveSessionKeys } from './sessions/secret-box.js';
 import { SessionLifecycle } from './sessions/session-lifecycle.js';
-import { SessionStore } from './sessions/session-store.js';
+import { SessionStore, type SessionWriteFormat } from './sessions/session-store.js';
 import type { Store } from './store/store.js';
 import { LoginThrottle } from './security/login-throttle.js';
 import { AccountAliases } from './security/account-name.js';
@@ -34,6 +34,11 @@ export interface DepsOverrides {
   readonly clock?: Clock;
   readonly homeserver?: HomeserverAdapter;
   readonly providers?: ReadonlyMap<string, UpstreamProvider>;
+  /**
+   * The session format decided at start-up (`decideSessionFormat`). Absent: the configured one, with `auto` taken as
+   * compact on the in-memory store (always fresh) and compatible on Redis (safe without the store's decision).
+   */
+  readonly sessionFormat?: SessionWriteFormat;
 }
 
 /** Wires every dependency from the validated config. Tests call this too, overriding only what they must. */
@@ -60,7 +65,9 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       },
     ]),
   );
-  const sessions = new SessionStore(store, clock, keys.tokenDerivationKeys, logger);
+  const setting = config.store.session_format;
+  const writeFormat = overrides.sessionFormat ?? (setting !== 'auto' ? setting : store.kind === 'memory' ? 'compact' : 'compatible');
+  const sessions = new SessionStore(store, clock, keys.tokenDerivationKeys, logger, { writeFormat });
   const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
   const appPasswords = new AppPasswords(store, clock, logger);
   const oauth =

@@ -66,13 +66,15 @@ export async function main(argv: readonly string[]): Promise<number> {
 async function runProxy(config: Config, configPath: string): Promise<number> {
   // The rest of the proxy is loaded once the config is accepted: --check-config, and a start the config refuses, load
   // the config layer alone (half the time of loading everything).
-  const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore, redisOptions }, { clusterMetricsSource }] = await Promise.all([
+  const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore, redisOptions }, { clusterMetricsSource }, { decideSessionFormat, describeSessionFormat }, { systemClock }] = await Promise.all([
     import('./build-deps.js'),
     import('./observability/logger.js'),
     import('./observability/metrics.js'),
     import('./server.js'),
     import('./store/index.js'),
     import('./observability/cluster-metrics.js'),
+    import('./sessions/session-format.js'),
+    import('./clock.js'),
   ]);
   const worker = cluster.worker;
   const rootLogger = createLogger(config.log.level);
@@ -81,9 +83,11 @@ async function runProxy(config: Config, configPath: string): Promise<number> {
   const redis = redisOptions(config);
   if (redis === undefined) logger.warn('store.memory: no Redis configured; sessions live in this process only and are lost on restart');
   const store = await createStore({ ...(redis === undefined ? {} : { redis }) });
+  const sessionFormat = await decideSessionFormat(config.store.session_format, store, systemClock, logger);
+  logger.info({ event: 'sessions.format', format: sessionFormat.format, reason: sessionFormat.reason }, describeSessionFormat(sessionFormat));
   let deps;
   try {
-    deps = buildDeps(config, store, logger, metrics);
+    deps = buildDeps(config, store, logger, metrics, { sessionFormat: sessionFormat.format });
   } catch (err: unknown) {
     // Only when a registration file changed between loading the config and reading it again.
     if (err instanceof ConfigError) {

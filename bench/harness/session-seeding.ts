@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { systemClock } from '../../src/clock.js';
 import { deriveSessionKeys } from '../../src/sessions/secret-box.js';
-import { SessionStore } from '../../src/sessions/session-store.js';
+import { SessionStore, type SessionWriteFormat } from '../../src/sessions/session-store.js';
 import { createStore } from '../../src/store/index.js';
 import { randomString } from '../../src/sessions/tokens.js';
 import { ENCRYPTION_KEY, IDP_ID, SESSION_KEY_PREFIX } from './proxy-config.js';
@@ -22,6 +22,8 @@ export interface SeedOptions {
   readonly tokensFile?: string;
   /** Sessions as the appservice and JWT backends leave them: with a sealed homeserver token to swap in. */
   readonly homeserverTokens?: boolean;
+  /** The session format written (`store.session_format`); default compact, what a fresh install writes. */
+  readonly format?: SessionWriteFormat;
 }
 
 export interface SeededSessions {
@@ -39,7 +41,7 @@ const USER_AGENT = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, l
 export async function seedSessions(options: SeedOptions): Promise<SeededSessions> {
   const store = await createStore({ redis: { url: options.redisUrl, keyPrefix: options.keyPrefix ?? SESSION_KEY_PREFIX } });
   const keys = deriveSessionKeys(ENCRYPTION_KEY);
-  const sessions = new SessionStore(store, systemClock, keys.tokenDerivationKey, { warn: (fields, message) => console.warn(message, fields) });
+  const sessions = new SessionStore(store, systemClock, keys.tokenDerivationKey, { warn: (fields, message) => console.warn(message, fields) }, { writeFormat: options.format ?? 'compact' });
   const first = options.firstIndex ?? 0;
   const accessTokens = new Array<string>(options.count);
   const opRefreshToken = () => randomBytes(options.opRefreshTokenLength ?? 43).toString('base64url').slice(0, options.opRefreshTokenLength ?? 43);

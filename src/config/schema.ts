@@ -472,6 +472,8 @@ const store = z
     sentinel_name: z.string().min(1).optional(),
     cluster_nodes: z.array(hostPort(6379)).min(1).optional(),
     key_prefix: z.string().default('mcp:'),
+    /** How sessions are written (issue 19): see src/sessions/session-format.ts and docs/production.md. */
+    session_format: z.enum(['auto', 'compatible', 'compact']).default('auto'),
   })
   .superRefine(
     (section, ctx) => {

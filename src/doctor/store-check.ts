@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/schema.js';
+import { previewSessionFormat } from '../sessions/session-format.js';
 import { createStore, type RedisConnectionOptions } from '../store/index.js';
 import type { AddCheck } from './checks.js';
 
@@ -27,6 +28,14 @@ export async function checkStore(config: Config, add: AddCheck): Promise<void> {
     else add('writable', 'fail', 'a key written did not read back', 'check that the Redis user may write (ACL) and that no replica is read-only');
   } catch (err: unknown) {
     add('writable', 'fail', err instanceof Error ? err.message : String(err), 'check that the Redis user may write (ACL) and that no replica is read-only');
+  }
+  try {
+    // Read only: the doctor never records the decision a start would.
+    const decision = await previewSessionFormat(config.store.session_format, store, { warn: () => {} });
+    const how = decision.reason === 'remembered' ? 'decided by an earlier start (auto)' : decision.reason === 'configured' ? 'configured' : `the next start decides it (auto: ${decision.reason === 'fresh_store' ? 'no session in the store yet' : 'the store holds sessions'})`;
+    add('session format', 'info', `${decision.format}, ${how}`, decision.format === 'compatible' ? 'once every replica runs this release, set store.session_format: compact (docs/production.md, upgrades)' : undefined);
+  } catch (err: unknown) {
+    add('session format', 'warn', err instanceof Error ? err.message : String(err));
   } finally {
     await store.close().catch(() => undefined);
   }

@@ -6,6 +6,7 @@ import type { Config } from '../config/schema.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
 import { BindingStore } from '../identity/bindings.js';
 import { deriveSessionKeys } from '../sessions/secret-box.js';
+import { decideSessionFormat, previewSessionFormat } from '../sessions/session-format.js';
 import { SessionStore } from '../sessions/session-store.js';
 import { createStore, redisOptions } from '../store/index.js';
 import type { RecordLogger } from '../store/record-format.js';
@@ -113,7 +114,10 @@ export async function runMigrateCli(argv: readonly string[], io: MigrateIo = pro
     const logger = stderrRecordLogger(io);
     const keys = deriveSessionKeys(config.sessions.encryption_key, config.sessions.previous_encryption_keys.map((entry) => entry.key));
     let lastLineLength = 0;
-    result = await runImport({ sessions: new SessionStore(store, clock, keys.tokenDerivationKeys, logger), bindings: new BindingStore(store, clock, logger), clock }, plan, {
+    // Imported sessions are written as the proxy writes sessions on this store (a real run on a fresh store decides it).
+    const setting = config.store.session_format;
+    const { format: writeFormat } = options.dryRun ? await previewSessionFormat(setting, store, logger) : await decideSessionFormat(setting, store, clock, logger);
+    result = await runImport({ sessions: new SessionStore(store, clock, keys.tokenDerivationKeys, logger, { writeFormat }), bindings: new BindingStore(store, clock, logger), clock }, plan, {
       dryRun: options.dryRun,
       lifetimeMs: config.migration.imported_session_lifetime,
       serverName: config.server_name,

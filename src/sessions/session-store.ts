@@ -1,19 +1,43 @@
 import type { Clock } from '../clock.js';
-import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordLogger } from '../store/record-format.js';
+import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordFormat, type RecordLogger, type RecordRejection } from '../store/record-format.js';
 import type { Store } from '../store/store.js';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
+import { COMPACT_SESSION_VERSION, decodeCompactSession, encodeCompactSession } from './compact-session-record.js';
 import { opSubjectOf, type ImportedOrigin, type RefreshFamily, type Session, type SessionOrigin } from './session.js';
 import { hashToken, looksLikeOurToken, mintToken, newSessionId, parseToken, randomBase62, sameHash, successorTokens } from './tokens.js';
 
 const RETIRED_HASHES_KEPT = 8;
 
-/** Store keys of the session model (one place, so a dump can be read and the layout changed safely). */
+/**
+ * How sessions are written (`store.session_format`, decided at start-up by session-format.ts). Both are always read.
+ * - `compatible`: exactly what the previous release (aaa9c33) writes — JSON record versions 2 and 3, index layout 1 —
+ *   so its replicas, during a rolling upgrade or after a rollback, keep every session;
+ * - `compact`: record version 4 and index layout 2 (issue 19: at most 1 KB of Redis per session), which that release
+ *   cannot read (its replicas would answer M_UNKNOWN_TOKEN, and clients log out).
+ */
+export type SessionWriteFormat = 'compact' | 'compatible';
+
+/**
+ * Store keys of the session model (one place, so a dump can be read and the layout changed safely).
+ *
+ * Index layout 1 (every release before issue 19, and the `compatible` format): sets `user-sessions:`, `sub-sessions:`,
+ * `sid-sessions:` and a `device-session:` string naming the device's session.
+ * Index layout 2 (the `compact` format): strings of space-separated session ids under short keys (`su:`, `sb:`,
+ * `sd:`), the subject and the OP session id digested (a bounded key whatever the OP sends), and no device index (a
+ * device's session is found among its user's few sessions). In Redis 7 a one-member set costs about 260 B and such a
+ * string about 100 B, and most of these indexes have one member.
+ * Both layouts are read, merged, and cleaned on removal, whichever format is written: a store may hold both during
+ * the switch, and after a switch back.
+ */
 export const sessionKeys = {
   session: (id: string) => `session:${id}`,
   byUser: (localpart: string) => `user-sessions:${localpart}`,
   byDevice: (localpart: string, deviceId: string) => `device-session:${localpart}:${deviceId}`,
   bySid: (idpId: string, sid: string) => `sid-sessions:${idpId}:${sid}`,
   bySub: (idpId: string, sub: string) => `sub-sessions:${idpId}:${sub}`,
+  userList: (localpart: string) => `su:${localpart}`,
+  subList: (idpId: string, sub: string) => `sb:${idpId}:${digest(sub)}`,
+  sidList: (idpId: string, sid: string) => `sd:${idpId}:${digest(sid)}`,
   /**
    * A homeserver-issued token imported by `migrate synapse` (issue 14) → its session id: the one store read that
    * recognises a foreign token. Never removed (about 100 bytes per imported token): Synapse keeps its token rows
@@ -23,8 +47,22 @@ export const sessionKeys = {
   importedRefresh: (hash: string) => `imported-refresh:${hash}`,
 } as const;
 
+/** 96 bits of SHA-256: an index key, never a secret; a collision would only add a candidate the callers re-check. */
+function digest(value: string): string {
+  return createHash('sha256').update(value).digest('base64url').slice(0, 16);
+}
+
+/** How long a layout-2 index emptied by its last removal stays (as "") before Redis drops it; an add revives it. */
+const EMPTY_INDEX_TTL_MS = 3_600_000;
+
+/** The ids in a layout-2 index string. */
+function idsIn(list: string | undefined): string[] {
+  return list === undefined || list === '' ? [] : list.split(' ');
+}
+
 /**
- * The session record under `sessionKeys.session`. Version 1 added only the `v` field: releases up to d73999c wrote
+ * The JSON session record (versions 0–3) under `sessionKeys.session`: what the `compatible` format writes, byte for
+ * byte what release aaa9c33 writes. Version 1 added only the `v` field: releases up to d73999c wrote
  * the same fields without it (version 0), and such sessions stay valid (a rolling upgrade must not log anyone out);
  * the first update after the upgrade rewrites them as version 1 (now 2, below). Version 3 adds the `imported` origin
  * (issue 14) and is written only for imported sessions: every other session stays version 2, so a rollback to a
@@ -36,6 +74,36 @@ export const sessionRecord = recordFormat<Session>({
   decoders: { 0: isSessionFieldsV1, 1: isSessionFieldsV1, 2: isSessionFieldsV2, 3: isSessionFieldsV3 },
   versionOf: (session) => (session.origin.kind === 'imported' ? 3 : 2),
 });
+
+/**
+ * Every session record this release reads, under the key of session `id`: the JSON versions 0–3 (`sessionRecord`)
+ * and the compact version 4 (compact-session-record.ts, which keeps the id in the key only). Writes the compact form.
+ */
+export function sessionRecordAt(id: string): RecordFormat<Session> {
+  return {
+    name: 'session',
+    version: COMPACT_SESSION_VERSION,
+    encode: encodeCompactSession,
+    decode(raw) {
+      // Its encoder writes the version first: one prefix test sends the JSON versions on without a second parse.
+      if (!raw.startsWith(`{"v":${COMPACT_SESSION_VERSION},`)) return sessionRecord.decode(raw);
+      const fields = parseFields(raw);
+      return fields?.v === COMPACT_SESSION_VERSION ? decodeCompactSession(fields, id) : sessionRecord.decode(raw);
+    },
+    rejectionOf(raw): RecordRejection {
+      return parseFields(raw)?.v === COMPACT_SESSION_VERSION ? 'wrong_shape' : sessionRecord.rejectionOf(raw);
+    },
+  };
+}
+
+function parseFields(raw: string): Fields | undefined {
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    return isFields(parsed) ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * Version 2 added `homeserverToken` (the sealed homeserver token of appservice and JWT logins). A new version, not an
@@ -188,19 +256,29 @@ export class SessionStore {
   /** The current key first, then the keys of earlier `sessions.encryption_key`s (secret-box.ts). */
   private readonly tokenDerivationKeys: readonly [Buffer, ...Buffer[]];
 
+  /** How sessions and their indexes are written (both formats are always read). */
+  readonly writeFormat: SessionWriteFormat;
+
+  /** `options.writeFormat` defaults to `compatible`, the one every replica of the previous release reads. */
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
     tokenDerivationKeys: Buffer | readonly Buffer[],
     private readonly logger: RecordLogger,
+    options: { readonly writeFormat?: SessionWriteFormat } = {},
   ) {
     const keys = Buffer.isBuffer(tokenDerivationKeys) ? [tokenDerivationKeys] : [...tokenDerivationKeys];
     if (keys.length === 0) throw new Error('SessionStore needs a token-derivation key');
     this.tokenDerivationKeys = keys as [Buffer, ...Buffer[]];
+    this.writeFormat = options.writeFormat ?? 'compatible';
   }
 
   private get tokenDerivationKey(): Buffer {
     return this.tokenDerivationKeys[0];
+  }
+
+  private encode(session: Session): string {
+    return this.writeFormat === 'compact' ? encodeCompactSession(session) : sessionRecord.encode(session);
   }
 
   async create(input: NewSession): Promise<IssuedTokens> {
@@ -227,22 +305,27 @@ export class SessionStore {
       ...(input.sealedHomeserverToken === undefined ? {} : { homeserverToken: input.sealedHomeserverToken }),
     };
     // Independent writes, issued together (one pipelined round trip on Redis).
-    const writes: Promise<unknown>[] = [
-      this.store.set(sessionKeys.session(id), sessionRecord.encode(session)),
-      this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id),
-      this.store.addToSet(sessionKeys.byUser(session.localpart), id),
-    ];
-    writes.push(...this.subjectIndexWrites(session));
+    const writes: Promise<unknown>[] = [this.store.set(sessionKeys.session(id), this.encode(session))];
+    if (this.writeFormat === 'compatible') writes.push(this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id));
+    writes.push(...this.indexWrites(session));
     await Promise.all(writes);
     return { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) };
   }
 
-  private subjectIndexWrites(session: Session): Promise<unknown>[] {
+  /** The user and subject index entries of a new session, in the written layout (the device index apart). */
+  private indexWrites(session: Session): Promise<unknown>[] {
     const subject = opSubjectOf(session);
-    if (subject === undefined) return [];
+    if (this.writeFormat === 'compact') {
+      return [
+        this.addToIndex(sessionKeys.userList(session.localpart), session.id),
+        ...(subject === undefined ? [] : [this.addToIndex(sessionKeys.subList(subject.idpId, subject.sub), session.id)]),
+        ...(subject?.sid === undefined ? [] : [this.addToIndex(sessionKeys.sidList(subject.idpId, subject.sid), session.id)]),
+      ];
+    }
     return [
-      this.store.addToSet(sessionKeys.bySub(subject.idpId, subject.sub), session.id),
-      ...(subject.sid === undefined ? [] : [this.store.addToSet(sessionKeys.bySid(subject.idpId, subject.sid), session.id)]),
+      this.store.addToSet(sessionKeys.byUser(session.localpart), session.id),
+      ...(subject === undefined ? [] : [this.store.addToSet(sessionKeys.bySub(subject.idpId, subject.sub), session.id)]),
+      ...(subject?.sid === undefined ? [] : [this.store.addToSet(sessionKeys.bySid(subject.idpId, subject.sid), session.id)]),
     ];
   }
 
@@ -275,11 +358,12 @@ export class SessionStore {
             refresh: { generation: 1, currentHash: hashToken(input.refreshToken), successorUnused: false, retiredHashes: [] },
           }),
     };
-    await this.store.set(sessionKeys.session(id), sessionRecord.encode(session), { onlyIfAbsent: true });
+    await this.store.set(sessionKeys.session(id), this.encode(session), { onlyIfAbsent: true });
     await Promise.all([
-      this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id, { onlyIfAbsent: true }),
-      this.store.addToSet(sessionKeys.byUser(session.localpart), id),
-      ...this.subjectIndexWrites(session),
+      // Layout 2 has no device index: `idOfDevice` prefers a login's session over an imported one, as this
+      // only-if-absent write does.
+      ...(this.writeFormat === 'compatible' ? [this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id, { onlyIfAbsent: true })] : []),
+      ...this.indexWrites(session),
       ...(input.refreshToken === undefined ? [] : [this.store.set(sessionKeys.importedRefresh(hashToken(input.refreshToken)), id)]),
     ]);
     await this.store.set(markerKey, id);
@@ -306,7 +390,7 @@ export class SessionStore {
   /** The session, or undefined when absent or unreadable (then with a warning: see `sessionRecord`). */
   async get(id: string): Promise<Session | undefined> {
     const key = sessionKeys.session(id);
-    return readRecord(sessionRecord, await this.store.get(key), key, this.logger);
+    return readRecord(sessionRecordAt(id), await this.store.get(key), key, this.logger);
   }
 
   /**
@@ -380,7 +464,7 @@ export class SessionStore {
     for (let attempt = 0; attempt < 20; attempt++) {
       const key = sessionKeys.session(parsed.sessionId);
       const raw = await this.store.get(key);
-      const session = readRecord(sessionRecord, raw, key, this.logger);
+      const session = readRecord(sessionRecordAt(parsed.sessionId), raw, key, this.logger);
       if (raw === undefined || session === undefined) return { ok: false, reason: 'unknown' };
       const family = session.refresh;
       if (family === undefined) return { ok: false, reason: 'unknown' };
@@ -413,8 +497,8 @@ export class SessionStore {
           retiredHashes: [...(family.previousHash === undefined ? [] : [family.previousHash]), ...family.retiredHashes].slice(0, RETIRED_HASHES_KEPT),
         },
       };
-      // Compared against the string read, not a re-encoding: a version-0 record is replaced by a version-1 one here.
-      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(rotated))) {
+      // Compared against the string read, not a re-encoding: an older version's record is rewritten in the written format here.
+      if (await this.store.compareAndSet(key, raw, this.encode(rotated))) {
         this.#changed(parsed.sessionId);
         return { ok: true, session: rotated, ...successors, expiresInMs: accessLifetimeMs };
       }
@@ -444,35 +528,102 @@ export class SessionStore {
    */
   async remove(id: string): Promise<Session | undefined> {
     const key = sessionKeys.session(id);
-    const session = readRecord(sessionRecord, await this.store.consume(key), key, this.logger);
+    const session = readRecord(sessionRecordAt(id), await this.store.consume(key), key, this.logger);
     this.#changed(id);
     if (session === undefined) return undefined;
+    // Both layouts, whatever the written format: the session may have been created under either.
     const deviceKey = sessionKeys.byDevice(session.localpart, session.deviceId);
-    // Only drop the device index if it still points at this session (a newer login may own the device now).
-    if ((await this.store.get(deviceKey)) === id) await this.store.delete(deviceKey);
-    await this.store.removeFromSet(sessionKeys.byUser(session.localpart), id);
+    const cleanups: Promise<unknown>[] = [
+      // Only drop the device index if it still points at this session (a newer login may own the device now).
+      this.store.get(deviceKey).then((owner) => (owner === id ? this.store.delete(deviceKey) : 0)),
+      this.store.removeFromSet(sessionKeys.byUser(session.localpart), id),
+      this.removeFromIndex(sessionKeys.userList(session.localpart), id),
+    ];
     const subject = opSubjectOf(session);
     if (subject !== undefined) {
-      await this.store.removeFromSet(sessionKeys.bySub(subject.idpId, subject.sub), id);
-      if (subject.sid !== undefined) await this.store.removeFromSet(sessionKeys.bySid(subject.idpId, subject.sid), id);
+      cleanups.push(this.store.removeFromSet(sessionKeys.bySub(subject.idpId, subject.sub), id), this.removeFromIndex(sessionKeys.subList(subject.idpId, subject.sub), id));
+      if (subject.sid !== undefined) {
+        cleanups.push(this.store.removeFromSet(sessionKeys.bySid(subject.idpId, subject.sid), id), this.removeFromIndex(sessionKeys.sidList(subject.idpId, subject.sid), id));
+      }
     }
+    await Promise.all(cleanups);
     return session;
   }
 
+  /** Ids of the user's sessions, both index layouts merged (callers read each session, and may find it gone). */
   async idsOfUser(localpart: string): Promise<string[]> {
-    return this.store.setMembers(sessionKeys.byUser(localpart));
+    return this.idsInBoth(sessionKeys.byUser(localpart), sessionKeys.userList(localpart));
   }
 
   async idsOfSub(idpId: string, sub: string): Promise<string[]> {
-    return this.store.setMembers(sessionKeys.bySub(idpId, sub));
+    return this.idsInBoth(sessionKeys.bySub(idpId, sub), sessionKeys.subList(idpId, sub));
   }
 
   async idsOfSid(idpId: string, sid: string): Promise<string[]> {
-    return this.store.setMembers(sessionKeys.bySid(idpId, sid));
+    return this.idsInBoth(sessionKeys.bySid(idpId, sid), sessionKeys.sidList(idpId, sid));
   }
 
+  /**
+   * The live session on a device. While the user has no layout-2 session, layout 1's device index answers, as it
+   * did before (one read). Otherwise the device's session is found among the user's sessions of both layouts: a
+   * login's session before an imported one (an import never takes a device over, see `importSession`), then the
+   * newest.
+   */
   async idOfDevice(localpart: string, deviceId: string): Promise<string | undefined> {
-    return this.store.get(sessionKeys.byDevice(localpart, deviceId));
+    // One round trip for the three reads (pipelined), then one for the sessions when layout 2 is involved.
+    const [pointer, list, members] = await Promise.all([
+      this.store.get(sessionKeys.byDevice(localpart, deviceId)),
+      this.store.get(sessionKeys.userList(localpart)),
+      this.store.setMembers(sessionKeys.byUser(localpart)),
+    ]);
+    if (idsIn(list).length === 0) return pointer;
+    const ids = [...new Set([...(pointer === undefined ? [] : [pointer]), ...idsIn(list), ...members])];
+    const keys = ids.map((id) => sessionKeys.session(id));
+    const raws = await this.store.getMany(keys);
+    let best: Session | undefined;
+    raws.forEach((raw, index) => {
+      const id = ids[index] ?? '';
+      const session = readRecord(sessionRecordAt(id), raw, sessionKeys.session(id), this.logger);
+      if (session?.deviceId !== deviceId || session.localpart !== localpart) return;
+      if (best === undefined || ranksAbove(session, best)) best = session;
+    });
+    return best?.id;
+  }
+
+  /** Both layouts' index of one kind, merged. */
+  private async idsInBoth(setKey: string, listKey: string): Promise<string[]> {
+    const [members, list] = await Promise.all([this.store.setMembers(setKey), this.store.get(listKey)]);
+    return [...new Set([...members, ...idsIn(list)])];
+  }
+
+  /**
+   * Adds an id to a layout-2 index by compare-and-set, one key at a time (valid under Redis Cluster whatever the
+   * key). The first try expects the index absent: one round trip for a user's first session.
+   */
+  private async addToIndex(key: string, id: string): Promise<void> {
+    let current: string | undefined;
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const ids = idsIn(current);
+      if (ids.includes(id)) return;
+      if (await this.store.compareAndSet(key, current, [...ids, id].join(' '))) return;
+      current = await this.store.get(key);
+    }
+    throw new Error(`index ${key} kept losing compare-and-set`);
+  }
+
+  /**
+   * Removes an id from a layout-2 index. The last one leaves "" expiring in an hour rather than a delete, which has no
+   * compare-and-set form: an add racing with it still wins (it replaces "" and, as any SET, clears the expiry).
+   */
+  private async removeFromIndex(key: string, id: string): Promise<void> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const current = await this.store.get(key);
+      const ids = idsIn(current);
+      if (current === undefined || !ids.includes(id)) return;
+      const rest = ids.filter((member) => member !== id);
+      if (await this.store.compareAndSet(key, current, rest.join(' '), rest.length === 0 ? { ttlMs: EMPTY_INDEX_TTL_MS } : {})) return;
+    }
+    throw new Error(`index ${key} kept losing compare-and-set`);
   }
 
   /**
@@ -483,17 +634,24 @@ export class SessionStore {
     const key = sessionKeys.session(id);
     for (let attempt = 0; attempt < 20; attempt++) {
       const raw = await this.store.get(key);
-      const current = readRecord(sessionRecord, raw, key, this.logger);
+      const current = readRecord(sessionRecordAt(id), raw, key, this.logger);
       if (raw === undefined || current === undefined) return undefined;
       const next = change(current);
       // Compared against the exact string read (never a re-encoding of it), so any concurrent write makes this fail.
-      if (await this.store.compareAndSet(key, raw, sessionRecord.encode(next))) {
+      if (await this.store.compareAndSet(key, raw, this.encode(next))) {
         this.#changed(id);
         return next;
       }
     }
     throw new Error(`update of session ${id} kept losing compare-and-set`);
   }
+}
+
+/** Which of two sessions on one device owns it: a login's over an imported one, then the newer. */
+function ranksAbove(a: Session, b: Session): boolean {
+  const aImported = a.origin.kind === 'imported';
+  if (aImported !== (b.origin.kind === 'imported')) return !aImported;
+  return a.createdAt > b.createdAt;
 }
 
 function retirePrevious(family: NonNullable<Session['refresh']>): NonNullable<Session['refresh']> {

@@ -133,6 +133,12 @@ export class MemoryStore implements Store {
     };
   }
 
+  async hasKeyWithPrefix(prefix: string): Promise<boolean> {
+    this.assertOpen();
+    for (const key of this.entries.keys()) if (key.startsWith(prefix) && this.live(key) !== undefined) return true;
+    return false;
+  }
+
   async ping(): Promise<void> {
     this.assertOpen();
   }

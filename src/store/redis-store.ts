@@ -362,6 +362,22 @@ export class RedisStore implements Store {
     };
   }
 
+  async hasKeyWithPrefix(prefix: string): Promise<boolean> {
+    this.assertOpen();
+    const pattern = `${globEscape(this.key(prefix))}*`;
+    // SCAN visits one node's keys: a Cluster's keys are spread over its masters, each scanned in turn.
+    const nodes: Redis[] = this.client instanceof Cluster ? this.client.nodes('master') : [this.client];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        if (keys.length > 0) return true;
+        cursor = next;
+      } while (cursor !== '0');
+    }
+    return false;
+  }
+
   async ping(): Promise<void> {
     this.assertOpen();
     let timer: NodeJS.Timeout | undefined;
@@ -409,6 +425,11 @@ export class RedisStore implements Store {
       throw error;
     }
   }
+}
+
+/** `text` as a SCAN MATCH pattern that matches only itself (glob metacharacters escaped). */
+function globEscape(text: string): string {
+  return text.replace(/[\\*?[\]]/g, (char) => `\\${char}`);
 }
 
 function orUndefined(value: string | null): string | undefined {

@@ -45,6 +45,13 @@ export interface Store {
    */
   tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined>;
 
+  /**
+   * Whether any live key starts with `prefix` (after the adapter's own prefix). A scan of the key space: for start-up
+   * decisions only (the session format's fresh-store check), never on a request path. Under Redis Cluster it asks
+   * every master.
+   */
+  hasKeyWithPrefix(prefix: string): Promise<boolean>;
+
   /** Round trip to the backend (readiness probe); throws when unreachable. */
   ping(): Promise<void>;
   /** Closes connections; further calls fail. */

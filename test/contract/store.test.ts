@@ -364,6 +364,32 @@ for (const backend of backends) {
       }
     });
 
+    test('hasKeyWithPrefix: any live key under the prefix, glob characters taken literally, other prefixes unseen', async (t) => {
+      const harness = await backend.open(t);
+      const { store } = harness;
+      const other = await harness.isolated();
+      assert.equal(await store.hasKeyWithPrefix('session:'), false);
+      await other.set('session:abc', 'theirs');
+      assert.equal(await store.hasKeyWithPrefix('session:'), false, 'another key prefix is another store');
+      await store.set('sessions-not:x', 'v');
+      await store.set('se*sion:y', 'v');
+      assert.equal(await store.hasKeyWithPrefix('session:'), false, 'only keys that start with it');
+      assert.equal(await store.hasKeyWithPrefix('se*'), true, '* is a character here, not a wildcard');
+      assert.equal(await store.hasKeyWithPrefix('se?sion'), false);
+      await store.addToSet('session:set', 'm');
+      assert.equal(await store.hasKeyWithPrefix('session:'), true, 'a set counts');
+      await store.removeFromSet('session:set', 'm');
+      await store.set('session:short', 'v', { ttlMs: SHORT_TTL_MS });
+      assert.equal(await store.hasKeyWithPrefix('session:'), true);
+      await harness.advance(PAST_SHORT_TTL_MS);
+      assert.equal(await store.hasKeyWithPrefix('session:'), false, 'an expired key does not count');
+      // Many keys elsewhere: the scan goes on past batches without a match.
+      await Promise.all(Array.from({ length: 2500 }, (_, i) => store.set(`bulk:${i}`, 'v')));
+      assert.equal(await store.hasKeyWithPrefix('session:'), false);
+      await store.set('session:late', 'v');
+      assert.equal(await store.hasKeyWithPrefix('session:'), true);
+    });
+
     test('a closed store refuses further calls', async (t) => {
       const { store } = await backend.open(t);
       await store.ping();

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { bindingKeys, bindingRecord, BindingStore, localpartOwnerRecord } from '../../src/identity/bindings.js';
 import { loginGrantRecord, loginTokenKeys, LoginTokenStore, type LoginGrant } from '../../src/sessions/login-tokens.js';
 import { pendingConfirmationRecord, pendingSsoLoginRecord, ssoLoginKeys, SsoLoginState, type PendingConfirmation } from '../../src/sessions/pending-sso-logins.js';
-import { sessionKeys, sessionRecord, SessionStore } from '../../src/sessions/session-store.js';
+import { sessionKeys, sessionRecord, sessionRecordAt, SessionStore } from '../../src/sessions/session-store.js';
 import { hashToken, mintToken, parseToken } from '../../src/sessions/tokens.js';
 import { createStore } from '../../src/store/index.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
@@ -218,6 +218,7 @@ for (const backend of backends) {
       const { store, sessions, log } = await open(t);
       const valid = JSON.parse(d73999c.sessionNoRefresh.raw) as Record<string, unknown>;
       const refreshable = JSON.parse(d73999c.sessionRotated.raw) as Record<string, unknown>;
+      const id = sessionIdOf(d73999c.sessionNoRefresh.key);
       const cases: { raw: string; reason: string }[] = [
         { raw: 'not json {', reason: 'not_json' },
         { raw: '"a string"', reason: 'not_an_object' },
@@ -232,11 +233,13 @@ for (const backend of backends) {
         { raw: JSON.stringify({ ...refreshable, refresh: { ...(refreshable.refresh as object), retiredHashes: [1] } }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ ...valid, softLoggedOut: { at: 1, reason: 'admin' } }), reason: 'wrong_shape' },
         // Written by a newer release and read during a rollback: not this release's to interpret, nor to overwrite.
-        { raw: JSON.stringify({ v: sessionRecord.version + 1, ...valid }), reason: 'unknown_version' },
+        { raw: JSON.stringify({ v: sessionRecordAt(id).version + 1, ...valid }), reason: 'unknown_version' },
+        // The compact version with a field of the wrong type.
+        { raw: JSON.stringify({ v: 4, l: 'carol', d: 'CAROL', p: 'op', is: 'x', u: 's', lv: 0, c: 1, s: '0', h: 'hash' }), reason: 'wrong_shape' },
+        { raw: JSON.stringify({ v: 4, l: 'carol', d: 'CAROL', k: 'z', c: 1, s: 0, h: 'hash' }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ v: 2, ...valid, homeserverToken: 42 }), reason: 'wrong_shape' },
         { raw: JSON.stringify({ v: '1', ...valid }), reason: 'unknown_version' },
       ];
-      const id = sessionIdOf(d73999c.sessionNoRefresh.key);
       const key = sessionKeys.session(id);
       for (const { raw, reason } of cases) {
         await store.set(key, raw);

@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { parseConfig } from '../../src/config/load-config.js';
 import type { DoctorCheck } from '../../src/doctor/checks.js';
 import { runDoctor } from '../../src/doctor/run-doctor.js';
 import { startProxyHarness, type Harness } from '../support/proxy-harness.js';
+import { startRedis } from '../support/redis-server.js';
 
 /**
  * `matrix-compat-proxy doctor` against the real neighbours of the harness (oidc-provider, the homeserver double
@@ -67,6 +70,25 @@ describe('doctor against a working setup', () => {
     for (const name of ['reachable', 'shared secret', 'auth metadata']) assert.equal(find(checks, 'homeserver', name).status, 'pass', name);
     assert.equal(find(checks, 'store', 'store').status, 'info');
     assert.equal(find(checks, 'public_baseurl', 'reachable').status, 'pass');
+  });
+
+  test('with Redis: the session format, and how the next start chooses it (read only)', async () => {
+    const redis = await startRedis();
+    try {
+      const store = { redis_url: redis.url, key_prefix: `doctor-${randomBytes(4).toString('hex')}:` };
+      const fresh = find(await doctor(h, (raw) => (raw['store'] = store)), 'store', 'session format');
+      assert.deepEqual({ status: fresh.status, message: fresh.message }, { status: 'info', message: 'compact, the next start decides it (auto: no session in the store yet)' });
+      const admin = new Redis(redis.url);
+      await admin.set(`${store.key_prefix}session:abc`, '{}');
+      admin.disconnect();
+      const upgraded = find(await doctor(h, (raw) => (raw['store'] = store)), 'store', 'session format');
+      assert.equal(upgraded.message, 'compatible, the next start decides it (auto: the store holds sessions)');
+      assert.match(upgraded.fix ?? '', /once every replica runs this release, set store.session_format: compact/);
+      const configured = find(await doctor(h, (raw) => (raw['store'] = { ...store, session_format: 'compact' })), 'store', 'session format');
+      assert.equal(configured.message, 'compact, configured');
+    } finally {
+      await redis.stop();
+    }
   });
 
   test('the CLI prints one line per check and exits 0; --json gives the same checks', async () => {

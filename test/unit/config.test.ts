@@ -277,7 +277,7 @@ describe('defaults and normalisation', () => {
     assert.equal(config.homeserver.upstream_timeout, 60_000);
     assert.equal(config.homeserver.sync_timeout, 300_000);
     assert.equal(config.homeserver.provisioning_timeout, 10_000);
-    assert.deepEqual(config.store, { key_prefix: 'mcp:' });
+    assert.deepEqual(config.store, { key_prefix: 'mcp:', session_format: 'auto' });
     assert.deepEqual(config.sessions, {
       refreshable_access_token_lifetime: 300_000,
       login_token_lifetime: 120_000,
