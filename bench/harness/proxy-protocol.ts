@@ -7,6 +7,11 @@ export interface ProxyProcessInput {
    * benchmark subtracts them to see the proxy's own part.
    */
   readonly timeOpCalls?: boolean;
+  /**
+   * Cluster workers (`workers: N`, src/cluster.ts); default 1, one process. With several, the process answers only
+   * `stop`: memory, timings and the clock belong to one proxy process.
+   */
+  readonly workers?: number;
 }
 
 /** The one line the proxy process prints on stdout once it listens. */
@@ -15,6 +20,8 @@ export interface ProxyProcessReady {
   readonly clientUrl: string;
   readonly homeserverFacingUrl: string;
   readonly pid: number;
+  /** The cluster workers' pids (none with one process). */
+  readonly workerPids: readonly number[];
 }
 
 export type ProxyProcessRequest = { readonly id: number } & (
