@@ -38,11 +38,13 @@ export class ProxyChild {
       ...(options.timeOpCalls === undefined ? {} : { timeOpCalls: options.timeOpCalls }),
       ...(options.workers === undefined ? {} : { workers: options.workers }),
     };
+    // BENCH_CPU_PROFILE_DIR profiles every proxy a scenario starts (e.g. the login's), not only profile-hot-paths'.
+    const cpuProfileDir = options.cpuProfileDir ?? process.env['BENCH_CPU_PROFILE_DIR'];
     const started = await startNodeChild(compiledProxyProcess(), {
       loader: 'none',
       logName: `proxy-${options.name}`,
       env: { MCP_BENCH_PROXY: JSON.stringify(input) },
-      nodeFlags: options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`],
+      nodeFlags: cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`],
       readyLine: (line) => line.startsWith('{"bench":"ready"'),
     });
     const ready = JSON.parse(started.readyText) as ProxyProcessReady;
