@@ -12,7 +12,7 @@ import { createUpstreamProviders } from '../src/oidc/create-upstream-providers.j
 import type { UpstreamProvider } from '../src/oidc/upstream.js';
 import { startProxy } from '../src/server.js';
 import { createStore } from '../src/store/index.js';
-import type { OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
+import type { CallTotals, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
 
 /**
  * The proxy under test, alone in its process, built from a configuration the way main.ts builds it. Started by
@@ -78,10 +78,14 @@ async function runProxyHere(): Promise<void> {
   const worker = cluster.worker;
   const logger = createLogger(config.log.level);
   const store = await createStore(config.store.redis_url === undefined ? {} : { redis: { url: config.store.redis_url, keyPrefix: config.store.key_prefix } });
-  const opCalls: OpCallTimings = { exchangeCode: [], passwordGrant: [] };
+  const opCalls: OpCallTimings = { exchangeCode: [], passwordGrant: [], store: {}, homeserver: {} };
   const providers = input.timeOpCalls === true ? timeOpCalls(createUpstreamProviders(config.oidc_providers, { logger, clock: systemClock }), opCalls) : undefined;
   const metrics = createMetrics(worker === undefined ? {} : { clusterText: clusterMetricsSource });
-  const deps = buildDeps(config, store, logger, metrics, providers === undefined ? {} : { providers });
+  let deps = buildDeps(config, store, logger, metrics, providers === undefined ? {} : { providers });
+  if (input.timeOpCalls === true) {
+    // Wired again with the store and the homeserver adapter timed too: where a login's time goes besides the OP.
+    deps = buildDeps(config, timedMethods(store, opCalls.store), logger, metrics, { providers: providers ?? deps.providers, homeserver: timedMethods(deps.homeserver, opCalls.homeserver) });
+  }
   const running = await startProxy(deps);
 
   if (worker !== undefined) {
@@ -124,7 +128,7 @@ async function runProxyHere(): Promise<void> {
         return;
       }
       case 'op-call-timings':
-        reply({ type: 'op-call-timings', timings: { exchangeCode: opCalls.exchangeCode.splice(0), passwordGrant: opCalls.passwordGrant.splice(0) } });
+        reply({ type: 'op-call-timings', timings: { exchangeCode: opCalls.exchangeCode.splice(0), passwordGrant: opCalls.passwordGrant.splice(0), store: drain(opCalls.store), homeserver: drain(opCalls.homeserver) } });
         return;
       case 'clock':
         reply({ type: 'clock', micros: Number(process.hrtime.bigint() / 1000n) });
@@ -167,6 +171,33 @@ function timeOpCalls(real: ReadonlyMap<string, UpstreamProvider>, into: OpCallTi
     );
   }
   return timed;
+}
+
+/** `target` with every method that returns a promise timed into `into` by method name (count, total ms). */
+function timedMethods<T extends object>(target: T, into: Record<string, CallTotals>): T {
+  return new Proxy(target, {
+    get(object, property) {
+      const value: unknown = Reflect.get(object, property, object);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const started = performance.now();
+        const result: unknown = Reflect.apply(value as (...a: unknown[]) => unknown, object, args);
+        if (!(result instanceof Promise)) return result;
+        const record = () => {
+          const totals = (into[String(property)] ??= { count: 0, totalMs: 0 });
+          totals.count += 1;
+          totals.totalMs += performance.now() - started;
+        };
+        return result.finally(record);
+      };
+    },
+  });
+}
+
+function drain(totals: Record<string, CallTotals>): Record<string, CallTotals> {
+  const copy = { ...totals };
+  for (const key of Object.keys(totals)) delete totals[key];
+  return copy;
 }
 
 async function timedCall<T>(into: number[], call: () => Promise<T>): Promise<T> {

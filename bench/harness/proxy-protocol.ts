@@ -46,4 +46,12 @@ export type ProxyProcessReply =
 export interface OpCallTimings {
   readonly exchangeCode: number[];
   readonly passwordGrant: number[];
+  /** Calls to the store and to the homeserver adapter, by method: how many, and the ms spent waiting in total. */
+  readonly store: Record<string, CallTotals>;
+  readonly homeserver: Record<string, CallTotals>;
+}
+
+export interface CallTotals {
+  count: number;
+  totalMs: number;
 }
