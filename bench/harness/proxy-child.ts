@@ -44,7 +44,11 @@ export class ProxyChild {
       loader: 'none',
       logName: `proxy-${options.name}`,
       env: { MCP_BENCH_PROXY: JSON.stringify(input) },
-      nodeFlags: cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`],
+      // BENCH_CPU_PROFILE_INTERVAL_US: a finer sampling interval than V8's 1 ms, for short per-request frames.
+      nodeFlags:
+        cpuProfileDir === undefined
+          ? []
+          : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`, ...(process.env['BENCH_CPU_PROFILE_INTERVAL_US'] === undefined ? [] : [`--cpu-prof-interval=${process.env['BENCH_CPU_PROFILE_INTERVAL_US']}`])],
       readyLine: (line) => line.startsWith('{"bench":"ready"'),
     });
     const ready = JSON.parse(started.readyText) as ProxyProcessReady;
