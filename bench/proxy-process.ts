@@ -51,7 +51,9 @@ async function runClusterPrimary(count: number): Promise<void> {
     });
   });
   const finished = runPrimary(count, logger);
-  await announced;
+  // A worker that cannot start makes runPrimary stop the others and resolve: exit, the harness reports the log.
+  const startedAll = await Promise.race([announced.then(() => true), finished.then(() => false)]);
+  if (!startedAll) process.exit(1);
   const workerPids = Object.values(cluster.workers ?? {}).flatMap((worker) => (worker?.process.pid === undefined ? [] : [worker.process.pid]));
   process.on('message', (request: ProxyProcessRequest) => {
     const reply = (body: ProxyProcessReply) => process.send?.({ id: request.id, ...body });
