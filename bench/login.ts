@@ -52,8 +52,11 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
     progress(`login: ${settings.logins} password logins through the proxy, alternating with ${settings.logins} password grants at the OP`);
     await proxy.opCallTimings();
     const cpuBefore = proxy.cpuTimeMs();
+    // The proxy's clock around the logins: with BENCH_CPU_PROFILE_DIR, the profile's login window (details).
+    const fromMicros = await proxy.clockMicros();
     const steps = await checked(load, pairs(settings.logins, 0), problems);
     const cpuPerLoginMs = (proxy.cpuTimeMs() - cpuBefore) / settings.logins;
+    const profileWindow = { fromMicros, toMicros: await proxy.clockMicros() };
     const inside = await proxy.opCallTimings();
     const grantInsideMs = inside.passwordGrant;
     const proxyMs = steps.filter((_, index) => index % 2 === 0).map((step) => step.ms);
@@ -86,7 +89,7 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
       `proxy CPU per password login (load-independent; openid-client's ID token check included): ${formatValue(cpuPerLoginMs, 'ms')}`,
       `SSO: whole callback median ${formatValue(median(sso.callbackMs), 'ms')}, of which code exchange at the OP ${formatValue(median(sso.exchangeMs), 'ms')} (timed inside the proxy around UpstreamProvider.exchangeCode); users already provisioned`,
     ];
-    return { scenario: 'login', rows, notes, problems, details: { insideCalls: { store: inside.store, homeserver: inside.homeserver }, proxyMs, opMs, grantInsideMs, ssoCallbackMs: sso.callbackMs, ssoExchangeMs: sso.exchangeMs } };
+    return { scenario: 'login', rows, notes, problems, details: { insideCalls: { store: inside.store, homeserver: inside.homeserver }, profileWindow, proxyMs, opMs, grantInsideMs, ssoCallbackMs: sso.callbackMs, ssoExchangeMs: sso.exchangeMs } };
   } finally {
     await proxy.stop();
     await homeserver.stop();
