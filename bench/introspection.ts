@@ -18,10 +18,14 @@ import { seedSessions } from './harness/session-seeding.js';
  * are relayed to the OP and cached. The baseline is the bare Node HTTP upstream answering the same POST.
  */
 
-type Target = 'bare node' | 'own tokens' | 'op relay';
+/** `own tokens ×2`: the same, answered by the proxy with `workers: 2` (issue 19: the saturation point with 2 workers). */
+type Target = 'bare node' | 'own tokens' | 'own tokens ×2' | 'op relay';
 const NATIVE_TOKENS = 20;
 /** Fractions of the target rate tried once each, to find how much load keeps p99 within 5 ms. */
 const LADDER = [0.4, 0.6, 0.8];
+/** The same for 2 workers, upwards from the target rate until p99 passes 5 ms. */
+const LADDER_2_WORKERS = [0.6, 1, 1.4, 1.8, 2.2];
+const P99_LIMIT_MS = 5;
 const KEY_PREFIX = 'mcp-bench-introspection:';
 /** What Synapse sends with every introspection (synapse/api/auth/mas.py). */
 const SYNAPSE_HEADERS = { authorization: `Bearer ${HOMESERVER_SECRET}`, accept: 'application/json', 'x-mas-supports-device-id': '1' };
@@ -38,9 +42,12 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
   const op = await startTestOp({ users: benchUsers(10) });
   const homeserver = await startHomeserverDouble({ masEndpoint: 'http://127.0.0.1:9/', secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
   const proxy = await ProxyChild.start({ name: 'introspection', config: proxyConfig({ homeserverUrl: homeserver.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX, op }) });
+  const proxy2 = await ProxyChild.start({ name: 'introspection-2-workers', config: proxyConfig({ homeserverUrl: homeserver.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX, op }), workers: 2 });
+  const children: Partial<Record<Target, ProxyChild>> = { 'own tokens': proxy, 'own tokens ×2': proxy2, 'op relay': proxy };
   const figures = new RoundFigures<Target>();
   const problems: string[] = [];
   const ladder: { rate: number; p50: number; p99: number }[] = [];
+  const ladder2: { rate: number; p50: number; p99: number; achieved: number }[] = [];
   try {
     const tokenEndpoint = await tokenEndpointOf(op);
     const users = benchUsers(10);
@@ -50,8 +57,8 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
     const nativeTokensFile = join(env.tempDir, 'introspection-native-tokens.txt');
     writeFileSync(nativeTokensFile, `${nativeTokens.join('\n')}\n`);
 
-    const introspect = (file: string): RequestShape => ({
-      url: `${proxy.homeserverFacingUrl}/oauth2/introspect`,
+    const introspect = (file: string, via: ProxyChild = proxy): RequestShape => ({
+      url: `${via.homeserverFacingUrl}/oauth2/introspect`,
       method: 'POST',
       headers: SYNAPSE_HEADERS,
       tokens: { file, as: 'form' },
@@ -59,22 +66,25 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
     const shapes: Record<Target, RequestShape> = {
       'bare node': { url: `${upstream.url}/_upstream/json`, method: 'POST', headers: SYNAPSE_HEADERS, tokens: { file: ownTokensFile, as: 'form' } },
       'own tokens': introspect(ownTokensFile),
+      'own tokens ×2': introspect(ownTokensFile, proxy2),
       'op relay': introspect(nativeTokensFile),
     };
 
     // Every answer must be active, or the benchmark measures refusals. This also provisions the native users.
     await expectActive(load, shapes['own tokens'], seeded.accessTokens.slice(0, 3), problems);
+    await expectActive(load, shapes['own tokens ×2'], seeded.accessTokens.slice(0, 4), problems);
     await expectActive(load, shapes['op relay'], nativeTokens, problems);
 
-    const targets: readonly Target[] = ['bare node', 'own tokens', 'op relay'];
+    const targets: readonly Target[] = ['bare node', 'own tokens', 'own tokens ×2', 'op relay'];
     progress('introspection: warm-up');
     for (const target of targets) await load.run({ kind: 'throughput', ...shapes[target], connections: settings.introspectionConnections, durationSec: settings.warmupSec });
     for (let round = 0; round < settings.rounds; round++) {
       for (const target of rotated(targets, round)) {
         progress(`introspection: round ${round + 1}/${settings.rounds}, ${target}, ${settings.introspectionConnections} conn`);
-        const cpuBefore = proxy.cpuTimeMs();
+        const child = children[target];
+        const cpuBefore = child?.cpuTimeMs() ?? 0;
         const result = await load.run({ kind: 'throughput', ...shapes[target], connections: settings.introspectionConnections, durationSec: settings.roundSec });
-        if (target !== 'bare node' && result.ok > 0) figures.add(target, 'cpu µs/req', ((proxy.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
+        if (child !== undefined && result.ok > 0) figures.add(target, 'cpu µs/req', ((child.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
         if (result.errors + result.non2xx > 0) problems.push(`${target}: ${result.errors} errors, ${result.non2xx} non-2xx`);
         figures.add(target, 'req/s', result.requestsPerSecond);
         figures.add(target, 'p99', result.latencyMs.p99);
@@ -95,13 +105,28 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
       const result = await load.run({ kind: 'fixed-rate', ...shapes['own tokens'], rate, connections: settings.introspectionConnections, durationSec: settings.roundSec });
       ladder.push({ rate, p50: result.latencyMs.p50, p99: result.latencyMs.p99 });
     }
+    for (const fraction of LADDER_2_WORKERS) {
+      const rate = Math.round(settings.introspectionRate * fraction);
+      progress(`introspection: own tokens, 2 workers, at ${rate}/s fixed`);
+      const result = await load.run({ kind: 'fixed-rate', ...shapes['own tokens ×2'], rate, connections: settings.introspectionConnections, durationSec: settings.roundSec });
+      if (result.errors + result.non2xx > 0) problems.push(`own tokens ×2 at ${rate}/s: ${result.errors} errors, ${result.non2xx} non-2xx`);
+      ladder2.push({ rate, p50: result.latencyMs.p50, p99: result.latencyMs.p99, achieved: result.requestsPerSecond });
+      // Past the limit the queue only grows: higher rates cannot be within it.
+      if (result.latencyMs.p99 > P99_LIMIT_MS) break;
+    }
   } finally {
     await proxy.stop();
+    await proxy2.stop();
     await homeserver.stop();
     await op.stop();
   }
-  const withinTarget = [...ladder, { rate: settings.introspectionRate, p50: figures.median('own tokens', 'fixed p50'), p99: figures.median('own tokens', 'fixed p99') }].filter((step) => step.p99 <= 5);
+  const withinTarget = [...ladder, { rate: settings.introspectionRate, p50: figures.median('own tokens', 'fixed p50'), p99: figures.median('own tokens', 'fixed p99') }].filter((step) => step.p99 <= P99_LIMIT_MS);
   const bestRate = Math.max(0, ...withinTarget.map((step) => step.rate));
+  // The saturation point with 2 workers: the highest open-loop rate whose p99 stayed within 5 ms; when even the lowest
+  // step missed, the closed-loop maximum (what the workers answer at all, whatever the latency).
+  const within2 = ladder2.filter((step) => step.p99 <= P99_LIMIT_MS);
+  const saturation2 = within2.length > 0 ? Math.max(...within2.map((step) => step.rate)) : figures.median('own tokens ×2', 'req/s');
+  const saturation1 = bestRate > 0 ? bestRate : figures.median('own tokens', 'req/s');
 
   const rps = (target: Target) => figures.median(target, 'req/s');
   const rate = settings.introspectionRate;
@@ -117,6 +142,17 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
       rounds: figures.rounds('own tokens', 'fixed p50'),
       target: atMost('p99 ≤ 5 ms @ 5,000/s', figures.median('own tokens', 'fixed p99'), 5, (ms) => `p99 ${formatValue(ms, 'ms')}`),
     }),
+    ratioRow(`own tokens, 2 workers, ${settings.introspectionConnections} conn`, rps('own tokens ×2'), 'req/s', { label: 'own tokens 1 process', value: rps('own tokens') }, {
+      p99Ms: figures.median('own tokens ×2', 'p99'),
+      rounds: figures.rounds('own tokens ×2', 'req/s'),
+    }),
+    ratioRow(`own tokens, 2 workers: saturation (p99 ≤ 5 ms)`, saturation2, 'req/s', { label: 'same for 1 process', value: saturation1 }, {
+      p99Ms: within2.length > 0 ? within2[within2.length - 1]!.p99 : figures.median('own tokens ×2', 'p99'),
+    }),
+    ratioRow(`own tokens 2 workers: median latency @ ${rate}/s`, figures.median('own tokens ×2', 'fixed p50'), 'ms', { label: 'own tokens 1 process', value: figures.median('own tokens', 'fixed p50') }, {
+      p99Ms: figures.median('own tokens ×2', 'fixed p99'),
+      rounds: figures.rounds('own tokens ×2', 'fixed p50'),
+    }),
     ratioRow(`OP relay with cache, ${settings.introspectionConnections} conn`, rps('op relay'), 'req/s', { label: 'own tokens', value: rps('own tokens') }, {
       p99Ms: figures.median('op relay', 'p99'),
       rounds: figures.rounds('op relay', 'req/s'),
@@ -125,15 +161,21 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
       p99Ms: figures.median('op relay', 'fixed p99'),
       rounds: figures.rounds('op relay', 'fixed p50'),
     }),
+    ratioRow(`proxy 1 process, own tokens: CPU per introspection`, figures.median('own tokens', 'cpu µs/req'), 'µs', { label: 'proxy 1 process', value: figures.median('own tokens', 'cpu µs/req') }, { rounds: figures.rounds('own tokens', 'cpu µs/req') }),
+    ratioRow(`proxy 2 workers, own tokens: CPU per introspection`, figures.median('own tokens ×2', 'cpu µs/req'), 'µs', { label: 'proxy 1 process', value: figures.median('own tokens', 'cpu µs/req') }, {
+      rounds: figures.rounds('own tokens ×2', 'cpu µs/req'),
+    }),
+    ratioRow(`proxy 1 process, OP relay with cache: CPU per introspection`, figures.median('op relay', 'cpu µs/req'), 'µs', { label: 'proxy own tokens', value: figures.median('own tokens', 'cpu µs/req') }, { rounds: figures.rounds('op relay', 'cpu µs/req') }),
   ];
   const achieved = Math.min(...figures.rounds('own tokens', 'fixed achieved'));
   const notes = [
     `${settings.smallSessionSet} live sessions seeded through SessionStore; ${settings.mode === 'smoke' ? 2 : NATIVE_TOKENS} native OP tokens; the relay cache keeps answers ${'10 s'} (homeserver.introspection_cache_ttl default), so a few requests per round go to the OP`,
     `own tokens, p99 by offered rate (one round each): ${ladder.map((step) => `${step.rate}/s ${formatValue(step.p99, 'ms')}`).join(', ')}; highest rate tried with p99 ≤ 5 ms: ${bestRate === 0 ? 'none' : `${bestRate}/s`}`,
+    `own tokens with 2 workers, p99 by offered rate (one round each): ${ladder2.map((step) => `${step.rate}/s ${formatValue(step.p99, 'ms')} (achieved ${Math.round(step.achieved)}/s)`).join(', ')}; saturation point (highest rate with p99 ≤ 5 ms${within2.length > 0 ? '' : ': none, so the closed-loop maximum'}): ${Math.round(saturation2)}/s`,
     `fixed-rate runs achieved ≥ ${Math.round(achieved)}/s of ${rate}/s (own tokens); worst generator lag ${figures.rounds('own tokens', 'fixed lag').map((lag) => lag.toFixed(1)).join('/')} ms`,
-    `proxy CPU per introspection (load-independent): own tokens ${figures.median('own tokens', 'cpu µs/req').toFixed(0)} µs, OP relay with cache ${figures.median('op relay', 'cpu µs/req').toFixed(0)} µs`,
+    `proxy CPU per introspection (load-independent): own tokens ${figures.median('own tokens', 'cpu µs/req').toFixed(0)} µs (2 workers, primary + workers: ${figures.median('own tokens ×2', 'cpu µs/req').toFixed(0)} µs), OP relay with cache ${figures.median('op relay', 'cpu µs/req').toFixed(0)} µs`,
   ];
-  return { scenario: 'introspection', rows, notes, problems, details: { figures: figures.toJSON(), ladder } };
+  return { scenario: 'introspection', rows, notes, problems, details: { figures: figures.toJSON(), ladder, ladder2, saturation2 } };
 }
 
 async function expectActive(load: LoadGenerator, shape: RequestShape, tokens: readonly string[], problems: string[]): Promise<void> {

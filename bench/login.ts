@@ -6,6 +6,7 @@ import type { LoadGenerator } from './harness/load-generator-client.js';
 import type { RequestShape } from './harness/load-jobs.js';
 import { benchUsers, passwordGrantRequest, tokenEndpointOf } from './harness/op-client.js';
 import { ProxyChild } from './harness/proxy-child.js';
+import type { CallTotals } from './harness/proxy-protocol.js';
 import { HOMESERVER_SECRET, IDP_ID, SERVER_NAME, proxyConfig } from './harness/proxy-config.js';
 import { atMost, formatValue, ratioRow, type ResultRow, type ScenarioResult } from './harness/report.js';
 import { distributionOf, median } from './harness/statistics.js';
@@ -51,9 +52,13 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
     progress(`login: ${settings.logins} password logins through the proxy, alternating with ${settings.logins} password grants at the OP`);
     await proxy.opCallTimings();
     const cpuBefore = proxy.cpuTimeMs();
+    // The proxy's clock around the logins: with BENCH_CPU_PROFILE_DIR, the profile's login window (details).
+    const fromMicros = await proxy.clockMicros();
     const steps = await checked(load, pairs(settings.logins, 0), problems);
     const cpuPerLoginMs = (proxy.cpuTimeMs() - cpuBefore) / settings.logins;
-    const grantInsideMs = (await proxy.opCallTimings()).passwordGrant;
+    const profileWindow = { fromMicros, toMicros: await proxy.clockMicros() };
+    const inside = await proxy.opCallTimings();
+    const grantInsideMs = inside.passwordGrant;
     const proxyMs = steps.filter((_, index) => index % 2 === 0).map((step) => step.ms);
     const opMs = steps.filter((_, index) => index % 2 === 1).map((step) => step.ms);
 
@@ -80,15 +85,25 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
     ];
     const notes = [
       `password login = proxy ${formatValue(proxyDist.p50, 'ms')} vs OP ${formatValue(opDist.p50, 'ms')} median: +${formatValue(added, 'ms')}; inside the proxy the password grant (openid-client: token request, ID token validation) took ${formatValue(median(grantInsideMs), 'ms')} median, the rest of the login (throttle, binding, device upsert at the homeserver over HTTP, session in Redis, response) ${formatValue(median(ownMs), 'ms')}`,
+      `inside the proxy, per password login: ${callSplit('store', inside.store, settings.logins)}; ${callSplit('homeserver', inside.homeserver, settings.logins)} (waits of calls issued together overlap)`,
       `proxy CPU per password login (load-independent; openid-client's ID token check included): ${formatValue(cpuPerLoginMs, 'ms')}`,
       `SSO: whole callback median ${formatValue(median(sso.callbackMs), 'ms')}, of which code exchange at the OP ${formatValue(median(sso.exchangeMs), 'ms')} (timed inside the proxy around UpstreamProvider.exchangeCode); users already provisioned`,
     ];
-    return { scenario: 'login', rows, notes, problems, details: { proxyMs, opMs, grantInsideMs, ssoCallbackMs: sso.callbackMs, ssoExchangeMs: sso.exchangeMs } };
+    return { scenario: 'login', rows, notes, problems, details: { insideCalls: { store: inside.store, homeserver: inside.homeserver }, profileWindow, proxyMs, opMs, grantInsideMs, ssoCallbackMs: sso.callbackMs, ssoExchangeMs: sso.exchangeMs } };
   } finally {
     await proxy.stop();
     await homeserver.stop();
     await op.stop();
   }
+}
+
+/** "store 6 calls 1.2 ms (takeTokens 1× 0.2 ms, …)" per login, from the totals over `logins` logins. */
+function callSplit(name: string, totals: Record<string, CallTotals>, logins: number): string {
+  const entries = Object.entries(totals).sort((a, b) => b[1].totalMs - a[1].totalMs);
+  const count = entries.reduce((sum, [, t]) => sum + t.count, 0) / logins;
+  const ms = entries.reduce((sum, [, t]) => sum + t.totalMs, 0) / logins;
+  const parts = entries.map(([method, t]) => `${method} ${(t.count / logins).toFixed(1)}× ${formatValue(t.totalMs / logins, 'ms')}`);
+  return `${name} ${count.toFixed(1)} calls waiting ${formatValue(ms, 'ms')} (${parts.join(', ')})`;
 }
 
 async function checked(load: LoadGenerator, steps: RequestShape[], problems: string[]) {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { mintToken, newSessionId } from '../src/sessions/tokens.js';
 import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
@@ -16,9 +17,15 @@ import { seedSessions } from './harness/session-seeding.js';
  * is due for re-validation, and remembers when that is. Then the latency each adds at a fixed 1,000 req/s.
  */
 
-/** swap: the proxy in appservice mode, swapping each proxy token for the session's homeserver token (issue 16). */
-type Target = 'direct' | 'nginx' | 'proxy' | 'swap';
-const TARGETS: readonly Target[] = ['direct', 'nginx', 'proxy', 'swap'];
+/**
+ * swap: the proxy in appservice mode, swapping each proxy token for the session's homeserver token (issue 16).
+ * `nginx ×2` and `proxy ×2` (issue 19): nginx with a master and 2 worker processes, the proxy with `workers: 2`
+ * (src/cluster.ts) — the same number of workers on both sides, measured in the same rounds as the single processes.
+ */
+type Target = 'direct' | 'nginx' | 'nginx ×2' | 'proxy' | 'proxy ×2' | 'swap';
+const TARGETS: readonly Target[] = ['direct', 'nginx', 'nginx ×2', 'proxy', 'proxy ×2', 'swap'];
+/** The fixed-rate latency is about what one request costs, not about cores: single processes only. */
+const LATENCY_TARGETS: readonly Target[] = ['direct', 'nginx', 'proxy', 'swap'];
 const PATH = '/_upstream/json';
 /** Few connections: at a fixed, moderate rate a handful suffices, and more would only add idle sockets. */
 const LATENCY_CONNECTIONS = 10;
@@ -30,17 +37,28 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
   const settings = env.settings;
   const upstream = await env.upstream();
   const nginx = await env.nginx();
+  const nginx2 = await env.nginx(2);
   const load = await env.loadGenerator();
   const redis = await env.redis();
   const tokensFile = join(env.tempDir, 'pass-through-tokens.txt');
   await seedSessions({ redisUrl: redis.url, keyPrefix: KEY_PREFIX, count: Math.min(TOKEN_SESSIONS, settings.sessions), firstIndex: 20_000_000, tokensFile });
   const proxy = await ProxyChild.start({ name: 'pass-through', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX }) });
+  // The same store and sessions: both proxies accept the same tokens, as two deployments of one proxy would.
+  const proxy2 = await ProxyChild.start({ name: 'pass-through-2-workers', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX }), workers: 2 });
   // The same sessions with a sealed homeserver token each, served by a proxy in appservice mode. The swap target
   // gets its own token file; the others keep theirs (a token of one store means nothing to the other proxy).
   const swapTokensFile = join(env.tempDir, 'pass-through-swap-tokens.txt');
   await seedSessions({ redisUrl: redis.url, keyPrefix: SWAP_KEY_PREFIX, count: Math.min(TOKEN_SESSIONS, settings.sessions), firstIndex: 20_000_000, tokensFile: swapTokensFile, homeserverTokens: true });
   const swap = await ProxyChild.start({ name: 'pass-through-swap', config: swapProxyConfig(env.tempDir, upstream.url, redis.url) });
-  const urls: Record<Target, string> = { direct: upstream.url + PATH, nginx: nginx.url + PATH, proxy: proxy.clientUrl + PATH, swap: swap.clientUrl + PATH };
+  const urls: Record<Target, string> = {
+    direct: upstream.url + PATH,
+    nginx: nginx.url + PATH,
+    'nginx ×2': nginx2.url + PATH,
+    proxy: proxy.clientUrl + PATH,
+    'proxy ×2': proxy2.clientUrl + PATH,
+    swap: swap.clientUrl + PATH,
+  };
+  const children: Partial<Record<Target, ProxyChild>> = { proxy, 'proxy ×2': proxy2, swap };
   // Well-formed (right checksum) but naming no session: nothing can be remembered about them.
   const unknownTokensFile = join(env.tempDir, 'pass-through-unknown-tokens.txt');
   writeFileSync(unknownTokensFile, `${Array.from({ length: TOKEN_SESSIONS }, () => mintToken('access', newSessionId())).join('\n')}\n`);
@@ -63,7 +81,7 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
       for (const variant of variants) {
         for (const target of rotated(TARGETS, round)) {
           progress(`pass-through: round ${round + 1}/${settings.rounds}, ${variant.name}, ${target}`);
-          const child = target === 'proxy' ? proxy : target === 'swap' ? swap : undefined;
+          const child = children[target];
           const cpuBefore = child?.cpuTimeMs() ?? 0;
           const result = await load.run({ kind: 'throughput', url: urls[target], ...variant.shape(target), connections: settings.passThroughConnections, durationSec: settings.roundSec });
           if (child !== undefined && result.ok > 0) throughput.add(target, `${variant.name} cpu µs/req`, ((child.cpuTimeMs() - cpuBefore) * 1000) / result.ok);
@@ -78,7 +96,7 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
       if (unknown.errors + unknown.non2xx > 0) errors.push(`proxy unknown tokens: ${unknown.errors} errors, ${unknown.non2xx} non-2xx`);
       throughput.add('proxy', 'unknown token req/s', unknown.requestsPerSecond);
       throughput.add('proxy', 'unknown token p99', unknown.latencyMs.p99);
-      for (const target of rotated(TARGETS, round)) {
+      for (const target of rotated(LATENCY_TARGETS, round)) {
         progress(`pass-through: round ${round + 1}/${settings.rounds}, ${settings.latencyRate} req/s fixed, ${target}`);
         const result = await load.run({
           kind: 'fixed-rate',
@@ -97,6 +115,7 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
     }
   } finally {
     await proxy.stop();
+    await proxy2.stop();
     await swap.stop();
   }
 
@@ -106,14 +125,29 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
     const extra = (target: Target) => ({ p99Ms: throughput.median(target, `${variant.name} p99`), rounds: throughput.rounds(target, `${variant.name} req/s`) });
     const label = `${variant.name}, ${settings.passThroughConnections} conn`;
     rows.push(ratioRow(`direct, ${label}`, rps('direct'), 'req/s', { label: 'direct', value: rps('direct') }, extra('direct')));
-    rows.push(ratioRow(`nginx, ${label}`, rps('nginx'), 'req/s', { label: 'direct', value: rps('direct') }, extra('nginx')));
+    for (const [nginxTarget, proxyTarget, workers] of [['nginx', 'proxy', 1], ['nginx ×2', 'proxy ×2', 2]] as const) {
+      const processes = workers === 1 ? '1 process' : `${workers} workers`;
+      rows.push(ratioRow(`nginx ${processes}, ${label}`, rps(nginxTarget), 'req/s', { label: 'direct', value: rps('direct') }, extra(nginxTarget)));
+      rows.push(
+        ratioRow(`proxy ${processes}, ${label}`, rps(proxyTarget), 'req/s', { label: `nginx ${processes}`, value: rps(nginxTarget) }, {
+          ...extra(proxyTarget),
+          target: atLeast('≥ 0.5× nginx', rps(proxyTarget) / rps(nginxTarget), 0.5, (ratio) => `${ratio.toFixed(2)}× nginx`),
+        }),
+      );
+    }
+  }
+  // CPU time per request summed over the proxy's processes (with 2 workers: the primary and both workers): the
+  // figure that holds on a busy machine, where req/s mostly says how much CPU the others left.
+  const cpu = (target: Target, variant: string) => throughput.median(target, `${variant} cpu µs/req`);
+  for (const variant of variants) {
+    rows.push(ratioRow(`proxy 1 process, ${variant.name}: CPU per request`, cpu('proxy', variant.name), 'µs', { label: 'proxy 1 process', value: cpu('proxy', variant.name) }, { rounds: throughput.rounds('proxy', `${variant.name} cpu µs/req`) }));
     rows.push(
-      ratioRow(`proxy, ${label}`, rps('proxy'), 'req/s', { label: 'nginx', value: rps('nginx') }, {
-        ...extra('proxy'),
-        target: atLeast('≥ 0.5× nginx', rps('proxy') / rps('nginx'), 0.5, (ratio) => `${ratio.toFixed(2)}× nginx`),
+      ratioRow(`proxy 2 workers, ${variant.name}: CPU per request`, cpu('proxy ×2', variant.name), 'µs', { label: 'proxy 1 process', value: cpu('proxy', variant.name) }, {
+        rounds: throughput.rounds('proxy ×2', `${variant.name} cpu µs/req`),
       }),
     );
   }
+  rows.push(ratioRow(`swap (appservice), with token: CPU per request`, cpu('swap', 'with token'), 'µs', { label: 'proxy 1 process', value: cpu('proxy', 'with token') }, { rounds: throughput.rounds('swap', 'with token cpu µs/req') }));
   rows.push(
     ratioRow(`swap vs plain proxy, with token, ${settings.passThroughConnections} conn`, throughput.median('swap', 'with token req/s'), 'req/s', { label: 'proxy with token', value: throughput.median('proxy', 'with token req/s') }, {
       p99Ms: throughput.median('swap', 'with token p99'),
@@ -142,7 +176,11 @@ export async function passThrough(env: BenchEnvironment): Promise<ScenarioResult
   const notes = [
     `added median latency at ${settings.latencyRate} req/s: proxy +${formatValue(added('proxy'), 'ms')}, nginx +${formatValue(added('nginx'), 'ms')} (open loop, ${LATENCY_CONNECTIONS} keep-alive connections, tokens of ${Math.min(TOKEN_SESSIONS, settings.sessions)} live sessions round robin)`,
     `proxy vs direct, with token: ${(throughput.median('proxy', 'with token req/s') / throughput.median('direct', 'with token req/s')).toFixed(2)}×`,
-    `proxy CPU per request (load-independent): unauthenticated ${throughput.median('proxy', 'unauthenticated cpu µs/req').toFixed(0)} µs, with token ${throughput.median('proxy', 'with token cpu µs/req').toFixed(0)} µs`,
+    ...variants.map((variant) => {
+      const ratio = (target: Target, of: Target) => (throughput.median(target, `${variant.name} req/s`) / throughput.median(of, `${variant.name} req/s`)).toFixed(2);
+      return `${variant.name}, per worker count: proxy/nginx ${ratio('proxy', 'nginx')}× with 1, ${ratio('proxy ×2', 'nginx ×2')}× with 2; 2 workers over 1: proxy ${ratio('proxy ×2', 'proxy')}×, nginx ${ratio('nginx ×2', 'nginx')}× (the load generator, the upstream and the workers share the machine's ${availableParallelism()} cores)`;
+    }),
+    `proxy CPU per request (load-independent): unauthenticated ${cpu('proxy', 'unauthenticated').toFixed(0)} µs, with token ${cpu('proxy', 'with token').toFixed(0)} µs; with 2 workers (primary + workers) ${cpu('proxy ×2', 'unauthenticated').toFixed(0)} µs and ${cpu('proxy ×2', 'with token').toFixed(0)} µs`,
     `token swap (appservice mode) vs plain pass-through, with token: CPU ${throughput.median('swap', 'with token cpu µs/req').toFixed(0)} vs ${throughput.median('proxy', 'with token cpu µs/req').toFixed(0)} µs/req, ${(throughput.median('swap', 'with token req/s') / throughput.median('proxy', 'with token req/s')).toFixed(2)}× req/s, median latency +${formatValue(p50('swap') - p50('proxy'), 'ms')} (homeserver.token_cache_ttl ${process.env['BENCH_SWAP_CACHE_TTL'] ?? '2s'}: a miss reads the session once per token per TTL)`,
   ];
   return { scenario: 'pass-through', rows, notes, problems: errors, details: { throughput: throughput.toJSON(), latency: latency.toJSON() } };

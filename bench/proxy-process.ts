@@ -1,15 +1,18 @@
+import cluster from 'node:cluster';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { buildDeps } from '../src/build-deps.js';
 import { systemClock } from '../src/clock.js';
+import { WORKER_READY } from '../src/cluster-messages.js';
 import { parseConfig } from '../src/config/load-config.js';
 import { createLogger } from '../src/observability/logger.js';
+import { clusterMetricsSource } from '../src/observability/cluster-metrics.js';
 import { createMetrics } from '../src/observability/metrics.js';
 import { createUpstreamProviders } from '../src/oidc/create-upstream-providers.js';
 import type { UpstreamProvider } from '../src/oidc/upstream.js';
 import { startProxy } from '../src/server.js';
 import { createStore } from '../src/store/index.js';
-import type { OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
+import type { CallTotals, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
 
 /**
  * The proxy under test, alone in its process, built from a configuration the way main.ts builds it. Started by
@@ -21,66 +24,134 @@ import type { OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessR
 const RSS_SAMPLE_MS = 5;
 
 const input = JSON.parse(process.env['MCP_BENCH_PROXY'] ?? '{}') as ProxyProcessInput;
-const config = parseConfig(stringify(input.config), { env: {} });
-const logger = createLogger(config.log.level);
-const store = await createStore(config.store.redis_url === undefined ? {} : { redis: { url: config.store.redis_url, keyPrefix: config.store.key_prefix } });
-const opCalls: OpCallTimings = { exchangeCode: [], passwordGrant: [] };
-const providers = input.timeOpCalls === true ? timeOpCalls(createUpstreamProviders(config.oidc_providers, { logger, clock: systemClock }), opCalls) : undefined;
-const deps = buildDeps(config, store, logger, createMetrics(), providers === undefined ? {} : { providers });
-const running = await startProxy(deps);
+const workers = input.workers ?? 1;
 
-let rssWatch: { timer: NodeJS.Timeout; baseline: number; peak: number } | undefined;
+if (workers > 1 && cluster.isPrimary) await runClusterPrimary(workers);
+else await runProxyHere();
 
-process.on('message', (request: ProxyProcessRequest) => {
-  const reply = (body: ProxyProcessReply) => process.send?.({ id: request.id, ...body });
-  switch (request.type) {
-    case 'memory': {
-      const usage = process.memoryUsage();
-      reply({ type: 'memory', rss: usage.rss, heapUsed: usage.heapUsed, external: usage.external });
+/**
+ * `workers: N` as main.ts runs it: this process is the primary of src/cluster.ts (it serves no request) and forks N
+ * workers, each running this script again as a whole proxy on the shared listeners. The ready line lists every pid,
+ * so that the harness sums CPU time over the primary (which accepts and hands out connections) and the workers.
+ */
+async function runClusterPrimary(count: number): Promise<void> {
+  const { runPrimary } = await import('../src/cluster.js');
+  const logger = createLogger(parseConfig(stringify(input.config), { env: {} }).log.level);
+  let urls: { clientUrl: string; homeserverFacingUrl: string } | undefined;
+  const ready = new Set<number>();
+  const announced = new Promise<void>((resolve) => {
+    cluster.on('message', (worker, message: unknown) => {
+      if (typeof message !== 'object' || message === null) return;
+      const m = message as { bench?: unknown; clientUrl?: string; homeserverFacingUrl?: string; type?: unknown };
+      if (m.bench === 'worker-urls' && m.clientUrl !== undefined && m.homeserverFacingUrl !== undefined) urls ??= { clientUrl: m.clientUrl, homeserverFacingUrl: m.homeserverFacingUrl };
+      if (m.type === WORKER_READY.type) {
+        ready.add(worker.id);
+        if (ready.size >= count) resolve();
+      }
+    });
+  });
+  const finished = runPrimary(count, logger);
+  // A worker that cannot start makes runPrimary stop the others and resolve: exit, the harness reports the log.
+  const startedAll = await Promise.race([announced.then(() => true), finished.then(() => false)]);
+  if (!startedAll) process.exit(1);
+  const workerPids = Object.values(cluster.workers ?? {}).flatMap((worker) => (worker?.process.pid === undefined ? [] : [worker.process.pid]));
+  process.on('message', (request: ProxyProcessRequest) => {
+    const reply = (body: ProxyProcessReply) => process.send?.({ id: request.id, ...body });
+    if (request.type !== 'stop') {
+      reply({ type: 'error', message: `${request.type} is answered by a single-process proxy only (workers: 1)` });
       return;
     }
-    case 'rss-watch-start': {
-      if (rssWatch !== undefined) clearInterval(rssWatch.timer);
-      const baseline = process.memoryUsage.rss();
-      const watch = { baseline, peak: baseline, timer: setInterval(() => (watch.peak = Math.max(watch.peak, process.memoryUsage.rss())), RSS_SAMPLE_MS) };
-      rssWatch = watch;
+    // runPrimary's own SIGTERM handling: every worker drains, then the primary's promise resolves.
+    process.kill(process.pid, 'SIGTERM');
+    void finished.then((code) => {
       reply({ type: 'ok' });
-      return;
-    }
-    case 'rss-watch-stop': {
-      const watch = rssWatch;
-      rssWatch = undefined;
-      if (watch === undefined) {
-        reply({ type: 'error', message: 'no RSS watch running' });
+      process.exit(code);
+    });
+  });
+  process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+  if (urls === undefined) throw new Error('no worker reported its URLs');
+  const line: ProxyProcessReady = { bench: 'ready', ...urls, pid: process.pid, workerPids };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+/** The proxy in this process: the only one (workers: 1) or one cluster worker. */
+async function runProxyHere(): Promise<void> {
+  const config = parseConfig(stringify(input.config), { env: {} });
+  const worker = cluster.worker;
+  const logger = createLogger(config.log.level);
+  const store = await createStore(config.store.redis_url === undefined ? {} : { redis: { url: config.store.redis_url, keyPrefix: config.store.key_prefix } });
+  const opCalls: OpCallTimings = { exchangeCode: [], passwordGrant: [], store: {}, homeserver: {} };
+  const providers = input.timeOpCalls === true ? timeOpCalls(createUpstreamProviders(config.oidc_providers, { logger, clock: systemClock }), opCalls) : undefined;
+  const metrics = createMetrics(worker === undefined ? {} : { clusterText: clusterMetricsSource });
+  let deps = buildDeps(config, store, logger, metrics, providers === undefined ? {} : { providers });
+  if (input.timeOpCalls === true) {
+    // Wired again with the store and the homeserver adapter timed too: where a login's time goes besides the OP.
+    deps = buildDeps(config, timedMethods(store, opCalls.store), logger, metrics, { providers: providers ?? deps.providers, homeserver: timedMethods(deps.homeserver, opCalls.homeserver) });
+  }
+  const running = await startProxy(deps);
+
+  if (worker !== undefined) {
+    // A cluster worker: the primary stops it with SIGTERM (drain), as main.ts's workers are stopped.
+    const stop = () => void running.stop(2000).then(() => store.close()).then(() => process.exit(0));
+    process.once('SIGTERM', stop);
+    process.once('disconnect', stop);
+    process.send?.({ bench: 'worker-urls', clientUrl: running.clientUrl, homeserverFacingUrl: running.homeserverFacingUrl });
+    process.send?.(WORKER_READY);
+    return;
+  }
+
+  let rssWatch: { timer: NodeJS.Timeout; baseline: number; peak: number } | undefined;
+  process.on('message', (request: ProxyProcessRequest) => {
+    const reply = (body: ProxyProcessReply) => process.send?.({ id: request.id, ...body });
+    switch (request.type) {
+      case 'memory': {
+        const usage = process.memoryUsage();
+        reply({ type: 'memory', rss: usage.rss, heapUsed: usage.heapUsed, external: usage.external });
         return;
       }
-      clearInterval(watch.timer);
-      watch.peak = Math.max(watch.peak, process.memoryUsage.rss());
-      reply({ type: 'rss-watch', baseline: watch.baseline, peak: watch.peak });
-      return;
+      case 'rss-watch-start': {
+        if (rssWatch !== undefined) clearInterval(rssWatch.timer);
+        const baseline = process.memoryUsage.rss();
+        const watch = { baseline, peak: baseline, timer: setInterval(() => (watch.peak = Math.max(watch.peak, process.memoryUsage.rss())), RSS_SAMPLE_MS) };
+        rssWatch = watch;
+        reply({ type: 'ok' });
+        return;
+      }
+      case 'rss-watch-stop': {
+        const watch = rssWatch;
+        rssWatch = undefined;
+        if (watch === undefined) {
+          reply({ type: 'error', message: 'no RSS watch running' });
+          return;
+        }
+        clearInterval(watch.timer);
+        watch.peak = Math.max(watch.peak, process.memoryUsage.rss());
+        reply({ type: 'rss-watch', baseline: watch.baseline, peak: watch.peak });
+        return;
+      }
+      case 'op-call-timings':
+        reply({ type: 'op-call-timings', timings: { exchangeCode: opCalls.exchangeCode.splice(0), passwordGrant: opCalls.passwordGrant.splice(0), store: drain(opCalls.store), homeserver: drain(opCalls.homeserver) } });
+        return;
+      case 'clock':
+        reply({ type: 'clock', micros: Number(process.hrtime.bigint() / 1000n) });
+        return;
+      case 'stop':
+        void running
+          .stop(2000)
+          .then(() => store.close())
+          .then(() => {
+            reply({ type: 'ok' });
+            // A normal exit, not a signal: --cpu-prof writes its profile only then.
+            process.exit(0);
+          });
+        return;
     }
-    case 'op-call-timings':
-      reply({ type: 'op-call-timings', timings: { exchangeCode: opCalls.exchangeCode.splice(0), passwordGrant: opCalls.passwordGrant.splice(0) } });
-      return;
-    case 'clock':
-      reply({ type: 'clock', micros: Number(process.hrtime.bigint() / 1000n) });
-      return;
-    case 'stop':
-      void running
-        .stop(2000)
-        .then(() => store.close())
-        .then(() => {
-          reply({ type: 'ok' });
-          // A normal exit, not a signal: --cpu-prof writes its profile only then.
-          process.exit(0);
-        });
-      return;
-  }
-});
-process.on('disconnect', () => process.exit(0));
+  });
+  process.on('disconnect', () => process.exit(0));
 
-const ready: ProxyProcessReady = { bench: 'ready', clientUrl: running.clientUrl, homeserverFacingUrl: running.homeserverFacingUrl, pid: process.pid };
-process.stdout.write(`${JSON.stringify(ready)}\n`);
+  const ready: ProxyProcessReady = { bench: 'ready', clientUrl: running.clientUrl, homeserverFacingUrl: running.homeserverFacingUrl, pid: process.pid, workerPids: [] };
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
+}
 
 /** The real providers, with the duration of every code exchange and password grant recorded. */
 function timeOpCalls(real: ReadonlyMap<string, UpstreamProvider>, into: OpCallTimings): ReadonlyMap<string, UpstreamProvider> {
@@ -102,6 +173,33 @@ function timeOpCalls(real: ReadonlyMap<string, UpstreamProvider>, into: OpCallTi
     );
   }
   return timed;
+}
+
+/** `target` with every method that returns a promise timed into `into` by method name (count, total ms). */
+function timedMethods<T extends object>(target: T, into: Record<string, CallTotals>): T {
+  return new Proxy(target, {
+    get(object, property) {
+      const value: unknown = Reflect.get(object, property, object);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const started = performance.now();
+        const result: unknown = Reflect.apply(value as (...a: unknown[]) => unknown, object, args);
+        if (!(result instanceof Promise)) return result;
+        const record = () => {
+          const totals = (into[String(property)] ??= { count: 0, totalMs: 0 });
+          totals.count += 1;
+          totals.totalMs += performance.now() - started;
+        };
+        return result.finally(record);
+      };
+    },
+  });
+}
+
+function drain(totals: Record<string, CallTotals>): Record<string, CallTotals> {
+  const copy = { ...totals };
+  for (const key of Object.keys(totals)) delete totals[key];
+  return copy;
 }
 
 async function timedCall<T>(into: number[], call: () => Promise<T>): Promise<T> {

@@ -39,9 +39,10 @@ export class BenchEnvironment {
     });
   }
 
-  nginx(): Promise<RunningNginx> {
-    return this.once('nginx', async () => {
-      const nginx = await startNginx((await this.upstream()).url);
+  /** nginx with `workers` worker processes (1: no master process). */
+  nginx(workers = 1): Promise<RunningNginx> {
+    return this.once(workers === 1 ? 'nginx' : `nginx-${workers}`, async () => {
+      const nginx = await startNginx((await this.upstream()).url, workers);
       return { value: nginx, stop: () => nginx.stop() };
     });
   }

@@ -215,13 +215,14 @@ function ticks(max: number): number[] {
 function shortValue(value: number, unit: Unit): string {
   if (unit === 'req/s') return value >= 1000 ? `${(value / 1000).toFixed(value >= 10_000 ? 0 : 1)}k/s` : `${Math.round(value)}/s`;
   if (unit === 'ms') return value >= 100 ? `${Math.round(value)} ms` : value >= 10 ? `${value.toFixed(1)} ms` : `${value.toFixed(2)} ms`;
+  if (unit === 'µs') return `${Math.round(value).toLocaleString('en-US')} µs`;
   if (unit === 'B') return `${Math.round(value).toLocaleString('en-US')} B`;
   if (unit === 'MB' || unit === 'MB/s') return `${value.toFixed(value >= 100 ? 0 : 1)} ${unit}`;
   return Math.round(value).toLocaleString('en-US');
 }
 
 function unitTitle(unit: Unit): string {
-  return { 'req/s': 'throughput', ms: 'latency', 'MB/s': 'transfer rate', MB: 'memory', B: 'bytes', count: 'counts' }[unit];
+  return { 'req/s': 'throughput', ms: 'latency', µs: 'CPU per request', 'MB/s': 'transfer rate', MB: 'memory', B: 'bytes', count: 'counts' }[unit];
 }
 
 /** run-all keys the load average by the scenario's command-line name; results carry its display name. */

@@ -14,18 +14,19 @@ export interface RunningNginx {
 }
 
 /**
- * Debian's nginx as the reverse proxy admins already run in front of Synapse: one process (no master, like the
- * single Node process it is compared with), proxy_pass to `upstreamUrl` with a keep-alive upstream pool, the usual
+ * Debian's nginx as the reverse proxy admins already run in front of Synapse: with `workers` 1 one process (no master,
+ * like the single Node process it is compared with), with more a master and that many worker processes (like the
+ * proxy's cluster primary and its workers; nginx's defaults otherwise: accept_mutex off, no reuseport), proxy_pass to `upstreamUrl` with a keep-alive upstream pool, the usual
  * forwarding headers, access log off. Everything lives in a temporary directory.
  */
-export async function startNginx(upstreamUrl: string): Promise<RunningNginx> {
+export async function startNginx(upstreamUrl: string, workers = 1): Promise<RunningNginx> {
   const upstream = new URL(upstreamUrl);
   const dir = await mkdtemp(join(tmpdir(), 'mcp-bench-nginx-'));
   const port = await freePort();
   const config = `
 daemon off;
-master_process off;
-worker_processes 1;
+master_process ${workers > 1 ? 'on' : 'off'};
+worker_processes ${workers};
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 4096; }

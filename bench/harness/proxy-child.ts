@@ -26,32 +26,54 @@ export class ProxyChild {
     readonly clientUrl: string,
     readonly homeserverFacingUrl: string,
     readonly pid: number,
+    /** With `workers` > 1: the workers' pids (`pid` is then the cluster primary's). */
+    readonly workerPids: readonly number[],
     private readonly channel: IpcChannel<RequestBody, ProxyProcessReply>,
     private readonly exited: Promise<number | null>,
   ) {}
 
   static async start(options: ProxyChildOptions): Promise<ProxyChild> {
-    const input: ProxyProcessInput = { config: options.config, ...(options.timeOpCalls === undefined ? {} : { timeOpCalls: options.timeOpCalls }) };
+    const input: ProxyProcessInput = {
+      config: options.config,
+      ...(options.timeOpCalls === undefined ? {} : { timeOpCalls: options.timeOpCalls }),
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
+    };
+    // BENCH_CPU_PROFILE_DIR profiles every proxy a scenario starts (e.g. the login's), not only profile-hot-paths'.
+    const cpuProfileDir = options.cpuProfileDir ?? process.env['BENCH_CPU_PROFILE_DIR'];
     const started = await startNodeChild(compiledProxyProcess(), {
       loader: 'none',
       logName: `proxy-${options.name}`,
       env: { MCP_BENCH_PROXY: JSON.stringify(input) },
-      nodeFlags: options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`],
+      // BENCH_CPU_PROFILE_INTERVAL_US: a finer sampling interval than V8's 1 ms, for short per-request frames.
+      nodeFlags:
+        cpuProfileDir === undefined
+          ? []
+          : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`, ...(process.env['BENCH_CPU_PROFILE_INTERVAL_US'] === undefined ? [] : [`--cpu-prof-interval=${process.env['BENCH_CPU_PROFILE_INTERVAL_US']}`])],
       readyLine: (line) => line.startsWith('{"bench":"ready"'),
     });
     const ready = JSON.parse(started.readyText) as ProxyProcessReady;
-    return new ProxyChild(ready.clientUrl, ready.homeserverFacingUrl, ready.pid, new IpcChannel(started.child), started.exited);
+    return new ProxyChild(ready.clientUrl, ready.homeserverFacingUrl, ready.pid, ready.workerPids, new IpcChannel(started.child), started.exited);
   }
 
   /**
    * CPU time the proxy process has used so far (user + system, ms), from /proc. Divided by the requests of a round it
-   * gives CPU per request, which — unlike req/s — hardly moves when other processes load the machine.
+   * gives CPU per request, which — unlike req/s — hardly moves when other processes load the machine. With cluster
+   * workers, the sum over the primary (it accepts the connections and hands them out) and every worker.
    */
   cpuTimeMs(): number {
-    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
-    // Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicksPerSecond();
+    let total = 0;
+    for (const pid of [this.pid, ...this.workerPids]) {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += Number(fields[11]) + Number(fields[12]);
+    }
+    return (total * 1000) / clockTicksPerSecond();
+  }
+
+  /** The processes serving requests: 1, or the cluster's workers. */
+  get workers(): number {
+    return Math.max(1, this.workerPids.length);
   }
 
   async memory(): Promise<ProxyMemory> {

@@ -7,6 +7,11 @@ export interface ProxyProcessInput {
    * benchmark subtracts them to see the proxy's own part.
    */
   readonly timeOpCalls?: boolean;
+  /**
+   * Cluster workers (`workers: N`, src/cluster.ts); default 1, one process. With several, the process answers only
+   * `stop`: memory, timings and the clock belong to one proxy process.
+   */
+  readonly workers?: number;
 }
 
 /** The one line the proxy process prints on stdout once it listens. */
@@ -15,6 +20,8 @@ export interface ProxyProcessReady {
   readonly clientUrl: string;
   readonly homeserverFacingUrl: string;
   readonly pid: number;
+  /** The cluster workers' pids (none with one process). */
+  readonly workerPids: readonly number[];
 }
 
 export type ProxyProcessRequest = { readonly id: number } & (
@@ -39,4 +46,12 @@ export type ProxyProcessReply =
 export interface OpCallTimings {
   readonly exchangeCode: number[];
   readonly passwordGrant: number[];
+  /** Calls to the store and to the homeserver adapter, by method: how many, and the ms spent waiting in total. */
+  readonly store: Record<string, CallTotals>;
+  readonly homeserver: Record<string, CallTotals>;
+}
+
+export interface CallTotals {
+  count: number;
+  totalMs: number;
 }

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import type { BenchSettings } from './bench-settings.js';
 import { RESULTS_DIR } from './child-processes.js';
 
-export type Unit = 'req/s' | 'ms' | 'MB/s' | 'MB' | 'B' | 'count';
+/** µs: CPU time per request, summed over the proxy's processes. */
+export type Unit = 'req/s' | 'ms' | 'µs' | 'MB/s' | 'MB' | 'B' | 'count';
 
 export interface Target {
   /** The goal as the issue states it, e.g. "≥ 0.5× nginx". */
@@ -65,6 +66,8 @@ export function formatValue(value: number, unit: Unit): string {
       return `${Math.round(value).toLocaleString('en-US')} req/s`;
     case 'ms':
       return `${value < 10 ? value.toFixed(3) : value.toFixed(1)} ms`;
+    case 'µs':
+      return `${Math.round(value).toLocaleString('en-US')} µs`;
     case 'MB/s':
       return `${value.toFixed(0)} MB/s`;
     case 'MB':

@@ -73,8 +73,8 @@ export async function opPasswordSignIn(
   }
 
   const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal, grant);
-  await provisionAccount(deps.homeserver, account, deps.bindings);
-  await deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart);
+  // Independent (the OP has vouched for both): the homeserver call and the alias write overlap (issue 19, login cost).
+  await Promise.all([provisionAccount(deps.homeserver, account, deps.bindings), deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart)]);
 
   const origin: OpOrigin = {
     kind: 'password',

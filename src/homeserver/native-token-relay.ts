@@ -1,6 +1,6 @@
 import type { AppDeps } from '../app-deps.js';
 import { HomeserverError } from '../provisioning/homeserver-adapter.js';
-import { resolveAccount } from '../identity/account-resolver.js';
+import { resolveAccount, type ProviderPolicy } from '../identity/account-resolver.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { MappingError } from '../identity/user-mapping.js';
 import { UpstreamError, type UpstreamProvider } from '../oidc/upstream.js';
@@ -40,6 +40,8 @@ class OpIntrospectionCache {
 }
 
 const caches = new WeakMap<AppDeps, OpIntrospectionCache>();
+/** OP introspections under way, by token: concurrent requests about one token share one call. */
+const inFlight = new WeakMap<AppDeps, Map<string, Promise<Record<string, unknown>>>>();
 
 const PLAUSIBLE_TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const MAX_PLAUSIBLE_TOKEN_LENGTH = 8192;
@@ -61,6 +63,25 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
   // Only a token an OP could have issued is worth a call (RFC 6750 §2.1 b64token, bounded length); the rest of the
   // unknown tokens share one budget, so random bearer tokens cannot turn into a flood at the OP (issue 12 #7).
   if (token.length > MAX_PLAUSIBLE_TOKEN_LENGTH || !PLAUSIBLE_TOKEN.test(token)) return INACTIVE;
+
+  // Synapse asks about a busy token from many requests at once; when its cached answer expires, they would each
+  // call the OP (and each spend the shared budget above, refusing the rest with 503s): the first one asks, the
+  // others wait for its answer.
+  let flights = inFlight.get(deps);
+  if (flights === undefined) {
+    flights = new Map();
+    inFlight.set(deps, flights);
+  }
+  const running = flights.get(token);
+  if (running !== undefined) return running;
+  const waiting = flights;
+  const call = relayToOp(deps, provider, policy, cache, token, now).finally(() => waiting.delete(token));
+  waiting.set(token, call);
+  return call;
+}
+
+/** One OP introspection of a token no cached answer covers: budget, OP, account and device, then the cache. */
+async function relayToOp(deps: AppDeps, provider: UpstreamProvider, policy: ProviderPolicy, cache: OpIntrospectionCache, token: string, now: number): Promise<Record<string, unknown>> {
   const budget = deps.config.rate_limits.op_introspection;
   const allowed = await deps.store.takeToken('rate:op-introspection', { burst: budget.burst, perSecond: budget.per_second }, now).catch((err: unknown) => {
     throw new IntrospectionUnavailable('The store is unavailable', err);

@@ -5,6 +5,8 @@ export interface TrustedProxies {
   contains(address: string): boolean;
 }
 
+const NO_TRUSTED_PROXY: TrustedProxies = { contains: () => false };
+
 // The config array is frozen and lives as long as the process, so each list is compiled once, not per request.
 const compiled = new WeakMap<readonly string[], TrustedProxies>();
 
@@ -12,6 +14,8 @@ const compiled = new WeakMap<readonly string[], TrustedProxies>();
 export function trustedProxies(cidrs: readonly string[]): TrustedProxies {
   const cached = compiled.get(cidrs);
   if (cached !== undefined) return cached;
+  // No trusted proxy (the default): nothing to parse per request (every request asks, introspection included).
+  if (cidrs.length === 0) return NO_TRUSTED_PROXY;
 
   const list = new BlockList();
   for (const cidr of cidrs) {

@@ -35,8 +35,12 @@ export class SessionLifecycle {
     const input = withDisplayNameLimit(requested);
     const tokens = this.deps.homeserver.tokens;
     if (tokens === undefined) {
-      await this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
-      const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
+      // Independent: the store read overlaps the homeserver call (issue 19, login cost). A failed device creation
+      // still stops the login before anything is written; the read's answer is then unused.
+      const [, previousId] = await Promise.all([
+        this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName),
+        this.deps.sessions.idOfDevice(input.localpart, input.deviceId),
+      ]);
       if (previousId !== undefined) {
         // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
         await this.end(previousId, 'device_reused', { keepDevice: true });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock.js';
 import { checkTtlMs } from './argument-checks.js';
-import type { SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import type { BucketTake, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
 import { checkTokenBucket, tokenBucketStep, type BucketState } from './token-bucket.js';
 
 /** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
@@ -118,6 +118,15 @@ export class MemoryStore implements Store {
     const step = tokenBucketStep(previous, bucket, nowMs);
     this.write(key, { type: 'bucket', data: step.state }, step.refillMs);
     return step.retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs: step.retryAfterMs };
+  }
+
+  async takeTokens(takes: readonly BucketTake[], nowMs: number): Promise<TokenBucketResult> {
+    for (const take of takes) checkTokenBucket(take.bucket, nowMs);
+    for (const take of takes) {
+      const result = await this.takeToken(take.key, take.bucket, nowMs);
+      if (!result.allowed) return result;
+    }
+    return { allowed: true };
   }
 
   async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {

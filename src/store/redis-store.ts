@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { checkTtlMs } from './argument-checks.js';
-import type { SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import type { BucketTake, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
 import { checkTokenBucket } from './token-bucket.js';
 
 /**
@@ -216,6 +216,35 @@ const scripts = {
       redis.call('PEXPIRE', KEYS[1], refill)
       return retry`,
   },
+  storeTakeTokens: {
+    // KEYS: the buckets in order; ARGV: nowMs, then burst and perSecond per key. storeTakeToken's step on each
+    // bucket until one refuses: that wait is returned and the buckets after it are not touched (0 = all taken).
+    // Not for Cluster: the keys lie in different hash slots. No numberOfKeys: the caller passes the count first.
+    lua: `
+      local now = tonumber(ARGV[1])
+      for i, key in ipairs(KEYS) do
+        local burst = tonumber(ARGV[2 * i])
+        local rate = tonumber(ARGV[2 * i + 1])
+        local state = redis.call('HMGET', key, 'tokens', 'ts')
+        local tokens = tonumber(state[1]) or burst
+        local ts = tonumber(state[2]) or now
+        if now > ts then
+          tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+          ts = now
+        end
+        local retry = 0
+        if tokens >= 1 then
+          tokens = tokens - 1
+        else
+          retry = math.ceil((1 - tokens) * 1000 / rate)
+        end
+        local refill = math.max(1, math.ceil((burst - tokens) * 1000 / rate))
+        redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', ts))
+        redis.call('PEXPIRE', key, refill)
+        if retry > 0 then return retry end
+      end
+      return 0`,
+  },
   storeReleaseLock: {
     // ARGV[1] = owner token; a lock that expired and was taken by someone else is left alone.
     numberOfKeys: 1,
@@ -230,6 +259,7 @@ interface ScriptCommands {
   storeCompareAndSet(key: string, hasExpected: string, expected: string, next: string, ttlMs: string): Promise<number>;
   storeTakeToken(key: string, burst: string, perSecond: string, nowMs: string): Promise<number>;
   storeReleaseLock(key: string, owner: string): Promise<number>;
+  storeTakeTokens(keyCount: number, ...keysThenArgs: string[]): Promise<number>;
 }
 
 export class RedisStore implements Store {
@@ -347,6 +377,22 @@ export class RedisStore implements Store {
       String(bucket.perSecond),
       String(nowMs),
     );
+    return retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs };
+  }
+
+  async takeTokens(takes: readonly BucketTake[], nowMs: number): Promise<TokenBucketResult> {
+    this.assertOpen();
+    for (const take of takes) checkTokenBucket(take.bucket, nowMs);
+    if (this.client instanceof Cluster || takes.length < 2) {
+      // Cluster refuses a script over keys of several hash slots: one bucket after the other.
+      for (const take of takes) {
+        const result = await this.takeToken(take.key, take.bucket, nowMs);
+        if (!result.allowed) return result;
+      }
+      return { allowed: true };
+    }
+    const args = [String(nowMs), ...takes.flatMap((take) => [String(take.bucket.burst), String(take.bucket.perSecond)])];
+    const retryAfterMs = await this.run.storeTakeTokens(takes.length, ...takes.map((take) => this.key(take.key)), ...args);
     return retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs };
   }
 

@@ -40,6 +40,12 @@ export interface Store {
   takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult>;
 
   /**
+   * `takeToken` on each bucket in order, stopping at the first that refuses (the later ones are left untouched):
+   * the same as awaiting them one by one, in one round trip where the backend can (issue 19, login cost).
+   */
+  takeTokens(takes: readonly BucketTake[], nowMs: number): Promise<TokenBucketResult>;
+
+  /**
    * Mutual exclusion across replicas: returns a release function when acquired, undefined when someone else
    * holds the lock. The lock expires after `ttlMs` even if never released (a crashed holder cannot block forever).
    */
@@ -68,6 +74,11 @@ export interface SetOptions {
 export interface TokenBucket {
   readonly burst: number;
   readonly perSecond: number;
+}
+
+export interface BucketTake {
+  readonly key: string;
+  readonly bucket: TokenBucket;
 }
 
 export type TokenBucketResult = { readonly allowed: true } | { readonly allowed: false; readonly retryAfterMs: number };

@@ -285,6 +285,26 @@ for (const backend of backends) {
       assert.deepEqual(await store.takeToken('slow', slow, t0 + 500), { allowed: false, retryAfterMs: 1500 });
     });
 
+    test('token buckets taken together: in order, none after the first that refuses', async (t) => {
+      const { store } = await backend.open(t);
+      const t0 = 1_700_000_000_000;
+      const ip = { key: 'login:ip', bucket: { burst: 2, perSecond: 1 } };
+      const account = { key: 'login:account', bucket: { burst: 3, perSecond: 2 } };
+      assert.deepEqual(await store.takeTokens([ip, account], t0), { allowed: true });
+      assert.deepEqual(await store.takeTokens([ip, account], t0), { allowed: true });
+      // The IP bucket is empty: refused with its wait, and the account bucket keeps its last token.
+      assert.deepEqual(await store.takeTokens([ip, account], t0), { allowed: false, retryAfterMs: 1000 });
+      assert.deepEqual(await store.takeToken('login:account', account.bucket, t0), { allowed: true }, 'the refused take left the account bucket alone');
+      assert.deepEqual(await store.takeToken('login:account', account.bucket, t0), { allowed: false, retryAfterMs: 500 });
+      // The first bucket allows, the second refuses: the first's token is spent (as one take after the other would).
+      const fresh = { key: 'login:ip2', bucket: { burst: 5, perSecond: 1 } };
+      assert.deepEqual(await store.takeTokens([fresh, account], t0), { allowed: false, retryAfterMs: 500 });
+      for (let i = 0; i < 4; i += 1) assert.deepEqual(await store.takeToken('login:ip2', fresh.bucket, t0), { allowed: true });
+      assert.equal((await store.takeToken('login:ip2', fresh.bucket, t0)).allowed, false, 'one of five went to the refused pair');
+      assert.deepEqual(await store.takeTokens([ip], t0 + 1000), { allowed: true }, 'one bucket alone');
+      await assert.rejects(store.takeTokens([ip, { key: 'bad', bucket: { burst: 0, perSecond: 1 } }], t0), RangeError);
+    });
+
     test('token bucket: concurrent takers share the burst', async (t) => {
       const harness = await backend.open(t);
       const stores = [harness.store, await harness.sibling(), await harness.sibling()];

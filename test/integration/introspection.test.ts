@@ -228,3 +228,32 @@ describe('introspection amplification (issue 12 #7)', () => {
     assert.equal(opCalls() - before, 20);
   });
 });
+
+describe('concurrent introspections of one native token (issue 19)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({
+      configure: (config) => {
+        // One OP call in the budget: a second call for the same token would be refused with 503.
+        config['rate_limits'] = { op_introspection: { burst: 1, per_second: 0.001 } };
+      },
+    });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('one native token asked about by 30 requests at once: one OP call, every answer active (issue 19)', async () => {
+    const opCalls = () => h.op.requests.filter((r) => r.path.includes('introspect')).length;
+    const token = await nativeToken(h, 'bob', 'CONCURRENT1');
+    const before = opCalls();
+    // Without sharing the call, all but one would spend the empty budget and be 503.
+    const answers = await Promise.all(Array.from({ length: 30 }, () => introspect(h, token)));
+    assert.equal(opCalls() - before, 1, 'concurrent misses share one OP introspection');
+    for (const answer of answers) {
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(answer.body['active'], true);
+      assert.equal(answer.body['device_id'], 'CONCURRENT1');
+    }
+  });
+});
