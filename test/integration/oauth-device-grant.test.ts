@@ -4,7 +4,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import type { Browser, Page } from 'playwright-core';
 import { chromiumMissing, launchChromium } from '../support/chromium-sso.js';
-import { ProxyBrowser } from '../support/proxy-browser.js';
+import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 import { HOMESERVER_SECRET, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
@@ -106,6 +106,37 @@ async function userSignsIn(browser: Browser, h: Harness, url: string, options: {
   const heading = await page.locator('h1').innerText();
   assert.deepEqual(violations, [], 'no page broke its CSP');
   return { heading, page };
+}
+
+/**
+ * The user's part without Chromium (a cookie-keeping fetch, each hop checked): code page, confirmation, the
+ * Refresh-header hop to sign-in, the OP's login (the test OP's own browser), consent, and the done page.
+ */
+async function userSignsInByFetch(h: Harness, url: string, user = h.op.users.alice) {
+  const browser = new ProxyBrowser(h.url);
+  const opBrowser = h.op.browser();
+  const xsrfIn = (page: string) => /name="xsrf" value="([^"]+)"/.exec(page)?.[1] ?? '';
+  const entry = await (await browser.get(url)).text();
+  const userCode = /id="user_code"[^>]* value="([^"]*)"/.exec(entry)?.[1] ?? '';
+  const confirm = await (await browser.post(`${issuerOf(h)}/device`, { xsrf: xsrfIn(entry), user_code: userCode })).text();
+  const onward = await browser.post(`${issuerOf(h)}/device`, { xsrf: xsrfIn(confirm), user_code: userCode, confirm: 'yes' });
+  assert.equal(onward.status, 200);
+  const refresh = /^0; url=(.+)$/.exec(onward.headers.get('refresh') ?? '')?.[1];
+  assert.ok(refresh, 'the confirmation moves on with a Refresh header');
+  let response = await browser.get(refresh);
+  for (let hop = 0; hop < 20; hop++) {
+    if (response.status === 200) {
+      const page = await response.text();
+      if (/id="done"/.test(page)) return { opBrowser };
+      assert.match(page, /Allow Living Room TV/, page);
+      response = await browser.post(response.url, { decision: 'allow' });
+      continue;
+    }
+    assert.ok([302, 303].includes(response.status), `unexpected ${response.status}: ${await response.text()}`);
+    const next = locationOf(response);
+    response = next.origin === new URL(h.op.issuer).origin ? await browser.get(await opBrowser.authorize(next, { login: user.username, password: user.password })) : await browser.get(next);
+  }
+  throw new Error('too many redirects');
 }
 
 describe('device authorization grant (RFC 8628) on native_clients: serve', () => {
@@ -212,6 +243,20 @@ describe('device authorization grant (RFC 8628) on native_clients: serve', () =>
     const fresh = await stranger.get(String(forged.headers.get('location')));
     assert.equal(fresh.status, 200);
     assert.match(await fresh.text(), /id="problem">This form was not sent/);
+  });
+
+  test('a back-channel logout from the OP ends a device-grant session and its device (user driven by fetch)', async () => {
+    const { config } = await deviceClient(h);
+    const deviceId = newDeviceId();
+    const started = await client.initiateDeviceAuthorization(config, { scope: deviceScope(deviceId) });
+    const polling = client.pollDeviceAuthorizationGrant(config, started);
+    const { opBrowser } = await userSignsInByFetch(h, started.verification_uri_complete ?? '', h.op.users.bob);
+    const tokens = await polling;
+    assert.equal((await whoami(h, tokens.access_token)).body.device_id, deviceId);
+    await opBrowser.logout({ clientId: h.op.clientId });
+    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
+    assert.equal((await whoami(h, tokens.access_token)).status, 401);
+    assert.equal(h.homeserver.devices('bob').has(deviceId), false);
   });
 
   test('cancelling on the confirmation page answers the device access_denied', async () => {
