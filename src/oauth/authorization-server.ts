@@ -63,8 +63,9 @@ const CODE_TTL_S = 60;
 const INTERACTION_TTL_S = 30 * 60;
 /** Where GET <issuer>/device?user_code=… keeps the code it prefills (see the middleware). */
 const PREFILLED_USER_CODE = Symbol('prefilled user code');
-/** Where GET <issuer>/device?retry=form keeps that the last post came without this server's form (see the middleware). */
+/** Where GET <issuer>/device?retry=… keeps why the browser was sent back to a fresh form (see the middleware). */
 const RETRY_PROBLEM = Symbol('retry problem');
+const RETRY_PROBLEMS: ReadonlySet<string> = new Set<UserCodeProblem>(['form', 'lost']);
 
 export function createAuthorizationServer(deps: AuthorizationServerDeps): AuthorizationServer {
   const { config } = deps;
@@ -112,6 +113,9 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
     clientDefaults: { grant_types: ['authorization_code'], id_token_signed_response_alg: 'RS256', response_types: [], token_endpoint_auth_method: 'none' },
     jwks: { keys: [signingJwk(signingKey)] as never },
     cookies: {
+      // Not oidc-provider's default names: an OP on the same host (cookies ignore ports) that is itself built on
+      // oidc-provider would overwrite them, and the browser would lose its sign-in here between the OP and back.
+      names: { session: 'mcp_oauth_session', interaction: 'mcp_oauth_interaction', resume: 'mcp_oauth_resume' },
       // The current key signs; cookies signed before a key rotation still verify (sessions.previous_encryption_keys).
       keys: [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)].map(cookieKey),
       long: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
@@ -134,7 +138,7 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
           const prefilled = (ctx.state as Record<symbol, unknown>)[PREFILLED_USER_CODE];
           const typed = (err as { userCode?: unknown } | undefined)?.userCode;
           const userCode = typeof typed === 'string' ? typed : typeof prefilled === 'string' ? prefilled : undefined;
-          const retry = (ctx.state as Record<symbol, unknown>)[RETRY_PROBLEM] === 'form' ? 'form' : undefined;
+          const retry = (ctx.state as Record<symbol, unknown>)[RETRY_PROBLEM] as UserCodeProblem | undefined;
           const page = userCodeEntryPage({ action: ctx.oidc.urlFor('code_verification'), xsrf: xsrfOf(ctx), userCode, problem: userCodeProblemOf(err) ?? retry });
           sendPage(ctx as unknown as Context, { ...page, status: err === undefined ? 200 : ctx.status });
         },
@@ -238,17 +242,22 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       }
       await admitDeviceScopes(scope);
     }
-    if (ctx.method === 'POST' && ctx.path === OAUTH_ROUTES.codeVerification) {
-      // A post without the browser session the form's CSRF token lives in: a cross-site form (the session cookie is
-      // SameSite=lax, so it stays home), or an expired page. oidc-provider cannot re-render the form then (it fails
-      // saving a session it never stored), so send the browser back to a fresh form.
+    const resumption = ctx.path.startsWith(`${OAUTH_ROUTES.codeVerification}/`) && ctx.path !== OAUTH_ROUTES.deviceAuthorization;
+    const devicePage = ctx.path === OAUTH_ROUTES.codeVerification ? 'entry' : resumption ? 'resume' : undefined;
+    if (devicePage !== undefined && !(ctx.method === 'GET' && devicePage === 'entry')) {
+      // A post or a resumption without the browser session the device pages live in (the form's CSRF token, the
+      // sign-in): a cross-site form (the session cookie is SameSite=lax, so it stays home), another browser, or an
+      // expired session. oidc-provider cannot show its form again then (it fails saving a session it never
+      // stored), so the browser goes back to a fresh form, told why.
       const sessionId = ctx.cookies.get(provider.cookieName('session'), { signed: true });
       if (sessionId === undefined || (await provider.Session.find(sessionId)) === undefined) {
         ctx.status = 303;
         ctx.set('Cache-Control', 'no-store');
-        ctx.redirect(`${issuer}${OAUTH_ROUTES.codeVerification}?retry=form`);
+        ctx.redirect(`${issuer}${OAUTH_ROUTES.codeVerification}?retry=${devicePage === 'entry' ? 'form' : 'lost'}`);
         return;
       }
+    }
+    if (ctx.method === 'POST' && ctx.path === OAUTH_ROUTES.codeVerification) {
       // The user's code names the device code, whose request carries the device scope (any replica may get this).
       const userCode = body?.get('user_code');
       const code = userCode === undefined || userCode === null ? undefined : await provider.DeviceCode.findByUserCode(normalisedUserCode(userCode), { ignoreExpiration: true });
@@ -264,10 +273,11 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       // which the pages' CSP forbids and which would skip the user's look at it. Prefill the form instead.
       const state = ctx.state as Record<symbol, unknown>;
       if (typeof ctx.query['user_code'] === 'string') state[PREFILLED_USER_CODE] = ctx.query['user_code'];
-      if (ctx.query['retry'] === 'form') state[RETRY_PROBLEM] = 'form';
+      const retry = ctx.query['retry'];
+      if (typeof retry === 'string' && RETRY_PROBLEMS.has(retry)) state[RETRY_PROBLEM] = retry;
       ctx.querystring = '';
     }
-    if (ctx.path.startsWith(`${OAUTH_ROUTES.codeVerification}/`)) {
+    if (resumption) {
       // Resuming a device sign-in (after the login or consent step): admit the device scope it asked for.
       const uid = ctx.path.slice(OAUTH_ROUTES.codeVerification.length + 1);
       const interaction = await provider.Interaction.find(uid);

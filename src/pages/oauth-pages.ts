@@ -86,7 +86,7 @@ ${view.error === undefined ? '' : html`<p class="error" id="error">${view.error}
 }
 
 /** Why the device-verification page is shown again (oidc-provider's re-render reasons, and a bad CSRF token). */
-export type UserCodeProblem = 'wrong' | 'expired' | 'used' | 'cancelled' | 'form' | 'error';
+export type UserCodeProblem = 'wrong' | 'expired' | 'used' | 'cancelled' | 'form' | 'lost' | 'error';
 
 export interface UserCodeEntryView {
   /** Where the form posts: `<issuer>/device` (same origin, so the CSP's form-action 'self' covers it). */
@@ -104,6 +104,7 @@ const USER_CODE_PROBLEMS: Record<UserCodeProblem, string> = {
   used: 'This code was already used. Start signing in again on your device to get a new one.',
   cancelled: 'Signing in was cancelled; the device was told so. Start again on your device if you want to sign in.',
   form: 'This form was not sent from the page this server showed, or it is too old. Type the code again.',
+  lost: 'This sign-in was started in another browser or took too long. Type the code again, or start again on your device.',
   error: 'Something went wrong. Start signing in again on your device.',
 };
 

@@ -243,6 +243,11 @@ describe('device authorization grant (RFC 8628) on native_clients: serve', () =>
     const fresh = await stranger.get(String(forged.headers.get('location')));
     assert.equal(fresh.status, 200);
     assert.match(await fresh.text(), /id="problem">This form was not sent/);
+    // Resuming a sign-in from a browser that never started one: back to the form, told so.
+    const elsewhere = new ProxyBrowser(h.url);
+    const resumed = await elsewhere.get(`${issuerOf(h)}/device/nosuchinteraction`);
+    assert.equal(resumed.status, 303);
+    assert.match(await (await elsewhere.get(String(resumed.headers.get('location')))).text(), /id="problem">This sign-in was started in another browser/);
   });
 
   test('a back-channel logout from the OP ends a device-grant session and its device (user driven by fetch)', async () => {
