@@ -81,7 +81,7 @@ const whoami = (h: Harness, token: string) => h.request('GET', '/_matrix/client/
  * The user's part in Chromium: open verification_uri_complete (code prefilled), check and continue, confirm, sign
  * in at the OP, then allow (or cancel) on the consent page. Returns the last page's heading.
  */
-async function userSignsIn(browser: Browser, h: Harness, url: string, options: { user?: 'alice' | 'bob'; consent?: 'allow' | 'deny' } = {}): Promise<{ heading: string; page: Page }> {
+async function userSignsIn(browser: Browser, h: Harness, url: string, options: { user?: 'alice' | 'bob'; consent?: 'allow' | 'deny'; via?: 'op' | 'password-form' } = {}): Promise<{ heading: string; page: Page }> {
   const user = h.op.users[options.user ?? 'alice'];
   const context = await browser.newContext();
   const page = await context.newPage();
@@ -94,10 +94,19 @@ async function userSignsIn(browser: Browser, h: Harness, url: string, options: {
   await page.click('#continue');
   await page.waitForSelector('#user-code');
   await page.click('#confirm');
-  await page.waitForURL((at) => at.origin === new URL(h.op.issuer).origin && at.pathname.startsWith('/interaction/'));
-  await page.fill('input[name="login"]', user.username);
-  await page.fill('input[name="password"]', user.password);
-  await page.click('#submit');
+  // password_login is on in the harness: the sign-in page offers the OP (SSO bridge) and the proxy's password form.
+  await page.waitForSelector('#password-form');
+  if (options.via === 'password-form') {
+    await page.fill('#username', user.username);
+    await page.fill('#password', user.password);
+    await page.click('#sign-in');
+  } else {
+    await page.click('a.sso');
+    await page.waitForURL((at) => at.origin === new URL(h.op.issuer).origin && at.pathname.startsWith('/interaction/'));
+    await page.fill('input[name="login"]', user.username);
+    await page.fill('input[name="password"]', user.password);
+    await page.click('#submit');
+  }
   await page.waitForURL((at) => at.pathname.includes('/_matrix-compat-proxy/oauth2/interaction/'));
   assert.match(await page.locator('h1').innerText(), /Allow Living Room TV/);
   assert.equal(await page.locator('.mxid').innerText(), `@${user.username}:${SERVER_NAME}`);
@@ -128,6 +137,12 @@ async function userSignsInByFetch(h: Harness, url: string, user = h.op.users.ali
     if (response.status === 200) {
       const page = await response.text();
       if (/id="done"/.test(page)) return { opBrowser };
+      // The sign-in page (password_login is on in the harness): through the OP, so that its session can log out.
+      const sso = /<a class="button secondary sso" href="([^"]+)"/.exec(page)?.[1];
+      if (sso !== undefined) {
+        response = await browser.get(new URL(sso.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code))), response.url));
+        continue;
+      }
       assert.match(page, /Allow Living Room TV/, page);
       response = await browser.post(response.url, { decision: 'allow' });
       continue;
@@ -337,11 +352,11 @@ describe('device authorization grant (RFC 8628) on native_clients: serve', () =>
       assert.equal(h.homeserver.devices('alice').has(deviceId), false, 'revocation deleted the device');
     });
 
-    test('/logout/all from a legacy client ends a device-grant session too', async () => {
+    test("signed in with the proxy's password form; /logout/all from a legacy client ends the device-grant session", async () => {
       const { config } = await deviceClient(h);
       const started = await client.initiateDeviceAuthorization(config, { scope: deviceScope(newDeviceId()) });
       const polling = client.pollDeviceAuthorizationGrant(config, started);
-      await userSignsIn(browser, h, started.verification_uri_complete ?? '', { user: 'bob' });
+      await userSignsIn(browser, h, started.verification_uri_complete ?? '', { user: 'bob', via: 'password-form' });
       const tokens = await polling;
       const legacy = await h.passwordLogin('bob', h.op.users.bob.password);
       assert.equal(legacy.status, 200);

@@ -252,7 +252,10 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
       await page.goto(started.verification_uri_complete ?? '');
       await page.click('#continue');
       await page.click('#confirm');
-      await page.waitForSelector('#username');
+      // The proxy's sign-in page (password_login) offers Keycloak: its own login form, as a TV owner would use it.
+      await page.waitForSelector('#password-form, #kc-form-login');
+      if ((await page.locator('#password-form').count()) > 0) await page.click('a.sso');
+      await page.waitForSelector('#kc-form-login');
       await page.fill('#username', KEYCLOAK_REALM.users.alice.username);
       await page.fill('#password', KEYCLOAK_REALM.users.alice.password);
       await page.click('#kc-login');

@@ -298,7 +298,7 @@ describe('defaults and normalisation', () => {
       op_introspection: { burst: 20, per_second: 5 },
       ipv6_prefix_length: 64,
     });
-    assert.deepEqual(config.oauth_server, { first_party_client_uris: [], device_code_lifetime: 600_000, device_code_poll_interval: 5_000 });
+    assert.deepEqual(config.oauth_server, { first_party_client_uris: [], upstream_login_hint: 'localpart', device_code_lifetime: 600_000, device_code_poll_interval: 5_000 });
     assert.deepEqual(config.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9009 } });
     assert.deepEqual(config.admin, {});
     assert.deepEqual(config.log, { level: 'info' });
