@@ -102,6 +102,7 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
       perIp: { burst: config.rate_limits.login_per_ip.burst, perSecond: config.rate_limits.login_per_ip.per_second },
       perAccount: { burst: config.rate_limits.login_per_account.burst, perSecond: config.rate_limits.login_per_account.per_second },
       ssoPerIp: { burst: config.rate_limits.sso_per_ip.burst, perSecond: config.rate_limits.sso_per_ip.per_second },
+      deviceUserCodePerIp: { burst: config.rate_limits.device_user_code_per_ip.burst, perSecond: config.rate_limits.device_user_code_per_ip.per_second },
       ipv6PrefixLength: config.rate_limits.ipv6_prefix_length,
     }),
   };

@@ -34,6 +34,7 @@ import { postOAuthInteractionPassword } from './oauth/interaction-password.js';
 import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/discovery.js';
 import { atOAuthProvider } from './oauth/provider-endpoint.js';
 import { postOAuthRevoke } from './oauth/revoke.js';
+import { postDeviceVerification } from './oauth/device-verification.js';
 import type { Listener, OwnedRoute } from './http/owned-routes.js';
 import { paramOf } from './http/request-state.js';
 import { getHealth, getMetrics, getReady, type Readiness } from './ops/health.js';
@@ -177,6 +178,12 @@ function oauthServerRoutes(): Route[] {
     oauth('POST', OAUTH_ROUTES.registration, atOAuthProvider),
     oauth('GET', OAUTH_ROUTES.jwks, atOAuthProvider),
     oauth('POST', OAUTH_ROUTES.revocation, postOAuthRevoke),
+    // RFC 8628: the device asks for codes (oidc-provider); the user types one on the proxy's pages, then signs in
+    // through the interaction below and comes back to /device/:uid.
+    oauth('POST', OAUTH_ROUTES.deviceAuthorization, atOAuthProvider),
+    page('GET', OAUTH_ROUTES.codeVerification, atOAuthProvider),
+    page('POST', OAUTH_ROUTES.codeVerification, postDeviceVerification),
+    page('GET', `${OAUTH_ROUTES.codeVerification}/:uid`, atOAuthProvider),
     page('GET', `${OAUTH_ROUTES.interaction}/:uid`, getOAuthInteraction),
     page('POST', `${OAUTH_ROUTES.interaction}/:uid`, postOAuthInteraction),
     page('GET', `${OAUTH_ROUTES.interaction}/:uid/sso-done`, getOAuthInteractionSsoDone),

@@ -584,6 +584,10 @@ export const configSchema = z
         // remembers (e.g. her e-mail address), which ANYONE who starts an authorization can then read in the
         // redirect — only where those names are public (MSC4198 security considerations); off: no hint.
         upstream_login_hint: z.enum(['localpart', 'op_username', 'off']).default('localpart'),
+        // RFC 8628 device authorization grant (TV and CLI clients): how long a user code can be entered, and the
+        // polling interval the client is told (RFC 8628 §3.2 `interval`; polling faster gets slow_down, §3.5).
+        device_code_lifetime: duration('10m'),
+        device_code_poll_interval: duration('5s'),
       })
       .prefault({}),
     store,
@@ -597,6 +601,9 @@ export const configSchema = z
         login_per_account: tokenBucket(1800, 0.5),
         // SSO starts per client IP: each one stores a pending login, so unauthenticated writes are bounded.
         sso_per_ip: tokenBucket(30, 0.5),
+        // User codes typed on the device-verification page per client IP (RFC 8628 §5.1: guessing a code must be
+        // slow); a person types one or two.
+        device_user_code_per_ip: tokenBucket(10, 0.05),
         // OP introspections of tokens neither issued here nor cached (native-token relay), across all callers:
         // Synapse's introspection request does not carry the client's address, so no per-client bucket is possible.
         op_introspection: tokenBucket(20, 5),

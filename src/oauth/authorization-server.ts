@@ -1,12 +1,16 @@
-import { createPrivateKey, createPublicKey, hkdfSync, randomBytes, type JsonWebKey } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, hkdfSync, randomBytes, type JsonWebKey } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
+import type { Context } from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/schema.js';
 import { bodyLimitsOf, readBodyText } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
+import { clientAddress } from '../http/request-state.js';
+import { sendPage } from '../pages/html-page.js';
+import { continueToSignInPage, userCodeConfirmPage, userCodeDonePage, userCodeEntryPage, type UserCodeProblem } from '../pages/oauth-pages.js';
 import type { RevalidationDeps } from '../sessions/revalidation.js';
-import { checkClientMetadata } from './client-registration-rules.js';
+import { checkClientMetadata, DEVICE_CODE_GRANT_TYPE } from './client-registration-rules.js';
 import { API_SCOPE, isDeviceScope, parseMatrixScopes, UNSTABLE_API_SCOPE } from './matrix-scopes.js';
 import { providerStoreAdapter } from './provider-store-adapter.js';
 import { refreshGrant } from './refresh-grant.js';
@@ -24,7 +28,10 @@ import { SignInStore } from '../sessions/oauth-sign-ins.js';
  * - at the code exchange the access and refresh tokens oidc-provider minted are thrown away and replaced by a
  *   proxy session's (SessionLifecycle.start creates the device at the homeserver first). So a native session IS a
  *   proxy session: introspection, the admin API, /logout/all, back-channel logout and re-validation treat both alike;
- * - refresh (with rotation) and revocation are the proxy's own (token-grants.ts, revoke.ts).
+ * - refresh (with rotation) and revocation are the proxy's own (token-grants.ts, revoke.ts);
+ * - the device authorization grant (RFC 8628, MSC4341) is oidc-provider's deviceFlow: the user types the code on
+ *   the proxy's own pages (<issuer>/device), signs in through the same interaction as the code flow, and the token
+ *   endpoint swaps the tokens for a proxy session exactly as at the code exchange.
  */
 export type { AuthorizationServer } from '../app-deps.js';
 
@@ -45,11 +52,20 @@ export const OAUTH_ROUTES = {
   jwks: '/jwks',
   revocation: '/revoke',
   interaction: '/interaction',
+  /** RFC 8628 §3.1, where the device asks for its codes (oidc-provider's default path). */
+  deviceAuthorization: '/device/auth',
+  /** RFC 8628 §3.3 verification_uri, the user's page; `/device/:uid` resumes it after sign-in and consent. */
+  codeVerification: '/device',
 } as const;
 
 const ID_TOKEN_TTL_S = 3600;
 const CODE_TTL_S = 60;
 const INTERACTION_TTL_S = 30 * 60;
+/** Where GET <issuer>/device?user_code=… keeps the code it prefills (see the middleware). */
+const PREFILLED_USER_CODE = Symbol('prefilled user code');
+/** Where GET <issuer>/device?retry=… keeps why the browser was sent back to a fresh form (see the middleware). */
+const RETRY_PROBLEM = Symbol('retry problem');
+const RETRY_PROBLEMS: ReadonlySet<string> = new Set<UserCodeProblem>(['form', 'lost']);
 
 export function createAuthorizationServer(deps: AuthorizationServerDeps): AuthorizationServer {
   const { config } = deps;
@@ -62,6 +78,9 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
   // oidc-provider grants only scopes in its configured set. Device scopes carry a client-chosen id, so each valid
   // one is admitted into the provider's own set (it copies the one it is given) when a request names it.
   const scopes = new Set(['openid', API_SCOPE, UNSTABLE_API_SCOPE]);
+  // Request bodies as handle() read them, for the middleware that must see a parameter before oidc-provider does.
+  const bodies = new WeakMap<IncomingMessage, URLSearchParams>();
+  const devicePollIntervalMs = config.oauth_server.device_code_poll_interval;
   const admitted = new Map<string, number>();
   const admitDeviceScopes = async (scope: unknown): Promise<void> => {
     if (typeof scope !== 'string') return;
@@ -89,8 +108,14 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
   const configuration: Configuration = {
     adapter: providerStoreAdapter({ store: deps.store, clock: deps.clock, logger: deps.logger, grantIndexTtlMs: config.sessions.sso_login_lifetime }),
     clients: [],
+    // RFC 7591's default response_types (["code"]) would make every device-only client a code client needing
+    // redirect URIs before the MSC2966 check below sees it; that check applies the default to code clients itself.
+    clientDefaults: { grant_types: ['authorization_code'], id_token_signed_response_alg: 'RS256', response_types: [], token_endpoint_auth_method: 'none' },
     jwks: { keys: [signingJwk(signingKey)] as never },
     cookies: {
+      // Not oidc-provider's default names: an OP on the same host (cookies ignore ports) that is itself built on
+      // oidc-provider would overwrite them, and the browser would lose its sign-in here between the OP and back.
+      names: { session: 'mcp_oauth_session', interaction: 'mcp_oauth_interaction', resume: 'mcp_oauth_resume' },
       // The current key signs; cookies signed before a key rotation still verify (sessions.previous_encryption_keys).
       keys: [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)].map(cookieKey),
       long: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
@@ -102,6 +127,43 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
+      // RFC 8628 on oidc-provider's own implementation (codes, user-code lookup, CSRF token of its pages, the
+      // authorization_pending / access_denied / expired_token answers); the pages are the proxy's.
+      deviceFlow: {
+        enabled: true,
+        charset: 'base-20',
+        mask: '****-****',
+        deviceInfo: (ctx) => ({ ua: ctx.get('user-agent') }),
+        userCodeInputSource: async (ctx, _form, _out, err) => {
+          const prefilled = (ctx.state as Record<symbol, unknown>)[PREFILLED_USER_CODE];
+          const typed = (err as { userCode?: unknown } | undefined)?.userCode;
+          const userCode = typeof typed === 'string' ? typed : typeof prefilled === 'string' ? prefilled : undefined;
+          const retry = (ctx.state as Record<symbol, unknown>)[RETRY_PROBLEM] as UserCodeProblem | undefined;
+          const page = userCodeEntryPage({ action: ctx.oidc.urlFor('code_verification'), xsrf: xsrfOf(ctx), userCode, problem: userCodeProblemOf(err) ?? retry });
+          sendPage(ctx as unknown as Context, { ...page, status: err === undefined ? 200 : ctx.status });
+        },
+        userCodeConfirmSource: async (ctx, _form, client, deviceInfo, userCode) => {
+          const clientUri = typeof client.clientUri === 'string' ? client.clientUri : undefined;
+          const clientHost = clientUri === undefined ? undefined : new URL(clientUri).host;
+          const agent = (deviceInfo as { ua?: unknown } | undefined)?.ua;
+          sendPage(
+            ctx as unknown as Context,
+            userCodeConfirmPage({
+              action: ctx.oidc.urlFor('code_verification'),
+              xsrf: xsrfOf(ctx),
+              userCode,
+              clientName: typeof client.clientName === 'string' ? client.clientName : (clientHost ?? client.clientId),
+              clientHost,
+              deviceAgent: typeof agent === 'string' ? agent : undefined,
+            }),
+          );
+        },
+        successSource: async (ctx) => {
+          const client = ctx.oidc.client;
+          sendPage(ctx as unknown as Context, userCodeDonePage({ clientName: typeof client?.clientName === 'string' ? client.clientName : 'The app' }));
+          deps.logger.info({ event: 'oauth.device_verified', client_id: client?.clientId }, 'oauth.device_verified');
+        },
+      },
       registration: { enabled: true },
       revocation: { enabled: false },
       introspection: { enabled: false },
@@ -149,6 +211,7 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       Session: signInTtlS,
       Grant: signInTtlS,
       RefreshToken: 60,
+      DeviceCode: Math.ceil(config.oauth_server.device_code_lifetime / 1000),
     },
     // Matrix clients in browsers (Element Web) call the token and registration endpoints cross-origin.
     clientBasedCORS: () => true,
@@ -165,6 +228,61 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
   provider.proxy = true;
 
   provider.use(async (ctx, next) => {
+    const body = bodies.get(ctx.req);
+    if (ctx.method === 'POST' && ctx.path === OAUTH_ROUTES.deviceAuthorization) {
+      // MSC2967 for the device grant, refused here rather than after the user signed in for nothing.
+      const scope = body?.get('scope') ?? '';
+      const parsed = parseMatrixScopes(scope);
+      const problem = !parsed.ok ? parsed.description : !parsed.api ? `The scope must include ${API_SCOPE}` : undefined;
+      if (problem !== undefined) {
+        ctx.status = 400;
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = { error: 'invalid_scope', error_description: problem };
+        return;
+      }
+      await admitDeviceScopes(scope);
+    }
+    const resumption = ctx.path.startsWith(`${OAUTH_ROUTES.codeVerification}/`) && ctx.path !== OAUTH_ROUTES.deviceAuthorization;
+    const devicePage = ctx.path === OAUTH_ROUTES.codeVerification ? 'entry' : resumption ? 'resume' : undefined;
+    if (devicePage !== undefined && !(ctx.method === 'GET' && devicePage === 'entry')) {
+      // A post or a resumption without the browser session the device pages live in (the form's CSRF token, the
+      // sign-in): a cross-site form (the session cookie is SameSite=lax, so it stays home), another browser, or an
+      // expired session. oidc-provider cannot show its form again then (it fails saving a session it never
+      // stored), so the browser goes back to a fresh form, told why.
+      const sessionId = ctx.cookies.get(provider.cookieName('session'), { signed: true });
+      if (sessionId === undefined || (await provider.Session.find(sessionId)) === undefined) {
+        ctx.status = 303;
+        ctx.set('Cache-Control', 'no-store');
+        ctx.redirect(`${issuer}${OAUTH_ROUTES.codeVerification}?retry=${devicePage === 'entry' ? 'form' : 'lost'}`);
+        return;
+      }
+    }
+    if (ctx.method === 'POST' && ctx.path === OAUTH_ROUTES.codeVerification) {
+      // The user's code names the device code, whose request carries the device scope (any replica may get this).
+      const userCode = body?.get('user_code');
+      const code = userCode === undefined || userCode === null ? undefined : await provider.DeviceCode.findByUserCode(normalisedUserCode(userCode), { ignoreExpiration: true });
+      await admitDeviceScopes(code?.params?.['scope']);
+    }
+    if (ctx.method === 'POST' && ctx.path === OAUTH_ROUTES.token && body?.get('grant_type') === DEVICE_CODE_GRANT_TYPE) {
+      const deviceCode = body.get('device_code');
+      const code = deviceCode === null ? undefined : await provider.DeviceCode.find(deviceCode, { ignoreExpiration: true });
+      await admitDeviceScopes(code?.params?.['scope']);
+    }
+    if (ctx.method === 'GET' && ctx.path === OAUTH_ROUTES.codeVerification) {
+      // verification_uri_complete (RFC 8628 §3.3.1): oidc-provider would submit the code with an inline script,
+      // which the pages' CSP forbids and which would skip the user's look at it. Prefill the form instead.
+      const state = ctx.state as Record<symbol, unknown>;
+      if (typeof ctx.query['user_code'] === 'string') state[PREFILLED_USER_CODE] = ctx.query['user_code'];
+      const retry = ctx.query['retry'];
+      if (typeof retry === 'string' && RETRY_PROBLEMS.has(retry)) state[RETRY_PROBLEM] = retry;
+      ctx.querystring = '';
+    }
+    if (resumption) {
+      // Resuming a device sign-in (after the login or consent step): admit the device scope it asked for.
+      const uid = ctx.path.slice(OAUTH_ROUTES.codeVerification.length + 1);
+      const interaction = await provider.Interaction.find(uid);
+      await admitDeviceScopes(interaction?.params['scope']);
+    }
     if (ctx.method === 'GET' && ctx.path === OAUTH_ROUTES.authorization) {
       // MSC2967: refuse what the MSC refuses (a second device scope, a device id outside the grammar) up front.
       const scope = ctx.query['scope'];
@@ -186,8 +304,23 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       await admitDeviceScopes(interaction?.params['scope']);
     }
     await next();
-    if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.oidc.params?.['grant_type'] === 'authorization_code') {
+    const grantType = ctx.oidc?.params?.['grant_type'];
+    if (ctx.oidc?.route === 'token' && ctx.status === 200 && (grantType === 'authorization_code' || grantType === DEVICE_CODE_GRANT_TYPE)) {
       await replaceTokensWithSession(ctx as KoaContextWithOIDC, deps, signIns);
+    }
+    if (ctx.oidc?.route === 'token' && grantType === DEVICE_CODE_GRANT_TYPE && (ctx.body as { error?: unknown } | undefined)?.error === 'authorization_pending') {
+      await slowDownFastPolling(ctx as KoaContextWithOIDC, deps, devicePollIntervalMs);
+    }
+    if (ctx.oidc?.route === 'code_verification' && ctx.method === 'POST' && ctx.status >= 300 && ctx.status < 400) {
+      // The confirmed code goes on to sign-in, possibly at the OP's origin: see continueToSignInPage.
+      const location = ctx.response.get('Location');
+      ctx.remove('Location');
+      sendPage(ctx as unknown as Context, continueToSignInPage({ next: location }));
+      ctx.set('Refresh', `0; url=${location}`);
+    }
+    if (ctx.oidc?.route === 'device_authorization' && ctx.status === 200) {
+      // RFC 8628 §3.2: oidc-provider leaves `interval` out (clients then use 5 s); say what this server enforces.
+      ctx.body = { ...(ctx.body as Record<string, unknown>), interval: Math.ceil(devicePollIntervalMs / 1000) };
     }
   });
 
@@ -198,9 +331,14 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
     signIns,
     async handle(ctx) {
       asPublicRequest(ctx.req, { publicBaseUrl: config.public_baseurl });
+      // oidc-provider (proxy = true) reads the client's address from X-Forwarded-For: give it the one the proxy
+      // determined (trusted proxies applied), never a header the client wrote itself.
+      ctx.req.headers['x-forwarded-for'] = clientAddress(ctx);
       // The body is read here, by the proxy's one body reader (size limit, and a 408 before the close for a body
       // that trickles), then replayed to oidc-provider, which would otherwise read it without a deadline.
-      const req = ctx.method === 'POST' ? replayed(ctx.req, await readBodyText(ctx, bodyLimitsOf(config))) : ctx.req;
+      const text = ctx.method === 'POST' ? await readBodyText(ctx, bodyLimitsOf(config)) : undefined;
+      const req = text === undefined ? ctx.req : replayed(ctx.req, text);
+      if (text !== undefined && ctx.is('application/x-www-form-urlencoded') !== false) bodies.set(req, new URLSearchParams(text));
       const full = ctx.req.url ?? '/';
       const base = new URL(issuer).pathname;
       (req as { originalUrl?: string }).originalUrl = full;
@@ -269,7 +407,8 @@ export function asPublicRequest(req: IncomingMessage, server: { readonly publicB
  */
 async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: AuthorizationServerDeps, signIns: SignInStore): Promise<void> {
   const body = ctx.body as Record<string, unknown>;
-  const code = ctx.oidc.entities.AuthorizationCode;
+  // The authorization code, or the device code of the device authorization grant: both carry the sign-in's id.
+  const code = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.DeviceCode;
   const client = ctx.oidc.client;
   const discard = async () => {
     await ctx.oidc.entities.AccessToken?.destroy();
@@ -281,6 +420,7 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     ctx.body = { error, error_description: description };
   };
   if (code === undefined || client === undefined || typeof code.accountId !== 'string') return fail(500, 'server_error', 'The code exchange lost its code');
+  const grantType = ctx.oidc.params?.['grant_type'];
   // Single use: each native session gets its own OP grant (see sessions/oauth-sign-ins.ts).
   const signIn = await signIns.consume(code.accountId);
   if (signIn === undefined) return fail(400, 'invalid_grant', 'The sign-in behind this code has ended or was used');
@@ -301,7 +441,7 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     refreshableLifetimeMs: lifetimeMs,
   });
   await discard();
-  deps.logger.info({ event: 'oauth.code_exchanged', client_id: client.clientId, localpart: signIn.localpart, device_id: deviceId, session_id: issued.session.id }, 'oauth.code_exchanged');
+  deps.logger.info({ event: 'oauth.code_exchanged', grant_type: grantType, client_id: client.clientId, localpart: signIn.localpart, device_id: deviceId, session_id: issued.session.id }, 'oauth.code_exchanged');
   ctx.body = {
     ...body,
     access_token: issued.accessToken,
@@ -309,6 +449,43 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     expires_in: Math.floor(lifetimeMs / 1000),
     token_type: 'Bearer',
   };
+}
+
+/**
+ * RFC 8628 §3.5 slow_down: a device polling for a pending code faster than the interval it was told is told to back
+ * off (and adds 5 s itself). One token per interval per device code, kept in the store so every replica agrees; a
+ * fifth of the interval is allowed as jitter between the client's clock and arrival here.
+ */
+async function slowDownFastPolling(ctx: KoaContextWithOIDC, deps: AuthorizationServerDeps, intervalMs: number): Promise<void> {
+  const deviceCode = ctx.oidc.params?.['device_code'];
+  if (typeof deviceCode !== 'string') return;
+  const key = `rate:device-poll:${createHash('sha256').update(deviceCode).digest('base64url')}`;
+  const polled = await deps.store.takeToken(key, { burst: 1, perSecond: 1000 / (intervalMs * 0.8) }, deps.clock.now());
+  if (polled.allowed) return;
+  ctx.body = { error: 'slow_down', error_description: `poll at most every ${Math.ceil(intervalMs / 1000)} seconds` };
+}
+
+/** oidc-provider's CSRF secret for its device pages (set by its generateXsrf before a page is rendered). */
+function xsrfOf(ctx: KoaContextWithOIDC): string {
+  const state = ctx.oidc.session?.state as { secret?: unknown } | undefined;
+  return typeof state?.secret === 'string' ? state.secret : '';
+}
+
+/** Which explanation the code page shows again, from oidc-provider's re-render error (its class names). */
+function userCodeProblemOf(err: unknown): UserCodeProblem | undefined {
+  if (err === undefined) return undefined;
+  const name = (err as { name?: unknown }).name;
+  if (name === 'NoCodeError' || name === 'NotFoundError') return 'wrong';
+  if (name === 'ExpiredError') return 'expired';
+  if (name === 'AlreadyUsedError') return 'used';
+  if (name === 'AbortedError') return 'cancelled';
+  if ((err as { error?: unknown }).error === 'invalid_request') return 'form';
+  return 'error';
+}
+
+/** oidc-provider's user-code normalisation (lib/helpers/user_codes.js): case-insensitive, separators dropped. */
+function normalisedUserCode(input: string): string {
+  return input.toUpperCase().replace(/\W/g, '');
 }
 
 /** The RSA signing key as a private JWK with a stable kid derived from the public key (replicas agree). */

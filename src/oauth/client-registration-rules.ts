@@ -7,8 +7,13 @@
 
 export type RegistrationRefusal = { readonly error: 'invalid_client_metadata' | 'invalid_redirect_uri'; readonly description: string };
 
-/** The grant types MSC2964 clients use; MSC2966: "the server MUST ignore grant_types … that it does not understand". */
-const UNDERSTOOD_GRANT_TYPES = new Set(['authorization_code', 'refresh_token']);
+/** RFC 8628 §7.2's grant type URN for the device authorization grant. */
+export const DEVICE_CODE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:device_code';
+/**
+ * The grant types Matrix clients use (MSC2964; MSC4341 for the device grant); MSC2966: "the server MUST ignore
+ * grant_types … that it does not understand".
+ */
+const UNDERSTOOD_GRANT_TYPES = new Set(['authorization_code', 'refresh_token', DEVICE_CODE_GRANT_TYPE]);
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 /** Human-visible URIs that MUST share the client_uri's host (localised variants, `tos_uri#fr`, included). */
 const USER_VISIBLE_URI_FIELDS = ['logo_uri', 'tos_uri', 'policy_uri'] as const;
@@ -35,8 +40,21 @@ export function checkClientMetadata(metadata: Readonly<Record<string, unknown>>)
   const applicationType = metadata['application_type'] ?? 'web';
   if (applicationType !== 'web' && applicationType !== 'native') return refuse('invalid_client_metadata', 'application_type must be web or native');
 
-  const redirectUris = metadata['redirect_uris'];
-  if (!Array.isArray(redirectUris) || redirectUris.length === 0 || !redirectUris.every((uri) => typeof uri === 'string')) {
+  // Which grants: the authorization code grant (MSC2964) and/or the device authorization grant (RFC 8628, MSC4341),
+  // each with refresh (both MSCs: the server MUST issue a refresh token). RFC 7591 §2: grant_types defaults to
+  // authorization_code.
+  const grantTypes = metadata['grant_types'] ?? ['authorization_code'];
+  if (!Array.isArray(grantTypes)) return refuse('invalid_client_metadata', 'grant_types must be a list');
+  const understood = grantTypes.filter((grant): grant is string => typeof grant === 'string' && UNDERSTOOD_GRANT_TYPES.has(grant));
+  const codeGrant = understood.includes('authorization_code');
+  if (!codeGrant && !understood.includes(DEVICE_CODE_GRANT_TYPE)) return refuse('invalid_client_metadata', `grant_types must include authorization_code or ${DEVICE_CODE_GRANT_TYPE}`);
+  if (!understood.includes('refresh_token')) return refuse('invalid_client_metadata', 'grant_types must include refresh_token');
+
+  // Redirect URIs and `code` are what the authorization code grant needs (the spec's client metadata: "at least one
+  // URI is required to use the authorization code grant"); a device-only client has neither, and any redirect URI it
+  // names anyway is held to the same rules.
+  const redirectUris = metadata['redirect_uris'] ?? [];
+  if (!Array.isArray(redirectUris) || !redirectUris.every((uri) => typeof uri === 'string') || (codeGrant && redirectUris.length === 0)) {
     return refuse('invalid_redirect_uri', 'redirect_uris must list at least one URI');
   }
   for (const uri of redirectUris as string[]) {
@@ -44,13 +62,13 @@ export function checkClientMetadata(metadata: Readonly<Record<string, unknown>>)
     if (problem !== undefined) return refuse('invalid_redirect_uri', `${uri}: ${problem}`);
   }
 
-  const responseTypes = metadata['response_types'] ?? ['code'];
-  if (!Array.isArray(responseTypes) || !responseTypes.includes('code')) return refuse('invalid_client_metadata', 'response_types must include code');
-  const grantTypes = metadata['grant_types'] ?? ['authorization_code'];
-  if (!Array.isArray(grantTypes)) return refuse('invalid_client_metadata', 'grant_types must be a list');
-  const understood = grantTypes.filter((grant): grant is string => typeof grant === 'string' && UNDERSTOOD_GRANT_TYPES.has(grant));
-  for (const needed of UNDERSTOOD_GRANT_TYPES) {
-    if (!understood.includes(needed)) return refuse('invalid_client_metadata', 'grant_types must include authorization_code and refresh_token');
+  // RFC 7591 §2.1: `code` and authorization_code go together. Its default (["code"]) only applies to code clients;
+  // an empty list counts as absent (the authorization server's client default is [], so that a device-only client
+  // that sends none is not taken for a code client that forgot its redirect URIs).
+  const responseTypes = metadata['response_types'] ?? [];
+  if (!Array.isArray(responseTypes)) return refuse('invalid_client_metadata', 'response_types must be a list');
+  if (responseTypes.length > 0 && codeGrant !== responseTypes.includes('code')) {
+    return refuse('invalid_client_metadata', codeGrant ? 'response_types must include code' : 'response_types code needs the authorization_code grant');
   }
   // Matrix clients are public (MSC2966: the server MUST support `none`); a client secret on a phone is no secret.
   const authMethod = metadata['token_endpoint_auth_method'] ?? 'none';
@@ -58,7 +76,14 @@ export function checkClientMetadata(metadata: Readonly<Record<string, unknown>>)
 
   return {
     ok: true,
-    metadata: { ...metadata, application_type: applicationType, response_types: ['code'], grant_types: understood, token_endpoint_auth_method: 'none' },
+    metadata: {
+      ...metadata,
+      application_type: applicationType,
+      redirect_uris: redirectUris,
+      response_types: codeGrant ? ['code'] : [],
+      grant_types: understood,
+      token_endpoint_auth_method: 'none',
+    },
   };
 }
 

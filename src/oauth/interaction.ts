@@ -159,7 +159,8 @@ async function showConsent(ctx: Context, deps: AppDeps, server: AuthorizationSer
       deviceId: scopes.ok ? scopes.deviceId : undefined,
       ...(typeof metadata['policy_uri'] === 'string' ? { policyUri: metadata['policy_uri'] } : {}),
       ...(typeof metadata['tos_uri'] === 'string' ? { tosUri: metadata['tos_uri'] } : {}),
-      formAction: formActionSource(new URL(String(details.params['redirect_uri']))),
+      // The device authorization grant has no redirect URI: its consent returns to <issuer>/device/:uid ('self').
+      formAction: typeof details.params['redirect_uri'] === 'string' ? formActionSource(new URL(details.params['redirect_uri'])) : undefined,
     }),
   );
 }

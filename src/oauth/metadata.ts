@@ -1,11 +1,12 @@
 import type { AppDeps } from '../app-deps.js';
 import { issuerOf, OAUTH_ROUTES } from './authorization-server.js';
+import { DEVICE_CODE_GRANT_TYPE } from './client-registration-rules.js';
 
 /**
  * RFC 8414 metadata of the proxy's OAuth 2.0 server, built from public_baseurl (never from the request: Synapse
  * fetches it on the homeserver-facing listener and relays it to clients as auth_metadata). The fields MSC2965 lists
- * as required for the Matrix flow and `prompt_values_supported: [create]`; homeserver/metadata.ts adds MSC4191's
- * account management (the account page, issue 15).
+ * as required for the Matrix flow, `prompt_values_supported: [create]` and MSC4341's device authorization grant;
+ * homeserver/metadata.ts adds MSC4191's account management (the account page, issue 15).
  */
 export function oauthServerMetadata(config: AppDeps['config']): Record<string, unknown> {
   const issuer = issuerOf(config);
@@ -15,10 +16,12 @@ export function oauthServerMetadata(config: AppDeps['config']): Record<string, u
     token_endpoint: `${issuer}${OAUTH_ROUTES.token}`,
     registration_endpoint: `${issuer}${OAUTH_ROUTES.registration}`,
     revocation_endpoint: `${issuer}${OAUTH_ROUTES.revocation}`,
+    // RFC 8628 §4 / MSC4341: the device authorization grant, for clients without a usable browser (TV, CLI).
+    device_authorization_endpoint: `${issuer}${OAUTH_ROUTES.deviceAuthorization}`,
     jwks_uri: `${issuer}${OAUTH_ROUTES.jwks}`,
     response_types_supported: ['code'],
     response_modes_supported: ['query', 'fragment'],
-    grant_types_supported: ['authorization_code', 'refresh_token'],
+    grant_types_supported: ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT_TYPE],
     code_challenge_methods_supported: ['S256'],
     token_endpoint_auth_methods_supported: ['none'],
     revocation_endpoint_auth_methods_supported: ['none'],

@@ -13,6 +13,12 @@ import type { Store } from '../store/store.js';
  * `revokeByGrantId` (refresh-token reuse, code replay, revocation of the grant) reaches all of them.
  */
 
+/**
+ * Device codes stay readable this long after they expire, so that the device's next poll is told `expired_token`
+ * (RFC 8628 §3.5) and the user's code page says "expired", instead of both seeing an unknown code.
+ */
+const EXPIRED_DEVICE_CODE_RETENTION_MS = 10 * 60 * 1000;
+
 const GRANTABLE = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
 
 /** One stored entity: oidc-provider's payload as it gave it, and when the record expires (for the consume rewrite). */
@@ -56,10 +62,11 @@ class StoreAdapter implements Adapter {
     const ttlMs = typeof expiresIn === 'number' && expiresIn > 0 ? expiresIn * 1000 : undefined;
     const key = entityKey(this.model, id);
     const record: StoredEntity = ttlMs === undefined ? { payload } : { payload, expiresAt: clock.now() + ttlMs };
-    const setOptions = ttlMs === undefined ? {} : { ttlMs };
+    const retainMs = ttlMs !== undefined && this.model === 'DeviceCode' ? ttlMs + EXPIRED_DEVICE_CODE_RETENTION_MS : ttlMs;
+    const setOptions = retainMs === undefined ? {} : { ttlMs: retainMs };
     if (GRANTABLE.has(this.model) && typeof payload.grantId === 'string') {
       // Index first: a token that exists is always reachable from its grant.
-      await store.addToSet(grantKey(payload.grantId), key, Math.max(this.options.grantIndexTtlMs, ttlMs ?? 0));
+      await store.addToSet(grantKey(payload.grantId), key, Math.max(this.options.grantIndexTtlMs, retainMs ?? 0));
     }
     if (this.model === 'Session' && typeof payload.uid === 'string') await store.set(uidKey(payload.uid), id, setOptions);
     if (typeof payload.userCode === 'string') await store.set(userCodeKey(payload.userCode), id, setOptions);

@@ -11,8 +11,11 @@ export interface ConsentView {
   readonly deviceId: string | undefined;
   readonly policyUri?: string;
   readonly tosUri?: string;
-  /** CSP form-action source of the client's redirect URI: Chromium checks form-action on the form's redirects too. */
-  readonly formAction: string;
+  /**
+   * CSP form-action source of the client's redirect URI: Chromium checks form-action on the form's redirects too.
+   * None for the device authorization grant: its consent goes back to this server's own pages.
+   */
+  readonly formAction: string | undefined;
 }
 
 /**
@@ -27,7 +30,7 @@ export function consentPage(view: ConsentView): HtmlPage {
   return {
     status: 200,
     title: `Allow ${view.clientName}?`,
-    formActions: [view.formAction],
+    formActions: view.formAction === undefined ? [] : [view.formAction],
     body: html`<h1>Allow ${view.clientName} to use your account?</h1>
 <p>Signed in as</p>
 <p class="mxid">${view.userId}</p>
@@ -79,5 +82,112 @@ ${view.error === undefined ? '' : html`<p class="error" id="error">${view.error}
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button class="button" type="submit" id="sign-in">${t.submit}</button>
 </form>`.value,
+  };
+}
+
+/** Why the device-verification page is shown again (oidc-provider's re-render reasons, and a bad CSRF token). */
+export type UserCodeProblem = 'wrong' | 'expired' | 'used' | 'cancelled' | 'form' | 'lost' | 'error';
+
+export interface UserCodeEntryView {
+  /** Where the form posts: `<issuer>/device` (same origin, so the CSP's form-action 'self' covers it). */
+  readonly action: string;
+  /** oidc-provider's per-browser CSRF secret (kept in its session cookie, checked on the post). */
+  readonly xsrf: string;
+  /** Prefilled from verification_uri_complete (RFC 8628 §3.3.1), never submitted without the user. */
+  readonly userCode: string | undefined;
+  readonly problem: UserCodeProblem | undefined;
+}
+
+const USER_CODE_PROBLEMS: Record<UserCodeProblem, string> = {
+  wrong: 'This code is not valid. Check the code your device shows and type it again.',
+  expired: 'This code has expired. Start signing in again on your device to get a new one.',
+  used: 'This code was already used. Start signing in again on your device to get a new one.',
+  cancelled: 'Signing in was cancelled; the device was told so. Start again on your device if you want to sign in.',
+  form: 'This form was not sent from the page this server showed, or it is too old. Type the code again.',
+  lost: 'This sign-in was started in another browser or took too long. Type the code again, or start again on your device.',
+  error: 'Something went wrong. Start signing in again on your device.',
+};
+
+/**
+ * RFC 8628 §3.3 user interaction: the page a user opens on their phone or computer (the verification_uri) to type
+ * the code a TV or command-line app shows. Codes are case-insensitive and dashes are optional (oidc-provider
+ * normalises them).
+ */
+export function userCodeEntryPage(view: UserCodeEntryView): HtmlPage {
+  const problem = view.problem === undefined ? html`` : html`<p class="warning" id="problem">${USER_CODE_PROBLEMS[view.problem]}</p>`;
+  return {
+    status: 200,
+    title: 'Sign in a device',
+    formActions: [],
+    body: html`<h1>Sign in a device</h1>
+<p>Type the code your TV, console or command-line app shows.</p>
+${problem}
+<form method="post" action="${view.action}">
+<input type="hidden" name="xsrf" value="${view.xsrf}">
+<p><label for="user_code">Code</label></p>
+<p><input id="user_code" name="user_code" type="text" autocomplete="off" autocapitalize="characters" spellcheck="false" placeholder="XXXX-XXXX" value="${view.userCode ?? ''}" required></p>
+<button class="button" type="submit" id="continue">Continue</button>
+</form>`.value,
+  };
+}
+
+export interface UserCodeConfirmView {
+  readonly action: string;
+  readonly xsrf: string;
+  /** The code as the device shows it (with its dash). */
+  readonly userCode: string;
+  readonly clientName: string;
+  readonly clientHost: string | undefined;
+  /** The device's User-Agent when it asked for the code (RFC 8628 §5.4: help the user spot a remote phishing try). */
+  readonly deviceAgent: string | undefined;
+}
+
+/**
+ * Before the sign-in: which app asks, and the code to compare with the device's screen. RFC 8628 §5.4: someone may
+ * have sent the user a code from their own device; the warning says not to continue in that case.
+ */
+export function userCodeConfirmPage(view: UserCodeConfirmView): HtmlPage {
+  return {
+    status: 200,
+    title: `Sign in ${view.clientName}?`,
+    formActions: [],
+    body: html`<h1>Sign in ${view.clientName}?</h1>
+<p>Check that your device shows this code:</p>
+<p class="mxid" id="user-code">${view.userCode}</p>
+${view.clientHost === undefined ? html`` : html`<p>The app comes from <strong>${view.clientHost}</strong>.</p>`}
+${view.deviceAgent === undefined || view.deviceAgent === '' ? html`` : html`<p class="address">${view.deviceAgent}</p>`}
+<p class="warning">Only continue if you started signing in on that device yourself. If someone sent you this code or link, cancel.</p>
+<form method="post" action="${view.action}">
+<input type="hidden" name="xsrf" value="${view.xsrf}">
+<input type="hidden" name="user_code" value="${view.userCode}">
+<button class="button" type="submit" name="confirm" value="yes" id="confirm">Continue</button>
+<button class="button secondary" type="submit" name="abort" value="yes" id="abort">Cancel</button>
+</form>`.value,
+  };
+}
+
+/** The device is signed in (it learns so at its next poll of the token endpoint). */
+export function userCodeDonePage(view: { readonly clientName: string }): HtmlPage {
+  return {
+    status: 200,
+    title: 'Device signed in',
+    body: html`<h1 id="done">${view.clientName} is signed in</h1>
+<p>Go back to your device: it continues by itself in a few seconds. You can close this page.</p>`.value,
+  };
+}
+
+/**
+ * Between the code confirmation and the sign-in at the OP. The confirmation is a form, and Chromium applies the
+ * page's CSP form-action to every redirect that follows a form submission: the chain would end at the OP's origin,
+ * which 'self' does not cover. So the post ends here, and this page moves on as a plain navigation (the Refresh
+ * header the caller sets, with this link for browsers that ignore it).
+ */
+export function continueToSignInPage(view: { readonly next: string }): HtmlPage {
+  return {
+    status: 200,
+    title: 'Continue to sign in',
+    body: html`<h1>Continue to sign in</h1>
+<p>You are being sent to sign in.</p>
+<a class="button" id="next" href="${view.next}">Continue</a>`.value,
   };
 }

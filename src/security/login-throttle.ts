@@ -14,6 +14,8 @@ export interface ThrottleLimits {
   readonly perIp: TokenBucket;
   readonly perAccount: TokenBucket;
   readonly ssoPerIp: TokenBucket;
+  /** User codes submitted on the device-verification page (RFC 8628 §5.1). */
+  readonly deviceUserCodePerIp: TokenBucket;
   /** IPv6 clients share a per-IP bucket per prefix of this length (security/account-name.ts `ipBucketOf`). */
   readonly ipv6PrefixLength: number;
 }
@@ -32,6 +34,16 @@ export class LoginThrottle {
   /** SSO starts (each writes a pending login to the store), per client IP. Throws RateLimited. */
   async checkSsoStart(ip: string): Promise<void> {
     const result = await this.store.takeToken(`rate:sso:ip:${ipBucketOf(ip, this.limits.ipv6PrefixLength)}`, this.limits.ssoPerIp, this.clock.now());
+    if (!result.allowed) throw new RateLimited(result.retryAfterMs);
+  }
+
+  /**
+   * User-code submissions of the device authorization grant, per client IP. Throws RateLimited. RFC 8628 §5.1: a
+   * user code is short enough to type, so guessing one must be slow — with 20^8 codes, a few outstanding ones and
+   * 3 tries a minute per address, a guess is practically hopeless within a code's lifetime.
+   */
+  async checkUserCode(ip: string): Promise<void> {
+    const result = await this.store.takeToken(`rate:user-code:ip:${ipBucketOf(ip, this.limits.ipv6PrefixLength)}`, this.limits.deviceUserCodePerIp, this.clock.now());
     if (!result.allowed) throw new RateLimited(result.retryAfterMs);
   }
 

@@ -2,6 +2,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
+import * as openidClient from 'openid-client';
+import { chromiumMissing, launchChromium } from '../support/chromium-sso.js';
 import { KEYCLOAK_REALM, startKeycloak, type RunningKeycloak } from '../support/keycloak.js';
 import { INTEROP_SERVER_NAME, interopSkipReason, startInteropStack, type InteropStack } from '../support/interop-stack.js';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
@@ -60,7 +62,7 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
       offlineAccess: false,
       configure: (config) => {
         config['native_clients'] = 'serve';
-        config['oauth_server'] = { signing_key: signingKey };
+        config['oauth_server'] = { signing_key: signingKey, device_code_poll_interval: '1s' };
       },
     });
   });
@@ -218,6 +220,60 @@ describe('native OAuth clients through the proxy on Synapse + Keycloak', { skip 
     assert.equal(legacy.status, 200, JSON.stringify(legacy.body));
     assert.equal((await stack.request('POST', '/_matrix/client/v3/logout/all', { token: legacy.body['access_token'], body: {} })).status, 200);
     assert.equal((await whoami(completed.tokenResponse.access_token)).status, 401);
+  });
+
+  test('device authorization grant (RFC 8628): openid-client polls while Chromium enters the code and signs in at Keycloak', { skip: chromiumMissing() }, async () => {
+    const registered = await fetch(`${issuer()}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        client_name: 'Interop TV',
+        client_uri: 'https://tv.example.test/',
+        application_type: 'native',
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+        token_endpoint_auth_method: 'none',
+      }),
+    });
+    assert.equal(registered.status, 201);
+    const clientId = String(((await registered.json()) as Record<string, unknown>)['client_id']);
+    // Discovery through Synapse (its auth_metadata is the proxy's document).
+    const metadata = (await stack.request('GET', '/_matrix/client/v1/auth_metadata')).body as openidClient.ServerMetadata;
+    assert.equal(metadata['device_authorization_endpoint'], `${issuer()}/device/auth`);
+    const config = new openidClient.Configuration(metadata, clientId, undefined, openidClient.None());
+    openidClient.allowInsecureRequests(config);
+    const deviceId = 'INTEROPTV01';
+    const started = await openidClient.initiateDeviceAuthorization(config, { scope: `openid urn:matrix:client:api:* urn:matrix:client:device:${deviceId}` });
+    const polling = openidClient.pollDeviceAuthorizationGrant(config, started);
+
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(30_000);
+      await page.goto(started.verification_uri_complete ?? '');
+      await page.click('#continue');
+      await page.click('#confirm');
+      // The proxy's sign-in page (password_login) offers Keycloak: its own login form, as a TV owner would use it.
+      await page.waitForSelector('#password-form, #kc-form-login');
+      if ((await page.locator('#password-form').count()) > 0) await page.click('a.sso');
+      await page.waitForSelector('#kc-form-login');
+      await page.fill('#username', KEYCLOAK_REALM.users.alice.username);
+      await page.fill('#password', KEYCLOAK_REALM.users.alice.password);
+      await page.click('#kc-login');
+      await page.waitForSelector('#allow');
+      await page.click('#allow');
+      await page.waitForSelector('#done');
+    } finally {
+      await browser.close();
+    }
+    const tokens = await polling;
+    const me = await whoami(tokens.access_token);
+    assert.equal(me.status, 200, JSON.stringify(me.body));
+    assert.equal(me.body['user_id'], `@alice:${INTEROP_SERVER_NAME}`);
+    assert.equal(me.body['device_id'], deviceId);
+    const refreshed = await openidClient.refreshTokenGrant(config, tokens.refresh_token ?? '');
+    assert.equal((await whoami(refreshed.access_token)).status, 200);
+    await openidClient.tokenRevocation(config, refreshed.access_token);
+    assert.equal((await whoami(refreshed.access_token)).status, 401);
   });
 
   test('a foreign redirect URI and a second device scope are refused', async () => {

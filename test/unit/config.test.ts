@@ -294,9 +294,11 @@ describe('defaults and normalisation', () => {
       login_per_ip: { burst: 3, per_second: 0.05 },
       login_per_account: { burst: 1800, per_second: 0.5 },
       sso_per_ip: { burst: 30, per_second: 0.5 },
+      device_user_code_per_ip: { burst: 10, per_second: 0.05 },
       op_introspection: { burst: 20, per_second: 5 },
       ipv6_prefix_length: 64,
     });
+    assert.deepEqual(config.oauth_server, { first_party_client_uris: [], upstream_login_hint: 'localpart', device_code_lifetime: 600_000, device_code_poll_interval: 5_000 });
     assert.deepEqual(config.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9009 } });
     assert.deepEqual(config.admin, {});
     assert.deepEqual(config.log, { level: 'info' });

@@ -67,6 +67,40 @@ describe('MSC2966 client registration rules', () => {
   });
 });
 
+describe('device authorization grant clients (RFC 8628, MSC4341)', () => {
+  const DEVICE = 'urn:ietf:params:oauth:grant-type:device_code';
+  const device = (extra: Record<string, unknown> = {}) =>
+    checkClientMetadata({ client_uri: 'https://example.com/', application_type: 'native', grant_types: [DEVICE, 'refresh_token'], token_endpoint_auth_method: 'none', ...extra });
+
+  test('a device-only client registers without redirect URIs or response types', () => {
+    const result = device();
+    assert.ok(result.ok);
+    if (result.ok) {
+      assert.deepEqual(result.metadata['grant_types'], [DEVICE, 'refresh_token']);
+      assert.deepEqual(result.metadata['response_types'], []);
+      assert.deepEqual(result.metadata['redirect_uris'], []);
+    }
+    // oidc-provider hands over its client default, an empty list, when none was sent.
+    assert.equal(device({ response_types: [] }).ok, true);
+  });
+
+  test('refresh is required; code needs the code grant; redirect URIs named anyway follow MSC2966', () => {
+    assert.equal(device({ grant_types: [DEVICE] }).ok, false);
+    assert.equal(device({ response_types: ['code'] }).ok, false);
+    const foreign = device({ redirect_uris: ['https://evil.example/cb'] });
+    assert.equal(foreign.ok, false);
+    if (!foreign.ok) assert.equal(foreign.error, 'invalid_redirect_uri');
+    assert.equal(device({ grant_types: ['refresh_token'] }).ok, false);
+  });
+
+  test('code and device grants together: the code rules apply (redirect URIs required)', () => {
+    assert.equal(device({ grant_types: ['authorization_code', DEVICE, 'refresh_token'] }).ok, false);
+    const both = device({ grant_types: ['authorization_code', DEVICE, 'refresh_token'], redirect_uris: ['com.example:/cb'], response_types: [] });
+    assert.ok(both.ok);
+    if (both.ok) assert.deepEqual(both.metadata['response_types'], ['code']);
+  });
+});
+
 describe('MSC2967 scopes', () => {
   test('api and one device scope, both spellings', () => {
     assert.deepEqual(parseMatrixScopes('openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ'), { ok: true, api: true, deviceId: 'ABCDEFGHIJ', others: ['openid'] });
