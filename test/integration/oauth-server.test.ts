@@ -5,6 +5,8 @@ import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
+// Also installs the Storage and window stand-ins matrix-js-sdk's OIDC helpers need under Node.
+import { CLIENT_URI, REDIRECT_URI } from '../support/native-client.js';
 import { HOMESERVER_SECRET, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
@@ -13,39 +15,10 @@ import { HOMESERVER_SECRET, SERVER_NAME, startProxyHarness, type Harness } from 
  * URL; sign-in at the in-process OP through the SSO bridge; the consent page; the code exchange; then the token at
  * the homeserver, refresh rotation, revocation and /logout/all.
  *
- * matrix-js-sdk keeps its authorization state in sessionStorage, which Node lacks: a Map-backed Storage stands in
- * (the flow's browser hops are driven by ProxyBrowser, a cookie-keeping fetch).
+ * matrix-js-sdk keeps its authorization state in sessionStorage, which Node lacks: test/support/native-client.ts
+ * installs a Map-backed Storage (the flow's browser hops are driven by ProxyBrowser, a cookie-keeping fetch).
  */
 
-class MemoryStorage {
-  private readonly items = new Map<string, string>();
-  get length(): number {
-    return this.items.size;
-  }
-  key(index: number): string | null {
-    return [...this.items.keys()][index] ?? null;
-  }
-  getItem(key: string): string | null {
-    return this.items.get(key) ?? null;
-  }
-  setItem(key: string, value: string): void {
-    this.items.set(key, String(value));
-  }
-  removeItem(key: string): void {
-    this.items.delete(key);
-  }
-  clear(): void {
-    this.items.clear();
-  }
-}
-(globalThis as { sessionStorage?: unknown }).sessionStorage ??= new MemoryStorage();
-(globalThis as { localStorage?: unknown }).localStorage ??= new MemoryStorage();
-// oidc-client-ts (under matrix-js-sdk) reads its storage and timers through `window`.
-(globalThis as { window?: unknown }).window ??= globalThis;
-(globalThis as { location?: unknown }).location ??= new URL('https://app.example.test/');
-
-const CLIENT_URI = 'https://app.example.test/';
-const REDIRECT_URI = 'https://app.example.test/callback';
 const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
 
 let h: Harness;

@@ -7,7 +7,7 @@ import { chromiumMissing, launchChromium } from '../support/chromium-sso.js';
 import { KEYCLOAK_REALM, startKeycloak, type RunningKeycloak } from '../support/keycloak.js';
 import { INTEROP_SERVER_NAME, interopSkipReason, startInteropStack, type InteropStack } from '../support/interop-stack.js';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
-import { signInPageOf } from '../support/native-client.js';
+import { REDIRECT_URI, signInPageOf } from '../support/native-client.js';
 
 /**
  * native_clients: serve on real Synapse (delegated auth at the proxy) and real Keycloak — with NO dynamic client
@@ -16,33 +16,6 @@ import { signInPageOf } from '../support/native-client.js';
  * the client side; the browser hops are a cookie-keeping fetch (ProxyBrowser for the proxy, a jar for Keycloak).
  */
 
-class MemoryStorage {
-  private readonly items = new Map<string, string>();
-  get length(): number {
-    return this.items.size;
-  }
-  key(index: number): string | null {
-    return [...this.items.keys()][index] ?? null;
-  }
-  getItem(key: string): string | null {
-    return this.items.get(key) ?? null;
-  }
-  setItem(key: string, value: string): void {
-    this.items.set(key, String(value));
-  }
-  removeItem(key: string): void {
-    this.items.delete(key);
-  }
-  clear(): void {
-    this.items.clear();
-  }
-}
-(globalThis as { sessionStorage?: unknown }).sessionStorage ??= new MemoryStorage();
-(globalThis as { localStorage?: unknown }).localStorage ??= new MemoryStorage();
-(globalThis as { window?: unknown }).window ??= globalThis;
-(globalThis as { location?: unknown }).location ??= new URL('https://app.example.test/');
-
-const REDIRECT_URI = 'https://app.example.test/callback';
 const skip = interopSkipReason();
 
 // One Keycloak for both stacks of this file (serve, then hide).
