@@ -1,7 +1,6 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { MatrixError } from '../errors/matrix-error.js';
-import { mediaTypeOf, readFormBody } from '../http/body.js';
+import { readPageForm } from '../compat/sso/page-form.js';
 import { ssoError } from '../compat/sso/sso-error.js';
 import type { AccountSession } from '../sessions/account-sessions.js';
 import { currentAccountSession, validAccountCsrfToken } from './account-cookie.js';
@@ -21,15 +20,7 @@ export interface AccountForm {
  * and the CSRF token derived from it. Anything else gets the "form could not be checked" page, never an action.
  */
 export async function readAccountForm(ctx: Context, deps: AppDeps): Promise<AccountForm> {
-  if (mediaTypeOf(ctx) !== 'application/x-www-form-urlencoded') throw ssoError('account_csrf');
-  let form: URLSearchParams;
-  try {
-    form = await readFormBody(ctx, { maxBytes: FORM_LIMIT_BYTES, deadlineMs: deps.config.request_body_timeout });
-  } catch (err: unknown) {
-    // Oversized: no honest form looks like that. A trickled body keeps its 408 (and its close).
-    if (err instanceof MatrixError && err.status === 413) throw ssoError('account_csrf', err);
-    throw err;
-  }
+  const form = await readPageForm(ctx, deps, { maxBytes: FORM_LIMIT_BYTES, refusal: 'account_csrf' });
   const current = await currentAccountSession(ctx, deps);
   if (current === undefined || !validAccountCsrfToken(current.id, form.get('csrf_token'))) throw ssoError('account_csrf');
   return { id: current.id, session: current.session, form };

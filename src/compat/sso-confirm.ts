@@ -1,12 +1,11 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { MatrixError } from '../errors/matrix-error.js';
-import { mediaTypeOf, readFormBody } from '../http/body.js';
 import { logOf, paramOf } from '../http/request-state.js';
 import { sendPage, sendRedirect } from '../pages/html-page.js';
 import { confirmationPage } from '../pages/sso-pages.js';
 import { sameHash } from '../sessions/tokens.js';
 import { bindingHash, browserBinding, csrfTokenFor } from './sso/browser-binding.js';
+import { readPageForm } from './sso/page-form.js';
 import { destinationLabel, formActionSource, withLoginToken } from './sso/redirect-url.js';
 import { ssoError } from './sso/sso-error.js';
 import { mintLoginToken } from './sso/sso-flow.js';
@@ -37,7 +36,7 @@ export async function getSsoConfirm(ctx: Context, deps: AppDeps): Promise<void> 
 /** POST /_matrix-compat-proxy/sso/confirm/{id} — "Continue": 303 to the client's redirectUrl with a fresh loginToken. */
 export async function postSsoConfirm(ctx: Context, deps: AppDeps): Promise<void> {
   const id = paramOf(ctx, 'id');
-  const form = await readConfirmationForm(ctx, deps);
+  const form = await readPageForm(ctx, deps, { maxBytes: FORM_LIMIT_BYTES, refusal: 'csrf' });
   const confirmation = await deps.ssoLogins.peekConfirmation(id);
   if (confirmation === undefined) throw ssoError('confirmation_unknown');
   const secret = browserBinding(deps.config.public_baseurl).read(ctx);
@@ -53,13 +52,3 @@ export async function postSsoConfirm(ctx: Context, deps: AppDeps): Promise<void>
   sendRedirect(ctx, withLoginToken(taken.redirectUrl, token), 303);
 }
 
-async function readConfirmationForm(ctx: Context, deps: AppDeps): Promise<URLSearchParams> {
-  if (mediaTypeOf(ctx) !== 'application/x-www-form-urlencoded') throw ssoError('csrf');
-  try {
-    return await readFormBody(ctx, { maxBytes: FORM_LIMIT_BYTES, deadlineMs: deps.config.request_body_timeout });
-  } catch (err: unknown) {
-    // Oversized: no honest confirmation form looks like that. A trickled body keeps its 408 (and its close).
-    if (err instanceof MatrixError && err.status === 413) throw ssoError('csrf', err);
-    throw err;
-  }
-}

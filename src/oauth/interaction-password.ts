@@ -3,13 +3,13 @@ import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
 import { PageError } from '../errors/page-error.js';
-import { mediaTypeOf, readFormBody } from '../http/body.js';
 import { logOf, paramOf } from '../http/request-state.js';
 import { sendPage, sendRedirect } from '../pages/html-page.js';
 import { messages } from '../pages/messages.js';
 import { RateLimited } from '../security/login-throttle.js';
 import { canonicalUser, MAX_ACCOUNT_NAME_LENGTH, MAX_PASSWORD_LENGTH } from '../security/account-name.js';
 import { admitPasswordAttempt, opPasswordSignIn } from '../compat/password-sign-in.js';
+import { readPageForm } from '../compat/sso/page-form.js';
 import { ssoError } from '../compat/sso/sso-error.js';
 import { detailsOf, interactionCsrfToken, interactionLost, passwordFormEnabled, serverOf, signInPageOf } from './interaction.js';
 
@@ -25,7 +25,7 @@ const FORM_LIMIT_BYTES = 4 * (MAX_ACCOUNT_NAME_LENGTH + MAX_PASSWORD_LENGTH) + 1
 export async function postOAuthInteractionPassword(ctx: Context, deps: AppDeps): Promise<void> {
   const server = serverOf(deps);
   if (!passwordFormEnabled(deps)) throw new PageError('unknown_state', 404, 'M_NOT_FOUND');
-  const form = await readPasswordForm(ctx, deps);
+  const form = await readPageForm(ctx, deps, { maxBytes: FORM_LIMIT_BYTES, refusal: 'csrf' });
   const details = await detailsOf(ctx, server);
   const uid = paramOf(ctx, 'uid');
   if (details.uid !== uid || details.prompt.name !== 'login') throw interactionLost();
@@ -54,16 +54,6 @@ export async function postOAuthInteractionPassword(ctx: Context, deps: AppDeps):
   sendRedirect(ctx, returnTo, 303);
 }
 
-async function readPasswordForm(ctx: Context, deps: AppDeps): Promise<URLSearchParams> {
-  // A cross-site form can only send simple content types; anything but a form is no honest submission.
-  if (mediaTypeOf(ctx) !== 'application/x-www-form-urlencoded') throw ssoError('csrf');
-  try {
-    return await readFormBody(ctx, { maxBytes: FORM_LIMIT_BYTES, deadlineMs: deps.config.request_body_timeout });
-  } catch (err: unknown) {
-    if (err instanceof MatrixError && err.status === 413) throw ssoError('csrf', err);
-    throw err;
-  }
-}
 
 function sameToken(given: string | null, expected: string): boolean {
   if (given === null) return false;

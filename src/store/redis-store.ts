@@ -190,36 +190,12 @@ const scripts = {
       end
       return 1`,
   },
-  storeTakeToken: {
-    // ARGV: burst, perSecond, nowMs. Same arithmetic as tokenBucketStep in token-bucket.ts; returns the wait in
-    // ms (0 = token taken). The hash expires once the bucket would be full again, when forgetting it is harmless.
-    numberOfKeys: 1,
-    lua: `
-      local burst = tonumber(ARGV[1])
-      local rate = tonumber(ARGV[2])
-      local now = tonumber(ARGV[3])
-      local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-      local tokens = tonumber(state[1]) or burst
-      local ts = tonumber(state[2]) or now
-      if now > ts then
-        tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
-        ts = now
-      end
-      local retry = 0
-      if tokens >= 1 then
-        tokens = tokens - 1
-      else
-        retry = math.ceil((1 - tokens) * 1000 / rate)
-      end
-      local refill = math.max(1, math.ceil((burst - tokens) * 1000 / rate))
-      redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', ts))
-      redis.call('PEXPIRE', KEYS[1], refill)
-      return retry`,
-  },
   storeTakeTokens: {
-    // KEYS: the buckets in order; ARGV: nowMs, then burst and perSecond per key. storeTakeToken's step on each
-    // bucket until one refuses: that wait is returned and the buckets after it are not touched (0 = all taken).
-    // Not for Cluster: the keys lie in different hash slots. No numberOfKeys: the caller passes the count first.
+    // KEYS: the buckets in order; ARGV: nowMs, then burst and perSecond per key. The arithmetic of tokenBucketStep
+    // (token-bucket.ts) on each bucket until one refuses: that wait in ms is returned and the buckets after it are
+    // not touched (0 = all taken). A bucket's hash expires once it would be full again, when forgetting it is
+    // harmless. Several keys: not for Cluster (they lie in different hash slots); one key works everywhere. No
+    // numberOfKeys: the caller passes the count first.
     lua: `
       local now = tonumber(ARGV[1])
       for i, key in ipairs(KEYS) do
@@ -257,7 +233,6 @@ const scripts = {
 interface ScriptCommands {
   storeConsume(key: string): Promise<string | null>;
   storeCompareAndSet(key: string, hasExpected: string, expected: string, next: string, ttlMs: string): Promise<number>;
-  storeTakeToken(key: string, burst: string, perSecond: string, nowMs: string): Promise<number>;
   storeReleaseLock(key: string, owner: string): Promise<number>;
   storeTakeTokens(keyCount: number, ...keysThenArgs: string[]): Promise<number>;
 }
@@ -371,12 +346,7 @@ export class RedisStore implements Store {
   async takeToken(key: string, bucket: TokenBucket, nowMs: number): Promise<TokenBucketResult> {
     this.assertOpen();
     checkTokenBucket(bucket, nowMs);
-    const retryAfterMs = await this.run.storeTakeToken(
-      this.key(key),
-      String(bucket.burst),
-      String(bucket.perSecond),
-      String(nowMs),
-    );
+    const retryAfterMs = await this.run.storeTakeTokens(1, this.key(key), String(nowMs), String(bucket.burst), String(bucket.perSecond));
     return retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs };
   }
 
