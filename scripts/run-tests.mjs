@@ -81,10 +81,14 @@ async function runAll(list, parallel) {
   return results;
 }
 
-/** One file in its own `node --test` process (its own process group, so a stall is killed with its children). */
+/**
+ * One file in its own process (its own process group, so a stall is killed with its children). The file runs its
+ * node:test tests itself rather than under `node --test`, whose reporter holds a file's results until the file ends:
+ * this way each test is printed as it finishes, and a stalled file's output names the last test that finished.
+ */
 function runFile(file) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', file], {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--test-reporter=spec', file], {
       env: process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,

@@ -37,7 +37,9 @@ export function proxyConfig(options: ProxyConfigOptions): Record<string, unknown
       secret: HOMESERVER_SECRET,
       listen: { host: '127.0.0.1', port: options.homeserverPort ?? 0 },
     },
-    ...(options.redisUrl === undefined ? {} : { store: { redis_url: options.redisUrl, key_prefix: options.keyPrefix ?? SESSION_KEY_PREFIX } }),
+    // The format a fresh deployment writes (store.session_format: auto on an empty store): the bench proxies build
+    // their dependencies without main.ts's start-up decision, which would otherwise leave them on `compatible`.
+    ...(options.redisUrl === undefined ? {} : { store: { redis_url: options.redisUrl, key_prefix: options.keyPrefix ?? SESSION_KEY_PREFIX, session_format: 'compact' } }),
     ...(options.op === undefined
       ? {}
       : {
