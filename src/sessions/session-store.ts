@@ -597,18 +597,11 @@ export class SessionStore {
   }
 
   /**
-   * Adds an id to a layout-2 index by compare-and-set, one key at a time (valid under Redis Cluster whatever the
-   * key). The first try expects the index absent: one round trip for a user's first session.
+   * Adds an id to a layout-2 index: one atomic store call (`addWord`, a single-key script on Redis, so valid under
+   * Cluster whatever the key); it also revives an index left as "" by its last removal, clearing that expiry.
    */
   private async addToIndex(key: string, id: string): Promise<void> {
-    let current: string | undefined;
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const ids = idsIn(current);
-      if (ids.includes(id)) return;
-      if (await this.store.compareAndSet(key, current, [...ids, id].join(' '))) return;
-      current = await this.store.get(key);
-    }
-    throw new Error(`index ${key} kept losing compare-and-set`);
+    await this.store.addWord(key, id);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock.js';
 import { checkTtlMs } from './argument-checks.js';
-import type { BucketTake, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import { checkWord, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
 import { checkTokenBucket, tokenBucketStep, type BucketState } from './token-bucket.js';
 
 /** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
@@ -79,6 +79,16 @@ export class MemoryStore implements Store {
     const ttlMs = checkTtlMs(options.ttlMs);
     if (this.readString(key) !== expected) return false;
     this.write(key, { type: 'string', data: next }, ttlMs);
+    return true;
+  }
+
+  async addWord(key: string, word: string): Promise<boolean> {
+    this.assertOpen();
+    checkWord(word);
+    const current = this.readString(key);
+    const words = current === undefined || current === '' ? [] : current.split(' ');
+    if (words.includes(word)) return false;
+    this.write(key, { type: 'string', data: [...words, word].join(' ') }, undefined);
     return true;
   }
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { checkTtlMs } from './argument-checks.js';
-import type { BucketTake, SetOptions, Store, TokenBucket, TokenBucketResult } from './store.js';
+import { checkWord, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
 import { checkTokenBucket } from './token-bucket.js';
 
 /**
@@ -221,6 +221,21 @@ const scripts = {
       end
       return 0`,
   },
+  storeAddWord: {
+    // ARGV[1] = the word (no whitespace, checked by the caller). 1 = added, 0 = already there. SET clears any expiry.
+    numberOfKeys: 1,
+    lua: `
+      local current = redis.call('GET', KEYS[1])
+      if not current or current == '' then
+        redis.call('SET', KEYS[1], ARGV[1])
+        return 1
+      end
+      for word in string.gmatch(current, '%S+') do
+        if word == ARGV[1] then return 0 end
+      end
+      redis.call('SET', KEYS[1], current .. ' ' .. ARGV[1])
+      return 1`,
+  },
   storeReleaseLock: {
     // ARGV[1] = owner token; a lock that expired and was taken by someone else is left alone.
     numberOfKeys: 1,
@@ -234,6 +249,7 @@ interface ScriptCommands {
   storeConsume(key: string): Promise<string | null>;
   storeCompareAndSet(key: string, hasExpected: string, expected: string, next: string, ttlMs: string): Promise<number>;
   storeReleaseLock(key: string, owner: string): Promise<number>;
+  storeAddWord(key: string, word: string): Promise<number>;
   storeTakeTokens(keyCount: number, ...keysThenArgs: string[]): Promise<number>;
 }
 
@@ -364,6 +380,11 @@ export class RedisStore implements Store {
     const args = [String(nowMs), ...takes.flatMap((take) => [String(take.bucket.burst), String(take.bucket.perSecond)])];
     const retryAfterMs = await this.run.storeTakeTokens(takes.length, ...takes.map((take) => this.key(take.key)), ...args);
     return retryAfterMs === 0 ? { allowed: true } : { allowed: false, retryAfterMs };
+  }
+
+  async addWord(key: string, word: string): Promise<boolean> {
+    this.assertOpen();
+    return (await this.run.storeAddWord(this.key(key), checkWord(word))) === 1;
   }
 
   async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {

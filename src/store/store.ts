@@ -27,6 +27,13 @@ export interface Store {
    */
   compareAndSet(key: string, expected: string | undefined, next: string, options?: SetOptions): Promise<boolean>;
 
+  /**
+   * Adds `word` to the space-separated words of the string at `key` (an absent key becomes `word`) unless it is
+   * there already, in one atomic step; returns whether it was added. A plain write: an expiry on the key is cleared.
+   * The compact session indexes (issue 19) are such strings; one call instead of a read and a compare-and-set.
+   */
+  addWord(key: string, word: string): Promise<boolean>;
+
   /** Set members (indexes such as user → session ids). `ttlMs` refreshes the whole set's expiry when given. */
   addToSet(key: string, member: string, ttlMs?: number): Promise<void>;
   removeFromSet(key: string, member: string): Promise<void>;
@@ -89,4 +96,10 @@ export class StoreUnavailableError extends Error {
     super(`store ${operation} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
     this.name = 'StoreUnavailableError';
   }
+}
+
+/** A word for `addWord`: not empty, no whitespace (it would split into several words). */
+export function checkWord(word: string): string {
+  if (word === '' || /\s/.test(word)) throw new Error(`not a word for addWord: ${JSON.stringify(word)}`);
+  return word;
 }

@@ -236,6 +236,36 @@ for (const backend of backends) {
       assert.equal(await store.compareAndSet('fresh', '', 'x'), false, 'absence is not an empty value');
     });
 
+    test('addWord: appends a word once, revives an empty string, clears an expiry, refuses non-words and other types', async (t) => {
+      const { store, remainingTtl } = await backend.open(t);
+      assert.equal(await store.addWord('words', 'a1'), true, 'an absent key becomes the word');
+      assert.equal(await store.get('words'), 'a1');
+      assert.equal(await store.addWord('words', 'b2'), true);
+      assert.equal(await store.addWord('words', 'a1'), false, 'already there');
+      assert.equal(await store.addWord('words', 'a'), true, 'a prefix of a word is another word');
+      assert.equal(await store.get('words'), 'a1 b2 a');
+
+      await store.set('emptied', '', { ttlMs: 60_000 });
+      assert.equal(await store.addWord('emptied', 'c3'), true);
+      assert.equal(await store.get('emptied'), 'c3');
+      assert.equal(await remainingTtl('emptied'), null, 'a plain write: the expiry of the emptied index is gone');
+
+      await assert.rejects(store.addWord('words', 'two words'), /not a word/);
+      await assert.rejects(store.addWord('words', ''), /not a word/);
+      assert.equal(await store.get('words'), 'a1 b2 a', 'nothing written by a refused call');
+      await store.addToSet('a-set', 'm');
+      await assert.rejects(store.addWord('a-set', 'x'), /WRONGTYPE/);
+    });
+
+    test('addWord from 4 clients, 100 words at once: every word lands exactly once', async (t) => {
+      const harness = await backend.open(t);
+      const stores = [harness.store, await harness.sibling(), await harness.sibling(), await harness.sibling()];
+      await Promise.all(Array.from({ length: 100 }, (_, i) => stores[i % 4]!.addWord('index', `s${i % 50}`)));
+      const words = ((await harness.store.get('index')) ?? '').split(' ');
+      assert.equal(words.length, 50);
+      assert.deepEqual([...words].sort(), Array.from({ length: 50 }, (_, i) => `s${i}`).sort());
+    });
+
     test('sets: add, remove, list, refresh expiry', async (t) => {
       const { store, remainingTtl } = await backend.open(t);
       assert.deepEqual(await store.setMembers('s'), []);
