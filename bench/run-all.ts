@@ -76,7 +76,7 @@ for (const [name, summary] of Object.entries(profiles ?? {})) {
   process.stdout.write(`  own code (src/) inclusive: ${summary.topOwnInclusive.slice(0, 6).map((frame) => `${frame.frame} ${frame.totalPercent} %`).join(', ')}\n`);
 }
 process.stdout.write(`\nmachine load average (1 min) before/after each scenario: ${Object.entries(load).map(([name, value]) => `${name} ${value.before.toFixed(1)}/${value.after.toFixed(1)}`).join(', ')}\n`);
-const resultsPath = writeResults('all', settings, results, startedAt, { loadAverage: load, elapsedSeconds: (Date.now() - startedAt.getTime()) / 1000 });
+const resultsPath = writeResults('all', settings, results, startedAt, { loadAverage: load, elapsedSeconds: (Date.now() - startedAt.getTime()) / 1000, ...(env.pinning === undefined ? {} : { pinning: env.pinning }) });
 process.stdout.write(`results: ${resultsPath}\n`);
 if (settings.report) {
   // The smoke run's charts mean nothing: its page goes to the results folder only, never over bench/charts/.

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRedis, type RunningRedis } from '../../test/support/redis-server.js';
 import { startUpstream, type Upstream } from '../../test/support/upstream-server.js';
+import { pinOrchestrator } from './cpu-pinning.js';
 import { settingsFromArgs, type BenchSettings } from './bench-settings.js';
 import { LoadGenerator } from './load-generator-client.js';
 import { startNginx, type RunningNginx } from './nginx.js';
@@ -19,7 +20,13 @@ export class BenchEnvironment {
   private readonly memo = new Map<string, Promise<unknown>>();
   readonly tempDir = mkdtempSync(join(tmpdir(), 'mcp-bench-'));
 
-  constructor(readonly settings: BenchSettings) {}
+  /** Set when BENCH_PROXY_CPUS pins the proxies apart from everything else (cpu-pinning.ts); said in the results. */
+  readonly pinning: string | undefined;
+
+  constructor(readonly settings: BenchSettings) {
+    this.pinning = pinOrchestrator();
+    if (this.pinning !== undefined) process.stdout.write(`[bench] ${this.pinning}\n`);
+  }
 
   upstream(): Promise<Upstream> {
     return this.once('upstream', async () => {

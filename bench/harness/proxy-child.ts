@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { pinProxy } from './cpu-pinning.js';
 import { IpcChannel, startNodeChild } from './child-processes.js';
 import { compiledProxyProcess } from './compile-proxy.js';
 import type { OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
@@ -52,6 +53,7 @@ export class ProxyChild {
       readyLine: (line) => line.startsWith('{"bench":"ready"'),
     });
     const ready = JSON.parse(started.readyText) as ProxyProcessReady;
+    pinProxy([ready.pid, ...ready.workerPids]);
     return new ProxyChild(ready.clientUrl, ready.homeserverFacingUrl, ready.pid, ready.workerPids, new IpcChannel(started.child), started.exited);
   }
 
