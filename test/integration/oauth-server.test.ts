@@ -6,7 +6,7 @@ import { chromium } from 'playwright-core';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 // Also installs the Storage and window stand-ins matrix-js-sdk's OIDC helpers need under Node.
-import { CLIENT_URI, REDIRECT_URI } from '../support/native-client.js';
+import { CLIENT_URI, clientPage, REDIRECT_URI } from '../support/native-client.js';
 import { HOMESERVER_SECRET, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
@@ -281,14 +281,7 @@ describe('native_clients: serve in headless Chromium', { skip: chromiumSkip }, (
     const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'chromium' });
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run'] });
     try {
-      const page = await browser.newPage();
-      page.setDefaultTimeout(15_000);
-      const violations: string[] = [];
-      page.on('console', (message) => {
-        if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
-      });
-      // The client's own page (its host does not exist here): answered by the browser itself.
-      await page.route(`${REDIRECT_URI}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App</title><h1 id="app">App</h1>' }));
+      const { page, violations } = await clientPage(browser);
       await page.goto(url);
       await page.click('a.sso');
       await page.waitForURL((at) => at.origin === new URL(h.op.issuer).origin && at.pathname.startsWith('/interaction/'));

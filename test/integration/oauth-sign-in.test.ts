@@ -4,7 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { completeAuthorizationCodeGrant } from 'matrix-js-sdk';
-import { authorizationUrl, discover, follow, REDIRECT_URI, register, signInPageOf } from '../support/native-client.js';
+import { authorizationUrl, clientPage, discover, follow, REDIRECT_URI, register, signInPageOf } from '../support/native-client.js';
 import { ProxyBrowser } from '../support/proxy-browser.js';
 import { SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
@@ -218,13 +218,7 @@ describe('native sign-in in headless Chromium', { skip: chromiumSkip }, () => {
     const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@alice:${SERVER_NAME}` });
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run'] });
     try {
-      const page = await browser.newPage();
-      page.setDefaultTimeout(15_000);
-      const violations: string[] = [];
-      page.on('console', (message) => {
-        if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
-      });
-      await page.route(`${REDIRECT_URI}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App</title>' }));
+      const { page, violations } = await clientPage(browser);
       await page.goto(url.href);
       assert.equal(await page.inputValue('#username'), 'alice');
       await page.fill('#password', 'wrong');

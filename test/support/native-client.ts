@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
+import type { Browser, Page } from 'playwright-core';
 import { locationOf, ProxyBrowser } from './proxy-browser.js';
 
 /**
@@ -86,4 +87,19 @@ export async function follow(browser: ProxyBrowser, response: Response, stopAt: 
     response = await browser.get(next);
   }
   throw new Error('too many redirects');
+}
+
+/**
+ * A Chromium page for a native client's browser hops: the Content-Security-Policy violations it reports are
+ * collected, and the client's redirect URI (a host that does not exist here) is answered by the browser itself.
+ */
+export async function clientPage(browser: Browser): Promise<{ page: Page; violations: string[] }> {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15_000);
+  const violations: string[] = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+  });
+  await page.route(`${REDIRECT_URI}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App</title><h1 id="app">App</h1>' }));
+  return { page, violations };
 }
