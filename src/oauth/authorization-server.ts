@@ -10,7 +10,7 @@ import { clientAddress } from '../http/request-state.js';
 import { sendPage } from '../pages/html-page.js';
 import { continueToSignInPage, userCodeConfirmPage, userCodeDonePage, userCodeEntryPage, type UserCodeProblem } from '../pages/oauth-pages.js';
 import type { RevalidationDeps } from '../sessions/revalidation.js';
-import { checkClientMetadata, DEVICE_CODE_GRANT_TYPE } from './client-registration-rules.js';
+import { checkClientMetadata, DEVICE_CODE_GRANT_TYPE, hasRedirectUris } from './client-registration-rules.js';
 import { API_SCOPE, isDeviceScope, parseMatrixScopes, UNSTABLE_API_SCOPE } from './matrix-scopes.js';
 import { providerStoreAdapter } from './provider-store-adapter.js';
 import { refreshGrant } from './refresh-grant.js';
@@ -154,6 +154,7 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
               userCode,
               clientName: typeof client.clientName === 'string' ? client.clientName : (clientHost ?? client.clientId),
               clientHost,
+              clientHostVerified: hasRedirectUris(client.redirectUris),
               deviceAgent: typeof agent === 'string' ? agent : undefined,
             }),
           );
@@ -196,7 +197,9 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       if (client === undefined || session?.accountId === undefined) return undefined;
       const existingId = (ctx.oidc.result?.['consent'] as { grantId?: string } | undefined)?.grantId;
       if (existingId !== undefined) return ctx.oidc.provider.Grant.find(existingId);
-      if (!isFirstParty(client.clientUri, config.oauth_server.first_party_client_uris)) return undefined;
+      // A client without redirect URIs (device grant only) has nothing tying it to its client_uri: anyone can
+      // register one naming a first-party app's address, so it always gets the consent page (RFC 8628 §5.4).
+      if (!hasRedirectUris(client.redirectUris) || !isFirstParty(client.clientUri, config.oauth_server.first_party_client_uris)) return undefined;
       const grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
       grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
       await grant.save();

@@ -142,3 +142,12 @@ function parse(text: string): URL | undefined {
     return undefined;
   }
 }
+
+/**
+ * Whether the client's client_uri is vouched for: registration holds every redirect URI to its host (MSC2966), so a
+ * client that completes a code flow really is served there. A device-only client has none, and its client_uri is only
+ * what it claims.
+ */
+export function hasRedirectUris(redirectUris: unknown): boolean {
+  return Array.isArray(redirectUris) && redirectUris.length > 0;
+}

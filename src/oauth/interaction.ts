@@ -11,6 +11,7 @@ import { parseLoginHint } from '../identity/login-hint.js';
 import { formActionSource } from '../compat/sso/redirect-url.js';
 import { OAUTH_ROUTES, type AuthorizationServer, asPublicRequest } from './authorization-server.js';
 import { parseMatrixScopes } from './matrix-scopes.js';
+import { hasRedirectUris } from './client-registration-rules.js';
 
 /**
  * The browser's steps between the authorization request and the code (oidc-provider's "interactions"):
@@ -155,6 +156,7 @@ async function showConsent(ctx: Context, deps: AppDeps, server: AuthorizationSer
       userId: `@${signIn.localpart}:${deps.config.server_name}`,
       clientName: typeof metadata['client_name'] === 'string' ? metadata['client_name'] : new URL(clientUri).host,
       clientHost: new URL(clientUri).host,
+      clientHostVerified: hasRedirectUris(metadata['redirect_uris']),
       clientUri,
       deviceId: scopes.ok ? scopes.deviceId : undefined,
       ...(typeof metadata['policy_uri'] === 'string' ? { policyUri: metadata['policy_uri'] } : {}),

@@ -7,6 +7,8 @@ export interface ConsentView {
   readonly clientName: string;
   /** The host of the client's client_uri: the one thing MSC2966 makes the client prove (its redirect URIs live there). */
   readonly clientHost: string;
+  /** False for a client without redirect URIs (device grant only): then its client_uri is only its claim. */
+  readonly clientHostVerified: boolean;
   readonly clientUri: string;
   readonly deviceId: string | undefined;
   readonly policyUri?: string;
@@ -34,7 +36,7 @@ export function consentPage(view: ConsentView): HtmlPage {
     body: html`<h1>Allow ${view.clientName} to use your account?</h1>
 <p>Signed in as</p>
 <p class="mxid">${view.userId}</p>
-<p>The app at <strong>${view.clientHost}</strong> (<span class="address">${view.clientUri}</span>) asks for full access to your
+<p>${view.clientHostVerified ? html`The app at` : html`An app that says it is at`} <strong>${view.clientHost}</strong> (<span class="address">${view.clientUri}</span>${view.clientHostVerified ? '' : ', not verified'}) asks for full access to your
 Matrix account: read and send messages, manage rooms and devices.${view.deviceId === undefined ? '' : ' It will be signed in as a new device: '}${view.deviceId ?? ''}</p>
 <p>${links}</p>
 <p class="warning">Only continue if you started signing in to this app yourself.</p>
@@ -138,6 +140,8 @@ export interface UserCodeConfirmView {
   readonly userCode: string;
   readonly clientName: string;
   readonly clientHost: string | undefined;
+  /** False for a client without redirect URIs: its client_uri is only its claim. */
+  readonly clientHostVerified: boolean;
   /** The device's User-Agent when it asked for the code (RFC 8628 §5.4: help the user spot a remote phishing try). */
   readonly deviceAgent: string | undefined;
 }
@@ -154,7 +158,7 @@ export function userCodeConfirmPage(view: UserCodeConfirmView): HtmlPage {
     body: html`<h1>Sign in ${view.clientName}?</h1>
 <p>Check that your device shows this code:</p>
 <p class="mxid" id="user-code">${view.userCode}</p>
-${view.clientHost === undefined ? html`` : html`<p>The app comes from <strong>${view.clientHost}</strong>.</p>`}
+${view.clientHost === undefined ? html`` : view.clientHostVerified ? html`<p>The app comes from <strong>${view.clientHost}</strong>.</p>` : html`<p>The app says it comes from <strong>${view.clientHost}</strong> (not verified: an app signing in on another device cannot prove where it comes from).</p>`}
 ${view.deviceAgent === undefined || view.deviceAgent === '' ? html`` : html`<p class="address">${view.deviceAgent}</p>`}
 <p class="warning">Only continue if you started signing in on that device yourself. If someone sent you this code or link, cancel.</p>
 <form method="post" action="${view.action}">

@@ -23,11 +23,19 @@ const issuerOf = (h: Harness) => `${h.url}/_matrix-compat-proxy/oauth2`;
 const newDeviceId = () => randomBytes(5).toString('hex').toUpperCase();
 const deviceScope = (deviceId: string) => `openid ${API_SCOPE} urn:matrix:client:device:${deviceId}`;
 
+const FIRST_PARTY_URI = 'https://app.first-party.test/';
+
 function startServe(extra: { lifetime?: string; userCodeBurst?: number } = {}): Promise<Harness> {
   return startProxyHarness({
     configure: (config) => {
       config['native_clients'] = 'serve';
-      config['oauth_server'] = { signing_key: signingKey, device_code_poll_interval: '1s', ...(extra.lifetime === undefined ? {} : { device_code_lifetime: extra.lifetime }) };
+      config['oauth_server'] = {
+        signing_key: signingKey,
+        device_code_poll_interval: '1s',
+        // A first-party app's address that device-only clients claim (they have no redirect URI to prove it).
+        first_party_client_uris: [FIRST_PARTY_URI],
+        ...(extra.lifetime === undefined ? {} : { device_code_lifetime: extra.lifetime }),
+      };
       config['rate_limits'] = { ...(config['rate_limits'] ?? {}), device_user_code_per_ip: { burst: extra.userCodeBurst ?? 100, per_second: 0.01 } };
     },
   });
@@ -132,18 +140,20 @@ async function userSignsInByFetch(h: Harness, url: string, user = h.op.users.ali
   assert.equal(onward.status, 200);
   const refresh = /^0; url=(.+)$/.exec(onward.headers.get('refresh') ?? '')?.[1];
   assert.ok(refresh, 'the confirmation moves on with a Refresh header');
+  const pages = [confirm];
   let response = await browser.get(refresh);
   for (let hop = 0; hop < 20; hop++) {
     if (response.status === 200) {
       const page = await response.text();
-      if (/id="done"/.test(page)) return { opBrowser };
+      pages.push(page);
+      if (/id="done"/.test(page)) return { opBrowser, pages };
       // The sign-in page (password_login is on in the harness): through the OP, so that its session can log out.
       const sso = /<a class="button secondary sso" href="([^"]+)"/.exec(page)?.[1];
       if (sso !== undefined) {
         response = await browser.get(new URL(sso.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code))), response.url));
         continue;
       }
-      assert.match(page, /Allow Living Room TV/, page);
+      assert.match(page, /Allow (Living Room TV|Element)/, page);
       response = await browser.post(response.url, { decision: 'allow' });
       continue;
     }
@@ -277,6 +287,22 @@ describe('device authorization grant (RFC 8628) on native_clients: serve', () =>
     assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
     assert.equal((await whoami(h, tokens.access_token)).status, 401);
     assert.equal(h.homeserver.devices('bob').has(deviceId), false);
+  });
+
+  test("a device-only client naming a first-party app's address is not trusted: 'not verified', and consent is asked", async () => {
+    const registered = await registerDeviceClient(h, { client_name: 'Element', client_uri: FIRST_PARTY_URI });
+    assert.equal(registered.status, 201, JSON.stringify(registered.body));
+    const config = new client.Configuration((await authMetadata(h)) as client.ServerMetadata, String(registered.body['client_id']), undefined, client.None());
+    client.allowInsecureRequests(config);
+    const deviceId = newDeviceId();
+    const started = await client.initiateDeviceAuthorization(config, { scope: deviceScope(deviceId) });
+    const polling = client.pollDeviceAuthorizationGrant(config, started);
+    const { pages } = await userSignsInByFetch(h, started.verification_uri_complete ?? '');
+    assert.match(pages[0] ?? '', /The app says it comes from <strong>app\.first-party\.test<\/strong> \(not verified/);
+    const consent = pages.find((page) => /Allow Element/.test(page));
+    assert.ok(consent, 'the consent page was shown although client_uri is a first-party address');
+    assert.match(consent, /An app that says it is at <strong>app\.first-party\.test<\/strong>.*not verified/s);
+    assert.equal((await whoami(h, (await polling).access_token)).body.device_id, deviceId, 'allowed by the user, it signs in');
   });
 
   test('cancelling on the confirmation page answers the device access_denied', async () => {
