@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js';
 import { isNumber, readRecord, recordFormat, type RecordLogger } from '../store/record-format.js';
 import { StoreUnavailableError, type Store } from '../store/store.js';
-import { sessionKeys, type SessionWriteFormat } from './session-store.js';
+import type { SessionWriteFormat } from './session-store.js';
 
 /**
  * Which session format this replica writes (`store.session_format`, issue 19). The compact format (record version 4,
@@ -67,10 +67,10 @@ export function describeSessionFormat(decision: SessionFormatDecision): string {
   if (decision.format === 'compact') {
     return decision.reason === 'configured'
       ? 'sessions are written in the compact format (store.session_format: compact); replicas of releases before it cannot read them'
-      : `sessions are written in the compact format (${decision.reason === 'memory_store' ? 'in-memory store' : 'this store held no session of an earlier release when the format was decided'})`;
+      : `sessions are written in the compact format (${decision.reason === 'memory_store' ? 'in-memory store' : 'this store was empty when the format was decided'})`;
   }
   if (decision.reason === 'configured') return 'sessions are written in the compatible format (store.session_format: compatible), which the previous release reads';
-  const why = decision.reason === 'scan_refused' ? 'the store refused the scan for earlier sessions' : 'this store held sessions when the format was decided';
+  const why = decision.reason === 'scan_refused' ? 'the store refused the scan for earlier data' : 'this store already held data (sessions, bindings) when the format was decided';
   return `sessions are written in the compatible format, which the previous release reads (${why}); once every replica runs this release, set store.session_format: compact for about 40 % less Redis memory per session (sessions written after that are lost to a rollback before this release)`;
 }
 
@@ -80,13 +80,15 @@ async function readDecision(store: Store, logger: RecordLogger): Promise<Session
 }
 
 /**
- * Any session record, of any version, means replicas of an earlier release may be serving from this store. A scan
- * the store refuses (a Redis ACL without SCAN) cannot tell: the safe answer, compatible.
+ * Any key at all under the store's prefix — a session of any version, but also a binding, which outlives every
+ * session — means replicas of an earlier release may be serving from this store (an idle deployment can have no
+ * live session at upgrade time). Only a store with nothing in it is fresh. A scan the store refuses (a Redis ACL
+ * without SCAN) cannot tell: the safe answer, compatible.
  */
 async function freshStoreFormat(store: Store): Promise<SessionFormatDecision> {
   let found: boolean;
   try {
-    found = await store.hasKeyWithPrefix(sessionKeys.session(''));
+    found = await store.hasKeyWithPrefix('');
   } catch (err: unknown) {
     const cause = err instanceof StoreUnavailableError ? err.cause : err;
     if (cause instanceof Error && cause.message.startsWith('NOPERM')) return { format: 'compatible', reason: 'scan_refused' };

@@ -259,7 +259,7 @@ for (const backend of [memory, onRedis]) {
       assert.deepEqual((await sessions.idsOfSub('op', 'many')).sort(), issued.slice(15).map((s) => s.session.id).sort());
     });
 
-    test('auto: compact on a store without sessions, compatible on one with them, remembered across restarts', async (t) => {
+    test('auto: compact on an empty store, compatible on one with sessions or bindings, remembered across restarts', async (t) => {
       const clock = new FakeClock(scenarioStart);
       const log = captureLog();
       const fresh = await backend.open(clock, t);
@@ -280,6 +280,10 @@ for (const backend of [memory, onRedis]) {
       assert.deepEqual(await decideSessionFormat('auto', fresh.store, clock, log.logger), { format: 'compact', reason: 'remembered' });
 
       assert.deepEqual(await decideSessionFormat('auto', seeded.store, clock, log.logger), { format: 'compatible', reason: 'earlier_sessions' });
+      // An earlier release's deployment may have no live session at upgrade time, but its bindings stay: not fresh.
+      const idle = await backend.open(clock, t);
+      await idle.store.set('binding:https%3A%2F%2Fop.example:alice-sub', '{"localpart":"alice"}');
+      assert.deepEqual(await previewSessionFormat('auto', idle.store, log.logger), { format: 'compatible', reason: 'earlier_sessions' });
       await seeded.store.delete(...Object.keys(created.strings));
       assert.deepEqual(await decideSessionFormat('auto', seeded.store, clock, log.logger), { format: 'compatible', reason: 'remembered' }, 'does not flip once the sessions are gone');
       // An explicit setting wins, and records nothing.
