@@ -99,7 +99,13 @@ export function createTokenSwap(deps: TokenSwapDeps): (req: IncomingMessage) => 
     if (session.softLoggedOut !== undefined) return matrixErrors.unknownToken(true);
     // A session made before the switch from delegated mode has no homeserver token: it cannot be served any more.
     if (session.homeserverToken === undefined) return matrixErrors.unknownToken(false);
-    const homeserverToken = deps.keys.open(session.homeserverToken);
+    const sealed = session.homeserverToken;
+    const homeserverToken = deps.keys.open(sealed);
+    // Sealed before a key rotation (sessions.previous_encryption_keys): sealed again with the current key, once, so
+    // the old key can be retired while the session lives on. Like touch, before the entry is kept (onChange).
+    if (!deps.keys.sealedWithCurrentKey(sealed)) {
+      await deps.sessions.update(session.id, (current) => (current.homeserverToken === sealed ? { ...current, homeserverToken: deps.keys.seal(homeserverToken) } : current));
+    }
     // First use of a rotated pair retires the previous refresh token; last-seen at most once a minute. Before the
     // entry is kept: a write here tells onChange, which would drop it again.
     await deps.sessions.touch(session);

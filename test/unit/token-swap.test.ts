@@ -94,3 +94,20 @@ describe('token swap (appservice and JWT modes)', () => {
     assert.ok(store);
   });
 });
+
+test('a homeserver token sealed before a key rotation is sealed again with the current key at its first swap', async () => {
+  const clock = new FakeClock(1_800_000_000_000);
+  const store = new MemoryStore({ clock });
+  const oldKeys = keys;
+  const rotatedKeys = deriveSessionKeys('the-next-encryption-key-0123456789abcdef', ['an-encryption-key-for-tests-only-0123456789abcdef']);
+  const before = new SessionStore(store, clock, oldKeys.tokenDerivationKeys, silent);
+  const issued = await login(before, 'syt_homeserver_token');
+  const after = new SessionStore(store, clock, rotatedKeys.tokenDerivationKeys, silent);
+  const swap = createTokenSwap({ sessions: after, keys: rotatedKeys, clock, cacheTtlMs: 2_000, ownAsTokenDigest: secretDigest(AS_TOKEN) });
+  const req = request('/_matrix/client/v3/sync', `Bearer ${issued.accessToken}`);
+  assert.equal(await outcome(swap(req)), undefined);
+  assert.equal(req.headers.authorization, 'Bearer syt_homeserver_token');
+  const sealed = (await after.get(issued.session.id))?.homeserverToken ?? '';
+  assert.equal(rotatedKeys.sealedWithCurrentKey(sealed), true, 're-sealed with the current key');
+  assert.equal(deriveSessionKeys('the-next-encryption-key-0123456789abcdef').open(sealed), 'syt_homeserver_token', 'the new key alone opens it now');
+});
