@@ -11,7 +11,7 @@ import { canonicalUser, MAX_ACCOUNT_NAME_LENGTH, MAX_PASSWORD_LENGTH } from '../
 import { admitPasswordAttempt, opPasswordSignIn } from '../compat/password-sign-in.js';
 import { readPageForm } from '../compat/sso/page-form.js';
 import { ssoError } from '../compat/sso/sso-error.js';
-import { detailsOf, interactionCsrfToken, interactionLost, passwordFormEnabled, serverOf, signInPageOf } from './interaction.js';
+import { acceptedInteractionCsrfTokens, detailsOf, interactionLost, passwordFormEnabled, serverOf, signInPageOf } from './interaction.js';
 
 /** A user name, a password and a token fit well inside this; anything bigger is no honest form. */
 const FORM_LIMIT_BYTES = 4 * (MAX_ACCOUNT_NAME_LENGTH + MAX_PASSWORD_LENGTH) + 1024;
@@ -29,7 +29,8 @@ export async function postOAuthInteractionPassword(ctx: Context, deps: AppDeps):
   const details = await detailsOf(ctx, server);
   const uid = paramOf(ctx, 'uid');
   if (details.uid !== uid || details.prompt.name !== 'login') throw interactionLost();
-  if (!sameToken(form.get('csrf_token'), interactionCsrfToken(deps.config, uid))) throw ssoError('csrf');
+  const given = form.get('csrf_token');
+  if (!acceptedInteractionCsrfTokens(deps.config, uid).some((expected) => sameToken(given, expected))) throw ssoError('csrf');
 
   const username = form.get('username') ?? '';
   const password = form.get('password') ?? '';

@@ -99,7 +99,19 @@ export function signInPageOf(
  * the token makes a forged cross-site POST fail even where a browser sends that cookie.
  */
 export function interactionCsrfToken(config: Pick<AppDeps['config'], 'sessions'>, uid: string): string {
-  const key = hkdfSync('sha256', Buffer.from(config.sessions.encryption_key, 'utf8'), Buffer.alloc(0), 'oauth-interaction-csrf', 32);
+  return csrfTokenUnder(config.sessions.encryption_key, uid);
+}
+
+/**
+ * The tokens a posted form may carry: under the current key and under each of sessions.previous_encryption_keys, so
+ * a form rendered by a replica not yet restarted with a rotated key is still accepted by one that is.
+ */
+export function acceptedInteractionCsrfTokens(config: Pick<AppDeps['config'], 'sessions'>, uid: string): string[] {
+  return [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)].map((key) => csrfTokenUnder(key, uid));
+}
+
+function csrfTokenUnder(secret: string, uid: string): string {
+  const key = hkdfSync('sha256', Buffer.from(secret, 'utf8'), Buffer.alloc(0), 'oauth-interaction-csrf', 32);
   return createHmac('sha256', Buffer.from(key)).update(uid).digest('base64url');
 }
 

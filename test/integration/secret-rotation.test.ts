@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { buildDeps } from '../../src/build-deps.js';
 import type { Config } from '../../src/config/schema.js';
 import { introspect } from '../../src/homeserver/introspection.js';
+import { acceptedInteractionCsrfTokens, interactionCsrfToken } from '../../src/oauth/interaction.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { deriveSessionKeys, SealingKeyUnknown } from '../../src/sessions/secret-box.js';
@@ -187,4 +188,14 @@ describe('homeserver.secret rotation, step one: the proxy has the next secret, S
     assert.equal(await ask(HOMESERVER_SECRET), 200);
     assert.equal(await ask('some-other-secret-0123456789'), 401);
   });
+});
+
+test("the OAuth sign-in form's CSRF token from a replica still on the previous key is accepted after the rotation", () => {
+  const sessionsWith = (key: string, previous: string[]) => ({ sessions: { encryption_key: key, previous_encryption_keys: previous.map((k) => ({ key: k })) } }) as unknown as Config;
+  const oldKey = 'the-old-encryption-key-0123456789abcdef';
+  const renderedBefore = interactionCsrfToken(sessionsWith(oldKey, []), 'interaction-1');
+  const accepted = acceptedInteractionCsrfTokens(sessionsWith(NEW_KEY, [oldKey]), 'interaction-1');
+  assert.ok(accepted.includes(renderedBefore));
+  assert.ok(!acceptedInteractionCsrfTokens(sessionsWith(NEW_KEY, [oldKey]), 'interaction-2').includes(renderedBefore), 'bound to its interaction');
+  assert.ok(!acceptedInteractionCsrfTokens(sessionsWith(NEW_KEY, []), 'interaction-1').includes(renderedBefore), 'not once the old key is gone');
 });
