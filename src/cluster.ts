@@ -22,7 +22,9 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
 
   return new Promise<number>((resolve) => {
     const fork = (): Worker => cluster.fork();
-    const living = () => Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+    // Not dead yet: a worker's 'exit' can come before its IPC 'disconnect', and until both cluster.workers still
+    // lists it — counting it then would leave the primary waiting for an exit that already happened.
+    const living = () => Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined && !worker.isDead());
 
     const stop = (reason: string, code: number) => {
       if (stopping) return;
