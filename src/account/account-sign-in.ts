@@ -14,6 +14,7 @@ import { callbackUri, exchangeCallbackCode } from '../compat/sso/sso-flow.js';
 import { resolveOrRefuse } from '../compat/sign-in.js';
 import { readAccountCookie, setAccountCookie } from './account-cookie.js';
 import { accountPaths, safeReturnPath } from './account-paths.js';
+import { loggedOutAtOpSince } from '../sessions/op-logouts.js';
 
 /** Clock skew allowed between the OP's `auth_time` and the proxy's clock. */
 const AUTH_TIME_SKEW_MS = 30_000;
@@ -80,6 +81,8 @@ export async function completeAccountSignIn(
   const policy = deps.policies.get(idpId);
   if (policy === undefined) throw ssoError('unknown_provider');
   const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending);
+  // When the OP vouched for this sign-in: a back-channel logout after it (its markers) ends the page session.
+  const signedInAt = deps.clock.now();
   // Its OP tokens are not revoked when the page session ends: this authorization shares the browser's OP session (and
   // at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too. The refresh token is
   // kept (sealed) for the page session's lifetime: an app password created in it is tied to that grant.
@@ -106,6 +109,13 @@ export async function completeAccountSignIn(
     lifetimeMs,
     (secret) => deps.keys.seal(secret),
   );
+  // A logout of this OP session that arrived while the account was resolved and provisioned (before the page session
+  // existed, so its own check compares with a later time): the sign-in is void, as for logins (op-logouts.ts).
+  const origin = { idpId, sub: grant.sub, ...(grant.sid === undefined ? {} : { sid: grant.sid }) };
+  if (await loggedOutAtOpSince(deps.store, origin, signedInAt)) {
+    await deps.accountSessions.remove(id);
+    throw ssoError('op_denied');
+  }
   // A fresh sign-in replaces this browser's earlier page session rather than leaving it to expire.
   const previous = readAccountCookie(ctx, deps);
   if (previous !== undefined) await deps.accountSessions.remove(previous);

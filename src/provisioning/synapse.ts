@@ -183,13 +183,16 @@ export class SynapseProvisioning implements HomeserverAdapter {
   ): Promise<MasResponse & { headers: Headers }> {
     const url = `${this.#baseUrl}/_synapse/mas/${endpoint}${query === undefined ? '' : `?${query.toString()}`}`;
     const inUse = this.#secretInUse;
-    const first = await this.#send(url, method, body, timeoutMs, this.#secrets[inUse] ?? '');
+    // One budget for the attempt, whichever secrets it tries.
+    const deadline = Date.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    const first = await this.#send(url, method, body, left(), this.#secrets[inUse] ?? '');
     if (first.status !== 403 || this.#secrets.length === 1) return first;
     // Synapse refuses the secret in use: a rotation may be under way (synapse/rest/synapse/mas/_base.py answers 403
     // to a wrong secret, before doing anything, so sending again is safe for every endpoint).
     for (const [index, secret] of this.#secrets.entries()) {
       if (index === inUse) continue;
-      const retried = await this.#send(url, method, body, timeoutMs, secret);
+      const retried = await this.#send(url, method, body, left(), secret);
       if (retried.status === 403) continue;
       this.#secretInUse = index;
       this.#logger.warn(
