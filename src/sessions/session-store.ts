@@ -605,19 +605,13 @@ export class SessionStore {
   }
 
   /**
-   * Removes an id from a layout-2 index. The last one leaves "" expiring in an hour rather than a delete, which has no
-   * compare-and-set form: an add racing with it still wins (it replaces "" and, as any SET, clears the expiry).
+   * Removes an id from a layout-2 index: one atomic store call (`removeWord`). The last one leaves "" expiring in an
+   * hour rather than a delete, so an add racing with it still wins (it replaces "" and clears the expiry).
    */
   private async removeFromIndex(key: string, id: string): Promise<void> {
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const current = await this.store.get(key);
-      const ids = idsIn(current);
-      if (current === undefined || !ids.includes(id)) return;
-      const rest = ids.filter((member) => member !== id);
-      if (await this.store.compareAndSet(key, current, rest.join(' '), rest.length === 0 ? { ttlMs: EMPTY_INDEX_TTL_MS } : {})) return;
-    }
-    throw new Error(`index ${key} kept losing compare-and-set`);
+    await this.store.removeWord(key, id, EMPTY_INDEX_TTL_MS);
   }
+
 
   /**
    * Read-modify-write with compare-and-set; undefined when the session is gone or unreadable (an unreadable record is

@@ -92,6 +92,18 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  async removeWord(key: string, word: string, emptyTtlMs: number): Promise<boolean> {
+    this.assertOpen();
+    checkWord(word);
+    const ttlMs = checkTtlMs(emptyTtlMs);
+    const current = this.readString(key);
+    const words = current === undefined || current === '' ? [] : current.split(' ');
+    if (!words.includes(word)) return false;
+    const rest = words.filter((candidate) => candidate !== word);
+    this.write(key, { type: 'string', data: rest.join(' ') }, rest.length === 0 ? ttlMs : undefined);
+    return true;
+  }
+
   async addToSet(key: string, member: string, ttlMs?: number): Promise<void> {
     this.assertOpen();
     const checkedTtl = checkTtlMs(ttlMs);

@@ -236,6 +236,25 @@ const scripts = {
       redis.call('SET', KEYS[1], current .. ' ' .. ARGV[1])
       return 1`,
   },
+  storeRemoveWord: {
+    // ARGV[1] = the word, ARGV[2] = the expiry (ms) of the "" the last word leaves. 1 = removed, 0 = not there.
+    numberOfKeys: 1,
+    lua: `
+      local current = redis.call('GET', KEYS[1])
+      if not current then return 0 end
+      local rest = {}
+      local found = false
+      for word in string.gmatch(current, '%S+') do
+        if word == ARGV[1] then found = true else rest[#rest + 1] = word end
+      end
+      if not found then return 0 end
+      if #rest == 0 then
+        redis.call('SET', KEYS[1], '', 'PX', ARGV[2])
+      else
+        redis.call('SET', KEYS[1], table.concat(rest, ' '))
+      end
+      return 1`,
+  },
   storeReleaseLock: {
     // ARGV[1] = owner token; a lock that expired and was taken by someone else is left alone.
     numberOfKeys: 1,
@@ -250,6 +269,7 @@ interface ScriptCommands {
   storeCompareAndSet(key: string, hasExpected: string, expected: string, next: string, ttlMs: string): Promise<number>;
   storeReleaseLock(key: string, owner: string): Promise<number>;
   storeAddWord(key: string, word: string): Promise<number>;
+  storeRemoveWord(key: string, word: string, emptyTtlMs: string): Promise<number>;
   storeTakeTokens(keyCount: number, ...keysThenArgs: string[]): Promise<number>;
 }
 
@@ -385,6 +405,12 @@ export class RedisStore implements Store {
   async addWord(key: string, word: string): Promise<boolean> {
     this.assertOpen();
     return (await this.run.storeAddWord(this.key(key), checkWord(word))) === 1;
+  }
+
+  async removeWord(key: string, word: string, emptyTtlMs: number): Promise<boolean> {
+    this.assertOpen();
+    const ttlMs = checkTtlMs(emptyTtlMs) as number;
+    return (await this.run.storeRemoveWord(this.key(key), checkWord(word), String(ttlMs))) === 1;
   }
 
   async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {

@@ -33,6 +33,12 @@ export interface Store {
    * The compact session indexes (issue 19) are such strings; one call instead of a read and a compare-and-set.
    */
   addWord(key: string, word: string): Promise<boolean>;
+  /**
+   * Removes `word` from the space-separated words of the string at `key`, in one atomic step; returns whether it was
+   * there. The last word leaves "" that expires after `emptyTtlMs` (an `addWord` before then revives it), rather
+   * than a delete, so a concurrent add is never lost. An absent key stays absent.
+   */
+  removeWord(key: string, word: string, emptyTtlMs: number): Promise<boolean>;
 
   /** Set members (indexes such as user → session ids). `ttlMs` refreshes the whole set's expiry when given. */
   addToSet(key: string, member: string, ttlMs?: number): Promise<void>;

@@ -257,6 +257,37 @@ for (const backend of backends) {
       await assert.rejects(store.addWord('a-set', 'x'), /WRONGTYPE/);
     });
 
+    test('removeWord: removes one word, leaves "" expiring after the last, ignores absent words and keys', async (t) => {
+      const { store, remainingTtl } = await backend.open(t);
+      await store.set('words', 'a1 b2 c3');
+      assert.equal(await store.removeWord('words', 'b2', 60_000), true);
+      assert.equal(await store.get('words'), 'a1 c3');
+      assert.equal(await remainingTtl('words'), null, 'words left: no expiry');
+      assert.equal(await store.removeWord('words', 'b2', 60_000), false, 'already gone');
+      assert.equal(await store.removeWord('words', 'a', 60_000), false, 'a prefix of a word is another word');
+      assert.equal(await store.removeWord('words', 'a1', 60_000), true);
+      assert.equal(await store.removeWord('words', 'c3', 60_000), true);
+      assert.equal(await store.get('words'), '', 'the last word leaves an empty string, not a deleted key');
+      const ttl = await remainingTtl('words');
+      assert.ok(typeof ttl === 'number' && ttl > 0 && ttl <= 60_000, `expiring: ${ttl}`);
+      assert.equal(await store.addWord('words', 'd4'), true, 'an add revives it');
+      assert.equal(await remainingTtl('words'), null);
+      assert.equal(await store.removeWord('never-set', 'x', 60_000), false);
+      assert.equal(await store.get('never-set'), undefined, 'an absent key stays absent');
+    });
+
+    test('removeWord and addWord racing from 4 clients: every word removed is gone, every word added is there', async (t) => {
+      const harness = await backend.open(t);
+      const stores = [harness.store, await harness.sibling(), await harness.sibling(), await harness.sibling()];
+      await harness.store.set('index', Array.from({ length: 40 }, (_, i) => `old${i}`).join(' '));
+      await Promise.all([
+        ...Array.from({ length: 40 }, (_, i) => stores[i % 4]!.removeWord('index', `old${i}`, 60_000)),
+        ...Array.from({ length: 40 }, (_, i) => stores[(i + 1) % 4]!.addWord('index', `new${i}`)),
+      ]);
+      const words = ((await harness.store.get('index')) ?? '').split(' ').filter((word) => word !== '');
+      assert.deepEqual([...words].sort(), Array.from({ length: 40 }, (_, i) => `new${i}`).sort());
+    });
+
     test('addWord from 4 clients, 100 words at once: every word lands exactly once', async (t) => {
       const harness = await backend.open(t);
       const stores = [harness.store, await harness.sibling(), await harness.sibling(), await harness.sibling()];
