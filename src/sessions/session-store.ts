@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordFormat, type RecordLogger, type RecordRejection } from '../store/record-format.js';
-import type { Store } from '../store/store.js';
+import { wordsOf, type Store } from '../store/store.js';
 import { createHash, createHmac } from 'node:crypto';
 import { COMPACT_SESSION_VERSION, decodeCompactSession, encodeCompactSession } from './compact-session-record.js';
 import { opSubjectOf, type ImportedOrigin, type RefreshFamily, type Session, type SessionOrigin } from './session.js';
@@ -54,11 +54,6 @@ function digest(value: string): string {
 
 /** How long a layout-2 index emptied by its last removal stays (as "") before Redis drops it; an add revives it. */
 const EMPTY_INDEX_TTL_MS = 3_600_000;
-
-/** The ids in a layout-2 index string. */
-function idsIn(list: string | undefined): string[] {
-  return list === undefined || list === '' ? [] : list.split(' ');
-}
 
 /**
  * The JSON session record (versions 0–3) under `sessionKeys.session`: what the `compatible` format writes, byte for
@@ -576,8 +571,8 @@ export class SessionStore {
       this.store.get(sessionKeys.userList(localpart)),
       this.store.setMembers(sessionKeys.byUser(localpart)),
     ]);
-    if (idsIn(list).length === 0) return pointer;
-    const ids = [...new Set([...(pointer === undefined ? [] : [pointer]), ...idsIn(list), ...members])];
+    if (wordsOf(list).length === 0) return pointer;
+    const ids = [...new Set([...(pointer === undefined ? [] : [pointer]), ...wordsOf(list), ...members])];
     const keys = ids.map((id) => sessionKeys.session(id));
     const raws = await this.store.getMany(keys);
     let best: Session | undefined;
@@ -593,7 +588,7 @@ export class SessionStore {
   /** Both layouts' index of one kind, merged. */
   private async idsInBoth(setKey: string, listKey: string): Promise<string[]> {
     const [members, list] = await Promise.all([this.store.setMembers(setKey), this.store.get(listKey)]);
-    return [...new Set([...members, ...idsIn(list)])];
+    return [...new Set([...members, ...wordsOf(list)])];
   }
 
   /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock.js';
 import { checkTtlMs } from './argument-checks.js';
-import { checkWord, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
+import { checkWord, wordsOf, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
 import { checkTokenBucket, tokenBucketStep, type BucketState } from './token-bucket.js';
 
 /** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
@@ -85,8 +85,7 @@ export class MemoryStore implements Store {
   async addWord(key: string, word: string): Promise<boolean> {
     this.assertOpen();
     checkWord(word);
-    const current = this.readString(key);
-    const words = current === undefined || current === '' ? [] : current.split(' ');
+    const words = wordsOf(this.readString(key));
     if (words.includes(word)) return false;
     this.write(key, { type: 'string', data: [...words, word].join(' ') }, undefined);
     return true;
@@ -96,8 +95,7 @@ export class MemoryStore implements Store {
     this.assertOpen();
     checkWord(word);
     const ttlMs = checkTtlMs(emptyTtlMs);
-    const current = this.readString(key);
-    const words = current === undefined || current === '' ? [] : current.split(' ');
+    const words = wordsOf(this.readString(key));
     if (!words.includes(word)) return false;
     const rest = words.filter((candidate) => candidate !== word);
     this.write(key, { type: 'string', data: rest.join(' ') }, rest.length === 0 ? ttlMs : undefined);

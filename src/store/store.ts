@@ -104,6 +104,11 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/** The words of a string `addWord` and `removeWord` maintain (absent or "" has none). */
+export function wordsOf(value: string | undefined): string[] {
+  return value === undefined || value === '' ? [] : value.split(' ');
+}
+
 /** A word for `addWord`: not empty, no whitespace (it would split into several words). */
 export function checkWord(word: string): string {
   if (word === '' || /\s/.test(word)) throw new Error(`not a word for addWord: ${JSON.stringify(word)}`);
