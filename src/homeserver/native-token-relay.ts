@@ -37,11 +37,30 @@ class OpIntrospectionCache {
     }
     this.entries.set(token, { expiresAt: Math.min(now + this.ttlMs, notAfter ?? Number.POSITIVE_INFINITY), value });
   }
+
+  /** OP introspections under way, by token. */
+  private readonly running = new Map<string, Promise<Record<string, unknown>>>();
+
+  /** `ask` for a token no other request is asking about; otherwise that request's answer. */
+  shared(token: string, ask: () => Promise<Record<string, unknown>>): Promise<Record<string, unknown>> {
+    const running = this.running.get(token);
+    if (running !== undefined) return running;
+    const call = ask().finally(() => this.running.delete(token));
+    this.running.set(token, call);
+    return call;
+  }
 }
 
 const caches = new WeakMap<AppDeps, OpIntrospectionCache>();
-/** OP introspections under way, by token: concurrent requests about one token share one call. */
-const inFlight = new WeakMap<AppDeps, Map<string, Promise<Record<string, unknown>>>>();
+
+function cacheOf(deps: AppDeps): OpIntrospectionCache {
+  let cache = caches.get(deps);
+  if (cache === undefined) {
+    cache = new OpIntrospectionCache(deps.config.homeserver.introspection_cache_ttl, 10_000);
+    caches.set(deps, cache);
+  }
+  return cache;
+}
 
 const PLAUSIBLE_TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const MAX_PLAUSIBLE_TOKEN_LENGTH = 8192;
@@ -51,11 +70,7 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
   if (provider === undefined) return INACTIVE;
   const policy = deps.policies.get(provider.idpId);
   if (policy === undefined) return INACTIVE;
-  let cache = caches.get(deps);
-  if (cache === undefined) {
-    cache = new OpIntrospectionCache(deps.config.homeserver.introspection_cache_ttl, 10_000);
-    caches.set(deps, cache);
-  }
+  const cache = cacheOf(deps);
   const now = deps.clock.now();
   const cached = cache.get(token, now);
   if (cached !== undefined) return withExpiresIn(cached, now);
@@ -67,17 +82,7 @@ export async function introspectAtOp(deps: AppDeps, token: string): Promise<Reco
   // Synapse asks about a busy token from many requests at once; when its cached answer expires, they would each
   // call the OP (and each spend the shared budget above, refusing the rest with 503s): the first one asks, the
   // others wait for its answer.
-  let flights = inFlight.get(deps);
-  if (flights === undefined) {
-    flights = new Map();
-    inFlight.set(deps, flights);
-  }
-  const running = flights.get(token);
-  if (running !== undefined) return running;
-  const waiting = flights;
-  const call = relayToOp(deps, provider, policy, cache, token, now).finally(() => waiting.delete(token));
-  waiting.set(token, call);
-  return call;
+  return cache.shared(token, () => relayToOp(deps, provider, policy, cache, token, now));
 }
 
 /** One OP introspection of a token no cached answer covers: budget, OP, account and device, then the cache. */
