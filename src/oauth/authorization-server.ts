@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import type { Config } from '../config/schema.js';
+import { encryptionKeysOf, type Config } from '../config/schema.js';
 import { bodyLimitsOf, readBodyText } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { clientAddress } from '../http/request-state.js';
@@ -117,7 +117,7 @@ export function createAuthorizationServer(deps: AuthorizationServerDeps): Author
       // oidc-provider would overwrite them, and the browser would lose its sign-in here between the OP and back.
       names: { session: 'mcp_oauth_session', interaction: 'mcp_oauth_interaction', resume: 'mcp_oauth_resume' },
       // The current key signs; cookies signed before a key rotation still verify (sessions.previous_encryption_keys).
-      keys: [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)].map(cookieKey),
+      keys: encryptionKeysOf(config).map(cookieKey),
       long: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
       short: { signed: true, secure: config.public_baseurl.startsWith('https:'), sameSite: 'lax' },
     },

@@ -1,6 +1,7 @@
 import { createHmac, hkdfSync } from 'node:crypto';
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
+import { encryptionKeysOf } from '../config/schema.js';
 import { PageError } from '../errors/page-error.js';
 import { bodyLimitsOf, readFormBody } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
@@ -107,7 +108,7 @@ export function interactionCsrfToken(config: Pick<AppDeps['config'], 'sessions'>
  * a form rendered by a replica not yet restarted with a rotated key is still accepted by one that is.
  */
 export function acceptedInteractionCsrfTokens(config: Pick<AppDeps['config'], 'sessions'>, uid: string): string[] {
-  return [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)].map((key) => csrfTokenUnder(key, uid));
+  return encryptionKeysOf(config).map((key) => csrfTokenUnder(key, uid));
 }
 
 function csrfTokenUnder(secret: string, uid: string): string {
