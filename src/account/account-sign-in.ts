@@ -1,13 +1,11 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { matrixErrors } from '../errors/matrix-error.js';
 import { clientAddress, logOf, singleQueryValue } from '../http/request-state.js';
 import { resolveAccount, type AccountRefusal } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
 import type { UpstreamGrant, UpstreamProvider } from '../oidc/upstream.js';
 import { sendRedirect } from '../pages/html-page.js';
 import type { PendingSsoLogin, SsoPurpose } from '../sessions/pending-sso-logins.js';
-import { RateLimited } from '../security/login-throttle.js';
 import { bindingHash, browserBinding } from '../compat/sso/browser-binding.js';
 import { ssoError } from '../compat/sso/sso-error.js';
 import { callbackUri, exchangeCallbackCode } from '../compat/sso/sso-flow.js';
@@ -38,12 +36,8 @@ export async function startAccountSignIn(ctx: Context, deps: AppDeps, returnTo: 
   if (!deps.config.account.enabled) throw ssoError('account_unavailable');
   const provider = accountProvider(deps);
   if (provider === undefined) throw ssoError('unknown_provider');
-  try {
-    await deps.throttle.checkSsoStart(clientAddress(ctx));
-  } catch (err: unknown) {
-    if (err instanceof RateLimited) throw ssoError('rate_limited', matrixErrors.limitExceeded(err.retryAfterMs));
-    throw err;
-  }
+  // Over the limit: RateLimited, which the renderer turns into the "too many attempts" page with Retry-After.
+  await deps.throttle.checkSsoStart(clientAddress(ctx));
   const lifetimeMs = deps.config.sessions.sso_login_lifetime;
   const secret = browserBinding(deps.config.public_baseurl).issue(ctx, lifetimeMs);
   const { state, nonce, codeVerifier } = await deps.ssoLogins.begin({

@@ -1,10 +1,8 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { matrixErrors } from '../errors/matrix-error.js';
 import { clientAddress, logOf, singleQueryValue } from '../http/request-state.js';
 import { sendPage, sendRedirect } from '../pages/html-page.js';
 import { pickerPage } from '../pages/sso-pages.js';
-import { RateLimited } from '../security/login-throttle.js';
 import { bindingHash, browserBinding } from './sso/browser-binding.js';
 import { parseRedirectUrl } from './sso/redirect-url.js';
 import { ssoError } from './sso/sso-error.js';
@@ -45,13 +43,8 @@ export async function getSsoRedirect(ctx: Context, deps: AppDeps, version: strin
   if (idpId === undefined || provider === undefined) throw ssoError('unknown_provider');
 
   // Each start writes a pending login to the store: unauthenticated writes get a per-IP bucket of their own.
-  try {
-    await deps.throttle.checkSsoStart(clientAddress(ctx));
-  } catch (err: unknown) {
-    // The page carries Retry-After like the API's 429 (the renderer copies the cause's headers).
-    if (err instanceof RateLimited) throw ssoError('rate_limited', matrixErrors.limitExceeded(err.retryAfterMs));
-    throw err;
-  }
+  // Over the limit: RateLimited, which the renderer turns into the "too many attempts" page with Retry-After.
+  await deps.throttle.checkSsoStart(clientAddress(ctx));
   const issuer = deps.policies.get(idpId)?.issuer ?? provider.issuer;
   const opHint = hint.kind === 'user' ? await upstreamLoginHint(deps.config.oauth_server.upstream_login_hint, deps.bindings, issuer, hint.localpart) : undefined;
   const lifetimeMs = deps.config.sessions.sso_login_lifetime;

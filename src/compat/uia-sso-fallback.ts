@@ -1,11 +1,9 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { matrixErrors } from '../errors/matrix-error.js';
 import { clientAddress, logOf, singleQueryValue } from '../http/request-state.js';
 import { sendPage } from '../pages/html-page.js';
 import { messages } from '../pages/messages.js';
 import { reauthPage } from '../pages/reauth-pages.js';
-import { RateLimited } from '../security/login-throttle.js';
 import { bindingHash, browserBinding } from './sso/browser-binding.js';
 import { ssoError } from './sso/sso-error.js';
 import { callbackUri } from './sso/sso-flow.js';
@@ -23,12 +21,8 @@ export async function getUiaSsoFallback(ctx: Context, deps: AppDeps): Promise<vo
   const provider = deps.providers.get(record.idpId);
   if (provider === undefined) throw ssoError('unknown_provider');
 
-  try {
-    await deps.throttle.checkSsoStart(clientAddress(ctx));
-  } catch (err: unknown) {
-    if (err instanceof RateLimited) throw ssoError('rate_limited', matrixErrors.limitExceeded(err.retryAfterMs));
-    throw err;
-  }
+  // Over the limit: RateLimited, which the renderer turns into the "too many attempts" page with Retry-After.
+  await deps.throttle.checkSsoStart(clientAddress(ctx));
   const lifetimeMs = Math.min(deps.config.sessions.sso_login_lifetime, Math.max(1, record.expiresAt - deps.clock.now()));
   const secret = browserBinding(deps.config.public_baseurl).issue(ctx, lifetimeMs);
   const requestedAt = deps.clock.now();

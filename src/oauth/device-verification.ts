@@ -1,7 +1,5 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
-import { matrixErrors } from '../errors/matrix-error.js';
-import { PageError } from '../errors/page-error.js';
 import { clientAddress } from '../http/request-state.js';
 import { RateLimited } from '../security/login-throttle.js';
 
@@ -13,15 +11,10 @@ import { RateLimited } from '../security/login-throttle.js';
  */
 export async function postDeviceVerification(ctx: Context, deps: AppDeps): Promise<void> {
   if (deps.oauth === undefined) throw new Error('OAuth routes exist only with native_clients: serve');
-  try {
-    await deps.throttle.checkUserCode(clientAddress(ctx));
-  } catch (err: unknown) {
-    // The page carries Retry-After like the API's 429 (the renderer copies the cause's headers).
-    if (err instanceof RateLimited) {
-      deps.logger.warn({ event: 'oauth.user_code_throttled', ip: clientAddress(ctx) }, 'oauth.user_code_throttled');
-      throw new PageError('rate_limited', 429, 'M_LIMIT_EXCEEDED', matrixErrors.limitExceeded(err.retryAfterMs));
-    }
+  // Over the limit: RateLimited, which the renderer turns into the "too many attempts" page with Retry-After.
+  await deps.throttle.checkUserCode(clientAddress(ctx)).catch((err: unknown) => {
+    if (err instanceof RateLimited) deps.logger.warn({ event: 'oauth.user_code_throttled', ip: clientAddress(ctx) }, 'oauth.user_code_throttled');
     throw err;
-  }
+  });
   await deps.oauth.handle(ctx);
 }
