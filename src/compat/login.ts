@@ -7,7 +7,9 @@ import { clientAddress, logOf } from '../http/request-state.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
 import { loggedOutAtOpSince, loginGrantStillValid } from '../sessions/op-logouts.js';
+import { SessionEndedAtOp } from '../sessions/session-lifecycle.js';
 import type { SessionOrigin } from '../sessions/session.js';
+import type { IssuedTokens } from '../sessions/session-store.js';
 import { randomString } from '../sessions/tokens.js';
 import { parseLoginRequest, type AppserviceLogin, type LoginRequest, type PasswordLogin, type TokenLogin } from './login-request.js';
 import { relayAppserviceLogin } from './appservice-login-relay.js';
@@ -92,20 +94,28 @@ async function appserviceLogin(ctx: Context, deps: AppDeps, request: AppserviceL
 async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest, localpart: string, origin: SessionOrigin): Promise<void> {
   const deviceId = request.deviceId ?? randomDeviceId();
   const lifetime = request.refreshToken ? deps.config.sessions.refreshable_access_token_lifetime : undefined;
-  const issued = await deps.lifecycle.start({
-    localpart,
-    deviceId,
-    ...(request.initialDeviceDisplayName === undefined ? {} : { deviceDisplayName: request.initialDeviceDisplayName }),
-    origin,
-    ip: clientAddress(ctx),
-    ...(ctx.get('user-agent') === '' ? {} : { userAgent: ctx.get('user-agent') }),
-    ...(lifetime === undefined ? {} : { refreshableLifetimeMs: lifetime }),
-  });
-  // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
-  // look again now that the session exists.
-  if (origin.kind !== 'appservice' && origin.kind !== 'imported' && (await loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt))) {
-    await deps.lifecycle.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
-    throw new MatrixError(403, 'M_FORBIDDEN', 'The sign-in was ended at the identity provider');
+  let issued: IssuedTokens;
+  try {
+    issued = await deps.lifecycle.start(
+      {
+        localpart,
+        deviceId,
+        ...(request.initialDeviceDisplayName === undefined ? {} : { deviceDisplayName: request.initialDeviceDisplayName }),
+        origin,
+        ip: clientAddress(ctx),
+        ...(ctx.get('user-agent') === '' ? {} : { userAgent: ctx.get('user-agent') }),
+        ...(lifetime === undefined ? {} : { refreshableLifetimeMs: lifetime }),
+      },
+      {
+        freshDevice: request.deviceId === undefined,
+        // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
+        // look again once the session exists.
+        ...(origin.kind === 'appservice' || origin.kind === 'imported' ? {} : { endedAtOp: () => loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt) }),
+      },
+    );
+  } catch (err: unknown) {
+    if (err instanceof SessionEndedAtOp) throw new MatrixError(403, 'M_FORBIDDEN', 'The sign-in was ended at the identity provider', {}, err);
+    throw err;
   }
   logOf(ctx, deps.logger).info({ event: 'login.ok', localpart, device_id: deviceId, kind: origin.kind }, 'login.ok');
   ctx.set('Cache-Control', 'no-store');

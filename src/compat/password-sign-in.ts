@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
 import { clientAddress } from '../http/request-state.js';
-import { resolveAccount } from '../identity/account-resolver.js';
+import { resolveAccount, type PrefetchedUser } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
 import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
 import type { OpOrigin } from '../sessions/session.js';
@@ -61,6 +61,11 @@ export async function opPasswordSignIn(
   if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
 
   const typed = who.kind === 'localpart' ? who.name : who.address;
+  // The homeserver's view of the typed localpart is asked for while the OP checks the password: in the usual case
+  // the account resolves to that localpart and the query is off the login's path (issue 19, login cost). Only ever
+  // read (never a write before the OP has answered); its failure is seen only if resolution uses it.
+  const prefetched: PrefetchedUser | undefined = who.kind === 'localpart' ? { localpart: who.name, user: deps.homeserver.queryUser(who.name) } : undefined;
+  prefetched?.user.catch(() => undefined);
   let grant: UpstreamGrant;
   let opUsername: string;
   try {
@@ -72,7 +77,7 @@ export async function opPasswordSignIn(
     throw err;
   }
 
-  const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername), accountRefusal, grant);
+  const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername, prefetched), accountRefusal, grant);
   // Independent (the OP has vouched for both): the homeserver call and the alias write overlap (issue 19, login cost).
   await Promise.all([provisionAccount(deps.homeserver, account, deps.bindings), deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart)]);
 

@@ -1,4 +1,4 @@
-import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
+import type { HomeserverAdapter, HomeserverUser } from '../provisioning/homeserver-adapter.js';
 import type { UpstreamGrant } from '../oidc/upstream.js';
 import type { BindingStore, Binding } from './bindings.js';
 import { meetsRequirements, type AttributeRequirement, type MappedIdentity, type UserMapper } from './user-mapping.js';
@@ -31,6 +31,15 @@ export type AccountRefusal =
   | 'registration_disabled' // first login and enable_registration is off
   | 'deactivated'; // the homeserver account is deactivated
 
+/**
+ * The homeserver's answer about a localpart, asked for before the OP's answer arrived (a password login names the
+ * localpart it expects): used when resolution arrives at that same localpart, else a fresh query is made.
+ */
+export interface PrefetchedUser {
+  readonly localpart: string;
+  readonly user: Promise<HomeserverUser | undefined>;
+}
+
 export type AccountResult = ResolvedAccount | { readonly ok: false; readonly reason: AccountRefusal };
 
 /**
@@ -43,7 +52,9 @@ export async function resolveAccount(
   grant: Pick<UpstreamGrant, 'sub' | 'claims'>,
   deps: { bindings: BindingStore; homeserver: HomeserverAdapter },
   opUsername?: string,
+  prefetched?: PrefetchedUser,
 ): Promise<AccountResult> {
+  const queryUser = (localpart: string) => (prefetched?.localpart === localpart ? prefetched.user : deps.homeserver.queryUser(localpart));
   if (!meetsRequirements(grant.claims, policy.attributeRequirements)) return { ok: false, reason: 'requirements_not_met' };
   const identity = policy.mapper.map(grant.claims);
   // Bindings are keyed by the OP's `sub` unless the admin chose another subject claim (Synapse's subject_claim).
@@ -51,7 +62,7 @@ export async function resolveAccount(
 
   const existing = await deps.bindings.find(policy.issuer, subject);
   if (existing !== undefined) {
-    const user = await deps.homeserver.queryUser(existing.localpart);
+    const user = await queryUser(existing.localpart);
     if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };
     if (opUsername !== undefined) await deps.bindings.rememberOpUsername(existing, opUsername);
     return { ok: true, localpart: existing.localpart, binding: existing, identity, firstLogin: false, existsAtHomeserver: user !== undefined };
@@ -60,7 +71,7 @@ export async function resolveAccount(
   if (!policy.enableRegistration) return { ok: false, reason: 'registration_disabled' };
   if (identity.localpart === undefined) return { ok: false, reason: 'no_localpart' };
 
-  const user = await deps.homeserver.queryUser(identity.localpart);
+  const user = await queryUser(identity.localpart);
   if (user !== undefined) {
     // allow_existing_users binds only the exact, unfolded name: `ALICE` never takes over an existing `@alice`.
     if (!policy.allowExistingUsers || identity.localpartFolded === true) return { ok: false, reason: 'localpart_taken' };

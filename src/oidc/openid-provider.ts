@@ -4,6 +4,7 @@ import {
   buildAuthorizationUrl,
   calculatePKCECodeChallenge,
   Configuration,
+  customFetch,
   discovery,
   fetchUserInfo,
   genericGrantRequest,
@@ -17,6 +18,7 @@ import {
 } from 'openid-client';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
+import { outboundFetch, type OutboundBody } from '../outbound/http-client.js';
 import { ClientKeyError, createClientAuth, type ClientAuthMethod, type ClientSecretJwtKey } from './client-authentication.js';
 import { checkLogoutToken, LogoutTokenRejected } from './logout-token.js';
 import { JwsRejected, SigningKeys } from './signing-keys.js';
@@ -293,6 +295,7 @@ class OpenIdProvider implements UpstreamProvider {
       const discovered = await discovery(new URL(settings.issuer), settings.client_id, undefined, undefined, {
         execute: this.allowHttp ? [allowInsecureRequests] : [],
         timeout: this.timeoutMs / 1000,
+        [customFetch]: opFetch,
       });
       metadata = Object.fromEntries(Object.entries(discovered.serverMetadata()).filter(([, value]) => typeof value !== 'function'));
     } else {
@@ -319,6 +322,7 @@ class OpenIdProvider implements UpstreamProvider {
     );
     if (this.allowHttp) allowInsecureRequests(configuration);
     configuration.timeout = this.timeoutMs / 1000;
+    configuration[customFetch] = opFetch;
 
     const keys = new SigningKeys({
       idpId: this.idpId,
@@ -429,4 +433,14 @@ class OpenIdProvider implements UpstreamProvider {
       ...(typeof tokens.expires_in === 'number' ? { expiresInSeconds: tokens.expires_in } : {}),
     };
   }
+}
+
+/**
+ * openid-client's requests (token, refresh, revocation, introspection, userinfo, discovery) over the proxy's
+ * outbound client: the password grant is on every password login's path, and fetch costs several times the CPU
+ * (src/outbound/http-client.ts). openid-client never streams a request body.
+ */
+function opFetch(url: string, options: { body: OutboundBody | ReadableStream; headers: Record<string, string>; method: string; redirect: 'manual'; signal?: AbortSignal }): Promise<Response> {
+  if (options.body instanceof ReadableStream) return fetch(url, { ...options, duplex: 'half' } as RequestInit);
+  return outboundFetch(url, { method: options.method, headers: options.headers, body: options.body, redirect: 'manual', signal: options.signal });
 }

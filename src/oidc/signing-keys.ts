@@ -2,6 +2,7 @@ import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors as jose
 
 type LocalKeySet = ReturnType<typeof createLocalJWKSet>;
 import type { Clock } from '../clock.js';
+import { outboundFetch } from '../outbound/http-client.js';
 import { UpstreamError } from './upstream.js';
 
 /** A JWS we must not trust (bad signature, forbidden alg, unknown key): the caller decides the error kind. */
@@ -127,7 +128,7 @@ export class SigningKeys {
     }
     let response: Response;
     try {
-      response = await fetch(url, { headers: { accept: 'application/json, application/jwk-set+json' }, redirect: 'manual', signal: AbortSignal.timeout(this.options.fetchTimeoutMs) });
+      response = await outboundFetch(url, { headers: { accept: 'application/json, application/jwk-set+json' }, redirect: 'manual', signal: AbortSignal.timeout(this.options.fetchTimeoutMs) });
     } catch (err: unknown) {
       throw new UpstreamError('unavailable', idpId, `JWKS fetch: the OP could not be reached (${err instanceof Error && err.name === 'TimeoutError' ? 'timed out' : 'network error'})`, err);
     }

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { outboundRequest } from '../outbound/http-client.js';
 import { HomeserverError } from './homeserver-adapter.js';
 
 /** One answer of the homeserver's client-server API, body parsed when it is JSON. */
@@ -51,14 +52,14 @@ export class ClientApi {
     for (let attempt = 0; ; attempt += 1) {
       let failure: HomeserverError;
       try {
-        const response = await fetch(`${this.#baseUrl}${path}${query}`, {
+        const response = await outboundRequest(`${this.#baseUrl}${path}${query}`, {
           method,
           headers,
           ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
           signal: AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now()))),
           redirect: 'error',
         });
-        const text = await response.text();
+        const text = response.body.toString('utf8');
         let body: unknown;
         try {
           body = text === '' ? undefined : JSON.parse(text);

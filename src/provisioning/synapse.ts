@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { outboundFetch, outboundRequest } from '../outbound/http-client.js';
 import { describeFetchError, isRecord } from './client-api.js';
 import { HomeserverError, type HomeserverAdapter, type HomeserverDevice, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 
@@ -109,7 +110,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
     // token). One attempt: a page render, not a state change, so a failure is shown rather than retried.
     let response: Response;
     try {
-      response = await fetch(`${this.#baseUrl}/_matrix/client/v3/devices`, {
+      response = await outboundFetch(`${this.#baseUrl}/_matrix/client/v3/devices`, {
         headers: { authorization: `Bearer ${userAccessToken}`, accept: 'application/json' },
         signal: AbortSignal.timeout(this.#timeoutMs),
         redirect: 'error',
@@ -180,7 +181,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
     body: unknown,
     query: URLSearchParams | undefined,
     timeoutMs: number,
-  ): Promise<MasResponse & { headers: Headers }> {
+  ): Promise<MasResponse & { retryAfter: string | undefined }> {
     const url = `${this.#baseUrl}/_synapse/mas/${endpoint}${query === undefined ? '' : `?${query.toString()}`}`;
     const inUse = this.#secretInUse;
     // One budget for the attempt, whichever secrets it tries.
@@ -204,24 +205,24 @@ export class SynapseProvisioning implements HomeserverAdapter {
     return first;
   }
 
-  async #send(url: string, method: 'GET' | 'POST', body: unknown, timeoutMs: number, secret: string): Promise<MasResponse & { headers: Headers }> {
+  async #send(url: string, method: 'GET' | 'POST', body: unknown, timeoutMs: number, secret: string): Promise<MasResponse & { retryAfter: string | undefined }> {
     const headers: Record<string, string> = { authorization: `Bearer ${secret}`, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(url, {
+    const response = await outboundRequest(url, {
       method,
       headers,
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(timeoutMs),
       redirect: 'error',
     });
-    const text = await response.text();
+    const text = response.body.toString('utf8');
     let parsed: unknown;
     try {
       parsed = text === '' ? undefined : JSON.parse(text);
     } catch {
       parsed = text.slice(0, 200);
     }
-    return { status: response.status, body: parsed, headers: response.headers };
+    return { status: response.status, body: parsed, retryAfter: response.headers['retry-after'] };
   }
 
   #backoff(attempt: number): number {
@@ -274,10 +275,10 @@ function errorTextOf(body: unknown): string | undefined {
 }
 
 /** Matrix 429s carry retry_after_ms (and maybe Retry-After); honour it within reason. */
-function retryAfterFrom(response: MasResponse & { headers: Headers }): number | undefined {
+function retryAfterFrom(response: MasResponse & { retryAfter: string | undefined }): number | undefined {
   const fromBody = isRecord(response.body) ? response.body['retry_after_ms'] : undefined;
   if (typeof fromBody === 'number' && Number.isFinite(fromBody) && fromBody >= 0) return Math.min(fromBody, MAX_RETRY_DELAY_MS);
-  const header = Number(response.headers.get('retry-after'));
+  const header = Number(response.retryAfter);
   if (Number.isFinite(header) && header > 0) return Math.min(header * 1000, MAX_RETRY_DELAY_MS);
   return undefined;
 }

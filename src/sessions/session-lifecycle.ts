@@ -12,6 +12,25 @@ import type { IssuedTokens, NewSession, SessionStore } from './session-store.js'
 
 export type EndReason = 'logout' | 'logout_all' | 'device_deleted' | 'device_reused' | 'refresh_reuse' | 'backchannel_logout' | 'revalidation_failed' | 'admin' | 'app_password_revoked';
 
+export interface StartOptions {
+  /** The proxy generated the device id for this login (the client sent none): no session can be on it yet. */
+  readonly freshDevice?: boolean;
+  /**
+   * Asked once the session is written: whether the OP ended the sign-in meanwhile (a back-channel logout that
+   * arrived between the OP's answer and the write found no session to end). Then the session ends and start throws
+   * SessionEndedAtOp.
+   */
+  readonly endedAtOp?: () => Promise<boolean>;
+}
+
+/** The OP ended the sign-in while the session was being started; the session was ended again. */
+export class SessionEndedAtOp extends Error {
+  constructor() {
+    super('the sign-in was ended at the identity provider while the session was being started');
+    this.name = 'SessionEndedAtOp';
+  }
+}
+
 export interface LifecycleDeps {
   readonly sessions: SessionStore;
   readonly store: Store;
@@ -31,8 +50,45 @@ export interface LifecycleDeps {
 export class SessionLifecycle {
   constructor(private readonly deps: LifecycleDeps) {}
 
-  async start(requested: NewSession): Promise<IssuedTokens> {
+  async start(requested: NewSession, options: StartOptions = {}): Promise<IssuedTokens> {
     const input = withDisplayNameLimit(requested);
+    const tokens = this.deps.homeserver.tokens;
+    if (tokens === undefined && options.freshDevice === true) return this.startOnFreshDevice(input, options);
+    const issued = await this.startOnDevice(input);
+    if (options.endedAtOp !== undefined && (await options.endedAtOp())) {
+      await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
+      throw new SessionEndedAtOp();
+    }
+    return issued;
+  }
+
+  /**
+   * A device id the proxy has just generated (10 random letters) cannot carry a session yet, so nothing is looked
+   * up for it, and the session write — with the logout-marker check that must follow it — overlaps the device's
+   * creation at the homeserver (issue 19, login cost). Nobody holds the new token until this returns, so the order
+   * between the two writes is invisible; if either fails, the other is undone before the error goes up.
+   */
+  private async startOnFreshDevice(input: NewSession, options: StartOptions): Promise<IssuedTokens> {
+    const device = this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
+    const written = this.deps.sessions.create(input).then(async (issued) => ({ issued, endedAtOp: options.endedAtOp === undefined ? false : await options.endedAtOp() }));
+    const [deviceOutcome, writeOutcome] = await Promise.allSettled([device, written]);
+    if (deviceOutcome.status === 'rejected') {
+      if (writeOutcome.status === 'fulfilled') await this.deps.sessions.remove(writeOutcome.value.issued.session.id).catch(() => undefined);
+      throw deviceOutcome.reason;
+    }
+    if (writeOutcome.status === 'rejected') {
+      // The device exists at the homeserver but no session does: it goes again (best effort), the error goes up.
+      await this.deps.homeserver.deleteDevice(input.localpart, input.deviceId).catch(() => undefined);
+      throw writeOutcome.reason;
+    }
+    if (writeOutcome.value.endedAtOp) {
+      await this.end(writeOutcome.value.issued.session.id, 'backchannel_logout').catch(() => undefined);
+      throw new SessionEndedAtOp();
+    }
+    return writeOutcome.value.issued;
+  }
+
+  private async startOnDevice(input: NewSession): Promise<IssuedTokens> {
     const tokens = this.deps.homeserver.tokens;
     if (tokens === undefined) {
       // Independent: the store read overlaps the homeserver call (issue 19, login cost). A failed device creation

@@ -284,11 +284,40 @@ describe('legacy login API against the in-process OP (memory store)', () => {
 
   test('homeserver provisioning failure → 503 and no half-made session', async () => {
     const devicesBefore = h.homeserver.devices('bob').size;
+    const sessionsBefore = (await h.deps.sessions.idsOfUser('bob')).sort();
     h.homeserver.failProvisioning('upsert_device', 500, 10);
-    const { status, body } = await h.passwordLogin('bob', h.op.users.bob.password);
-    assert.equal(status, 503, JSON.stringify(body));
-    assert.equal(h.homeserver.devices('bob').size, devicesBefore);
+    // Without a device_id (the session is written while the device is created) and with one (device first).
+    for (const extra of [{}, { device_id: 'FAILEDDEV' }]) {
+      const { status, body } = await h.passwordLogin('bob', h.op.users.bob.password, extra);
+      assert.equal(status, 503, JSON.stringify(body));
+      assert.equal(h.homeserver.devices('bob').size, devicesBefore);
+      assert.deepEqual((await h.deps.sessions.idsOfUser('bob')).sort(), sessionsBefore);
+    }
     h.homeserver.failProvisioning('upsert_device', 200, 0);
+  });
+
+  test('a back-channel logout recorded between the OP answer and the session write ends the new session, device and all', async () => {
+    await h.passwordLogin('bob', h.op.users.bob.password);
+    const binding = await h.deps.bindings.findByLocalpart('bob');
+    assert.ok(binding);
+    const devicesBefore = [...h.homeserver.devices('bob')].sort();
+    const sessionsBefore = (await h.deps.sessions.idsOfUser('bob')).sort();
+    // The marker a logout token leaves, dated after any sign-in this test makes: every login now arrives "too late".
+    const marker = `op-logout-sub:testop:${binding.sub}`;
+    await h.store.set(marker, String(Date.now() + 3_600_000));
+    try {
+      for (const extra of [{}, { device_id: 'LATEDEVICE' }]) {
+        const { status, body } = await h.passwordLogin('bob', h.op.users.bob.password, extra);
+        assert.equal(status, 403, JSON.stringify(body));
+        assert.equal(body.errcode, 'M_FORBIDDEN');
+        assert.match(body.error, /ended at the identity provider/);
+        assert.deepEqual([...h.homeserver.devices('bob')].sort(), devicesBefore);
+        assert.deepEqual((await h.deps.sessions.idsOfUser('bob')).sort(), sessionsBefore);
+      }
+    } finally {
+      await h.store.delete(marker);
+    }
+    assert.equal((await h.passwordLogin('bob', h.op.users.bob.password)).status, 200);
   });
 
   test('a login token dies when its localpart is re-bound to another subject before redemption', async () => {

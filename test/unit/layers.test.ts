@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 
 const LAYERS: readonly (readonly string[])[] = [
-  /* 0 ground   */ ['config', 'pages', 'observability', 'clock.ts'],
+  /* 0 ground   */ ['config', 'pages', 'observability', 'outbound', 'clock.ts'],
   /* 1 adapters */ ['store', 'oidc', 'provisioning'],
   /* 2 model    */ ['sessions', 'identity', 'security'],
   /* 3 kit      */ ['http', 'errors'],

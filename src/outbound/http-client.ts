@@ -1,0 +1,142 @@
+import http, { type IncomingHttpHeaders } from 'node:http';
+import https from 'node:https';
+
+/**
+ * The proxy's outbound HTTP client for the calls a request waits on (homeserver provisioning, the OP's token
+ * endpoint and keys): a subset of the Fetch API over node:http with keep-alive agents.
+ *
+ * Why not the global fetch: measured on the 2-core bench machine, one small JSON POST over a kept-alive connection
+ * cost about 650–1,000 µs of CPU through fetch (undici's web streams, abort plumbing, header objects) and about
+ * 180–350 µs through node:http with the Response built here; a password login makes three such calls (issue 19,
+ * login latency). Behaviour kept from fetch: a network failure rejects with TypeError('fetch failed') whose `cause`
+ * is the socket error; an aborted signal rejects with the signal's reason (AbortSignal.timeout → TimeoutError);
+ * `redirect: 'error'` rejects a 3xx, `'manual'` returns it. Redirects are never followed (no caller wants that).
+ * Not supported, and refused: streaming request bodies.
+ */
+
+export type OutboundBody = string | Uint8Array | ArrayBuffer | URLSearchParams | null | undefined;
+
+export interface OutboundInit {
+  readonly method?: string;
+  readonly headers?: Record<string, string> | Headers;
+  readonly body?: OutboundBody;
+  readonly signal?: AbortSignal | undefined;
+  readonly redirect?: 'error' | 'manual';
+}
+
+// Idle kept-alive sockets are closed after 4 s (undici's default too): shorter than the idle timeouts of common
+// servers (Twisted, nginx, Keycloak's Vert.x), so the proxy rarely reuses a socket the server is closing.
+const IDLE_SOCKET_MS = 4_000;
+const httpAgent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS });
+const httpsAgent = new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS });
+
+/** A fetch-shaped call: the answer as a standard Response (openid-client's customFetch takes this). */
+export async function outboundFetch(url: string | URL, init: OutboundInit = {}): Promise<Response> {
+  const answer = await outboundRequest(url, init);
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(answer.headers)) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) for (const one of value) headers.append(name, one);
+    else headers.append(name, value);
+  }
+  // The Fetch standard: these statuses (and HEAD answers) have a null body.
+  const nullBody = answer.status === 204 || answer.status === 205 || answer.status === 304 || (init.method ?? 'GET').toUpperCase() === 'HEAD';
+  return new Response(nullBody ? null : answer.body, { status: answer.status, statusText: answer.statusText, headers });
+}
+
+export interface OutboundAnswer {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/** The cheaper form for callers that only want the status, the raw headers and the body bytes. */
+export async function outboundRequest(url: string | URL, init: OutboundInit = {}): Promise<OutboundAnswer> {
+  const target = typeof url === 'string' ? new URL(url) : url;
+  if (target.protocol !== 'http:' && target.protocol !== 'https:') throw new TypeError('fetch failed', { cause: new Error(`unsupported URL scheme ${target.protocol}`) });
+  const payload = bodyBytes(init.body);
+  const headers = headerRecord(init.headers);
+  if (payload !== undefined) {
+    if (init.body instanceof URLSearchParams && !hasHeader(headers, 'content-type')) headers['content-type'] = 'application/x-www-form-urlencoded;charset=UTF-8';
+    headers['content-length'] = String(payload.byteLength);
+  }
+  const signal = init.signal;
+  signal?.throwIfAborted();
+  try {
+    return await send(target, init.method ?? 'GET', headers, payload, signal, init.redirect ?? 'error');
+  } catch (error: unknown) {
+    // Node's keep-alive guidance: a reset on a reused socket means the server closed it as the request left, before
+    // reading it (an idle-timeout race), so one more attempt on a fresh socket is safe.
+    if (error instanceof ReusedSocketReset) return send(target, init.method ?? 'GET', headers, payload, signal, init.redirect ?? 'error');
+    throw error;
+  }
+}
+
+class ReusedSocketReset extends TypeError {}
+
+function send(
+  target: URL,
+  method: string,
+  headers: Record<string, string>,
+  payload: Buffer | undefined,
+  signal: AbortSignal | undefined,
+  redirect: 'error' | 'manual',
+): Promise<OutboundAnswer> {
+  return new Promise<OutboundAnswer>((resolve, reject) => {
+    const transport = target.protocol === 'https:' ? https : http;
+    const request = transport.request(target, { method, headers, agent: target.protocol === 'https:' ? httpsAgent : httpAgent });
+    let settled = false;
+    const finish = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      outcome();
+    };
+    const onAbort = () => {
+      finish(() => reject(signal?.reason));
+      request.destroy();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    request.on('error', (error: NodeJS.ErrnoException) => {
+      const Failure = request.reusedSocket && error.code === 'ECONNRESET' ? ReusedSocketReset : TypeError;
+      finish(() => reject(new Failure('fetch failed', { cause: error })));
+    });
+    request.on('response', (response) => {
+      const status = response.statusCode ?? 0;
+      if (redirect === 'error' && status >= 300 && status < 400) {
+        response.resume();
+        finish(() => reject(new TypeError('fetch failed', { cause: new Error(`unexpected redirect (${status}) from ${target.origin}`) })));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', (error) => finish(() => reject(new TypeError('fetch failed', { cause: error }))));
+      // A connection closed before the body's end: after 'end' this finds the call settled.
+      response.on('close', () => finish(() => reject(new TypeError('fetch failed', { cause: new Error('the connection closed before the answer was complete') }))));
+      response.on('end', () => finish(() => resolve({ status, statusText: response.statusMessage ?? '', headers: response.headers, body: Buffer.concat(chunks) })));
+    });
+    request.end(payload);
+  });
+}
+
+function bodyBytes(body: OutboundBody): Buffer | undefined {
+  if (body === undefined || body === null) return undefined;
+  if (typeof body === 'string') return Buffer.from(body, 'utf8');
+  if (body instanceof URLSearchParams) return Buffer.from(body.toString(), 'utf8');
+  if (body instanceof ArrayBuffer) return Buffer.from(body);
+  if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  throw new TypeError('fetch failed', { cause: new Error('streaming request bodies are not supported by the outbound client') });
+}
+
+function headerRecord(headers: OutboundInit['headers']): Record<string, string> {
+  const record: Record<string, string> = {};
+  if (headers === undefined) return record;
+  if (headers instanceof Headers) headers.forEach((value, name) => (record[name] = value));
+  else for (const [name, value] of Object.entries(headers)) record[name.toLowerCase()] = value;
+  return record;
+}
+
+function hasHeader(headers: Record<string, string>, name: string): boolean {
+  return headers[name] !== undefined;
+}

@@ -1,0 +1,139 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { outboundFetch, outboundRequest } from '../../src/outbound/http-client.js';
+
+/** The outbound client against a real local server: what callers relied on from fetch still holds. */
+
+type Handler = (request: IncomingMessage, response: ServerResponse, body: string) => void;
+
+async function withServer(handler: Handler, run: (base: string, server: http.Server) => Promise<void>): Promise<void> {
+  const sockets = new Set<Socket>();
+  const server = http.createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => handler(request, response, Buffer.concat(chunks).toString('utf8')));
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await run(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, server);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+test('status, headers and body come back; a JSON POST arrives with its body, headers and length', async () => {
+  await withServer(
+    (request, response, body) => {
+      response.setHeader('content-type', 'application/json');
+      response.setHeader('set-cookie', ['a=1', 'b=2']);
+      response.statusCode = 201;
+      response.end(JSON.stringify({ method: request.method, body, type: request.headers['content-type'], length: request.headers['content-length'], auth: request.headers['authorization'] }));
+    },
+    async (base) => {
+      const answer = await outboundFetch(`${base}/x`, { method: 'POST', headers: { 'Content-Type': 'application/json', authorization: 'Bearer s' }, body: '{"é":1}' });
+      assert.equal(answer.status, 201);
+      assert.equal(answer.headers.get('content-type'), 'application/json');
+      assert.deepEqual(answer.headers.getSetCookie(), ['a=1', 'b=2']);
+      assert.deepEqual(await answer.json(), { method: 'POST', body: '{"é":1}', type: 'application/json', length: '8', auth: 'Bearer s' });
+    },
+  );
+});
+
+test('a form body (URLSearchParams) is sent form-encoded, as fetch does', async () => {
+  await withServer(
+    (request, response, body) => response.end(JSON.stringify({ type: request.headers['content-type'], body })),
+    async (base) => {
+      const answer = await outboundRequest(`${base}/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'password', username: 'a b' }) });
+      assert.deepEqual(JSON.parse(answer.body.toString()), { type: 'application/x-www-form-urlencoded;charset=UTF-8', body: 'grant_type=password&username=a+b' });
+    },
+  );
+});
+
+test('204 has a null body; a 3xx is refused with redirect "error" and returned as it is with "manual"', async () => {
+  await withServer(
+    (request, response) => {
+      if (request.url === '/empty') {
+        response.statusCode = 204;
+        response.end();
+        return;
+      }
+      response.statusCode = 302;
+      response.setHeader('location', 'http://127.0.0.1:9/elsewhere');
+      response.end('moved');
+    },
+    async (base) => {
+      const empty = await outboundFetch(`${base}/empty`);
+      assert.equal(empty.status, 204);
+      assert.equal(empty.body, null);
+      await assert.rejects(outboundFetch(`${base}/moved`), (error: unknown) => error instanceof TypeError && error.message === 'fetch failed' && /unexpected redirect \(302\)/.test(String((error.cause as Error).message)));
+      const manual = await outboundFetch(`${base}/moved`, { redirect: 'manual' });
+      assert.equal(manual.status, 302);
+      assert.equal(manual.headers.get('location'), 'http://127.0.0.1:9/elsewhere');
+    },
+  );
+});
+
+test('a timeout rejects with the signal reason (TimeoutError); an unreachable server with TypeError("fetch failed") and the socket error as cause', async () => {
+  await withServer(
+    () => {
+      /* never answers */
+    },
+    async (base) => {
+      await assert.rejects(outboundFetch(`${base}/slow`, { signal: AbortSignal.timeout(50) }), (error: unknown) => error instanceof Error && error.name === 'TimeoutError');
+    },
+  );
+  const closed = http.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  await assert.rejects(outboundFetch(`http://127.0.0.1:${port}/`), (error: unknown) => error instanceof TypeError && error.message === 'fetch failed' && (error.cause as NodeJS.ErrnoException).code === 'ECONNREFUSED');
+  await assert.rejects(outboundFetch('ftp://127.0.0.1/'), (error: unknown) => error instanceof TypeError && error.message === 'fetch failed');
+});
+
+test('an answer cut off before its end rejects instead of returning a truncated body', async () => {
+  await withServer(
+    (_request, response) => {
+      response.setHeader('content-length', '100');
+      response.write('{"partial":');
+      setTimeout(() => response.socket?.destroy(), 20);
+    },
+    async (base) => {
+      await assert.rejects(outboundRequest(`${base}/cut`), (error: unknown) => error instanceof TypeError && error.message === 'fetch failed');
+    },
+  );
+});
+
+test('connections are kept alive and reused; a reused socket the server resets is retried once on a fresh one', async () => {
+  const portsSeen: number[] = [];
+  let dropNextReused = false;
+  await withServer(
+    (request, response) => {
+      const port = request.socket.remotePort ?? 0;
+      if (dropNextReused && portsSeen.includes(port)) {
+        // The server's side of an idle-timeout race: the kept-alive socket is closed as the request arrives.
+        dropNextReused = false;
+        request.socket.destroy();
+        return;
+      }
+      portsSeen.push(port);
+      response.end('ok');
+    },
+    async (base) => {
+      assert.equal((await outboundRequest(`${base}/1`)).body.toString(), 'ok');
+      assert.equal((await outboundRequest(`${base}/2`)).body.toString(), 'ok');
+      assert.equal(portsSeen.length, 2);
+      assert.equal(portsSeen[0], portsSeen[1], 'the second call reused the first call’s connection');
+      dropNextReused = true;
+      assert.equal((await outboundRequest(`${base}/3`, { method: 'POST', body: 'x' })).body.toString(), 'ok');
+      assert.equal(portsSeen.length, 3);
+      assert.notEqual(portsSeen[2], portsSeen[0], 'the retry went out on a new connection');
+    },
+  );
+});
