@@ -59,8 +59,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   // App passwords alone enabled: any other password has nowhere to be checked.
   if (!deps.config.password_login.enabled) throw invalidCredentials();
 
-  const signedIn = await opPasswordSignIn(ctx, deps, who, request.password, admit);
-  await completeLogin(ctx, deps, request, signedIn.localpart, signedIn.origin);
+  await opPasswordSignIn(ctx, deps, who, request.password, admit, (signedIn) => completeLogin(ctx, deps, request, signedIn.localpart, signedIn.origin));
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
 }
 

@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
-import { clientAddress } from '../http/request-state.js';
+import { clientAddress, logOf } from '../http/request-state.js';
 import { resolveAccount, type PrefetchedUser } from '../identity/account-resolver.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
 import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
@@ -45,15 +45,18 @@ export async function admitPasswordAttempt(ctx: Context, deps: AppDeps, who: Acc
 
 /**
  * The password checked at the OP (the attempt already admitted), the account resolved (bindings, mapping
- * templates, attribute requirements) and provisioned: who signed in, and the session origin to record.
+ * templates, attribute requirements) and provisioned; then `signIn` is given who signed in and the session origin
+ * to record, and its result returned. The e-mail alias of the account is written while `signIn` runs (issue 19,
+ * login cost: one store round trip off the path) and is always waited for.
  */
-export async function opPasswordSignIn(
+export async function opPasswordSignIn<T>(
   ctx: Context,
   deps: AppDeps,
   who: KnownAccountName,
   password: string,
   admit: () => Promise<void>,
-): Promise<{ localpart: string; origin: OpOrigin }> {
+  signIn: (signedIn: { localpart: string; origin: OpOrigin }) => Promise<T>,
+): Promise<T> {
   const idpId = deps.config.password_login.idp_id;
   const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
   const policy = idpId === undefined ? undefined : deps.policies.get(idpId);
@@ -78,8 +81,13 @@ export async function opPasswordSignIn(
   }
 
   const account = await resolveOrRefuse(ctx, deps, policy.idpId, () => resolveAccount(policy, grant, deps, opUsername, prefetched), accountRefusal, grant);
-  // Independent (the OP has vouched for both): the homeserver call and the alias write overlap (issue 19, login cost).
-  await Promise.all([provisionAccount(deps.homeserver, account, deps.bindings), deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart)]);
+  // Independent (the OP has vouched for both): the alias write overlaps provisioning and the caller's sign-in.
+  // Not fatal: without the alias, the throttle counts that e-mail spelling in a bucket of its own until the next
+  // sign-in writes it (security/account-name.ts); the session the user asked for is not given up for it.
+  const remembered = deps.accountAliases.remember(verifiedAddresses(who, grant), account.localpart).catch((err: unknown) => {
+    logOf(ctx, deps.logger).warn({ event: 'account_alias.write_failed', err }, 'account_alias.write_failed');
+  });
+  await provisionAccount(deps.homeserver, account, deps.bindings);
 
   const origin: OpOrigin = {
     kind: 'password',
@@ -90,7 +98,8 @@ export async function opPasswordSignIn(
     ...(grant.refreshToken === undefined ? {} : { sealedOpRefreshToken: deps.keys.seal(grant.refreshToken) }),
     lastValidatedAt: deps.clock.now(),
   };
-  return { localpart: account.localpart, origin };
+  const [result] = await Promise.all([signIn({ localpart: account.localpart, origin }), remembered]);
+  return result;
 }
 
 /**

@@ -52,14 +52,9 @@ export class SessionLifecycle {
 
   async start(requested: NewSession, options: StartOptions = {}): Promise<IssuedTokens> {
     const input = withDisplayNameLimit(requested);
-    const tokens = this.deps.homeserver.tokens;
-    if (tokens === undefined && options.freshDevice === true) return this.startOnFreshDevice(input, options);
+    if (this.deps.homeserver.tokens === undefined && options.freshDevice === true) return this.startOnFreshDevice(input, options);
     const issued = await this.startOnDevice(input);
-    if (options.endedAtOp !== undefined && (await options.endedAtOp())) {
-      await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
-      throw new SessionEndedAtOp();
-    }
-    return issued;
+    return this.checked(issued, options.endedAtOp === undefined ? Promise.resolve(false) : options.endedAtOp());
   }
 
   /**
@@ -70,22 +65,33 @@ export class SessionLifecycle {
    */
   private async startOnFreshDevice(input: NewSession, options: StartOptions): Promise<IssuedTokens> {
     const device = this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
-    const written = this.deps.sessions.create(input).then(async (issued) => ({ issued, endedAtOp: options.endedAtOp === undefined ? false : await options.endedAtOp() }));
-    const [deviceOutcome, writeOutcome] = await Promise.allSettled([device, written]);
+    const created = this.deps.sessions.create(input);
+    const endedAtOp = created.then(() => (options.endedAtOp === undefined ? false : options.endedAtOp()));
+    const [deviceOutcome, createOutcome] = await Promise.allSettled([device, created, endedAtOp]);
+    if (createOutcome.status === 'rejected') {
+      // The device may exist at the homeserver while no session does: it goes again (best effort).
+      if (deviceOutcome.status === 'fulfilled') await this.deps.homeserver.deleteDevice(input.localpart, input.deviceId).catch(() => undefined);
+      throw createOutcome.reason;
+    }
     if (deviceOutcome.status === 'rejected') {
-      if (writeOutcome.status === 'fulfilled') await this.deps.sessions.remove(writeOutcome.value.issued.session.id).catch(() => undefined);
+      await this.deps.sessions.remove(createOutcome.value.session.id).catch(() => undefined);
       throw deviceOutcome.reason;
     }
-    if (writeOutcome.status === 'rejected') {
-      // The device exists at the homeserver but no session does: it goes again (best effort), the error goes up.
-      await this.deps.homeserver.deleteDevice(input.localpart, input.deviceId).catch(() => undefined);
-      throw writeOutcome.reason;
+    return this.checked(createOutcome.value, endedAtOp);
+  }
+
+  /** The session stands unless the OP ended the sign-in meanwhile, or that cannot be known: then it ends again. */
+  private async checked(issued: IssuedTokens, endedAtOp: Promise<boolean>): Promise<IssuedTokens> {
+    let ended: boolean;
+    try {
+      ended = await endedAtOp;
+    } catch (err: unknown) {
+      await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
+      throw err;
     }
-    if (writeOutcome.value.endedAtOp) {
-      await this.end(writeOutcome.value.issued.session.id, 'backchannel_logout').catch(() => undefined);
-      throw new SessionEndedAtOp();
-    }
-    return writeOutcome.value.issued;
+    if (!ended) return issued;
+    await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
+    throw new SessionEndedAtOp();
   }
 
   private async startOnDevice(input: NewSession): Promise<IssuedTokens> {
