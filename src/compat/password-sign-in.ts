@@ -64,10 +64,12 @@ export async function opPasswordSignIn<T>(
   if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
 
   const typed = who.kind === 'localpart' ? who.name : who.address;
-  // The homeserver's view of the typed localpart is asked for while the OP checks the password: in the usual case
-  // the account resolves to that localpart and the query is off the login's path (issue 19, login cost). Only ever
-  // read (never a write before the OP has answered); its failure is seen only if resolution uses it.
-  const prefetched: PrefetchedUser | undefined = who.kind === 'localpart' ? { localpart: who.name, user: deps.homeserver.queryUser(who.name) } : undefined;
+  // The typed localpart's binding and homeserver user are read while the OP checks the password: in the usual case
+  // the account resolves to that localpart and both are off the login's path (issue 19, login cost). Reads only
+  // (nothing is written before the OP has answered); a failure counts only if resolution uses the answer.
+  const prefetched: PrefetchedUser | undefined =
+    who.kind === 'localpart' ? { localpart: who.name, binding: deps.bindings.findByLocalpart(who.name), user: deps.homeserver.queryUser(who.name) } : undefined;
+  prefetched?.binding.catch(() => undefined);
   prefetched?.user.catch(() => undefined);
   let grant: UpstreamGrant;
   let opUsername: string;
