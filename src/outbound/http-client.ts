@@ -57,6 +57,8 @@ export async function outboundRequest(url: string | URL, init: OutboundInit = {}
   if (target.protocol !== 'http:' && target.protocol !== 'https:') throw new TypeError('fetch failed', { cause: new Error(`unsupported URL scheme ${target.protocol}`) });
   const payload = bodyBytes(init.body);
   const headers = headerRecord(init.headers);
+  // fetch sends a User-Agent, node:http none; some OP front ends (WAFs) refuse requests without one.
+  if (!hasHeader(headers, 'user-agent')) headers['user-agent'] = 'matrix-compat-proxy';
   if (payload !== undefined) {
     if (init.body instanceof URLSearchParams && !hasHeader(headers, 'content-type')) headers['content-type'] = 'application/x-www-form-urlencoded;charset=UTF-8';
     headers['content-length'] = String(payload.byteLength);

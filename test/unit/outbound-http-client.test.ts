@@ -34,14 +34,14 @@ test('status, headers and body come back; a JSON POST arrives with its body, hea
       response.setHeader('content-type', 'application/json');
       response.setHeader('set-cookie', ['a=1', 'b=2']);
       response.statusCode = 201;
-      response.end(JSON.stringify({ method: request.method, body, type: request.headers['content-type'], length: request.headers['content-length'], auth: request.headers['authorization'] }));
+      response.end(JSON.stringify({ method: request.method, body, type: request.headers['content-type'], length: request.headers['content-length'], auth: request.headers['authorization'], agent: request.headers['user-agent'] }));
     },
     async (base) => {
       const answer = await outboundFetch(`${base}/x`, { method: 'POST', headers: { 'Content-Type': 'application/json', authorization: 'Bearer s' }, body: '{"é":1}' });
       assert.equal(answer.status, 201);
       assert.equal(answer.headers.get('content-type'), 'application/json');
       assert.deepEqual(answer.headers.getSetCookie(), ['a=1', 'b=2']);
-      assert.deepEqual(await answer.json(), { method: 'POST', body: '{"é":1}', type: 'application/json', length: '8', auth: 'Bearer s' });
+      assert.deepEqual(await answer.json(), { method: 'POST', body: '{"é":1}', type: 'application/json', length: '8', auth: 'Bearer s', agent: 'matrix-compat-proxy' });
     },
   );
 });
