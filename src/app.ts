@@ -8,9 +8,9 @@ import { renderErrors, writeRawMatrixError, type ErrorStyle } from './errors/ren
 import { clientIp } from './http/client-address.js';
 import { ownedPathMatcher, type Listener } from './http/owned-routes.js';
 import { normaliseMatrixPath, splitRequestTarget } from './http/path-normalisation.js';
-import { requestLog, setRequestState } from './http/request-state.js';
+import { lazyLogRequestState, requestLog, setRequestState } from './http/request-state.js';
 import { redactUrl } from './observability/logger.js';
-import type { RouteClass } from './observability/metrics.js';
+import { requestRecorder, type RouteClass } from './observability/metrics.js';
 import type { Readiness } from './ops/health.js';
 import { createRevalidationGate } from './proxy/revalidation-gate.js';
 import { createTokenSwap } from './proxy/token-swap.js';
@@ -137,22 +137,25 @@ function matchedRoute(ctx: Context): MatchedRoute | undefined {
 /** Request id, child logger, client address and metrics for every request the proxy answers itself. */
 function requestContext(deps: AppDeps, listener: Listener) {
   const face = listener === 'client' ? 'client' : 'homeserver';
+  const record = requestRecorder(deps.metrics);
   return async function withRequestContext(ctx: Context, next: Next): Promise<void> {
     const started = process.hrtime.bigint();
     const incomingId = ctx.get('x-request-id');
     const requestId = /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : randomUUID();
     ctx.set('X-Request-Id', requestId);
-    setRequestState(ctx, { requestId, clientIp: clientIp(ctx.req, deps.config.trusted_proxies), log: deps.logger.child({ request_id: requestId, face }) });
+    setRequestState(
+      ctx,
+      lazyLogRequestState(requestId, clientIp(ctx.req, deps.config.trusted_proxies), () => deps.logger.child({ request_id: requestId, face })),
+    );
     try {
       await next();
     } finally {
       const route = matchedRoute(ctx)?.metric ?? (listener === 'client' ? 'other' : 'admin');
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      deps.metrics.requests.inc({ route, method: ctx.method, status: String(ctx.status) });
-      deps.metrics.requestDuration.observe({ route }, seconds);
-      const log = requestLog(ctx);
-      if (log?.isLevelEnabled('debug') === true) {
-        log.debug({ method: ctx.method, url: redactUrl(ctx.originalUrl), status: ctx.status, ms: Math.round(seconds * 1e4) / 10 }, 'request.done');
+      record(route, ctx.method, ctx.status, seconds);
+      // The child has its parent's level: asking the parent first leaves the child unmade when nothing is logged.
+      if (deps.logger.isLevelEnabled('debug')) {
+        requestLog(ctx)?.debug({ method: ctx.method, url: redactUrl(ctx.originalUrl), status: ctx.status, ms: Math.round(seconds * 1e4) / 10 }, 'request.done');
       }
     }
   };
@@ -183,26 +186,11 @@ function methodNotAllowed(): MatrixError {
   return new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
 }
 
-/**
- * Pass-through metrics with the label children looked up once per (method, status), not per request: this runs for
- * every request the homeserver serves.
- */
+/** Pass-through metrics, counted when the response is finished (label children memoised: requestRecorder). */
 function passthroughCounter(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const counters = new Map<string, { inc(): void }>();
-  const duration = deps.metrics.requestDuration.labels({ route: 'passthrough' });
+  const record = requestRecorder(deps.metrics);
   return function countPassthrough(req, res) {
     const started = process.hrtime.bigint();
-    res.once('finish', () => {
-      const method = req.method ?? 'GET';
-      const key = `${method} ${res.statusCode}`;
-      let counter = counters.get(key);
-      if (counter === undefined) {
-        counter = deps.metrics.requests.labels({ route: 'passthrough', method, status: String(res.statusCode) });
-        // Methods are client-chosen: bound the memo (prom-client's own label set stays bounded by what it saw).
-        if (counters.size < 256) counters.set(key, counter);
-      }
-      counter.inc();
-      duration.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    });
+    res.once('finish', () => record('passthrough', req.method ?? 'GET', res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
   };
 }

@@ -18,7 +18,17 @@ let built: string | undefined;
 export function compiledProxyProcess(): string {
   if (built !== undefined) return built;
   process.once('exit', () => rmSync(BUILD_DIR, { recursive: true, force: true }));
-  const sources = [...listTypeScript(join(REPO_ROOT, 'src')), ...PROXY_ENTRY_SOURCES.map((path) => join(REPO_ROOT, path))];
+  built = compileProxyTree(REPO_ROOT, BUILD_DIR);
+  return built;
+}
+
+/**
+ * Transpiles the proxy sources under `sourceRoot` (src/ and the bench's proxy-process entry) into `buildDir`, which
+ * must lie inside this repository so that node_modules resolves. Returns the path of the entry script.
+ * bench/compare-cpu.ts uses it for a baseline tree (a git ref exported elsewhere).
+ */
+export function compileProxyTree(sourceRoot: string, buildDir: string): string {
+  const sources = [...listTypeScript(join(sourceRoot, 'src')), ...PROXY_ENTRY_SOURCES.map((path) => join(sourceRoot, path))];
   for (const source of sources) {
     const output = ts.transpileModule(readFileSync(source, 'utf8'), {
       fileName: source,
@@ -29,12 +39,11 @@ export function compiledProxyProcess(): string {
         sourceMap: false,
       },
     });
-    const target = join(BUILD_DIR, relative(REPO_ROOT, source)).replace(/\.ts$/, '.js');
+    const target = join(buildDir, relative(sourceRoot, source)).replace(/\.ts$/, '.js');
     mkdirSync(dirname(target), { recursive: true });
     writeFileSync(target, output.outputText);
   }
-  built = join(BUILD_DIR, 'bench', 'proxy-process.js');
-  return built;
+  return join(buildDir, 'bench', 'proxy-process.js');
 }
 
 function listTypeScript(dir: string): string[] {

@@ -14,6 +14,8 @@ export interface ProxyChildOptions extends ProxyProcessInput {
   readonly name: string;
   /** Writes a V8 CPU profile (.cpuprofile) into this directory when the proxy stops. */
   readonly cpuProfileDir?: string;
+  /** Another compiled proxy-process.js (bench/compare-cpu.ts: a baseline tree); default this tree's. */
+  readonly entry?: string;
 }
 
 export interface ProxyMemory {
@@ -41,7 +43,7 @@ export class ProxyChild {
     };
     // BENCH_CPU_PROFILE_DIR profiles every proxy a scenario starts (e.g. the login's), not only profile-hot-paths'.
     const cpuProfileDir = options.cpuProfileDir ?? process.env['BENCH_CPU_PROFILE_DIR'];
-    const started = await startNodeChild(compiledProxyProcess(), {
+    const started = await startNodeChild(options.entry ?? compiledProxyProcess(), {
       loader: 'none',
       logName: `proxy-${options.name}`,
       env: { MCP_BENCH_PROXY: JSON.stringify(input) },

@@ -42,11 +42,15 @@ export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: 
   const patterns = own
     .filter((route) => route.path.includes(':') || route.methodOnly === true)
     .map((route) => ({ pattern: patternOf(route.path), method: route.methodOnly === true ? route.method : undefined }));
-  return (path, method = 'GET') =>
-    exact.has(path) ||
-    path === OWN_PREFIX ||
-    path.startsWith(`${OWN_PREFIX}/`) ||
-    patterns.some((entry) => (entry.method === undefined || entry.method === method.toUpperCase()) && entry.pattern.test(path));
+  const ownPrefixDir = `${OWN_PREFIX}/`;
+  return (path, method = 'GET') => {
+    if (exact.has(path) || path === OWN_PREFIX || path.startsWith(ownPrefixDir)) return true;
+    const upper = method.toUpperCase();
+    for (const entry of patterns) {
+      if ((entry.method === undefined || entry.method === upper) && entry.pattern.test(path)) return true;
+    }
+    return false;
+  };
 }
 
 function patternOf(path: string): RegExp {

@@ -18,6 +18,9 @@ export function normaliseMatrixPath(rawPath: string): string | undefined {
   if (fragment >= 0) return normaliseMatrixPath(rawPath.slice(0, fragment));
   // RFC 9112 §3.2: absolute-form, authority-form and `*` are not paths of this server.
   if (!rawPath.startsWith('/')) return undefined;
+  // Nearly every request: nothing to decode, no backslash, no control character, no empty or dot segment, no trailing
+  // slash. Such a path is its own canonical form (the steps below would return it unchanged), so skip them.
+  if (PLAIN_PATH.test(rawPath)) return rawPath;
 
   const decoded = decodeLayers(rawPath);
   if (decoded === undefined) return undefined;
@@ -26,6 +29,11 @@ export function normaliseMatrixPath(rawPath: string): string | undefined {
   return resolveSegments(decoded.replaceAll('\\', '/'));
 }
 
+/**
+ * Segments of unreserved and sub-delim characters, `:` and `@` (RFC 3986 §3.3, no `%`), each starting with
+ * anything but a dot, so none is `.` or `..`; no empty segment, no trailing slash.
+ */
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*)+$/;
 const MAX_DECODING_ROUNDS = 3;
 const ESCAPE = /%[0-9A-Fa-f]{2}/;
 const ESCAPE_RUN = /(?:%[0-9A-Fa-f]{2})+/g;

@@ -62,3 +62,35 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }),
   };
 }
+
+/** Counts one answered request and observes its duration. */
+export type RequestRecorder = (route: RouteClass, method: string, status: number, seconds: number) => void;
+
+/** Label children remembered per recorder; methods are client-chosen, so the memo stops growing here. */
+const MAX_REMEMBERED_LABEL_SETS = 256;
+
+/**
+ * `requests` and `requestDuration` with their label children looked up once per (route, method, status) rather than
+ * per request: prom-client hashes the label object on every `inc({...})`/`observe({...})`, and this runs for every
+ * request the proxy answers or passes through. Beyond the memo's bound the labelled call is made as before (the
+ * exposition is the same either way: a child is the series of its labels).
+ */
+export function requestRecorder(metrics: Pick<Metrics, 'requests' | 'requestDuration'>): RequestRecorder {
+  const counters = new Map<string, { inc(): void }>();
+  const durations = new Map<RouteClass, { observe(value: number): void }>();
+  return (route, method, status, seconds) => {
+    const key = `${route} ${method} ${status}`;
+    let counter = counters.get(key);
+    if (counter === undefined) {
+      counter = metrics.requests.labels({ route, method, status: String(status) });
+      if (counters.size < MAX_REMEMBERED_LABEL_SETS) counters.set(key, counter);
+    }
+    counter.inc();
+    let duration = durations.get(route);
+    if (duration === undefined) {
+      duration = metrics.requestDuration.labels({ route });
+      durations.set(route, duration);
+    }
+    duration.observe(seconds);
+  };
+}

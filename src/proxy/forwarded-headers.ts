@@ -4,7 +4,7 @@ import { peerAddress } from '../http/client-address.js';
 import type { TrustedProxies } from '../http/trusted-proxies.js';
 
 /** RFC 9110 §7.6.1: meaningful for one connection only; a proxy must not forward them in either direction. */
-const HOP_BY_HOP = new Set([
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -44,7 +44,8 @@ export function upstreamRequestHeaders(req: IncomingMessage, trusted: TrustedPro
   const peerIsTrusted = trusted.contains(peer);
   const dropped = connectionScoped(incoming.connection);
   const headers: IncomingHttpHeaders = {};
-  for (const [name, value] of Object.entries(incoming)) {
+  for (const name of Object.keys(incoming)) {
+    const value = incoming[name];
     if (value === undefined || dropped.has(name)) continue;
     // Node already answered the client's 100-continue (no checkContinue listener); a second one would reach nobody.
     if (name === 'expect') continue;
@@ -67,7 +68,8 @@ export function upstreamRequestHeaders(req: IncomingMessage, trusted: TrustedPro
 export function downstreamResponseHeaders(rawHeaders: readonly string[]): string[] {
   const connectionValues: string[] = [];
   for (let index = 0; index + 1 < rawHeaders.length; index += 2) {
-    if ((rawHeaders[index] as string).toLowerCase() === 'connection') connectionValues.push(rawHeaders[index + 1] as string);
+    const name = rawHeaders[index] as string;
+    if (name.length === 10 && name.toLowerCase() === 'connection') connectionValues.push(rawHeaders[index + 1] as string);
   }
   const dropped = connectionScoped(connectionValues);
   const kept: string[] = [];
@@ -78,17 +80,23 @@ export function downstreamResponseHeaders(rawHeaders: readonly string[]): string
   return kept;
 }
 
-/** The fixed hop-by-hop set plus every field the sender named in Connection (RFC 9110 §7.6.1). */
-function connectionScoped(connection: string | readonly string[] | undefined): Set<string> {
-  const names = new Set(HOP_BY_HOP);
-  const values = typeof connection === 'string' ? [connection] : (connection ?? []);
-  for (const value of values) {
+/**
+ * The fixed hop-by-hop set plus every field the sender named in Connection (RFC 9110 §7.6.1). Read-only: without a
+ * Connection header, or one naming only fields of the fixed set (`keep-alive`: the usual case), it is the
+ * fixed set itself, not a copy made per message.
+ */
+function connectionScoped(connection: string | readonly string[] | undefined): ReadonlySet<string> {
+  if (connection === undefined) return HOP_BY_HOP;
+  let names: Set<string> | undefined;
+  for (const value of typeof connection === 'string' ? [connection] : connection) {
     for (const token of value.split(',')) {
       const name = token.trim().toLowerCase();
-      if (name !== '') names.add(name);
+      if (name === '' || HOP_BY_HOP.has(name)) continue;
+      names ??= new Set(HOP_BY_HOP);
+      names.add(name);
     }
   }
-  return names;
+  return names ?? HOP_BY_HOP;
 }
 
 /** Headers that claim something about earlier hops; only a trusted proxy may make such claims. */

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { matrixErrors, type MatrixError } from '../errors/matrix-error.js';
 import { revalidateIfDue, revalidationDueAt, type RevalidationDeps } from '../sessions/revalidation.js';
-import { looksLikeOurToken, parseToken } from '../sessions/tokens.js';
+import { looksLikeOurToken, tokenShape } from '../sessions/tokens.js';
 import { accessTokenOfRequest } from '../http/access-token.js';
 
 /** Sessions whose next check time this replica remembers; beyond it the oldest entries are forgotten. */
@@ -33,7 +33,7 @@ export function createRevalidationGate(deps: RevalidationDeps): (req: IncomingMe
   return function revalidateBeforeForwarding(req) {
     const token = accessTokenOfRequest(req);
     if (token === undefined || !looksLikeOurToken(token)) return undefined;
-    const parsed = parseToken(token);
+    const parsed = tokenShape(token);
     if (parsed?.kind !== 'access') return undefined;
     const remembered = nextCheckAt.get(parsed.sessionId);
     if (remembered !== undefined && deps.clock.now() < remembered) return undefined;

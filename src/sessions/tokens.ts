@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 /**
@@ -89,12 +89,22 @@ export function successorTokens(refreshToken: string, sessionId: string, key: Bu
 
 /** Parses a token of ours; undefined for anything else (wrong shape, wrong checksum, foreign token). */
 export function parseToken(token: string): ParsedToken | undefined {
+  const shape = tokenShape(token);
+  return shape === undefined ? undefined : { kind: shape.kind, sessionId: shape.sessionId, hash: hashToken(token) };
+}
+
+/**
+ * Kind and session id of a token of ours (shape and checksum checked), without the hash of the whole token that only
+ * a store lookup needs: the pass-through's re-validation gate asks this of every request that carries a token and
+ * mostly answers from memory (proxy/revalidation-gate.ts).
+ */
+export function tokenShape(token: string): Omit<ParsedToken, 'hash'> | undefined {
   const match = TOKEN_PATTERN.exec(token);
   if (!match) return undefined;
   const [, prefix, sessionId, , sum] = match as unknown as [string, string, string, string, string];
   const body = token.slice(0, token.length - 7);
   if (checksum(body) !== sum) return undefined;
-  return { kind: prefix === 'mcpa' ? 'access' : 'refresh', sessionId, hash: hashToken(token) };
+  return { kind: prefix === 'mcpa' ? 'access' : 'refresh', sessionId };
 }
 
 /** Whether a string looks like one of our tokens (shape only): foreign tokens go to the OP for introspection. */
@@ -103,7 +113,8 @@ export function looksLikeOurToken(token: string): boolean {
 }
 
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  // One-shot crypto.hash: no Hash object per call (every introspection and token lookup hashes once).
+  return hash('sha256', token, 'base64url');
 }
 
 export function sameHash(a: string, b: string): boolean {
