@@ -22,9 +22,21 @@ export function readBodyText(ctx: Context, limits: BodyLimits): Promise<string> 
   return readRequestBody(ctx.req, limits);
 }
 
-export function readRequestBody(req: IncomingMessage, limits: BodyLimits): Promise<string> {
+export async function readRequestBody(req: IncomingMessage, limits: BodyLimits): Promise<string> {
   const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > limits.maxBytes) return Promise.reject(closing(matrixErrors.tooLarge()));
+  if (declared > limits.maxBytes) throw closing(matrixErrors.tooLarge());
+  // A route runs inside the listener's 'request' event, before Node's parser has passed on the body bytes that came
+  // in the same packet as the headers; one microtask later it has. A body whose every byte is then in the stream's
+  // buffer — as many as Content-Length declares (none without a length or chunking: RFC 9112 §6.3), or the parser
+  // has seen the end of the message — is read at once, without listeners and a deadline timer.
+  await undefined;
+  if (!req.readableEnded && req.readableFlowing !== true && (req.complete || (req.headers['transfer-encoding'] === undefined && req.readableLength === declared))) {
+    return bufferedBody(req, limits);
+  }
+  return streamedBody(req, limits);
+}
+
+function streamedBody(req: IncomingMessage, limits: BodyLimits): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -57,6 +69,18 @@ export function readRequestBody(req: IncomingMessage, limits: BodyLimits): Promi
     req.on('aborted', onAborted);
     if (req.readableEnded) finish(undefined);
   });
+}
+
+/** A body already whole in the request stream's buffer (see readRequestBody): a small form such as an introspection. */
+function bufferedBody(req: IncomingMessage, limits: BodyLimits): string {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for (let chunk: Buffer | null = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+    size += chunk.length;
+    if (size > limits.maxBytes) throw closing(matrixErrors.tooLarge());
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
 }
 
 /** An error after which the connection cannot be reused (the rest of the body was not read). */

@@ -57,8 +57,17 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
     scheduling: 'lifo' as const,
   };
   const agent = isHttps ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+  // The adopt step of the request being forwarded: set around the synchronous proxy.web() call, taken by the agent.
+  let adopting: ((request: ClientRequest) => void) | undefined;
+  const adoptingView = adoptingAgent(agent, () => {
+    const adopt = adopting;
+    adopting = undefined;
+    return adopt;
+  });
 
   const proxy = httpProxy.createProxyServer({
+    // In the server options, not per call: web() without options of its own copies none per request.
+    agent: adoptingView,
     target: {
       protocol: target.protocol,
       host: target.hostname.replace(/^\[|\]$/g, ''),
@@ -71,16 +80,20 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
     prependPath: false,
     selfHandleResponse: true,
   });
+  // web(req, res, callback) with no per-call options: http-proxy then uses the server options as they are instead of
+  // copying them for every request (lib/http-proxy/index.js createRightProxy); its typings omit that form.
+  const web = proxy.web.bind(proxy) as unknown as (req: IncomingMessage, res: ServerResponse, callback: (err: Error) => void) => void;
   // Every web() call passes its own callback, so this only catches what http-proxy emits outside one.
   proxy.on('error', (err: Error) => log.error({ err }, 'proxy.internal_error'));
 
   return {
     forward(req, res) {
       const rawUrl = req.url ?? '/';
+      const path = pathOf(rawUrl);
       const exchange: Exchange = {
         method: req.method ?? 'GET',
-        path: pathOf(rawUrl),
-        timeoutMs: isLongPoll(pathOf(rawUrl)) ? options.syncTimeoutMs : options.upstreamTimeoutMs,
+        path,
+        timeoutMs: isLongPoll(path) ? options.syncTimeoutMs : options.upstreamTimeoutMs,
         timedOut: false,
         responded: false,
         clientLeft: false,
@@ -116,9 +129,14 @@ export function createHomeserverProxy(options: HomeserverProxyOptions): {
         exchange.upstream?.destroy();
       });
 
-      proxy.web(req, res, { agent: adoptingAgent(agent, adopt) }, (err: Error) => {
-        failUpstream(err, req, res, exchange);
-      });
+      adopting = adopt;
+      try {
+        web(req, res, (err: Error) => {
+          failUpstream(err, req, res, exchange);
+        });
+      } finally {
+        adopting = undefined;
+      }
     },
 
     close() {
@@ -250,14 +268,22 @@ interface RequestQueue {
 }
 
 /**
- * A per-request view of the shared keep-alive agent that hands each upstream request to `adopt` at the last moment
- * its path and headers can still change. http-proxy's own 'proxyReq' event comes later (on 'socket'), too late when
- * the pool is full and the body has started.
+ * A view of the shared keep-alive agent that hands each upstream request to the adopt step of the request being
+ * forwarded (`take`) at the last moment its path and headers can still change. http-proxy's own 'proxyReq' event
+ * comes later (on 'socket'), too late when the pool is full and the body has started. http-proxy creates the
+ * upstream request synchronously inside web(), and Node's ClientRequest calls addRequest synchronously in its
+ * constructor, so the step set around web() is the one of this request; a request without one (which nothing in
+ * this module makes) is refused rather than sent with http-proxy's rewritten path.
  */
-function adoptingAgent(shared: HttpAgent, adopt: (request: ClientRequest) => void): HttpAgent {
+function adoptingAgent(shared: HttpAgent, take: () => ((request: ClientRequest) => void) | undefined): HttpAgent {
   const queue = shared as unknown as RequestQueue;
   const view = Object.create(shared) as HttpAgent & RequestQueue;
   view.addRequest = (request, requestOptions) => {
+    const adopt = take();
+    if (adopt === undefined) {
+      request.destroy(new Error('upstream request made outside forward()'));
+      return;
+    }
     adopt(request);
     queue.addRequest.call(shared, request, requestOptions);
   };
