@@ -19,12 +19,16 @@ import { median } from './harness/statistics.js';
  * minutes apart compares the machine, not the code. Hot paths: pass-through unauthenticated and with the tokens of
  * live sessions, and introspection of own tokens (Redis).
  *
- *   node --import tsx bench/compare-cpu.ts [--base REF] [--rounds N] [--seconds S] [--only a,b]
+ *   node --import tsx bench/compare-cpu.ts [--base REF] [--rounds N] [--seconds S] [--only a,b] [--this-first]
+ *
+ * The two processes are not quite alike on a busy machine (which started first, where the scheduler put them): run
+ * it with the same tree on both sides (`--base HEAD` on a clean tree) to see that spread, and with `--this-first`
+ * to start this tree's proxy first.
  */
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
-  options: { base: { type: 'string' }, rounds: { type: 'string' }, seconds: { type: 'string' }, only: { type: 'string' } },
+  options: { base: { type: 'string' }, rounds: { type: 'string' }, seconds: { type: 'string' }, only: { type: 'string' }, 'this-first': { type: 'boolean' } },
   strict: true,
 });
 const baseRef = values.base ?? 'main';
@@ -55,8 +59,19 @@ try {
   const tokens = join(env.tempDir, 'compare-tokens.txt');
   await seedSessions({ redisUrl: redis.url, keyPrefix: KEY_PREFIX, count: SESSIONS, tokensFile: tokens });
   const config = proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url, keyPrefix: KEY_PREFIX });
-  proxies.base = await ProxyChild.start({ name: 'compare-base', config, entry: baseEntry });
-  proxies.this = await ProxyChild.start({ name: 'compare-this', config });
+  const startBase = async () => {
+    proxies.base = await ProxyChild.start({ name: 'compare-base', config, entry: baseEntry });
+  };
+  const startThis = async () => {
+    proxies.this = await ProxyChild.start({ name: 'compare-this', config });
+  };
+  if (values['this-first'] === true) {
+    await startThis();
+    await startBase();
+  } else {
+    await startBase();
+    await startThis();
+  }
 
   const shape = (path: Path, proxy: ProxyChild) => {
     switch (path) {

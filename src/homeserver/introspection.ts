@@ -95,8 +95,11 @@ async function introspectOwnToken(deps: AppDeps, result: AuthenticateResult, req
   };
 }
 
+/** The same strings scopeFor would join on every introspection, joined once. */
+const API_SCOPE = API_SCOPES.join(' ');
+
 function scopeFor(deviceId: string, deviceIdSupported: boolean): string {
-  if (deviceIdSupported) return API_SCOPES.join(' ');
-  return [...API_SCOPES, ...DEVICE_SCOPE_PREFIXES.map((prefix) => prefix + deviceId)].join(' ');
+  if (deviceIdSupported) return API_SCOPE;
+  return [API_SCOPE, ...DEVICE_SCOPE_PREFIXES.map((prefix) => prefix + deviceId)].join(' ');
 }
 

@@ -45,6 +45,10 @@ export function trustedProxies(cidrs: readonly string[]): TrustedProxies {
  * one spelling. Undefined when it is not an IP at all.
  */
 export function canonicalIp(text: string): string | undefined {
+  // A socket's own address (every request asks) is a bare IP already: no brackets or port to take off.
+  const bare = isIP(text);
+  if (bare === 4) return text;
+  if (bare === 6) return unmapped(text.toLowerCase());
   let candidate = text.trim();
   const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(candidate);
   if (bracketed) candidate = bracketed[1] as string;
@@ -54,7 +58,11 @@ export function canonicalIp(text: string): string | undefined {
   const family = isIP(candidate);
   if (family === 4) return candidate;
   if (family !== 6) return undefined;
-  const lower = candidate.toLowerCase();
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/.exec(lower);
-  return mapped ? (mapped[1] as string) : lower;
+  return unmapped(candidate.toLowerCase());
+}
+
+/** An IPv4-mapped IPv6 address (lower-cased) as its IPv4 address; any other IPv6 address as it is. */
+function unmapped(lowerIpv6: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/.exec(lowerIpv6);
+  return mapped ? (mapped[1] as string) : lowerIpv6;
 }

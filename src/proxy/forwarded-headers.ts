@@ -26,12 +26,14 @@ export type BodyFraming =
   | { readonly kind: 'length'; readonly length: string }
   | { readonly kind: 'none' };
 
+const NO_BODY: BodyFraming = Object.freeze({ kind: 'none' });
+
 /** Node's parser has already refused both headers at once, a malformed length, and codings not ending in chunked. */
 export function bodyFraming(req: IncomingMessage): BodyFraming {
   const codings = req.headers['transfer-encoding'];
   if (codings !== undefined) return { kind: 'chunked', codings };
   const length = req.headers['content-length'];
-  return length === undefined ? { kind: 'none' } : { kind: 'length', length };
+  return length === undefined ? NO_BODY : { kind: 'length', length };
 }
 
 /**
