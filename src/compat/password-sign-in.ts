@@ -47,7 +47,7 @@ export async function admitPasswordAttempt(ctx: Context, deps: AppDeps, who: Acc
  * The password checked at the OP (the attempt already admitted), the account resolved (bindings, mapping
  * templates, attribute requirements) and provisioned; then `signIn` is given who signed in and the session origin
  * to record, and its result returned. The e-mail alias of the account is written while `signIn` runs (issue 19,
- * login cost: one store round trip off the path) and is always waited for.
+ * login cost: one store round trip off the path); a successful sign-in waits for it, and its failure is only logged.
  */
 export async function opPasswordSignIn<T>(
   ctx: Context,
@@ -64,12 +64,11 @@ export async function opPasswordSignIn<T>(
   if (provider === undefined || policy === undefined) throw new Error('password_login.idp_id names no provider');
 
   const typed = who.kind === 'localpart' ? who.name : who.address;
-  // The typed localpart's binding and homeserver user are read while the OP checks the password: in the usual case
-  // the account resolves to that localpart and both are off the login's path (issue 19, login cost). Reads only
-  // (nothing is written before the OP has answered); a failure counts only if resolution uses the answer.
-  const prefetched: PrefetchedUser | undefined =
-    who.kind === 'localpart' ? { localpart: who.name, binding: deps.bindings.findByLocalpart(who.name), user: deps.homeserver.queryUser(who.name) } : undefined;
-  prefetched?.binding.catch(() => undefined);
+  // The typed localpart's homeserver user is asked for while the OP checks the password: in the usual case the
+  // account resolves to that localpart and the query is off the login's path (issue 19, login cost). A read only,
+  // after the throttle admitted the attempt (so bounded by it); its failure counts only if resolution uses it. The
+  // answer to the client does not wait for it when the OP refuses, so existing and unknown names look alike.
+  const prefetched: PrefetchedUser | undefined = who.kind === 'localpart' ? { localpart: who.name, user: deps.homeserver.queryUser(who.name) } : undefined;
   prefetched?.user.catch(() => undefined);
   let grant: UpstreamGrant;
   let opUsername: string;

@@ -32,13 +32,12 @@ export type AccountRefusal =
   | 'deactivated'; // the homeserver account is deactivated
 
 /**
- * What is known about a localpart, asked for before the OP's answer arrived (a password login names the localpart
- * it expects): its binding, used when it is the signed-in subject's, and the homeserver's answer, used when
- * resolution arrives at that same localpart; otherwise both are looked up as usual.
+ * The homeserver's answer about a localpart, asked for before the OP's answer arrived (a password login names the
+ * localpart it expects): used when resolution arrives at that same localpart, else a fresh query is made. Bindings
+ * are never read ahead: one read before the OP's answer could hand a subject a localpart re-bound meanwhile.
  */
 export interface PrefetchedUser {
   readonly localpart: string;
-  readonly binding: Promise<Binding | undefined>;
   readonly user: Promise<HomeserverUser | undefined>;
 }
 
@@ -62,8 +61,7 @@ export async function resolveAccount(
   // Bindings are keyed by the OP's `sub` unless the admin chose another subject claim (Synapse's subject_claim).
   const subject = identity.subject;
 
-  const expected = prefetched === undefined ? undefined : await prefetched.binding;
-  const existing = expected?.issuer === policy.issuer && expected.sub === subject ? expected : await deps.bindings.find(policy.issuer, subject);
+  const existing = await deps.bindings.find(policy.issuer, subject);
   if (existing !== undefined) {
     const user = await queryUser(existing.localpart);
     if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };

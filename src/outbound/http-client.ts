@@ -11,7 +11,9 @@ import https from 'node:https';
  * login latency). Behaviour kept from fetch: a network failure rejects with TypeError('fetch failed') whose `cause`
  * is the socket error; an aborted signal rejects with the signal's reason (AbortSignal.timeout → TimeoutError);
  * `redirect: 'error'` rejects a 3xx, `'manual'` returns it. Redirects are never followed (no caller wants that).
- * Not supported, and refused: streaming request bodies.
+ * Answers are asked for and read uncompressed (`accept-encoding: identity`) and capped at 2 MiB (token, user and
+ * key answers are a few KiB). With NODE_USE_ENV_PROXY=1 (Node ≥ 24), the agents follow HTTP(S)_PROXY/NO_PROXY as
+ * fetch then does. Not supported, and refused: streaming request bodies.
  */
 
 export type OutboundBody = string | Uint8Array | ArrayBuffer | URLSearchParams | null | undefined;
@@ -22,13 +24,24 @@ export interface OutboundInit {
   readonly body?: OutboundBody;
   readonly signal?: AbortSignal | undefined;
   readonly redirect?: 'error' | 'manual';
+  /**
+   * The request may be sent twice (RFC 9110 §9.2.2): then a kept-alive socket the server reset before any answer is
+   * retried once on a new one. GET, HEAD, PUT, DELETE and OPTIONS are idempotent by definition; a POST only when
+   * its caller says so (Synapse's /_synapse/mas endpoints are). Never a password, code or refresh grant.
+   */
+  readonly idempotent?: boolean;
 }
 
 // Idle kept-alive sockets are closed after 4 s (undici's default too): shorter than the idle timeouts of common
 // servers (Twisted, nginx, Keycloak's Vert.x), so the proxy rarely reuses a socket the server is closing.
 const IDLE_SOCKET_MS = 4_000;
-const httpAgent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS });
-const httpsAgent = new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS });
+const MAX_ANSWER_BYTES = 2 * 1024 * 1024;
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+// fetch follows HTTP(S)_PROXY only when Node is told to (NODE_USE_ENV_PROXY=1 or --use-env-proxy, Node ≥ 24); own
+// agents need `proxyEnv` for that (older Nodes ignore the option). Connection pools, shared by the whole process.
+const envProxy = process.env['NODE_USE_ENV_PROXY'] === '1' || process.execArgv.includes('--use-env-proxy') ? { proxyEnv: process.env } : {};
+const httpAgent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, ...envProxy } as http.AgentOptions);
+const httpsAgent = new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, ...envProxy } as https.AgentOptions);
 
 /** A fetch-shaped call: the answer as a standard Response (openid-client's customFetch takes this). */
 export async function outboundFetch(url: string | URL, init: OutboundInit = {}): Promise<Response> {
@@ -59,18 +72,24 @@ export async function outboundRequest(url: string | URL, init: OutboundInit = {}
   const headers = headerRecord(init.headers);
   // fetch sends a User-Agent, node:http none; some OP front ends (WAFs) refuse requests without one.
   if (!hasHeader(headers, 'user-agent')) headers['user-agent'] = 'matrix-compat-proxy';
+  // Without Accept-Encoding a server may use any content coding (RFC 9110 §12.5.3); nothing here decodes one.
+  headers['accept-encoding'] = 'identity';
   if (payload !== undefined) {
     if (init.body instanceof URLSearchParams && !hasHeader(headers, 'content-type')) headers['content-type'] = 'application/x-www-form-urlencoded;charset=UTF-8';
     headers['content-length'] = String(payload.byteLength);
   }
   const signal = init.signal;
   signal?.throwIfAborted();
+  const method = (init.method ?? 'GET').toUpperCase();
   try {
-    return await send(target, init.method ?? 'GET', headers, payload, signal, init.redirect ?? 'error');
+    return await send(target, method, headers, payload, signal, init.redirect ?? 'error');
   } catch (error: unknown) {
-    // Node's keep-alive guidance: a reset on a reused socket means the server closed it as the request left, before
-    // reading it (an idle-timeout race), so one more attempt on a fresh socket is safe.
-    if (error instanceof ReusedSocketReset) return send(target, init.method ?? 'GET', headers, payload, signal, init.redirect ?? 'error');
+    // Node's keep-alive guidance: a reset on a reused socket before any answer is most often the server closing it
+    // as the request left (an idle-timeout race). The server may still have acted on it, so only a request that may
+    // be sent twice goes once more, on a fresh socket; the others fail as they did with fetch.
+    if (error instanceof ReusedSocketReset && (init.idempotent === true || IDEMPOTENT_METHODS.has(method))) {
+      return send(target, method, headers, payload, signal, init.redirect ?? 'error');
+    }
     throw error;
   }
 }
@@ -100,11 +119,13 @@ function send(
       request.destroy();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
+    let answered = false;
     request.on('error', (error: NodeJS.ErrnoException) => {
-      const Failure = request.reusedSocket && error.code === 'ECONNRESET' ? ReusedSocketReset : TypeError;
+      const Failure = request.reusedSocket && !answered && error.code === 'ECONNRESET' ? ReusedSocketReset : TypeError;
       finish(() => reject(new Failure('fetch failed', { cause: error })));
     });
     request.on('response', (response) => {
+      answered = true;
       const status = response.statusCode ?? 0;
       if (redirect === 'error' && status >= 300 && status < 400) {
         response.resume();
@@ -112,7 +133,16 @@ function send(
         return;
       }
       const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      let size = 0;
+      response.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size <= MAX_ANSWER_BYTES) {
+          chunks.push(chunk);
+          return;
+        }
+        finish(() => reject(new TypeError('fetch failed', { cause: new Error(`the answer from ${target.origin} is larger than ${MAX_ANSWER_BYTES} bytes`) })));
+        request.destroy();
+      });
       response.on('error', (error) => finish(() => reject(new TypeError('fetch failed', { cause: error }))));
       // A connection closed before the body's end: after 'end' this finds the call settled.
       response.on('close', () => finish(() => reject(new TypeError('fetch failed', { cause: new Error('the connection closed before the answer was complete') }))));

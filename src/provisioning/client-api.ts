@@ -55,6 +55,7 @@ export class ClientApi {
         const response = await outboundRequest(`${this.#baseUrl}${path}${query}`, {
           method,
           headers,
+          ...(options.idempotent === true ? { idempotent: true } : {}),
           ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
           signal: AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now()))),
           redirect: 'error',

@@ -211,6 +211,8 @@ export class SynapseProvisioning implements HomeserverAdapter {
     const response = await outboundRequest(url, {
       method,
       headers,
+      // Every /_synapse/mas call is safe to repeat (upserts, deletes, queries; see the retry loop above).
+      idempotent: true,
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(timeoutMs),
       redirect: 'error',

@@ -51,41 +51,13 @@ export class SessionLifecycle {
   constructor(private readonly deps: LifecycleDeps) {}
 
   async start(requested: NewSession, options: StartOptions = {}): Promise<IssuedTokens> {
-    const input = withDisplayNameLimit(requested);
-    if (this.deps.homeserver.tokens === undefined && options.freshDevice === true) return this.startOnFreshDevice(input, options);
-    const issued = await this.startOnDevice(input);
-    return this.checked(issued, options.endedAtOp === undefined ? Promise.resolve(false) : options.endedAtOp());
-  }
-
-  /**
-   * A device id the proxy has just generated (10 random letters) cannot carry a session yet, so nothing is looked
-   * up for it, and the session write — with the logout-marker check that must follow it — overlaps the device's
-   * creation at the homeserver (issue 19, login cost). Nobody holds the new token until this returns, so the order
-   * between the two writes is invisible; if either fails, the other is undone before the error goes up.
-   */
-  private async startOnFreshDevice(input: NewSession, options: StartOptions): Promise<IssuedTokens> {
-    const device = this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName);
-    const created = this.deps.sessions.create(input);
-    const endedAtOp = created.then(() => (options.endedAtOp === undefined ? false : options.endedAtOp()));
-    const [deviceOutcome, createOutcome] = await Promise.allSettled([device, created, endedAtOp]);
-    if (createOutcome.status === 'rejected') {
-      // The device may exist at the homeserver while no session does: it goes again (best effort).
-      if (deviceOutcome.status === 'fulfilled') await this.deps.homeserver.deleteDevice(input.localpart, input.deviceId).catch(() => undefined);
-      throw createOutcome.reason;
-    }
-    if (deviceOutcome.status === 'rejected') {
-      await this.deps.sessions.remove(createOutcome.value.session.id).catch(() => undefined);
-      throw deviceOutcome.reason;
-    }
-    return this.checked(createOutcome.value, endedAtOp);
-  }
-
-  /** The session stands unless the OP ended the sign-in meanwhile, or that cannot be known: then it ends again. */
-  private async checked(issued: IssuedTokens, endedAtOp: Promise<boolean>): Promise<IssuedTokens> {
+    const issued = await this.startOnDevice(withDisplayNameLimit(requested), options.freshDevice === true);
+    if (options.endedAtOp === undefined) return issued;
     let ended: boolean;
     try {
-      ended = await endedAtOp;
+      ended = await options.endedAtOp();
     } catch (err: unknown) {
+      // Whether the OP ended the sign-in cannot be known: the session does not stand on a guess.
       await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
       throw err;
     }
@@ -94,14 +66,18 @@ export class SessionLifecycle {
     throw new SessionEndedAtOp();
   }
 
-  private async startOnDevice(input: NewSession): Promise<IssuedTokens> {
+  /**
+   * `freshDevice`: the proxy has just generated the device id (10 random letters), so no session can be on it and
+   * none is looked for (issue 19, login cost: a user's sessions are not read at every login).
+   */
+  private async startOnDevice(input: NewSession, freshDevice: boolean): Promise<IssuedTokens> {
     const tokens = this.deps.homeserver.tokens;
     if (tokens === undefined) {
       // Independent: the store read overlaps the homeserver call (issue 19, login cost). A failed device creation
       // still stops the login before anything is written; the read's answer is then unused.
       const [, previousId] = await Promise.all([
         this.deps.homeserver.upsertDevice(input.localpart, input.deviceId, input.deviceDisplayName),
-        this.deps.sessions.idOfDevice(input.localpart, input.deviceId),
+        freshDevice ? undefined : this.deps.sessions.idOfDevice(input.localpart, input.deviceId),
       ]);
       if (previousId !== undefined) {
         // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
@@ -112,7 +88,7 @@ export class SessionLifecycle {
     // The homeserver issues the tokens. A live session on this device keeps its homeserver token: the device and its
     // E2EE keys stay, and no second token exists (Synapse would keep an older one valid next to a new login's). Only
     // a dead one is replaced by a new login.
-    const previousId = await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
+    const previousId = freshDevice ? undefined : await this.deps.sessions.idOfDevice(input.localpart, input.deviceId);
     const previous = previousId === undefined ? undefined : await this.deps.sessions.get(previousId);
     let homeserverToken: string | undefined;
     if (previous?.homeserverToken !== undefined) {

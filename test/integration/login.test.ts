@@ -302,9 +302,16 @@ describe('legacy login API against the in-process OP (memory store)', () => {
     assert.ok(binding);
     const devicesBefore = [...h.homeserver.devices('bob')].sort();
     const sessionsBefore = (await h.deps.sessions.idsOfUser('bob')).sort();
-    // The marker a logout token leaves, dated after any sign-in this test makes: every login now arrives "too late".
+    // The marker a logout token leaves, written the moment the session write is done (the logout arrived while the
+    // login was finishing): only a check that follows the write can see it.
     const marker = `op-logout-sub:testop:${binding.sub}`;
-    await h.store.set(marker, String(Date.now() + 3_600_000));
+    const sessions = h.deps.sessions;
+    const create = sessions.create.bind(sessions);
+    sessions.create = async (input) => {
+      const issued = await create(input);
+      await h.store.set(marker, String(Date.now()));
+      return issued;
+    };
     try {
       for (const extra of [{}, { device_id: 'LATEDEVICE' }]) {
         const { status, body } = await h.passwordLogin('bob', h.op.users.bob.password, extra);
@@ -315,6 +322,7 @@ describe('legacy login API against the in-process OP (memory store)', () => {
         assert.deepEqual((await h.deps.sessions.idsOfUser('bob')).sort(), sessionsBefore);
       }
     } finally {
+      sessions.create = create;
       await h.store.delete(marker);
     }
     assert.equal((await h.passwordLogin('bob', h.op.users.bob.password)).status, 200);
