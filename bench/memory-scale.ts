@@ -6,6 +6,7 @@ import { parseToken } from '../src/sessions/tokens.js';
 import { startRedis } from '../test/support/redis-server.js';
 import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
 import type { RequestShape } from './harness/load-jobs.js';
+import type { MemoryBreakdown } from './harness/proxy-protocol.js';
 import { ProxyChild } from './harness/proxy-child.js';
 import { HOMESERVER_SECRET, SESSION_KEY_PREFIX, proxyConfig } from './harness/proxy-config.js';
 import { atMost, formatValue, ratioRow, type ResultRow, type ScenarioResult } from './harness/report.js';
@@ -39,7 +40,8 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
   const figures = new RoundFigures<SetSize>();
   const problems: string[] = [];
   try {
-    const idleRss = (await proxy.memory()).rss;
+    const idle = await proxy.memory();
+    const idleRss = idle.rss;
     const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
     const emptyBytes = await usedMemory();
 
@@ -63,7 +65,8 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
     };
     await load.run({ kind: 'fixed-rate', ...introspect(smallFile), rate: settings.lookupRate, connections: 8, durationSec: settings.warmupSec });
     for (let round = 0; round < settings.rounds; round++) await lookupRound('small', smallFile, round);
-    const smallRss = (await proxy.memory()).rss;
+    const afterSmall = await proxy.memory();
+    const smallRss = afterSmall.rss;
 
     progress(`memory: seeding ${total - small} more sessions (${total} in all)`);
     const largeFile = join(env.tempDir, 'memory-large-tokens.txt');
@@ -85,7 +88,10 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
     progress(`memory: introspecting ${swept} of the ${total} sessions once each`);
     const sweep = await load.run({ kind: 'throughput', ...introspect(largeFile), connections: settings.introspectionConnections, amount: swept });
     if (sweep.errors + sweep.non2xx > 0) problems.push(`sweep: ${sweep.errors} errors, ${sweep.non2xx} non-2xx`);
-    const largeRss = (await proxy.memory()).rss;
+    const afterSweep = await proxy.memory();
+    const largeRss = afterSweep.rss;
+    // Last, since it shrinks the heap: what the proxy keeps alive after the sweep, garbage collected.
+    const collected = await proxy.memoryAfterCollection();
 
     progress(`memory: ${KEYCLOAK_SAMPLE_SESSIONS} sessions holding a Keycloak-sized (${KEYCLOAK_REFRESH_TOKEN_LENGTH} chars) OP refresh token`);
     const beforeKeycloak = await usedMemory();
@@ -113,13 +119,21 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
       `with Keycloak-sized OP refresh tokens (${KEYCLOAK_REFRESH_TOKEN_LENGTH} chars, sealed in the session) a session costs ${formatValue(keycloakPerSession, 'B')} (INFO, ${KEYCLOAK_SAMPLE_SESSIONS.toLocaleString('en-US')} sessions)`,
       `lookups at ${small.toLocaleString('en-US')} vs ${total.toLocaleString('en-US')} sessions: median ${formatValue(p50('small'), 'ms')} vs ${formatValue(p50('large'), 'ms')}, p99 ${formatValue(figures.median('small', 'p99'), 'ms')} vs ${formatValue(figures.median('large', 'p99'), 'ms')}; the first ${small.toLocaleString('en-US')} again, alternating with the full-set rounds: median ${formatValue(p50('small, full store'), 'ms')}, p99 ${formatValue(figures.median('small, full store', 'p99'), 'ms')}; seeding ${total.toLocaleString('en-US')} sessions took ${(first.seconds + rest.seconds).toFixed(0)} s${total < 1_000_000 ? ' (1M is not in the default run: `node --import tsx bench/memory-scale.ts --sessions 1000000`, about 3.5 min)' : ''}`,
       `proxy RSS: idle ${formatValue(idleRss / MB, 'MB')}, after ${small.toLocaleString('en-US')} sessions ${formatValue(smallRss / MB, 'MB')}, after the sweep over ${swept.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} ${formatValue(largeRss / MB, 'MB')} (plain node, no tsx)`,
+      `proxy memory (V8 heap committed / used: new space, old space; outside the heap = RSS - committed heap): ${[
+        ['idle', idle],
+        [`after ${small.toLocaleString('en-US')}`, afterSmall],
+        ['after the sweep', afterSweep],
+        ['after a full collection', collected],
+      ]
+        .map(([label, memory]) => `${label as string} ${describeMemory(memory as MemoryBreakdown)}`)
+        .join('; ')}`,
     ];
     return {
       scenario: 'memory & scale',
       rows,
       notes,
       problems,
-      details: { total, small, emptyBytes, smallBytes, largeBytes, perSession, sample, keycloakPerSession, idleRss, smallRss, largeRss, lookups: figures.toJSON(), sweep, seedingSeconds: first.seconds + rest.seconds },
+      details: { total, small, emptyBytes, smallBytes, largeBytes, perSession, sample, keycloakPerSession, idleRss, smallRss, largeRss, memory: { idle, afterSmall, afterSweep, collected }, lookups: figures.toJSON(), sweep, seedingSeconds: first.seconds + rest.seconds },
     };
   } finally {
     await proxy.stop();
@@ -160,6 +174,13 @@ async function memoryUsageSample(redis: Redis, tokens: readonly string[], size: 
     totals.push(parts.reduce((sum, [, bytes]) => sum + bytes, 0));
   }
   return { perSession: median(totals), byKey: Object.fromEntries(Object.entries(byKey).map(([name, values]) => [name, median(values)])) };
+}
+
+/** One line of a proxy's memory: RSS, the V8 heap committed and used (new and old space), and what lies outside. */
+function describeMemory(memory: MemoryBreakdown): string {
+  const mb = (bytes: number | undefined) => ((bytes ?? 0) / 1e6).toFixed(1);
+  const space = (name: string) => `${mb(memory.spaces[name]?.size)}/${mb(memory.spaces[name]?.used)}`;
+  return `RSS ${mb(memory.rss)} MB = heap ${mb(memory.heapTotal)}/${mb(memory.heapUsed)} (new ${space('new_space')}, old ${space('old_space')}) + ${mb(memory.rss - memory.heapTotal)} outside`;
 }
 
 function shuffled<T>(items: readonly T[]): T[] {

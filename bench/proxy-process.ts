@@ -1,4 +1,7 @@
 import cluster from 'node:cluster';
+import { join } from 'node:path';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { buildDeps } from '../src/build-deps.js';
@@ -12,7 +15,7 @@ import { createUpstreamProviders } from '../src/oidc/create-upstream-providers.j
 import type { UpstreamProvider } from '../src/oidc/upstream.js';
 import { startProxy } from '../src/server.js';
 import { createStore } from '../src/store/index.js';
-import type { CallTotals, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
+import type { CallTotals, MemoryBreakdown, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
 
 /**
  * The proxy under test, alone in its process, built from a configuration the way main.ts builds it. Started by
@@ -105,8 +108,17 @@ async function runProxyHere(): Promise<void> {
     const reply = (body: ProxyProcessReply) => process.send?.({ id: request.id, ...body });
     switch (request.type) {
       case 'memory': {
-        const usage = process.memoryUsage();
-        reply({ type: 'memory', rss: usage.rss, heapUsed: usage.heapUsed, external: usage.external });
+        reply({ type: 'memory', memory: memoryBreakdown() });
+        return;
+      }
+      case 'collect': {
+        fullCollection();
+        reply({ type: 'memory', memory: memoryBreakdown() });
+        return;
+      }
+      case 'heap-snapshot': {
+        // writeHeapSnapshot collects garbage first: the snapshot holds what is reachable, not what awaits collection.
+        reply({ type: 'heap-snapshot', file: v8.writeHeapSnapshot(join(request.dir, `proxy-${process.pid}-${Date.now()}.heapsnapshot`)) });
         return;
       }
       case 'rss-watch-start': {
@@ -194,6 +206,18 @@ function timedMethods<T extends object>(target: T, into: Record<string, CallTota
       };
     },
   });
+}
+
+/** A full (mark-compact) collection without starting node with --expose-gc, which would change the process measured. */
+function fullCollection(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+}
+
+function memoryBreakdown(): MemoryBreakdown {
+  const usage = process.memoryUsage();
+  const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((space) => [space.space_name, { size: space.space_size, used: space.space_used_size }]));
+  return { rss: usage.rss, heapTotal: usage.heapTotal, heapUsed: usage.heapUsed, external: usage.external, arrayBuffers: usage.arrayBuffers, spaces };
 }
 
 function drain(totals: Record<string, CallTotals>): Record<string, CallTotals> {

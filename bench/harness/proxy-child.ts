@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { pinProxy } from './cpu-pinning.js';
 import { IpcChannel, startNodeChild } from './child-processes.js';
 import { compiledProxyProcess } from './compile-proxy.js';
-import type { OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
+import type { MemoryBreakdown, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
 
 const STOP_TIMEOUT_MS = 15_000;
 
@@ -16,11 +16,8 @@ export interface ProxyChildOptions extends ProxyProcessInput {
   readonly cpuProfileDir?: string;
   /** Another compiled proxy-process.js (bench/compare-cpu.ts: a baseline tree); default this tree's. */
   readonly entry?: string;
-}
-
-export interface ProxyMemory {
-  readonly rss: number;
-  readonly heapUsed: number;
+  /** More node flags for the proxy process (e.g. V8 heap sizes to compare). */
+  readonly nodeFlags?: readonly string[];
 }
 
 /** A proxy running in a process of its own (bench/proxy-process.ts, compiled to JavaScript). */
@@ -48,10 +45,12 @@ export class ProxyChild {
       logName: `proxy-${options.name}`,
       env: { MCP_BENCH_PROXY: JSON.stringify(input) },
       // BENCH_CPU_PROFILE_INTERVAL_US: a finer sampling interval than V8's 1 ms, for short per-request frames.
-      nodeFlags:
-        cpuProfileDir === undefined
+      nodeFlags: [
+        ...(options.nodeFlags ?? []),
+        ...(cpuProfileDir === undefined
           ? []
-          : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`, ...(process.env['BENCH_CPU_PROFILE_INTERVAL_US'] === undefined ? [] : [`--cpu-prof-interval=${process.env['BENCH_CPU_PROFILE_INTERVAL_US']}`])],
+          : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`, ...(process.env['BENCH_CPU_PROFILE_INTERVAL_US'] === undefined ? [] : [`--cpu-prof-interval=${process.env['BENCH_CPU_PROFILE_INTERVAL_US']}`])]),
+      ],
       readyLine: (line) => line.startsWith('{"bench":"ready"'),
     });
     const ready = JSON.parse(started.readyText) as ProxyProcessReady;
@@ -80,10 +79,27 @@ export class ProxyChild {
     return Math.max(1, this.workerPids.length);
   }
 
-  async memory(): Promise<ProxyMemory> {
+  async memory(): Promise<MemoryBreakdown> {
     const reply = await this.channel.request({ type: 'memory' });
     if (reply.type !== 'memory') throw new Error(`unexpected reply ${reply.type}`);
-    return { rss: reply.rss, heapUsed: reply.heapUsed };
+    return reply.memory;
+  }
+
+  /**
+   * The memory after a full garbage collection in the proxy: what it keeps alive. Call it last — the collection
+   * also shrinks the heap, so later RSS figures would no longer be those of a proxy left to itself.
+   */
+  async memoryAfterCollection(): Promise<MemoryBreakdown> {
+    const reply = await this.channel.request({ type: 'collect' });
+    if (reply.type !== 'memory') throw new Error(`unexpected reply ${reply.type}`);
+    return reply.memory;
+  }
+
+  /** A V8 heap snapshot of the proxy (after a full collection) written into `dir`; returns its path. */
+  async heapSnapshot(dir: string): Promise<string> {
+    const reply = await this.channel.request({ type: 'heap-snapshot', dir });
+    if (reply.type !== 'heap-snapshot') throw new Error(`unexpected reply ${reply.type}`);
+    return reply.file;
   }
 
   /** Samples the proxy's RSS every few ms until `stopRssWatch`, which returns the start value and the peak. */

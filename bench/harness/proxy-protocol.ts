@@ -26,6 +26,10 @@ export interface ProxyProcessReady {
 
 export type ProxyProcessRequest = { readonly id: number } & (
   | { readonly type: 'memory' }
+  /** v8.writeHeapSnapshot into this directory (after a full GC); the reply says the file. */
+  | { readonly type: 'heap-snapshot'; readonly dir: string }
+  /** A full garbage collection, then the memory: what the process keeps alive, apart from garbage awaiting collection. */
+  | { readonly type: 'collect' }
   | { readonly type: 'rss-watch-start' }
   | { readonly type: 'rss-watch-stop' }
   | { readonly type: 'op-call-timings' }
@@ -36,7 +40,8 @@ export type ProxyProcessRequest = { readonly id: number } & (
 export type ProxyProcessReply =
   | { readonly type: 'ok' }
   | { readonly type: 'error'; readonly message: string }
-  | { readonly type: 'memory'; readonly rss: number; readonly heapUsed: number; readonly external: number }
+  | { readonly type: 'memory'; readonly memory: MemoryBreakdown }
+  | { readonly type: 'heap-snapshot'; readonly file: string }
   | { readonly type: 'rss-watch'; readonly baseline: number; readonly peak: number }
   | { readonly type: 'op-call-timings'; readonly timings: OpCallTimings }
   /** The monotonic clock V8's CPU profiler stamps its samples with (CLOCK_MONOTONIC), in microseconds. */
@@ -54,4 +59,15 @@ export interface OpCallTimings {
 export interface CallTotals {
   count: number;
   totalMs: number;
+}
+
+/** process.memoryUsage() and V8's heap spaces (bytes): what the RSS of the proxy is made of. */
+export interface MemoryBreakdown {
+  readonly rss: number;
+  readonly heapTotal: number;
+  readonly heapUsed: number;
+  readonly external: number;
+  readonly arrayBuffers: number;
+  /** Per V8 heap space (new_space, old_space, code_space, ...): committed size and the part in use. */
+  readonly spaces: Record<string, { readonly size: number; readonly used: number }>;
 }
