@@ -86,10 +86,10 @@ async function runProxyHere(): Promise<void> {
   const opCalls: OpCallTimings = { exchangeCode: [], passwordGrant: [], store: {}, homeserver: {} };
   const providers = input.timeOpCalls === true ? timeOpCalls(createUpstreamProviders(config.oidc_providers, { logger, clock: systemClock }), opCalls) : undefined;
   const metrics = createMetrics(worker === undefined ? {} : { clusterText: clusterMetricsSource });
-  let deps = buildDeps(config, store, logger, metrics, providers === undefined ? {} : { providers });
+  let deps = await buildDeps(config, store, logger, metrics, providers === undefined ? {} : { providers });
   if (input.timeOpCalls === true) {
     // Wired again with the store and the homeserver adapter timed too: where a login's time goes besides the OP.
-    deps = buildDeps(config, timedMethods(store, opCalls.store), logger, metrics, { providers: providers ?? deps.providers, homeserver: timedMethods(deps.homeserver, opCalls.homeserver) });
+    deps = await buildDeps(config, timedMethods(store, opCalls.store), logger, metrics, { providers: providers ?? deps.providers, homeserver: timedMethods(deps.homeserver, opCalls.homeserver) });
   }
   const running = await startProxy(deps);
 

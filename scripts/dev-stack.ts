@@ -73,7 +73,7 @@ async function main(): Promise<void> {
     { env: {} },
   );
   const store = new MemoryStore();
-  const deps = buildDeps(config, store, createLogger(config.log.level), createMetrics());
+  const deps = await buildDeps(config, store, createLogger(config.log.level), createMetrics());
   const proxy = await startProxy(deps);
 
   process.stdout.write(

@@ -25,7 +25,6 @@ import { LoginThrottle } from './security/login-throttle.js';
 import { AccountAliases } from './security/account-name.js';
 import { secretDigest } from './security/shared-secret.js';
 import { SsoLoginState } from './sessions/pending-sso-logins.js';
-import { createAuthorizationServer } from './oauth/authorization-server.js';
 import { UiaSessions } from './sessions/uia-sessions.js';
 import { AccountSessions } from './sessions/account-sessions.js';
 import { AppPasswords } from './sessions/app-passwords.js';
@@ -41,8 +40,12 @@ export interface DepsOverrides {
   readonly sessionFormat?: SessionWriteFormat;
 }
 
-/** Wires every dependency from the validated config. Tests call this too, overriding only what they must. */
-export function buildDeps(config: Config, store: Store, logger: Logger, metrics: Metrics, overrides: DepsOverrides = {}): AppDeps {
+/**
+ * Wires every dependency from the validated config. Tests call this too, overriding only what they must. Async
+ * because the OAuth server for native clients (oidc-provider, about 180 modules and some 12 MB of resident memory) is loaded only
+ * when the config turns it on.
+ */
+export async function buildDeps(config: Config, store: Store, logger: Logger, metrics: Metrics, overrides: DepsOverrides = {}): Promise<AppDeps> {
   const clock = overrides.clock ?? systemClock;
   const keys = deriveSessionKeys(
     config.sessions.encryption_key,
@@ -71,7 +74,9 @@ export function buildDeps(config: Config, store: Store, logger: Logger, metrics:
   const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
   const appPasswords = new AppPasswords(store, clock, logger);
   const oauth =
-    config.native_clients === 'serve' ? createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords }) : undefined;
+    config.native_clients === 'serve'
+      ? (await import('./oauth/authorization-server.js')).createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords })
+      : undefined;
   return {
     oauth,
     config,

@@ -87,7 +87,7 @@ async function runProxy(config: Config, configPath: string): Promise<number> {
   logger.info({ event: 'sessions.format', format: sessionFormat.format, reason: sessionFormat.reason }, describeSessionFormat(sessionFormat));
   let deps;
   try {
-    deps = buildDeps(config, store, logger, metrics, { sessionFormat: sessionFormat.format });
+    deps = await buildDeps(config, store, logger, metrics, { sessionFormat: sessionFormat.format });
   } catch (err: unknown) {
     // Only when a registration file changed between loading the config and reading it again.
     if (err instanceof ConfigError) {

@@ -28,7 +28,7 @@ import { postIntrospect } from './homeserver/introspect.js';
 import { getMetadata } from './homeserver/metadata.js';
 import { AUTH_DISCOVERY_PATHS, getHiddenAuthMetadata } from './oauth/hidden-auth-metadata.js';
 import { OAUTH_PREFIX, OWN_PREFIX } from './http/own-prefix.js';
-import { OAUTH_ROUTES } from './oauth/authorization-server.js';
+import { OAUTH_ROUTES } from './oauth/oauth-routes.js';
 import { getOAuthInteraction, getOAuthInteractionSsoDone, postOAuthInteraction } from './oauth/interaction.js';
 import { postOAuthInteractionPassword } from './oauth/interaction-password.js';
 import { getOAuthServerMetadata, getServedAuthMetadata } from './oauth/discovery.js';

@@ -14,6 +14,7 @@ import { checkClientMetadata, DEVICE_CODE_GRANT_TYPE, hasRedirectUris } from './
 import { API_SCOPE, isDeviceScope, parseMatrixScopes, UNSTABLE_API_SCOPE } from './matrix-scopes.js';
 import { providerStoreAdapter } from './provider-store-adapter.js';
 import { refreshGrant } from './refresh-grant.js';
+import { asPublicRequest, issuerOf, OAUTH_ROUTES } from './oauth-routes.js';
 import type { AuthorizationServer } from '../app-deps.js';
 import { SignInStore } from '../sessions/oauth-sign-ins.js';
 
@@ -38,25 +39,6 @@ export type { AuthorizationServer } from '../app-deps.js';
 export interface AuthorizationServerDeps extends RevalidationDeps {
   readonly config: Config;
 }
-
-/** The issuer: stable, under public_baseurl, so it survives moving the proxy between hosts behind one name. */
-export function issuerOf(config: Pick<Config, 'public_baseurl'>): string {
-  return `${config.public_baseurl.replace(/\/$/, '')}${OAUTH_PREFIX}`;
-}
-
-/** The endpoints, all under the issuer (oidc-provider's route names, plus the proxy's own revocation). */
-export const OAUTH_ROUTES = {
-  authorization: '/auth',
-  token: '/token',
-  registration: '/reg',
-  jwks: '/jwks',
-  revocation: '/revoke',
-  interaction: '/interaction',
-  /** RFC 8628 §3.1, where the device asks for its codes (oidc-provider's default path). */
-  deviceAuthorization: '/device/auth',
-  /** RFC 8628 §3.3 verification_uri, the user's page; `/device/:uid` resumes it after sign-in and consent. */
-  codeVerification: '/device',
-} as const;
 
 const ID_TOKEN_TTL_S = 3600;
 const CODE_TTL_S = 60;
@@ -390,17 +372,6 @@ function replayed(original: IncomingMessage, body: string): IncomingMessage {
     socket: original.socket,
     connection: original.socket,
   }) as unknown as IncomingMessage;
-}
-
-/**
- * oidc-provider builds URLs and cookie flags from the request: make it see the public URL, never a listener address
- * or a client-chosen Host (the proxy's own routing already decided this request is ours).
- */
-export function asPublicRequest(req: IncomingMessage, server: { readonly publicBaseUrl: string }): void {
-  const publicUrl = new URL(server.publicBaseUrl);
-  req.headers['host'] = publicUrl.host;
-  req.headers['x-forwarded-host'] = publicUrl.host;
-  req.headers['x-forwarded-proto'] = publicUrl.protocol.slice(0, -1);
 }
 
 /**

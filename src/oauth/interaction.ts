@@ -1,6 +1,6 @@
 import { createHmac, hkdfSync } from 'node:crypto';
 import type { Context } from 'koa';
-import type { AppDeps } from '../app-deps.js';
+import type { AppDeps, AuthorizationServer } from '../app-deps.js';
 import { encryptionKeysOf } from '../config/schema.js';
 import { PageError } from '../errors/page-error.js';
 import { bodyLimitsOf, readFormBody } from '../http/body.js';
@@ -10,7 +10,7 @@ import { sendPage, sendRedirect, type HtmlPage } from '../pages/html-page.js';
 import { consentPage, signInPage } from '../pages/oauth-pages.js';
 import { parseLoginHint } from '../identity/login-hint.js';
 import { formActionSource } from '../compat/sso/redirect-url.js';
-import { OAUTH_ROUTES, type AuthorizationServer, asPublicRequest } from './authorization-server.js';
+import { asPublicRequest, OAUTH_ROUTES } from './oauth-routes.js';
 import { parseMatrixScopes } from './matrix-scopes.js';
 import { hasRedirectUris } from './client-registration-rules.js';
 

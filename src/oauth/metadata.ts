@@ -1,5 +1,5 @@
 import type { AppDeps } from '../app-deps.js';
-import { issuerOf, OAUTH_ROUTES } from './authorization-server.js';
+import { issuerOf, OAUTH_ROUTES } from './oauth-routes.js';
 import { DEVICE_CODE_GRANT_TYPE } from './client-registration-rules.js';
 
 /**

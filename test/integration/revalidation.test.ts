@@ -199,7 +199,7 @@ describe('re-validation under concurrency (Redis store, two replicas)', () => {
 
   test('50 introspections of one session racing a due re-validation: one OP refresh call, no session lost', async () => {
     // A second replica: its own dependencies (own OP client, own metrics) on the same Redis.
-    const replica = buildDeps(h.config, h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
+    const replica = await buildDeps(h.config, h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
     const alice = await login(h, 'alice');
     const sealedBefore = (await originOf(h, alice.sessionId)).sealedOpRefreshToken;
     clock.advance(INTERVAL_MS);

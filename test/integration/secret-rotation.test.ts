@@ -50,7 +50,7 @@ describe('sessions.encryption_key rotation (memory store, real OP)', () => {
 
   test('a replica with the new key and the old one listed re-validates an old session and re-seals it with the new key', async () => {
     const metrics = createMetrics({ collectDefaults: false });
-    const replica = buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), metrics, { clock });
+    const replica = await buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), metrics, { clock });
     const alice = await login();
     const sealedBefore = await sealedOf(alice.sessionId);
     const oldKeyOnly = deriveSessionKeys(h.config.sessions.encryption_key);
@@ -86,7 +86,7 @@ describe('sessions.encryption_key rotation (memory store, real OP)', () => {
         },
       }),
     ]));
-    const replica = buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock, providers });
+    const replica = await buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock, providers });
     const alice = await login();
     const sealedBefore = await sealedOf(alice.sessionId);
     clock.advance(INTERVAL_MS);
@@ -102,7 +102,7 @@ describe('sessions.encryption_key rotation (memory store, real OP)', () => {
   test('a replica missing the old key fails closed within the grace and loses nothing; with the key listed it recovers', async () => {
     const alice = await login();
     const sealedBefore = await sealedOf(alice.sessionId);
-    const missing = buildDeps(rotated(h.config, []), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
+    const missing = await buildDeps(rotated(h.config, []), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
     clock.advance(INTERVAL_MS);
     const answer = await introspect(missing, alice.access_token, { hint: undefined, deviceIdSupported: true });
     assert.equal(answer['active'], true, 'within sessions.op_unreachable_grace the last check stands');
@@ -110,7 +110,7 @@ describe('sessions.encryption_key rotation (memory store, real OP)', () => {
     assert.ok(await h.deps.sessions.get(alice.sessionId), 'the session is kept');
 
     clock.advance(15_000); // past the retry back-off of a failed check
-    const fixed = buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
+    const fixed = await buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
     assert.equal((await introspect(fixed, alice.access_token, { hint: undefined, deviceIdSupported: true }))['active'], true);
     assert.equal(deriveSessionKeys(NEW_KEY).open(await sealedOf(alice.sessionId)), deriveSessionKeys(h.config.sessions.encryption_key).open(sealedBefore));
   });
@@ -121,14 +121,14 @@ describe('sessions.encryption_key rotation (memory store, real OP)', () => {
     const first = await h.request('POST', '/_matrix/client/v3/refresh', { body: { refresh_token: alice.refresh_token } });
     assert.equal(first.status, 200, JSON.stringify(first.body));
 
-    const replica = buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
+    const replica = await buildDeps(rotated(h.config, [h.config.sessions.encryption_key]), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
     const retried = await replica.sessions.refresh(alice.refresh_token, 5 * 60_000);
     assert.ok(retried.ok, JSON.stringify(retried));
     assert.equal(retried.accessToken, first.body.access_token);
     assert.equal(retried.refreshToken, first.body.refresh_token);
 
     // Without the old key the retry cannot be answered with working tokens: what the list is for.
-    const missing = buildDeps(rotated(h.config, []), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
+    const missing = await buildDeps(rotated(h.config, []), h.store, createLogger('silent'), createMetrics({ collectDefaults: false }), { clock });
     const blind = await missing.sessions.refresh(alice.refresh_token, 5 * 60_000);
     assert.ok(blind.ok);
     assert.notEqual(blind.accessToken, first.body.access_token);

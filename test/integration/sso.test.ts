@@ -416,7 +416,7 @@ describe('SSO with two providers', () => {
       { env: {} },
     );
     store = new MemoryStore();
-    proxy = await startProxy(buildDeps(config, store, createLogger('silent'), createMetrics({ collectDefaults: false })));
+    proxy = await startProxy(await buildDeps(config, store, createLogger('silent'), createMetrics({ collectDefaults: false })));
   });
   after(async () => {
     await proxy.stop(1000);

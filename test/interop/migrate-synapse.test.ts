@@ -249,7 +249,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const config = loadConfig(configPath);
       const live = { ...config, homeserver: { ...config.homeserver, url: synapse.url } };
       proxyStore = await createStore({ redis: { url: redis.url, keyPrefix: config.store.key_prefix } });
-      proxy = await startProxy(buildDeps(live as typeof config, proxyStore, createLogger('silent'), createMetrics({ collectDefaults: false })));
+      proxy = await startProxy(await buildDeps(live as typeof config, proxyStore, createLogger('silent'), createMetrics({ collectDefaults: false })));
 
       for (const user of ['alice', 'bob', 'erin']) {
         const whoami = await atProxy('GET', WHOAMI, logins[user]!.access_token);

@@ -207,7 +207,7 @@ export async function startConfiguredProxy(raw: Record<string, any>, redis: Runn
       done();
     },
   });
-  const deps = buildDeps(config, store, createLogger(config.log.level, sink), createMetrics({ collectDefaults: false }));
+  const deps = await buildDeps(config, store, createLogger(config.log.level, sink), createMetrics({ collectDefaults: false }));
   let proxy: RunningProxy;
   try {
     proxy = await startProxy(deps);

@@ -112,7 +112,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
     },
   });
   const logger = options.logger ?? (options.captureLogs === true ? createLogger(config.log.level, sink) : createLogger(config.log.level));
-  const deps = buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
+  const deps = await buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
   const proxy = await startProxy(deps);
 
   const request: Harness['request'] = (method, path, requestOptions = {}) => jsonRequest(`${proxy.clientUrl}${path}`, method, requestOptions);
