@@ -86,7 +86,11 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
     }
     const swept = Math.min(total, MAX_SWEEP);
     progress(`memory: introspecting ${swept} of the ${total} sessions once each`);
+    // RSS is a saw-tooth (old-space garbage piles up until a full collection): the peak during the sweep, sampled
+    // every 5 ms, beside the value after it.
+    await proxy.startRssWatch();
     const sweep = await load.run({ kind: 'throughput', ...introspect(largeFile), connections: settings.introspectionConnections, amount: swept });
+    const sweepPeakRss = (await proxy.stopRssWatch()).peak;
     if (sweep.errors + sweep.non2xx > 0) problems.push(`sweep: ${sweep.errors} errors, ${sweep.non2xx} non-2xx`);
     const afterSweep = await proxy.memory();
     const largeRss = afterSweep.rss;
@@ -118,7 +122,7 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
       `per-session keys (MEMORY USAGE, median of ${SAMPLE}): ${Object.entries(sample.byKey).map(([key, bytes]) => `${key} ${Math.round(bytes)} B`).join(', ')}; user and subject sets are shared by the user's 2 sessions and counted half`,
       `with Keycloak-sized OP refresh tokens (${KEYCLOAK_REFRESH_TOKEN_LENGTH} chars, sealed in the session) a session costs ${formatValue(keycloakPerSession, 'B')} (INFO, ${KEYCLOAK_SAMPLE_SESSIONS.toLocaleString('en-US')} sessions)`,
       `lookups at ${small.toLocaleString('en-US')} vs ${total.toLocaleString('en-US')} sessions: median ${formatValue(p50('small'), 'ms')} vs ${formatValue(p50('large'), 'ms')}, p99 ${formatValue(figures.median('small', 'p99'), 'ms')} vs ${formatValue(figures.median('large', 'p99'), 'ms')}; the first ${small.toLocaleString('en-US')} again, alternating with the full-set rounds: median ${formatValue(p50('small, full store'), 'ms')}, p99 ${formatValue(figures.median('small, full store', 'p99'), 'ms')}; seeding ${total.toLocaleString('en-US')} sessions took ${(first.seconds + rest.seconds).toFixed(0)} s${total < 1_000_000 ? ' (1M is not in the default run: `node --import tsx bench/memory-scale.ts --sessions 1000000`, about 3.5 min)' : ''}`,
-      `proxy RSS: idle ${formatValue(idleRss / MB, 'MB')}, after ${small.toLocaleString('en-US')} sessions ${formatValue(smallRss / MB, 'MB')}, after the sweep over ${swept.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} ${formatValue(largeRss / MB, 'MB')} (plain node, no tsx)`,
+      `proxy RSS: idle ${formatValue(idleRss / MB, 'MB')}, after ${small.toLocaleString('en-US')} sessions ${formatValue(smallRss / MB, 'MB')}, after the sweep over ${swept.toLocaleString('en-US')} of ${total.toLocaleString('en-US')} ${formatValue(largeRss / MB, 'MB')} (peak during it ${formatValue(sweepPeakRss / MB, 'MB')}; plain node, no tsx)`,
       `proxy memory (V8 heap committed / used: new space, old space; outside the heap = RSS - committed heap): ${[
         ['idle', idle],
         [`after ${small.toLocaleString('en-US')}`, afterSmall],
@@ -133,7 +137,7 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
       rows,
       notes,
       problems,
-      details: { total, small, emptyBytes, smallBytes, largeBytes, perSession, sample, keycloakPerSession, idleRss, smallRss, largeRss, memory: { idle, afterSmall, afterSweep, collected }, lookups: figures.toJSON(), sweep, seedingSeconds: first.seconds + rest.seconds },
+      details: { total, small, emptyBytes, smallBytes, largeBytes, perSession, sample, keycloakPerSession, idleRss, smallRss, largeRss, sweepPeakRss, memory: { idle, afterSmall, afterSweep, collected }, lookups: figures.toJSON(), sweep, seedingSeconds: first.seconds + rest.seconds },
     };
   } finally {
     await proxy.stop();

@@ -18,6 +18,8 @@ export interface ProxyChildOptions extends ProxyProcessInput {
   readonly entry?: string;
   /** More node flags for the proxy process (e.g. V8 heap sizes to compare). */
   readonly nodeFlags?: readonly string[];
+  /** More environment variables for the proxy process (e.g. MALLOC_ARENA_MAX). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** A proxy running in a process of its own (bench/proxy-process.ts, compiled to JavaScript). */
@@ -43,7 +45,7 @@ export class ProxyChild {
     const started = await startNodeChild(options.entry ?? compiledProxyProcess(), {
       loader: 'none',
       logName: `proxy-${options.name}`,
-      env: { MCP_BENCH_PROXY: JSON.stringify(input) },
+      env: { ...options.env, MCP_BENCH_PROXY: JSON.stringify(input) },
       // BENCH_CPU_PROFILE_INTERVAL_US: a finer sampling interval than V8's 1 ms, for short per-request frames.
       nodeFlags: [
         ...(options.nodeFlags ?? []),
