@@ -21,7 +21,7 @@ import { median } from './harness/statistics.js';
  */
 
 const { values } = parseArgs({
-  options: { variant: { type: 'string', multiple: true }, rounds: { type: 'string' }, requests: { type: 'string' }, sessions: { type: 'string' } },
+  options: { variant: { type: 'string', multiple: true }, rounds: { type: 'string' }, requests: { type: 'string' }, sessions: { type: 'string' }, rate: { type: 'string' } },
 });
 // 'default' is node without extra flags; a variant with flags is given as --variant=--flag=value (words separated by
 // spaces; NAME=value sets an environment variable).
@@ -29,6 +29,9 @@ const variants = values.variant ?? ['default', '--max-semi-space-size=4'];
 const rounds = Number(values.rounds ?? 5);
 const requests = Number(values.requests ?? 30_000);
 const sessions = Number(values.sessions ?? 10_000);
+/** `--rate N`: each round also offers introspections at N/s for 5 s (open loop) and records the median and p99. */
+const rate = values.rate === undefined ? undefined : Number(values.rate);
+const RATE_SECONDS = 5;
 
 type Load = 'introspection' | 'pass-through';
 const LOADS: readonly Load[] = ['introspection', 'pass-through'];
@@ -61,7 +64,8 @@ try {
   progress('node flags: warm-up (not counted)');
   for (const proxy of proxies) for (const kind of LOADS) await load.run({ kind: 'throughput', ...shape(proxy, kind), connections: 16, amount: Math.ceil(requests / 5) });
   const cpu: Record<string, number[]> = {};
-  const rate: Record<string, number[]> = {};
+  const throughput: Record<string, number[]> = {};
+  const latency: Record<string, number[]> = {};
   const rss: number[][] = variants.map(() => []);
   const peak: number[] = variants.map(() => 0);
   for (let round = 0; round < rounds; round++) {
@@ -77,14 +81,22 @@ try {
         peak[index] = Math.max(peak[index]!, (await proxy.stopRssWatch()).peak);
         if (result.errors + result.non2xx > 0) throw new Error(`${kind} through '${variants[index]}': ${result.errors} errors, ${result.non2xx} non-2xx`);
         (cpu[`${index} ${kind}`] ??= []).push((used * 1000) / result.ok);
-        (rate[`${index} ${kind}`] ??= []).push(result.requestsPerSecond);
+        (throughput[`${index} ${kind}`] ??= []).push(result.requestsPerSecond);
+      }
+      if (rate !== undefined) {
+        progress(`node flags: round ${round + 1}/${rounds}, introspection at ${rate}/s, variant '${variants[index]}'`);
+        const result = await load.run({ kind: 'fixed-rate', ...shape(proxy, 'introspection'), rate, connections: 16, durationSec: RATE_SECONDS });
+        if (result.errors + result.non2xx > 0) throw new Error(`introspection at ${rate}/s through '${variants[index]}': ${result.errors} errors, ${result.non2xx} non-2xx`);
+        (latency[`${index} p50`] ??= []).push(result.latencyMs.p50);
+        (latency[`${index} p99`] ??= []).push(result.latencyMs.p99);
       }
       rss[index]!.push((await proxy.memory()).rss);
     }
   }
   const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
   for (const [index, variant] of variants.entries()) {
-    const figures = LOADS.map((kind) => `${kind} ${median(cpu[`${index} ${kind}`]!).toFixed(1)} µs/req (rounds ${cpu[`${index} ${kind}`]!.map((v) => v.toFixed(0)).join(' ')}), ${median(rate[`${index} ${kind}`]!).toFixed(0)} req/s`);
+    const figures = LOADS.map((kind) => `${kind} ${median(cpu[`${index} ${kind}`]!).toFixed(1)} µs/req (rounds ${cpu[`${index} ${kind}`]!.map((v) => v.toFixed(0)).join(' ')}), ${median(throughput[`${index} ${kind}`]!).toFixed(0)} req/s`);
+    if (rate !== undefined) figures.push(`introspection at ${rate}/s: median ${median(latency[`${index} p50`]!).toFixed(2)} ms, p99 ${median(latency[`${index} p99`]!).toFixed(2)} ms (rounds ${latency[`${index} p99`]!.map((v) => v.toFixed(1)).join(' ')})`);
     console.log(`'${variant}': idle ${mb(idle[index]!.rss)}, RSS after rounds ${rss[index]!.map(mb).join(' ')} (median ${mb(median(rss[index]!))}), peak during the loads ${mb(peak[index]!)}; ${figures.join('; ')}`);
   }
 } finally {
