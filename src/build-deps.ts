@@ -42,8 +42,8 @@ export interface DepsOverrides {
 
 /**
  * Wires every dependency from the validated config. Tests call this too, overriding only what they must. Async
- * because the OAuth server for native clients (oidc-provider, about 180 modules and some 12 MB of resident memory) is loaded only
- * when the config turns it on.
+ * because the OAuth server for native clients (oidc-provider: about 180 modules, some 12 MB of resident memory) is
+ * loaded only when the config turns it on.
  */
 export async function buildDeps(config: Config, store: Store, logger: Logger, metrics: Metrics, overrides: DepsOverrides = {}): Promise<AppDeps> {
   const clock = overrides.clock ?? systemClock;
