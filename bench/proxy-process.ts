@@ -8,7 +8,6 @@ import { buildDeps } from '../src/build-deps.js';
 import { systemClock } from '../src/clock.js';
 import { WORKER_READY } from '../src/cluster-messages.js';
 import { parseConfig } from '../src/config/load-config.js';
-import { boundHeapGrowth } from '../src/main.js';
 import { createLogger } from '../src/observability/logger.js';
 import { clusterMetricsSource } from '../src/observability/cluster-metrics.js';
 import { createMetrics } from '../src/observability/metrics.js';
@@ -80,8 +79,6 @@ async function runClusterPrimary(count: number): Promise<void> {
 
 /** The proxy in this process: the only one (workers: 1) or one cluster worker. */
 async function runProxyHere(): Promise<void> {
-  // What main.ts's runProxy does first: the proxy bounds its own heap growth.
-  boundHeapGrowth();
   const config = parseConfig(stringify(input.config), { env: {} });
   const worker = cluster.worker;
   const logger = createLogger(config.log.level);

@@ -1,7 +1,6 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
 import { loadConfig, ConfigError } from './config/load-config.js';
 import type { Config } from './config/schema.js';
 import { WORKER_READY } from './cluster-messages.js';
@@ -65,7 +64,6 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 /** Runs the proxy in this process (the only one, or one cluster worker) until SIGTERM/SIGINT. */
 async function runProxy(config: Config, configPath: string): Promise<number> {
-  boundHeapGrowth();
   // The rest of the proxy is loaded once the config is accepted: --check-config, and a start the config refuses, load
   // the config layer alone (half the time of loading everything).
   const [{ buildDeps }, { createLogger }, { createMetrics }, { startProxy }, { createStore, redisOptions }, { clusterMetricsSource }, { decideSessionFormat, describeSessionFormat }, { systemClock }] = await Promise.all([
@@ -128,27 +126,6 @@ async function runProxy(config: Config, configPath: string): Promise<number> {
     // A worker whose primary is gone (killed with SIGKILL) must not keep serving, unsupervised, on the shared ports.
     if (worker !== undefined) process.once('disconnect', () => stop('primary_gone'));
   });
-}
-
-/**
- * How far V8 lets the old generation grow past what survived the last full collection before it collects again, in
- * percent (V8's `--heap-growing-percent`). By default V8 picks up to 4× on a machine with memory to spare. The proxy
- * keeps about 20 MB alive (its code, config and routes; sessions live in the store), while what a request allocates
- * and still holds when two scavenges pass (requests in flight, more of them on a busy machine) is promoted and lies
- * in the old generation as garbage until the next full collection: with V8's own factor that saw-tooth peaked at
- * 213–219 MB of RSS over 100,000 sessions' tokens, with 1.5× at 146–155 MB (bench/README.md, bench/node-flags.ts).
- * The price: about 7× as many full collections (+2.5 µs of pauses per request; each pause 7–12 ms).
- */
-export const HEAP_GROWING_PERCENT = 50;
-
-/**
- * Sets V8's heap growing factor for this process (each cluster worker runs it too), unless node was started with
- * `--heap-growing-percent` (the operator's choice wins; NODE_OPTIONS cannot carry this V8 flag). The flag is read at
- * every full collection, so setting it at run time works (unlike the young generation's size, fixed at start).
- */
-export function boundHeapGrowth(execArgv: readonly string[] = process.execArgv): void {
-  if (execArgv.some((arg) => /^--heap[-_]growing[-_]percent(=|$)/.test(arg))) return;
-  v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
 }
 
 function reportInvalid(path: string, err: ConfigError): number {
