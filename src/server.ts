@@ -32,6 +32,18 @@ export async function startProxy(deps: AppDeps): Promise<RunningProxy> {
   const handlers = createApp(deps, proxy, readiness);
 
   const servers: Server[] = [];
+  try {
+    return await listenAll(config, handlers, logger, servers, proxy);
+  } catch (err: unknown) {
+    // A listener that cannot bind (address in use, no permission) ends the start: the ones already listening close
+    // too, so the process does not stay half up, holding ports.
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    proxy.close();
+    throw err;
+  }
+}
+
+async function listenAll(config: AppDeps['config'], handlers: ReturnType<typeof createApp>, logger: Logger, servers: Server[], proxy: ReturnType<typeof createHomeserverProxy>): Promise<RunningProxy> {
   const client = await listen(createServer(handlers.client), config.listen.host, config.listen.port, logger, 'client');
   servers.push(client);
   // /sync long-polls: the server must not cut requests that the upstream keeps open for minutes.

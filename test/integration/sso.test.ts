@@ -8,7 +8,7 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import { startProxy, type RunningProxy } from '../../src/server.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { freePort } from '../support/free-port.js';
+import { reservePort } from '../support/free-port.js';
 import { startHomeserverDouble } from '../support/homeserver-double.js';
 import { HOMESERVER_SECRET, IDP_ID, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 import { startTestOp, type TestOp, type TestOpUser } from '../support/test-op.js';
@@ -388,7 +388,9 @@ describe('SSO with two providers', () => {
   let origin: string;
 
   before(async () => {
-    const port = await freePort();
+    // Held until the proxy listens: the OPs and the homeserver double below listen on port 0 meanwhile.
+    const reserved = await reservePort();
+    const port = reserved.port;
     origin = `http://127.0.0.1:${port}`;
     opA = await startTestOp({ proxyBaseUrl: origin, idpId: 'alpha', backchannelLogout: false });
     opB = await startTestOp({ proxyBaseUrl: origin, idpId: 'beta', backchannelLogout: false });
@@ -416,7 +418,9 @@ describe('SSO with two providers', () => {
       { env: {} },
     );
     store = new MemoryStore();
-    proxy = await startProxy(await buildDeps(config, store, createLogger('silent'), createMetrics({ collectDefaults: false })));
+    const deps = await buildDeps(config, store, createLogger('silent'), createMetrics({ collectDefaults: false }));
+    await reserved.release();
+    proxy = await startProxy(deps);
   });
   after(async () => {
     await proxy.stop(1000);

@@ -11,7 +11,7 @@ import { startProxy, type RunningProxy } from '../../src/server.js';
 import { createStore } from '../../src/store/index.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { Store } from '../../src/store/store.js';
-import { freePort } from './free-port.js';
+import { reservePort } from './free-port.js';
 import { jsonRequest } from './json-request.js';
 import { testOpProviderBlock } from './test-op-provider.js';
 import { startHomeserverDouble } from './homeserver-double.js';
@@ -74,7 +74,9 @@ export interface Harness {
  * (which calls the proxy's introspection like Synapse does), and a memory or real Redis store.
  */
 export async function startProxyHarness(options: HarnessOptions = {}): Promise<Harness> {
-  const proxyPort = await freePort();
+  // Held until the proxy listens: the OP and the homeserver double below listen on port 0 meanwhile.
+  const reserved = await reservePort();
+  const proxyPort = reserved.port;
   const proxyUrl = `http://127.0.0.1:${proxyPort}`;
   const op = await startTestOp({ ...options.op, proxyBaseUrl: proxyUrl, idpId: IDP_ID });
   const homeserver = await startHomeserverDouble({ masEndpoint: `${proxyUrl}/`, secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
@@ -113,6 +115,7 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
   });
   const logger = options.logger ?? (options.captureLogs === true ? createLogger(config.log.level, sink) : createLogger(config.log.level));
   const deps = await buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
+  await reserved.release();
   const proxy = await startProxy(deps);
 
   const request: Harness['request'] = (method, path, requestOptions = {}) => jsonRequest(`${proxy.clientUrl}${path}`, method, requestOptions);
