@@ -75,7 +75,7 @@ export async function buildDeps(config: Config, store: Store, logger: Logger, me
   const appPasswords = new AppPasswords(store, clock, logger);
   const oauth =
     config.native_clients === 'serve'
-      ? (await import('./oauth/authorization-server.js')).createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords })
+      ? (await loadAuthorizationServer()).createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords })
       : undefined;
   return {
     oauth,
@@ -177,4 +177,13 @@ function userPolicy(config: Config, deny: readonly string[], allow: readonly str
     deny: deny.map(wholeUserId),
     ...(allow === undefined ? {} : { allow: allow.map(wholeUserId) }),
   });
+}
+
+/** The OAuth server (oidc-provider) is loaded only for `native_clients: serve`; an install without it is named. */
+async function loadAuthorizationServer(): Promise<typeof import('./oauth/authorization-server.js')> {
+  try {
+    return await import('./oauth/authorization-server.js');
+  } catch (err: unknown) {
+    throw new Error(`native_clients: serve needs the proxy's OAuth server (the oidc-provider package), which could not be loaded: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
 }

@@ -37,7 +37,14 @@ export async function startProxy(deps: AppDeps): Promise<RunningProxy> {
   } catch (err: unknown) {
     // A listener that cannot bind (address in use, no permission) ends the start: the ones already listening close
     // too, so the process does not stay half up, holding ports.
-    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    // A start that failed owes no client a graceful finish: connections accepted meanwhile are cut at once.
+    await Promise.all(
+      servers.map((server) => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
+        return closed;
+      }),
+    );
     proxy.close();
     throw err;
   }

@@ -71,9 +71,9 @@ const MAX_REMEMBERED_LABEL_SETS = 256;
 
 /**
  * `requests` and `requestDuration` with their label children looked up once per (route, method, status) rather than
- * per request: prom-client hashes the label object on every `inc({...})`/`observe({...})`, and this runs for every
- * request the proxy answers or passes through. Beyond the memo's bound the labelled call is made as before (the
- * exposition is the same either way: a child is the series of its labels).
+ * per request: no label object is built and no `labels()` lookup made for every request the proxy answers or passes
+ * through (prom-client still validates and hashes the labels inside each `inc`/`observe`; the saving is small).
+ * Beyond the memo's bound the labelled call is made as before (the exposition is the same either way).
  */
 export function requestRecorder(metrics: Pick<Metrics, 'requests' | 'requestDuration'>): RequestRecorder {
   const counters = new Map<string, { inc(): void }>();
