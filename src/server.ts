@@ -36,15 +36,9 @@ export async function startProxy(deps: AppDeps): Promise<RunningProxy> {
     return await listenAll(config, handlers, logger, servers, proxy);
   } catch (err: unknown) {
     // A listener that cannot bind (address in use, no permission) ends the start: the ones already listening close
-    // too, so the process does not stay half up, holding ports.
-    // A start that failed owes no client a graceful finish: connections accepted meanwhile are cut at once.
-    await Promise.all(
-      servers.map((server) => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeAllConnections();
-        return closed;
-      }),
-    );
+    // too, so the process does not stay half up, holding ports. No grace: a start that failed owes no client a
+    // finished answer.
+    await Promise.all(servers.map((server) => closeGracefully(server, 0)));
     proxy.close();
     throw err;
   }

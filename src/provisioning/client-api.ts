@@ -60,13 +60,7 @@ export class ClientApi {
           signal: AbortSignal.timeout(Math.max(1, Math.floor(deadline - performance.now()))),
           redirect: 'error',
         });
-        const text = response.body.toString('utf8');
-        let body: unknown;
-        try {
-          body = text === '' ? undefined : JSON.parse(text);
-        } catch {
-          body = text.slice(0, 200);
-        }
+        const body = answerBody(response.body);
         if (response.status < 500 && response.status !== 429) return { status: response.status, body };
         failure = statusError(what, { status: response.status, body });
       } catch (err: unknown) {
@@ -105,4 +99,15 @@ export function describeFetchError(error: unknown): string {
     return error.name === 'TimeoutError' ? 'timed out' : `${error.message}${cause}`;
   }
   return String(error);
+}
+
+/** A homeserver answer's body: parsed JSON, undefined when empty, else its first 200 characters (for messages). */
+export function answerBody(bytes: Buffer): unknown {
+  const text = bytes.toString('utf8');
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text.slice(0, 200);
+  }
 }

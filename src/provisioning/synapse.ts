@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import { outboundFetch, outboundRequest } from '../outbound/http-client.js';
-import { describeFetchError, isRecord } from './client-api.js';
+import { outboundRequest, type OutboundAnswer } from '../outbound/http-client.js';
+import { answerBody, describeFetchError, isRecord } from './client-api.js';
 import { HomeserverError, type HomeserverAdapter, type HomeserverDevice, type HomeserverUser, type ProvisionedUser } from './homeserver-adapter.js';
 
 export interface SynapseProvisioningOptions {
@@ -108,9 +108,9 @@ export class SynapseProvisioning implements HomeserverAdapter {
   async listDevices(userAccessToken: string): Promise<HomeserverDevice[]> {
     // The client API, as the user: Synapse has no device list under /_synapse/mas (the admin API would need an admin
     // token). One attempt: a page render, not a state change, so a failure is shown rather than retried.
-    let response: Response;
+    let response: OutboundAnswer;
     try {
-      response = await outboundFetch(`${this.#baseUrl}/_matrix/client/v3/devices`, {
+      response = await outboundRequest(`${this.#baseUrl}/_matrix/client/v3/devices`, {
         headers: { authorization: `Bearer ${userAccessToken}`, accept: 'application/json' },
         signal: AbortSignal.timeout(this.#timeoutMs),
         redirect: 'error',
@@ -118,13 +118,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
     } catch (error) {
       throw new HomeserverError('transient', `devices: Synapse unreachable (${describeFetchError(error)})`, { cause: error });
     }
-    const text = await response.text();
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = text.slice(0, 200);
-    }
+    const body = answerBody(response.body);
     if (response.status < 200 || response.status >= 300) {
       throw new HomeserverError(isTransientStatus(response.status) ? 'transient' : 'permanent', `devices: Synapse answered ${response.status}${errcodeOf(body) === undefined ? '' : ` ${errcodeOf(body)}`}`, { status: response.status });
     }
@@ -217,14 +211,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
       signal: AbortSignal.timeout(timeoutMs),
       redirect: 'error',
     });
-    const text = response.body.toString('utf8');
-    let parsed: unknown;
-    try {
-      parsed = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      parsed = text.slice(0, 200);
-    }
-    return { status: response.status, body: parsed, retryAfter: response.headers['retry-after'] };
+    return { status: response.status, body: answerBody(response.body), retryAfter: response.headers['retry-after'] };
   }
 
   #backoff(attempt: number): number {
