@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock.js';
 import { checkTtlMs } from './argument-checks.js';
 import { checkWord, wordsOf, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
-import { checkTokenBucket, tokenBucketStep, type BucketState } from './token-bucket.js';
+import { checkTokenBucket, takeTokensInTurn, tokenBucketStep, type BucketState } from './token-bucket.js';
 
 /** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
 const SWEEP_INTERVAL_MS = 60_000;
@@ -142,11 +142,7 @@ export class MemoryStore implements Store {
 
   async takeTokens(takes: readonly BucketTake[], nowMs: number): Promise<TokenBucketResult> {
     for (const take of takes) checkTokenBucket(take.bucket, nowMs);
-    for (const take of takes) {
-      const result = await this.takeToken(take.key, take.bucket, nowMs);
-      if (!result.allowed) return result;
-    }
-    return { allowed: true };
+    return takeTokensInTurn(takes, (key, bucket, now) => this.takeToken(key, bucket, now), nowMs);
   }
 
   async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {

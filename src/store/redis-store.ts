@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { checkTtlMs } from './argument-checks.js';
 import { checkWord, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
-import { checkTokenBucket } from './token-bucket.js';
+import { checkTokenBucket, takeTokensInTurn } from './token-bucket.js';
 
 /**
  * Where Redis is. Exactly one topology: `sentinels` + `sentinelName` (Sentinel), `clusterNodes` (Cluster), or `url`
@@ -391,11 +391,7 @@ export class RedisStore implements Store {
     for (const take of takes) checkTokenBucket(take.bucket, nowMs);
     if (this.client instanceof Cluster || takes.length < 2) {
       // Cluster refuses a script over keys of several hash slots: one bucket after the other.
-      for (const take of takes) {
-        const result = await this.takeToken(take.key, take.bucket, nowMs);
-        if (!result.allowed) return result;
-      }
-      return { allowed: true };
+      return takeTokensInTurn(takes, (key, bucket, now) => this.takeToken(key, bucket, now), nowMs);
     }
     const args = [String(nowMs), ...takes.flatMap((take) => [String(take.bucket.burst), String(take.bucket.perSecond)])];
     const retryAfterMs = await this.run.storeTakeTokens(takes.length, ...takes.map((take) => this.key(take.key)), ...args);

@@ -1,4 +1,4 @@
-import type { TokenBucket } from './store.js';
+import type { BucketTake, TokenBucket, TokenBucketResult } from './store.js';
 
 export function checkTokenBucket(bucket: TokenBucket, nowMs: number): void {
   if (!Number.isFinite(bucket.burst) || bucket.burst < 1) throw new RangeError(`burst must be >= 1, got ${bucket.burst}`);
@@ -38,4 +38,20 @@ export function tokenBucketStep(previous: BucketState | undefined, bucket: Token
   else retryAfterMs = Math.ceil(((1 - tokens) * 1000) / bucket.perSecond);
   const refillMs = Math.max(1, Math.ceil(((bucket.burst - tokens) * 1000) / bucket.perSecond));
   return { state: { tokens, updatedAtMs }, retryAfterMs, refillMs };
+}
+
+/**
+ * `takeTokens` as one `takeToken` after the other, stopping at the first bucket that refuses: the memory store's
+ * way, and Redis Cluster's (its buckets lie in different hash slots, out of one script's reach).
+ */
+export async function takeTokensInTurn(
+  takes: readonly BucketTake[],
+  takeToken: (key: string, bucket: TokenBucket, nowMs: number) => Promise<TokenBucketResult>,
+  nowMs: number,
+): Promise<TokenBucketResult> {
+  for (const take of takes) {
+    const result = await takeToken(take.key, take.bucket, nowMs);
+    if (!result.allowed) return result;
+  }
+  return { allowed: true };
 }
