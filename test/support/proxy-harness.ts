@@ -74,12 +74,38 @@ export interface Harness {
  * (which calls the proxy's introspection like Synapse does), and a memory or real Redis store.
  */
 export async function startProxyHarness(options: HarnessOptions = {}): Promise<Harness> {
+  // The proxy's port is picked before the OP and the homeserver double (they are told its URL) and bound last: another
+  // process may take it in between. Then the whole harness starts again on a new port.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startHarnessOnce(options);
+    } catch (err: unknown) {
+      if (attempt >= 3 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+async function startHarnessOnce(options: HarnessOptions): Promise<Harness> {
+  // What started before a failure is stopped again: a server left listening would keep the test process alive.
+  const started: (() => Promise<unknown>)[] = [];
+  try {
+    return await startHarnessParts(options, started);
+  } catch (err: unknown) {
+    for (const stop of started.reverse()) await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function startHarnessParts(options: HarnessOptions, started: (() => Promise<unknown>)[]): Promise<Harness> {
   // Held until the proxy listens: the OP and the homeserver double below listen on port 0 meanwhile.
   const reserved = await reservePort();
+  started.push(reserved.release);
   const proxyPort = reserved.port;
   const proxyUrl = `http://127.0.0.1:${proxyPort}`;
   const op = await startTestOp({ ...options.op, proxyBaseUrl: proxyUrl, idpId: IDP_ID });
+  started.push(() => op.stop());
   const homeserver = await startHomeserverDouble({ masEndpoint: `${proxyUrl}/`, secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
+  started.push(() => homeserver.stop());
 
   const raw: Record<string, any> = {
     server_name: SERVER_NAME,
@@ -101,11 +127,15 @@ export async function startProxyHarness(options: HarnessOptions = {}): Promise<H
   let store: Store;
   const keyPrefix = `harness-${Math.random().toString(36).slice(2)}:`;
   if (options.store === 'redis') {
-    redis = await startRedis({ ignoreEnv: options.privateRedis === true });
-    store = await createStore({ redis: { url: redis.url, keyPrefix } });
+    const running = await startRedis({ ignoreEnv: options.privateRedis === true });
+    redis = running;
+    started.push(() => running.stop());
+    store = await createStore({ redis: { url: running.url, keyPrefix } });
   } else {
     store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
   }
+  const startedStore = store;
+  started.push(() => startedStore.close());
   let logText = '';
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
