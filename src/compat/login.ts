@@ -6,7 +6,7 @@ import { bodyLimitsOf, readJsonBody } from '../http/body.js';
 import { clientAddress, logOf } from '../http/request-state.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
-import { loggedOutAtOpSince, loginGrantStillValid } from '../sessions/op-logouts.js';
+import { loginGrantStillValid, opLogoutCheck } from '../sessions/op-logouts.js';
 import { SessionEndedAtOp } from '../sessions/session-lifecycle.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import type { IssuedTokens } from '../sessions/session-store.js';
@@ -109,7 +109,7 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
         freshDevice: request.deviceId === undefined,
         // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
         // look again once the session exists.
-        ...(origin.kind === 'appservice' || origin.kind === 'imported' ? {} : { endedAtOp: () => loggedOutAtOpSince(deps.store, origin, origin.lastValidatedAt) }),
+        ...(origin.kind === 'appservice' || origin.kind === 'imported' ? {} : { endedAtOp: opLogoutCheck(origin, origin.lastValidatedAt) }),
       },
     );
   } catch (err: unknown) {

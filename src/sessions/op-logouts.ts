@@ -8,7 +8,7 @@ import type { Store } from '../store/store.js';
 import type { LoginGrant, LoginTokenStore } from './login-tokens.js';
 import type { SessionKeys } from './secret-box.js';
 import { opOriginOf, opSubjectOf, type Session, type SessionOrigin } from './session.js';
-import type { SessionLifecycle } from './session-lifecycle.js';
+import type { EndedAtOpCheck, SessionLifecycle } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
 
 /**
@@ -158,11 +158,21 @@ async function voidPendingSsoLogins(store: Store, idpId: string, selector: { sid
  * authentication happened (`authenticatedAt`, the proxy's clock). A later login of the same subject is not affected.
  */
 export async function loggedOutAtOpSince(store: Store, origin: { idpId: string; sub: string; sid?: string }, authenticatedAt: number): Promise<boolean> {
-  const markers = await store.getMany([
-    keys.loggedOutSub(origin.idpId, origin.sub),
-    origin.sid === undefined ? keys.loggedOutSidlessOfSub(origin.idpId, origin.sub) : keys.loggedOutSid(origin.idpId, origin.sid),
-  ]);
-  return markers.some((at) => at !== undefined && Number(at) >= authenticatedAt);
+  const check = opLogoutCheck(origin, authenticatedAt);
+  return check.ended(await store.getMany(check.keys));
+}
+
+/**
+ * `loggedOutAtOpSince` as keys and a decision, for a caller that reads the keys in a store step of its own (a new
+ * session reads them in the step that writes it: SessionLifecycle.start). Read after the session's index writes,
+ * the markers close the race with `applyOpLogout`, which writes its markers before it reads the indexes: either the
+ * logout finds the session or the login finds the marker.
+ */
+export function opLogoutCheck(origin: { idpId: string; sub: string; sid?: string }, authenticatedAt: number): EndedAtOpCheck {
+  return {
+    keys: [keys.loggedOutSub(origin.idpId, origin.sub), origin.sid === undefined ? keys.loggedOutSidlessOfSub(origin.idpId, origin.sub) : keys.loggedOutSid(origin.idpId, origin.sid)],
+    ended: (markers) => markers.some((at) => at !== undefined && Number(at) >= authenticatedAt),
+  };
 }
 
 /** Whether bindings of this provider are keyed by the OP's `sub` itself (no subject_claim/subject_template). */

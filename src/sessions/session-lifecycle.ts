@@ -16,11 +16,18 @@ export interface StartOptions {
   /** The proxy generated the device id for this login (the client sent none): no session can be on it yet. */
   readonly freshDevice?: boolean;
   /**
-   * Asked once the session is written: whether the OP ended the sign-in meanwhile (a back-channel logout that
-   * arrived between the OP's answer and the write found no session to end). Then the session ends and start throws
-   * SessionEndedAtOp.
+   * Whether the OP ended the sign-in meanwhile (a back-channel logout that arrived between the OP's answer and the
+   * session write found no session to end): `keys` are read in the same store step as the session's writes, after
+   * them (one round trip for both: issue 19, login cost), and `ended` decides from their values. Then the session
+   * ends and start throws SessionEndedAtOp.
    */
-  readonly endedAtOp?: () => Promise<boolean>;
+  readonly endedAtOp?: EndedAtOpCheck;
+}
+
+/** Store keys a concurrent OP logout leaves (op-logouts.ts), and what their values mean for this sign-in. */
+export interface EndedAtOpCheck {
+  readonly keys: readonly string[];
+  readonly ended: (values: readonly (string | undefined)[]) => boolean;
 }
 
 /** The OP ended the sign-in while the session was being started; the session was ended again. */
@@ -51,17 +58,9 @@ export class SessionLifecycle {
   constructor(private readonly deps: LifecycleDeps) {}
 
   async start(requested: NewSession, options: StartOptions = {}): Promise<IssuedTokens> {
-    const issued = await this.startOnDevice(withDisplayNameLimit(requested), options.freshDevice === true);
-    if (options.endedAtOp === undefined) return issued;
-    let ended: boolean;
-    try {
-      ended = await options.endedAtOp();
-    } catch (err: unknown) {
-      // Whether the OP ended the sign-in cannot be known: the session does not stand on a guess.
-      await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
-      throw err;
-    }
-    if (!ended) return issued;
+    const check = options.endedAtOp;
+    const { issued, values } = await this.startOnDevice(withDisplayNameLimit(requested), options.freshDevice === true, check?.keys ?? []);
+    if (check === undefined || !check.ended(values)) return issued;
     await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
     throw new SessionEndedAtOp();
   }
@@ -70,7 +69,7 @@ export class SessionLifecycle {
    * `freshDevice`: the proxy has just generated the device id (10 random letters), so no session can be on it and
    * none is looked for (issue 19, login cost: a user's sessions are not read at every login).
    */
-  private async startOnDevice(input: NewSession, freshDevice: boolean): Promise<IssuedTokens> {
+  private async startOnDevice(input: NewSession, freshDevice: boolean, readKeys: readonly string[]): Promise<{ issued: IssuedTokens; values: (string | undefined)[] }> {
     const tokens = this.deps.homeserver.tokens;
     if (tokens === undefined) {
       // Independent: the store read overlaps the homeserver call (issue 19, login cost). A failed device creation
@@ -83,7 +82,7 @@ export class SessionLifecycle {
         // Logging in with the device_id of a live session replaces that session (spec: device_id reuse).
         await this.end(previousId, 'device_reused', { keepDevice: true });
       }
-      return this.deps.sessions.create(input);
+      return this.deps.sessions.createThenRead(input, readKeys);
     }
     // The homeserver issues the tokens. A live session on this device keeps its homeserver token: the device and its
     // E2EE keys stay, and no second token exists (Synapse would keep an older one valid next to a new login's). Only
@@ -103,7 +102,7 @@ export class SessionLifecycle {
     }
     homeserverToken ??= await tokens.login(input.localpart, input.deviceId, input.deviceDisplayName);
     if (previousId !== undefined) await this.end(previousId, 'device_reused', { keepDevice: true });
-    return this.deps.sessions.create({ ...input, sealedHomeserverToken: this.deps.keys.seal(homeserverToken) });
+    return this.deps.sessions.createThenRead({ ...input, sealedHomeserverToken: this.deps.keys.seal(homeserverToken) }, readKeys);
   }
 
   /**

@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordFormat, type RecordLogger, type RecordRejection } from '../store/record-format.js';
-import { wordsOf, type Store } from '../store/store.js';
+import { wordsOf, type Store, type StoreWrite } from '../store/store.js';
 import { createHash, createHmac } from 'node:crypto';
 import { COMPACT_SESSION_VERSION, decodeCompactSession, encodeCompactSession } from './compact-session-record.js';
 import { opSubjectOf, type ImportedOrigin, type RefreshFamily, type Session, type SessionOrigin } from './session.js';
@@ -277,6 +277,15 @@ export class SessionStore {
   }
 
   async create(input: NewSession): Promise<IssuedTokens> {
+    return (await this.createThenRead(input, [])).issued;
+  }
+
+  /**
+   * `create`, and then the values of `readKeys` read in the same store step as the session's writes
+   * (`Store.writeThenRead`): a look at what a concurrent writer may have marked, costing no round trip of its own.
+   * A failed step is cleaned up as far as it can be (on Redis Cluster the writes are separate), then rethrown.
+   */
+  async createThenRead(input: NewSession, readKeys: readonly string[]): Promise<{ readonly issued: IssuedTokens; readonly values: (string | undefined)[] }> {
     const id = newSessionId();
     const now = this.clock.now();
     const accessToken = mintToken('access', id);
@@ -299,29 +308,37 @@ export class SessionStore {
         : { refresh: { generation: 1, currentHash: hashToken(refreshToken), successorUnused: false, retiredHashes: [] } }),
       ...(input.sealedHomeserverToken === undefined ? {} : { homeserverToken: input.sealedHomeserverToken }),
     };
-    // Independent writes, issued together (one pipelined round trip on Redis).
-    const writes: Promise<unknown>[] = [this.store.set(sessionKeys.session(id), this.encode(session))];
-    if (this.writeFormat === 'compatible') writes.push(this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id));
+    // The record and its indexes in one store step (one script on Redis), the reads after them.
+    const writes: StoreWrite[] = [{ op: 'set', key: sessionKeys.session(id), value: this.encode(session) }];
+    if (this.writeFormat === 'compatible') writes.push({ op: 'set', key: sessionKeys.byDevice(session.localpart, session.deviceId), value: id });
     writes.push(...this.indexWrites(session));
-    await Promise.all(writes);
-    return { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) };
+    let values: (string | undefined)[];
+    try {
+      values = await this.store.writeThenRead(writes, readKeys);
+    } catch (err: unknown) {
+      // Nothing may be written (one script) or some of it (Cluster): whatever was, goes; the caller sees the failure.
+      await this.remove(id).catch(() => undefined);
+      throw err;
+    }
+    return { issued: { session, accessToken, ...(refreshToken === undefined ? {} : { refreshToken }) }, values };
   }
 
   /** The user and subject index entries of a new session, in the written layout (the device index apart). */
-  private indexWrites(session: Session): Promise<unknown>[] {
+  private indexWrites(session: Session): StoreWrite[] {
     const subject = opSubjectOf(session);
-    if (this.writeFormat === 'compact') {
-      return [
-        this.addToIndex(sessionKeys.userList(session.localpart), session.id),
-        ...(subject === undefined ? [] : [this.addToIndex(sessionKeys.subList(subject.idpId, subject.sub), session.id)]),
-        ...(subject?.sid === undefined ? [] : [this.addToIndex(sessionKeys.sidList(subject.idpId, subject.sid), session.id)]),
-      ];
-    }
-    return [
-      this.store.addToSet(sessionKeys.byUser(session.localpart), session.id),
-      ...(subject === undefined ? [] : [this.store.addToSet(sessionKeys.bySub(subject.idpId, subject.sub), session.id)]),
-      ...(subject?.sid === undefined ? [] : [this.store.addToSet(sessionKeys.bySid(subject.idpId, subject.sid), session.id)]),
+    const keys = [
+      this.writeFormat === 'compact' ? sessionKeys.userList(session.localpart) : sessionKeys.byUser(session.localpart),
+      ...(subject === undefined ? [] : [this.writeFormat === 'compact' ? sessionKeys.subList(subject.idpId, subject.sub) : sessionKeys.bySub(subject.idpId, subject.sub)]),
+      ...(subject?.sid === undefined ? [] : [this.writeFormat === 'compact' ? sessionKeys.sidList(subject.idpId, subject.sid) : sessionKeys.bySid(subject.idpId, subject.sid)]),
     ];
+    return keys.map((key): StoreWrite => (this.writeFormat === 'compact' ? { op: 'addWord', key, word: session.id } : { op: 'addToSet', key, member: session.id }));
+  }
+
+  /** `indexWrites` as separate store calls (the import's writes, which are not one step). */
+  private writeIndexes(session: Session): Promise<unknown>[] {
+    return this.indexWrites(session).map((write) =>
+      write.op === 'addWord' ? this.addToIndex(write.key, write.word) : write.op === 'addToSet' ? this.store.addToSet(write.key, write.member) : this.store.set(write.key, write.value),
+    );
   }
 
   /**
@@ -358,7 +375,7 @@ export class SessionStore {
       // Layout 2 has no device index: `idOfDevice` prefers a login's session over an imported one, as this
       // only-if-absent write does.
       ...(this.writeFormat === 'compatible' ? [this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id, { onlyIfAbsent: true })] : []),
-      ...this.indexWrites(session),
+      ...this.writeIndexes(session),
       ...(input.refreshToken === undefined ? [] : [this.store.set(sessionKeys.importedRefresh(hashToken(input.refreshToken)), id)]),
     ]);
     await this.store.set(markerKey, id);

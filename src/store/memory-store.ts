@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock.js';
 import { checkTtlMs } from './argument-checks.js';
-import { checkWord, wordsOf, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
+import { checkWord, wordsOf, type BucketTake, type SetOptions, type Store, type StoreWrite, type TokenBucket, type TokenBucketResult } from './store.js';
 import { checkTokenBucket, takeTokensInTurn, tokenBucketStep, type BucketState } from './token-bucket.js';
 
 /** Bounds memory held by expired entries nobody reads again; reads evict lazily in between. */
@@ -85,10 +85,7 @@ export class MemoryStore implements Store {
   async addWord(key: string, word: string): Promise<boolean> {
     this.assertOpen();
     checkWord(word);
-    const words = wordsOf(this.readString(key));
-    if (words.includes(word)) return false;
-    this.write(key, { type: 'string', data: [...words, word].join(' ') }, undefined);
-    return true;
+    return this.appendWord(key, word);
   }
 
   async removeWord(key: string, word: string, emptyTtlMs: number): Promise<boolean> {
@@ -104,14 +101,7 @@ export class MemoryStore implements Store {
 
   async addToSet(key: string, member: string, ttlMs?: number): Promise<void> {
     this.assertOpen();
-    const checkedTtl = checkTtlMs(ttlMs);
-    const entry = this.live(key);
-    if (entry === undefined) {
-      this.write(key, { type: 'set', data: new Set([member]) }, checkedTtl);
-      return;
-    }
-    expectType(entry.value, 'set').add(member);
-    if (checkedTtl !== undefined) entry.expiresAt = this.clock.now() + checkedTtl;
+    this.addMember(key, member, checkTtlMs(ttlMs));
   }
 
   async removeFromSet(key: string, member: string): Promise<void> {
@@ -143,6 +133,25 @@ export class MemoryStore implements Store {
   async takeTokens(takes: readonly BucketTake[], nowMs: number): Promise<TokenBucketResult> {
     for (const take of takes) checkTokenBucket(take.bucket, nowMs);
     return takeTokensInTurn(takes, (key, bucket, now) => this.takeToken(key, bucket, now), nowMs);
+  }
+
+  async writeThenRead(writes: readonly StoreWrite[], readKeys: readonly string[]): Promise<(string | undefined)[]> {
+    this.assertOpen();
+    // Every check before the first write, so a wrong type or word leaves everything as it was (all or nothing).
+    for (const write of writes) {
+      const entry = this.live(write.key);
+      if (write.op === 'addToSet' && entry !== undefined) expectType(entry.value, 'set');
+      if (write.op === 'addWord') {
+        checkWord(write.word);
+        if (entry !== undefined) expectType(entry.value, 'string');
+      }
+    }
+    for (const write of writes) {
+      if (write.op === 'set') this.write(write.key, { type: 'string', data: write.value }, undefined);
+      else if (write.op === 'addToSet') this.addMember(write.key, write.member, undefined);
+      else this.appendWord(write.key, write.word);
+    }
+    return this.getMany(readKeys);
   }
 
   async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {
@@ -197,6 +206,23 @@ export class MemoryStore implements Store {
   /** Replaces whatever was at `key`; like Redis SET, no TTL means the old one is dropped too. */
   private write(key: string, value: Value, ttlMs: number | undefined): void {
     this.entries.set(key, { value, expiresAt: ttlMs === undefined ? undefined : this.clock.now() + ttlMs });
+  }
+
+  private appendWord(key: string, word: string): boolean {
+    const words = wordsOf(this.readString(key));
+    if (words.includes(word)) return false;
+    this.write(key, { type: 'string', data: [...words, word].join(' ') }, undefined);
+    return true;
+  }
+
+  private addMember(key: string, member: string, ttlMs: number | undefined): void {
+    const entry = this.live(key);
+    if (entry === undefined) {
+      this.write(key, { type: 'set', data: new Set([member]) }, ttlMs);
+      return;
+    }
+    expectType(entry.value, 'set').add(member);
+    if (ttlMs !== undefined) entry.expiresAt = this.clock.now() + ttlMs;
   }
 
   private sweep(): void {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { checkTtlMs } from './argument-checks.js';
-import { checkWord, type BucketTake, type SetOptions, type Store, type TokenBucket, type TokenBucketResult } from './store.js';
+import { checkWord, type BucketTake, type SetOptions, type Store, type StoreWrite, type TokenBucket, type TokenBucketResult } from './store.js';
 import { checkTokenBucket, takeTokensInTurn } from './token-bucket.js';
 
 /**
@@ -255,6 +255,46 @@ const scripts = {
       end
       return 1`,
   },
+  storeWriteThenRead: {
+    // KEYS: the written keys, then the read keys; ARGV: the number of writes, then op and value per write. Every
+    // type is checked before the first write, so a wrong one changes nothing (a script stops at an error, keeping
+    // what it wrote). addWord as storeAddWord; the reads as MGET (a key of another type reads as absent). Several
+    // keys: not for Cluster (different hash slots). No numberOfKeys: the caller passes the count first.
+    lua: `
+      local n = tonumber(ARGV[1])
+      for i = 1, n do
+        local op = ARGV[2 * i]
+        if op ~= 'set' then
+          local found = redis.call('TYPE', KEYS[i]).ok
+          local wanted = 'string'
+          if op == 'addToSet' then wanted = 'set' end
+          if found ~= 'none' and found ~= wanted then
+            return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+          end
+        end
+      end
+      for i = 1, n do
+        local op, key, value = ARGV[2 * i], KEYS[i], ARGV[2 * i + 1]
+        if op == 'set' then
+          redis.call('SET', key, value)
+        elseif op == 'addToSet' then
+          redis.call('SADD', key, value)
+        else
+          local current = redis.call('GET', key)
+          if not current or current == '' then
+            redis.call('SET', key, value)
+          else
+            local present = false
+            for word in string.gmatch(current, '%S+') do
+              if word == value then present = true end
+            end
+            if not present then redis.call('SET', key, current .. ' ' .. value) end
+          end
+        end
+      end
+      if #KEYS == n then return {} end
+      return redis.call('MGET', unpack(KEYS, n + 1))`,
+  },
   storeReleaseLock: {
     // ARGV[1] = owner token; a lock that expired and was taken by someone else is left alone.
     numberOfKeys: 1,
@@ -271,6 +311,7 @@ interface ScriptCommands {
   storeAddWord(key: string, word: string): Promise<number>;
   storeRemoveWord(key: string, word: string, emptyTtlMs: string): Promise<number>;
   storeTakeTokens(keyCount: number, ...keysThenArgs: string[]): Promise<number>;
+  storeWriteThenRead(keyCount: number, ...keysThenArgs: string[]): Promise<(string | null)[]>;
 }
 
 export class RedisStore implements Store {
@@ -407,6 +448,24 @@ export class RedisStore implements Store {
     this.assertOpen();
     const ttlMs = checkTtlMs(emptyTtlMs) as number;
     return (await this.run.storeRemoveWord(this.key(key), checkWord(word), String(ttlMs))) === 1;
+  }
+
+  async writeThenRead(writes: readonly StoreWrite[], readKeys: readonly string[]): Promise<(string | undefined)[]> {
+    this.assertOpen();
+    for (const write of writes) if (write.op === 'addWord') checkWord(write.word);
+    if (this.client instanceof Cluster) {
+      // The keys lie in different hash slots: the writes, then the reads (each read still follows every write).
+      await Promise.all(
+        writes.map((write) =>
+          write.op === 'set' ? this.set(write.key, write.value) : write.op === 'addToSet' ? this.addToSet(write.key, write.member) : this.addWord(write.key, write.word),
+        ),
+      );
+      return this.getMany(readKeys);
+    }
+    const keys = [...writes.map((write) => this.key(write.key)), ...readKeys.map((key) => this.key(key))];
+    const args = writes.flatMap((write) => [write.op, write.op === 'set' ? write.value : write.op === 'addToSet' ? write.member : write.word]);
+    const values = await this.run.storeWriteThenRead(keys.length, ...keys, String(writes.length), ...args);
+    return values.map(orUndefined);
   }
 
   async tryLock(key: string, ttlMs: number): Promise<(() => Promise<void>) | undefined> {

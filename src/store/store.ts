@@ -59,6 +59,16 @@ export interface Store {
   takeTokens(takes: readonly BucketTake[], nowMs: number): Promise<TokenBucketResult>;
 
   /**
+   * The writes, in order, and then the values of `readKeys`, as ONE atomic step where the backend can (memory; one
+   * Redis server or Sentinel's master: one script), so that no other client's command falls between them and every
+   * read sees every write; else the writes, then the reads (Redis Cluster: the keys lie in different hash slots),
+   * which still reads after every write. A key of the wrong type fails the call before anything is written, except
+   * on Cluster. For a write that must be followed by a look at what a concurrent writer may have marked meanwhile
+   * (a session, then the back-channel logout markers: issue 19, login cost — one round trip instead of two).
+   */
+  writeThenRead(writes: readonly StoreWrite[], readKeys: readonly string[]): Promise<(string | undefined)[]>;
+
+  /**
    * Mutual exclusion across replicas: returns a release function when acquired, undefined when someone else
    * holds the lock. The lock expires after `ttlMs` even if never released (a crashed holder cannot block forever).
    */
@@ -78,6 +88,12 @@ export interface Store {
   /** Adapter name for logs and metrics: 'memory' or 'redis'. */
   readonly kind: 'memory' | 'redis';
 }
+
+/** One write of `writeThenRead`: `set` (a plain write, no expiry), `addToSet`, `addWord` as their methods do. */
+export type StoreWrite =
+  | { readonly op: 'set'; readonly key: string; readonly value: string }
+  | { readonly op: 'addToSet'; readonly key: string; readonly member: string }
+  | { readonly op: 'addWord'; readonly key: string; readonly word: string };
 
 export interface SetOptions {
   readonly ttlMs?: number;

@@ -257,6 +257,56 @@ for (const backend of backends) {
       await assert.rejects(store.addWord('a-set', 'x'), /WRONGTYPE/);
     });
 
+    test('writeThenRead: the writes as their methods do them, then reads that see them; a wrong type changes nothing', async (t) => {
+      const { store, remainingTtl } = await backend.open(t);
+      await store.set('record', 'old', { ttlMs: 60_000 });
+      await store.set('index', 'a1');
+      await store.set('emptied', '', { ttlMs: 60_000 });
+      await store.set('marker', 'm1');
+      await store.addToSet('a-set', 'x');
+      const values = await store.writeThenRead(
+        [
+          { op: 'set', key: 'record', value: 'new' },
+          { op: 'addWord', key: 'index', word: 'b2' },
+          { op: 'addWord', key: 'index', word: 'a1' },
+          { op: 'addWord', key: 'emptied', word: 'c3' },
+          { op: 'addWord', key: 'fresh-index', word: 'd4' },
+          { op: 'addToSet', key: 'members', member: 'm' },
+          { op: 'addToSet', key: 'a-set', member: 'y' },
+        ],
+        ['marker', 'record', 'index', 'absent', 'a-set', 'emptied'],
+      );
+      // The reads follow the writes; like getMany, a key of another type reads as absent.
+      assert.deepEqual(values, ['m1', 'new', 'a1 b2', undefined, undefined, 'c3']);
+      assert.equal(await remainingTtl('record'), null, 'a plain set: the earlier expiry is gone');
+      assert.equal(await remainingTtl('emptied'), null);
+      assert.equal(await store.get('fresh-index'), 'd4');
+      assert.deepEqual(await store.setMembers('members'), ['m']);
+      assert.deepEqual((await store.setMembers('a-set')).sort(), ['x', 'y']);
+      assert.deepEqual(await store.writeThenRead([], ['marker']), ['m1'], 'reads alone');
+      assert.deepEqual(await store.writeThenRead([{ op: 'set', key: 'solo', value: 'v' }], []), [], 'writes alone');
+      assert.equal(await store.get('solo'), 'v');
+
+      await assert.rejects(store.writeThenRead([{ op: 'addWord', key: 'index', word: 'two words' }], []), /not a word/);
+      if (backend.name !== 'redis-cluster') {
+        // Checked before the first write: the set of `untouched` must not happen either (Cluster writes separately).
+        await assert.rejects(
+          store.writeThenRead(
+            [
+              { op: 'set', key: 'untouched', value: 'v' },
+              { op: 'addWord', key: 'a-set', word: 'z' },
+            ],
+            [],
+          ),
+          /WRONGTYPE/,
+        );
+        await assert.rejects(store.writeThenRead([{ op: 'addToSet', key: 'record', member: 'z' }], ['marker']), /WRONGTYPE/);
+        assert.equal(await store.get('untouched'), undefined);
+        assert.equal(await store.get('record'), 'new');
+      }
+      assert.equal(await store.get('index'), 'a1 b2');
+    });
+
     test('removeWord: removes one word, leaves "" expiring after the last, ignores absent words and keys', async (t) => {
       const { store, remainingTtl } = await backend.open(t);
       await store.set('words', 'a1 b2 c3');

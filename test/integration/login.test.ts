@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startProxyHarness, HOMESERVER_SECRET, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
+import { startProxyHarness, HOMESERVER_SECRET, IDP_ID, SERVER_NAME, type Harness } from '../support/proxy-harness.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { request as httpRequest } from 'node:http';
 
@@ -296,36 +296,8 @@ describe('legacy login API against the in-process OP (memory store)', () => {
     h.homeserver.failProvisioning('upsert_device', 200, 0);
   });
 
-  test('a back-channel logout recorded between the OP answer and the session write ends the new session, device and all', async () => {
-    await h.passwordLogin('bob', h.op.users.bob.password);
-    const binding = await h.deps.bindings.findByLocalpart('bob');
-    assert.ok(binding);
-    const devicesBefore = [...h.homeserver.devices('bob')].sort();
-    const sessionsBefore = (await h.deps.sessions.idsOfUser('bob')).sort();
-    // The marker a logout token leaves, written the moment the session write is done (the logout arrived while the
-    // login was finishing): only a check that follows the write can see it.
-    const marker = `op-logout-sub:testop:${binding.sub}`;
-    const sessions = h.deps.sessions;
-    const create = sessions.create.bind(sessions);
-    sessions.create = async (input) => {
-      const issued = await create(input);
-      await h.store.set(marker, String(Date.now()));
-      return issued;
-    };
-    try {
-      for (const extra of [{}, { device_id: 'LATEDEVICE' }]) {
-        const { status, body } = await h.passwordLogin('bob', h.op.users.bob.password, extra);
-        assert.equal(status, 403, JSON.stringify(body));
-        assert.equal(body.errcode, 'M_FORBIDDEN');
-        assert.match(body.error, /ended at the identity provider/);
-        assert.deepEqual([...h.homeserver.devices('bob')].sort(), devicesBefore);
-        assert.deepEqual((await h.deps.sessions.idsOfUser('bob')).sort(), sessionsBefore);
-      }
-    } finally {
-      sessions.create = create;
-      await h.store.delete(marker);
-    }
-    assert.equal((await h.passwordLogin('bob', h.op.users.bob.password)).status, 200);
+  test('a back-channel logout that arrives between the OP answer and the session write ends the new session, device and all', async () => {
+    await backchannelLogoutDuringLogin(h);
   });
 
   test('a login token dies when its localpart is re-bound to another subject before redemption', async () => {
@@ -343,6 +315,20 @@ describe('legacy login API against the in-process OP (memory store)', () => {
       await h.deps.bindings.remove(h.op.issuer, 'another-subject');
       await h.deps.bindings.claim({ issuer: original.issuer, sub: original.sub, localpart: original.localpart, idpId: original.idpId });
     }
+  });
+});
+
+describe('a back-channel logout during a login (Redis store: the session write and the marker check are one script)', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startProxyHarness({ store: 'redis' });
+  });
+  after(async () => {
+    await h.stop();
+  });
+
+  test('it ends the new session, device and all', async () => {
+    await backchannelLogoutDuringLogin(h);
   });
 });
 
@@ -496,4 +482,38 @@ function rawRequest(baseUrl: string, method: string, target: string, body?: stri
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * The OP's back-channel logout of the user (a real logout token signed by the OP, to the proxy's receiver) arrives
+ * while the login waits for the homeserver's device: after the OP answered, before the session exists, so the
+ * logout finds no session to end. The login must see the marker it left, in the step that writes the session, and
+ * end that session (and its device) instead of handing out its token.
+ */
+async function backchannelLogoutDuringLogin(h: Harness): Promise<void> {
+  const bob = h.op.users.bob;
+  for (const extra of [{}, { device_id: 'LATEDEVICE' }]) {
+    const devicesBefore = [...h.homeserver.devices('bob').keys()];
+    const held = h.homeserver.holdProvisioning('upsert_device');
+    const login = h.passwordLogin('bob', bob.password, extra);
+    await held.reached;
+    const logoutToken = await h.op.signLogoutToken(h.op.logoutTokenClaims({ sub: bob.sub, sid: undefined }));
+    const logout = await fetch(`${h.url}/_matrix-compat-proxy/backchannel-logout/${IDP_ID}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ logout_token: logoutToken }).toString(),
+    });
+    assert.equal(logout.status, 200, await logout.text());
+    held.release();
+    const { status, body } = await login;
+    assert.equal(status, 403, JSON.stringify(body));
+    assert.equal(body.errcode, 'M_FORBIDDEN');
+    assert.match(body.error, /ended at the identity provider/);
+    // The logout ended bob's earlier sessions; the one being made is gone too, and no device of it is left.
+    assert.deepEqual(await h.deps.sessions.idsOfUser('bob'), []);
+    const left = [...h.homeserver.devices('bob').keys()].filter((id) => !devicesBefore.includes(id));
+    assert.deepEqual(left, []);
+  }
+  // A later sign-in is not affected by the marker.
+  assert.equal((await h.passwordLogin('bob', bob.password)).status, 200);
 }

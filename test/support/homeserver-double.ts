@@ -75,6 +75,11 @@ export interface HomeserverDouble {
    * doing anything. Replaces what was pending for that endpoint; `times` 0 clears it.
    */
   failProvisioning(endpoint: string, status: number, times?: number): void;
+  /**
+   * The next call to `endpoint` under /_synapse/mas waits, once it arrived, until `release` is called, then is
+   * handled as usual: `reached` resolves when it arrived (a test acts while the proxy waits for the homeserver).
+   */
+  holdProvisioning(endpoint: string): { readonly reached: Promise<void>; release(): void };
   /** Drops every cached introspection result (as a Synapse restart would). */
   forgetIntrospections(): void;
   stop(): Promise<void>;
@@ -141,6 +146,7 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
   const introspections: IntrospectionCall[] = [];
   const cache = new Map<string, CacheEntry>();
   const faults: { endpoint: string; status: number; times: number }[] = [];
+  const holds: { endpoint: string; arrived: () => void; released: Promise<void> }[] = [];
 
   const userId = (localpart: string) => `@${localpart}:${options.serverName}`;
   const devicesOf = (localpart: string) => {
@@ -349,6 +355,12 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
       return;
     }
     const rawBody = await readBody(req);
+    const holdAt = holds.findIndex((hold) => hold.endpoint === endpoint);
+    if (holdAt >= 0) {
+      const [hold] = holds.splice(holdAt, 1);
+      hold?.arrived();
+      await hold?.released;
+    }
     let parsedBody: unknown;
     let status: number;
     let payload: unknown;
@@ -629,6 +641,14 @@ export async function startHomeserverDouble(options: HomeserverDoubleOptions): P
       const index = faults.findIndex((fault) => fault.endpoint === endpoint);
       if (index >= 0) faults.splice(index, 1);
       if (times > 0) faults.push({ endpoint, status, times });
+    },
+    holdProvisioning: (endpoint) => {
+      let arrived = () => {};
+      let release = () => {};
+      const reached = new Promise<void>((resolve) => (arrived = resolve));
+      const released = new Promise<void>((resolve) => (release = resolve));
+      holds.push({ endpoint, arrived, released });
+      return { reached, release };
     },
     forgetIntrospections: () => cache.clear(),
     stop: () =>
