@@ -7,7 +7,8 @@ import { clientAddress, logOf } from '../http/request-state.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
 import { loginGrantStillValid, opLogoutCheck } from '../sessions/op-logouts.js';
-import { SessionEndedAtOp } from '../sessions/session-lifecycle.js';
+import { allChecks, SessionStartRefused, type StartCheck } from '../sessions/session-lifecycle.js';
+import type { Binding } from '../identity/bindings.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import type { IssuedTokens } from '../sessions/session-store.js';
 import { randomString } from '../sessions/tokens.js';
@@ -59,7 +60,9 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
   // App passwords alone enabled: any other password has nowhere to be checked.
   if (!deps.config.password_login.enabled) throw invalidCredentials();
 
-  await opPasswordSignIn(ctx, deps, who, request.password, admit, (signedIn) => completeLogin(ctx, deps, request, signedIn.localpart, signedIn.origin));
+  await opPasswordSignIn(ctx, deps, who, request.password, admit, (signedIn) => completeLogin(ctx, deps, request, signedIn.localpart, signedIn.origin, signedIn.binding), {
+    bindingCheckedAtWrite: true,
+  });
   deps.metrics.logins.inc({ type: 'password', outcome: 'ok' });
 }
 
@@ -90,7 +93,7 @@ async function appserviceLogin(ctx: Context, deps: AppDeps, request: AppserviceL
 }
 
 /** Device, session, tokens, response: the part every login type shares. */
-async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest, localpart: string, origin: SessionOrigin): Promise<void> {
+async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest, localpart: string, origin: SessionOrigin, binding?: Binding): Promise<void> {
   const deviceId = request.deviceId ?? randomDeviceId();
   const lifetime = request.refreshToken ? deps.config.sessions.refreshable_access_token_lifetime : undefined;
   let issued: IssuedTokens;
@@ -107,13 +110,13 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
       },
       {
         freshDevice: request.deviceId === undefined,
-        // A back-channel logout that arrived between the OP's answer and the session write found no session to end:
-        // look again once the session exists.
-        ...(origin.kind === 'appservice' || origin.kind === 'imported' ? {} : { endedAtOp: opLogoutCheck(origin, origin.lastValidatedAt) }),
+        ...withCheck(startChecks(deps, origin, binding)),
       },
     );
   } catch (err: unknown) {
-    if (err instanceof SessionEndedAtOp) throw new MatrixError(403, 'M_FORBIDDEN', 'The sign-in was ended at the identity provider', {}, err);
+    if (err instanceof SessionStartRefused) {
+      throw new MatrixError(403, 'M_FORBIDDEN', err.reason === 'ended_at_op' ? 'The sign-in was ended at the identity provider' : 'The account changed during sign-in; sign in again', {}, err);
+    }
     throw err;
   }
   logOf(ctx, deps.logger).info({ event: 'login.ok', localpart, device_id: deviceId, kind: origin.kind }, 'login.ok');
@@ -126,6 +129,25 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
     home_server: deps.config.server_name,
     well_known: { 'm.homeserver': { base_url: deps.config.public_baseurl } },
   };
+}
+
+/**
+ * Read in the step that writes the session, after its writes: a back-channel logout that arrived between the OP's
+ * answer and the write found no session to end, and an admin's removal of the binding swept the user's sessions
+ * before the write — the session must not stand on either.
+ */
+function startChecks(deps: AppDeps, origin: SessionOrigin, binding: Binding | undefined): StartCheck | undefined {
+  const checks: StartCheck[] = [];
+  if (origin.kind !== 'appservice' && origin.kind !== 'imported') checks.push(opLogoutCheck(origin, origin.lastValidatedAt));
+  if (binding !== undefined) {
+    const bound = deps.bindings.stillBound(binding);
+    checks.push({ keys: [bound.key], refusal: ([value]) => (bound.holds(value) ? undefined : 'binding_changed') });
+  }
+  return allChecks(checks);
+}
+
+function withCheck(check: StartCheck | undefined): { check?: StartCheck } {
+  return check === undefined ? {} : { check };
 }
 
 const DEVICE_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';

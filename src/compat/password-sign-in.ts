@@ -2,7 +2,8 @@ import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { MatrixError } from '../errors/matrix-error.js';
 import { clientAddress, logOf } from '../http/request-state.js';
-import { resolveAccount, type PrefetchedUser } from '../identity/account-resolver.js';
+import { resolveAccount, type PrefetchedAccount } from '../identity/account-resolver.js';
+import type { Binding } from '../identity/bindings.js';
 import { provisionAccount } from '../identity/account-provisioning.js';
 import { UpstreamError, type UpstreamGrant, type UpstreamProvider } from '../oidc/upstream.js';
 import type { OpOrigin } from '../sessions/session.js';
@@ -55,7 +56,8 @@ export async function opPasswordSignIn<T>(
   who: KnownAccountName,
   password: string,
   admit: () => Promise<void>,
-  signIn: (signedIn: { localpart: string; origin: OpOrigin }) => Promise<T>,
+  signIn: (signedIn: { localpart: string; origin: OpOrigin; binding: Binding }) => Promise<T>,
+  options: { readonly bindingCheckedAtWrite?: boolean } = {},
 ): Promise<T> {
   const idpId = deps.config.password_login.idp_id;
   const provider = idpId === undefined ? undefined : deps.providers.get(idpId);
@@ -68,8 +70,17 @@ export async function opPasswordSignIn<T>(
   // account resolves to that localpart and the query is off the login's path (issue 19, login cost). A read only,
   // after the throttle admitted the attempt (so bounded by it); its failure counts only if resolution uses it. The
   // answer to the client does not wait for it when the OP refuses, so existing and unknown names look alike.
-  const prefetched: PrefetchedUser | undefined = who.kind === 'localpart' ? { localpart: who.name, user: deps.homeserver.queryUser(who.name) } : undefined;
-  prefetched?.user.catch(() => undefined);
+  // Its binding is read too when the caller reads it again in the step that writes the session
+  // (`bindingCheckedAtWrite`: a removal meanwhile refuses the session, compat/login.ts): used only if the OP's subject
+  // is the one it binds, so a read ahead binds nothing stale.
+  let prefetched: PrefetchedAccount | undefined;
+  if (who.kind === 'localpart') {
+    const user = deps.homeserver.queryUser(who.name);
+    user.catch(() => undefined);
+    const binding = options.bindingCheckedAtWrite === true ? deps.bindings.findByLocalpart(who.name) : undefined;
+    binding?.catch(() => undefined);
+    prefetched = { localpart: who.name, user, ...(binding === undefined ? {} : { binding }) };
+  }
   let grant: UpstreamGrant;
   let opUsername: string;
   try {
@@ -99,7 +110,7 @@ export async function opPasswordSignIn<T>(
     ...(grant.refreshToken === undefined ? {} : { sealedOpRefreshToken: deps.keys.seal(grant.refreshToken) }),
     lastValidatedAt: deps.clock.now(),
   };
-  const [result] = await Promise.all([signIn({ localpart: account.localpart, origin }), remembered]);
+  const [result] = await Promise.all([signIn({ localpart: account.localpart, origin, binding: account.binding }), remembered]);
   return result;
 }
 

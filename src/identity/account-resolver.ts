@@ -32,13 +32,16 @@ export type AccountRefusal =
   | 'deactivated'; // the homeserver account is deactivated
 
 /**
- * The homeserver's answer about a localpart, asked for before the OP's answer arrived (a password login names the
- * localpart it expects): used when resolution arrives at that same localpart, else a fresh query is made. Bindings
- * are never read ahead: one read before the OP's answer could hand a subject a localpart re-bound meanwhile.
+ * What a password login can ask for before the OP's answer arrives, about the localpart it names: the homeserver's
+ * user, used when resolution arrives at that same localpart (else a fresh query is made), and the binding that holds
+ * the localpart, used only when it binds the subject the OP authenticated (else the binding is read as usual). A
+ * binding read ahead can be older than the OP's answer: a caller that passes one must check, when the session is
+ * written, that the binding still stands (BindingStore.stillBound; compat/login.ts does).
  */
-export interface PrefetchedUser {
+export interface PrefetchedAccount {
   readonly localpart: string;
   readonly user: Promise<HomeserverUser | undefined>;
+  readonly binding?: Promise<Binding | undefined>;
 }
 
 export type AccountResult = ResolvedAccount | { readonly ok: false; readonly reason: AccountRefusal };
@@ -53,7 +56,7 @@ export async function resolveAccount(
   grant: Pick<UpstreamGrant, 'sub' | 'claims'>,
   deps: { bindings: BindingStore; homeserver: HomeserverAdapter },
   opUsername?: string,
-  prefetched?: PrefetchedUser,
+  prefetched?: PrefetchedAccount,
 ): Promise<AccountResult> {
   const queryUser = (localpart: string) => (prefetched?.localpart === localpart ? prefetched.user : deps.homeserver.queryUser(localpart));
   if (!meetsRequirements(grant.claims, policy.attributeRequirements)) return { ok: false, reason: 'requirements_not_met' };
@@ -61,7 +64,8 @@ export async function resolveAccount(
   // Bindings are keyed by the OP's `sub` unless the admin chose another subject claim (Synapse's subject_claim).
   const subject = identity.subject;
 
-  const existing = await deps.bindings.find(policy.issuer, subject);
+  const ahead = prefetched?.binding === undefined ? undefined : await prefetched.binding.catch(() => undefined);
+  const existing = ahead !== undefined && ahead.issuer === policy.issuer && ahead.sub === subject ? ahead : await deps.bindings.find(policy.issuer, subject);
   if (existing !== undefined) {
     const user = await queryUser(existing.localpart);
     if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };

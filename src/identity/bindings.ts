@@ -92,6 +92,16 @@ export class BindingStore {
     return { ok: true, binding };
   }
 
+  /**
+   * What to read when a session made through `binding` is written, and whether the value read then is still that
+   * binding (same localpart). An admin's removal sweeps the user's sessions after it removed the binding
+   * (admin-routes.ts), so read in the step that writes the session, one of the two sees the other.
+   */
+  stillBound(binding: Binding): { readonly key: string; readonly holds: (value: string | undefined) => boolean } {
+    const key = bindingKeys.binding(binding.issuer, binding.sub);
+    return { key, holds: (value) => readRecord(bindingRecord, value, key, this.logger)?.localpart === binding.localpart };
+  }
+
   /** Records the OP username that worked for this subject (login by Matrix localpart uses it). */
   async rememberOpUsername(binding: Binding, opUsername: string): Promise<void> {
     if (binding.opUsername === opUsername) return;

@@ -8,7 +8,7 @@ import type { Store } from '../store/store.js';
 import type { LoginGrant, LoginTokenStore } from './login-tokens.js';
 import type { SessionKeys } from './secret-box.js';
 import { opOriginOf, opSubjectOf, type Session, type SessionOrigin } from './session.js';
-import type { EndedAtOpCheck, SessionLifecycle } from './session-lifecycle.js';
+import type { SessionLifecycle, StartCheck } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
 
 /**
@@ -159,7 +159,7 @@ async function voidPendingSsoLogins(store: Store, idpId: string, selector: { sid
  */
 export async function loggedOutAtOpSince(store: Store, origin: { idpId: string; sub: string; sid?: string }, authenticatedAt: number): Promise<boolean> {
   const check = opLogoutCheck(origin, authenticatedAt);
-  return check.ended(await store.getMany(check.keys));
+  return check.refusal(await store.getMany(check.keys)) !== undefined;
 }
 
 /**
@@ -168,10 +168,10 @@ export async function loggedOutAtOpSince(store: Store, origin: { idpId: string; 
  * the markers close the race with `applyOpLogout`, which writes its markers before it reads the indexes: either the
  * logout finds the session or the login finds the marker.
  */
-export function opLogoutCheck(origin: { idpId: string; sub: string; sid?: string }, authenticatedAt: number): EndedAtOpCheck {
+export function opLogoutCheck(origin: { idpId: string; sub: string; sid?: string }, authenticatedAt: number): StartCheck {
   return {
     keys: [keys.loggedOutSub(origin.idpId, origin.sub), origin.sid === undefined ? keys.loggedOutSidlessOfSub(origin.idpId, origin.sub) : keys.loggedOutSid(origin.idpId, origin.sid)],
-    ended: (markers) => markers.some((at) => at !== undefined && Number(at) >= authenticatedAt),
+    refusal: (markers) => (markers.some((at) => at !== undefined && Number(at) >= authenticatedAt) ? 'ended_at_op' : undefined),
   };
 }
 

@@ -16,25 +16,47 @@ export interface StartOptions {
   /** The proxy generated the device id for this login (the client sent none): no session can be on it yet. */
   readonly freshDevice?: boolean;
   /**
-   * Whether the OP ended the sign-in meanwhile (a back-channel logout that arrived between the OP's answer and the
-   * session write found no session to end): `keys` are read in the same store step as the session's writes, after
-   * them (one round trip for both: issue 19, login cost), and `ended` decides from their values. Then the session
-   * ends and start throws SessionEndedAtOp.
+   * Whether the sign-in still stands once its session exists: `keys` are read in the same store step as the
+   * session's writes, after them (one round trip for both: issue 19, login cost), and `refusal` decides from their
+   * values. A refused session ends at once and start throws SessionStartRefused.
    */
-  readonly endedAtOp?: EndedAtOpCheck;
+  readonly check?: StartCheck;
 }
 
-/** Store keys a concurrent OP logout leaves (op-logouts.ts), and what their values mean for this sign-in. */
-export interface EndedAtOpCheck {
+/**
+ * Why a session just written must not stand: the OP ended the sign-in meanwhile (a back-channel logout that arrived
+ * between the OP's answer and the write found no session to end: op-logouts.ts), or the binding the sign-in
+ * resolved to is gone or points elsewhere (an admin removed it: its sweep of sessions ran before this write).
+ */
+export type StartRefusal = 'ended_at_op' | 'binding_changed';
+
+export interface StartCheck {
   readonly keys: readonly string[];
-  readonly ended: (values: readonly (string | undefined)[]) => boolean;
+  readonly refusal: (values: readonly (string | undefined)[]) => StartRefusal | undefined;
 }
 
-/** The OP ended the sign-in while the session was being started; the session was ended again. */
-export class SessionEndedAtOp extends Error {
-  constructor() {
-    super('the sign-in was ended at the identity provider while the session was being started');
-    this.name = 'SessionEndedAtOp';
+/** Several checks as one: their keys read in the same step, the first refusal in order wins. */
+export function allChecks(checks: readonly StartCheck[]): StartCheck | undefined {
+  if (checks.length <= 1) return checks[0];
+  return {
+    keys: checks.flatMap((check) => check.keys),
+    refusal: (values) => {
+      let offset = 0;
+      for (const check of checks) {
+        const refusal = check.refusal(values.slice(offset, offset + check.keys.length));
+        if (refusal !== undefined) return refusal;
+        offset += check.keys.length;
+      }
+      return undefined;
+    },
+  };
+}
+
+/** The sign-in no longer stands (see StartRefusal); the session was ended again. */
+export class SessionStartRefused extends Error {
+  constructor(readonly reason: StartRefusal) {
+    super(reason === 'ended_at_op' ? 'the sign-in was ended at the identity provider while the session was being started' : 'the account binding changed while the session was being started');
+    this.name = 'SessionStartRefused';
   }
 }
 
@@ -58,11 +80,12 @@ export class SessionLifecycle {
   constructor(private readonly deps: LifecycleDeps) {}
 
   async start(requested: NewSession, options: StartOptions = {}): Promise<IssuedTokens> {
-    const check = options.endedAtOp;
+    const check = options.check;
     const { issued, values } = await this.startOnDevice(withDisplayNameLimit(requested), options.freshDevice === true, check?.keys ?? []);
-    if (check === undefined || !check.ended(values)) return issued;
-    await this.end(issued.session.id, 'backchannel_logout').catch(() => undefined);
-    throw new SessionEndedAtOp();
+    const refusal = check?.refusal(values);
+    if (refusal === undefined) return issued;
+    await this.end(issued.session.id, refusal === 'ended_at_op' ? 'backchannel_logout' : 'admin').catch(() => undefined);
+    throw new SessionStartRefused(refusal);
   }
 
   /**

@@ -191,6 +191,32 @@ describe('admin API', () => {
     await h.deps.bindings.claim({ issuer, sub: h.op.users.bob.sub, localpart: 'bob', idpId: IDP_ID });
   });
 
+  test('a binding deleted while a login through it waits for the homeserver: the login is refused and leaves no session or device', async () => {
+    await login(h, 'bob');
+    for (const extra of [{}, { device_id: 'RACEDEVICE' }]) {
+      const devicesBefore = [...h.homeserver.devices('bob').keys()];
+      const held = h.homeserver.holdProvisioning('upsert_device');
+      const pending = h.request('POST', '/_matrix/client/v3/login', {
+        body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: 'bob' }, password: h.op.users.bob.password, ...extra },
+      });
+      // The OP has answered and the binding was resolved: the admin removes it now, and its sweep finds no new session.
+      await held.reached;
+      const deleted = await call(admin.url, 'DELETE', `${PREFIX}/bindings/${encodeURIComponent(issuer)}/${encodeURIComponent(h.op.users.bob.sub)}`);
+      assert.equal(deleted.status, 200, JSON.stringify(deleted.body));
+      held.release();
+      const answer = await pending;
+      assert.equal(answer.status, 403, JSON.stringify(answer.body));
+      assert.equal(answer.body.errcode, 'M_FORBIDDEN');
+      assert.match(answer.body.error, /account changed during sign-in/);
+      assert.deepEqual(await h.deps.sessions.idsOfUser('bob'), []);
+      assert.deepEqual([...h.homeserver.devices('bob').keys()].filter((id) => !devicesBefore.includes(id)), []);
+      assert.equal(await h.deps.bindings.find(issuer, h.op.users.bob.sub), undefined);
+      // Bound again (as the other tests expect), the next login stands.
+      await h.deps.bindings.claim({ issuer, sub: h.op.users.bob.sub, localpart: 'bob', idpId: IDP_ID });
+      await login(h, 'bob');
+    }
+  });
+
   test('import: dry run reports conflicts and writes nothing; the real run writes; a re-run changes nothing', async () => {
     const rows = [
       { issuer, sub: 'migrated-carol', localpart: 'carol' },
