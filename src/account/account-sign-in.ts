@@ -74,9 +74,10 @@ export async function completeAccountSignIn(
 ): Promise<void> {
   const policy = deps.policies.get(idpId);
   if (policy === undefined) throw ssoError('unknown_provider');
-  const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending);
-  // When the OP vouched for this sign-in: a back-channel logout after it (its markers) ends the page session.
+  // Taken before the OP is asked: a back-channel logout after it (its markers) ends the page session, including one
+  // that arrives while the code is being exchanged.
   const signedInAt = deps.clock.now();
+  const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending);
   // Its OP tokens are not revoked when the page session ends: this authorization shares the browser's OP session (and
   // at oidc-provider its grant) with the user's SSO logins, and revoking it would end those too. The refresh token is
   // kept (sealed) for the page session's lifetime: an app password created in it is tied to that grant.

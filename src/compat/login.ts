@@ -68,14 +68,15 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {
   const grant = await deps.loginTokens.redeem(request.token);
-  if (grant === undefined || !(await loginGrantStillValid(deps, grant))) {
+  const binding = grant === undefined ? undefined : await loginGrantStillValid(deps, grant);
+  if (grant === undefined || binding === undefined) {
     deps.metrics.logins.inc({ type: 'token', outcome: 'rejected' });
     throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid login token');
   }
   // The account may have been deactivated between the SSO confirmation and now (no side path: CVE-2023-32682).
   const user = await deps.homeserver.queryUser(grant.localpart);
   if (user?.deactivated === true) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
-  await completeLogin(ctx, deps, request, grant.localpart, grant.origin);
+  await completeLogin(ctx, deps, request, grant.localpart, grant.origin, binding);
   deps.metrics.logins.inc({ type: 'token', outcome: 'ok' });
 }
 

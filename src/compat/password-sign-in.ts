@@ -71,8 +71,8 @@ export async function opPasswordSignIn<T>(
   // after the throttle admitted the attempt (so bounded by it); its failure counts only if resolution uses it. The
   // answer to the client does not wait for it when the OP refuses, so existing and unknown names look alike.
   // Its binding is read too when the caller reads it again in the step that writes the session
-  // (`bindingCheckedAtWrite`: a removal meanwhile refuses the session, compat/login.ts): used only if the OP's subject
-  // is the one it binds, so a read ahead binds nothing stale.
+  // (`bindingCheckedAtWrite`: a removal meanwhile refuses the session, compat/login.ts), and used only if it binds
+  // the subject the OP authenticated: that check at the write is what keeps a binding read ahead from being stale.
   let prefetched: PrefetchedAccount | undefined;
   if (who.kind === 'localpart') {
     const user = deps.homeserver.queryUser(who.name);
@@ -81,6 +81,9 @@ export async function opPasswordSignIn<T>(
     binding?.catch(() => undefined);
     prefetched = { localpart: who.name, user, ...(binding === undefined ? {} : { binding }) };
   }
+  // The sign-in's time is taken before the OP is asked: a back-channel logout of this subject that arrives while the
+  // grant is answered, resolved or provisioned finds no session yet, and its marker must count against this login.
+  const askedAt = deps.clock.now();
   let grant: UpstreamGrant;
   let opUsername: string;
   try {
@@ -108,7 +111,7 @@ export async function opPasswordSignIn<T>(
     sub: grant.sub,
     ...(grant.sid === undefined ? {} : { sid: grant.sid }),
     ...(grant.refreshToken === undefined ? {} : { sealedOpRefreshToken: deps.keys.seal(grant.refreshToken) }),
-    lastValidatedAt: deps.clock.now(),
+    lastValidatedAt: askedAt,
   };
   const [result] = await Promise.all([signIn({ localpart: account.localpart, origin, binding: account.binding }), remembered]);
   return result;

@@ -39,6 +39,9 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
   if (pending.purpose?.kind === 'uia') return completeSsoReauthentication(ctx, deps, provider, idpId, state, pending, pending.purpose);
   if (pending.purpose?.kind === 'account') return completeAccountSignIn(ctx, deps, provider, idpId, state, pending, pending.purpose);
 
+  // Taken before the OP is asked: a back-channel logout that arrives while the code is exchanged or the account
+  // resolved finds no login yet, and its marker must count against this one (op-logouts.ts loggedOutAtOpSince).
+  const exchangedAt = deps.clock.now();
   const grant = await exchangeCallbackCode(ctx, deps, provider, idpId, state, pending, (err) =>
     deps.metrics.logins.inc({ type: 'sso', outcome: err.kind === 'unavailable' ? 'error' : 'rejected' }),
   );
@@ -63,7 +66,7 @@ export async function getSsoCallback(ctx: Context, deps: AppDeps): Promise<void>
     ...(account.identity.displayName === undefined ? {} : { displayName: account.identity.displayName }),
     redirectUrl: pending.redirectUrl,
     browserHash: pending.browserHash,
-    validatedAt: deps.clock.now(),
+    validatedAt: exchangedAt,
   };
   deps.metrics.logins.inc({ type: 'sso', outcome: 'ok' });
   logOf(ctx, deps.logger).info({ event: 'sso.callback.ok', idp_id: idpId, localpart: account.localpart, first_login: account.firstLogin }, 'sso.callback.ok');

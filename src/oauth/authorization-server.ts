@@ -17,6 +17,8 @@ import { refreshGrant } from './refresh-grant.js';
 import { asPublicRequest, issuerOf, OAUTH_ROUTES } from './oauth-routes.js';
 import type { AuthorizationServer } from '../app-deps.js';
 import { SignInStore } from '../sessions/oauth-sign-ins.js';
+import { opLogoutCheck } from '../sessions/op-logouts.js';
+import { SessionStartRefused } from '../sessions/session-lifecycle.js';
 
 /**
  * The homeserver's OAuth 2.0 server for native clients (native_clients: serve; MSC2964 authorization code + PKCE,
@@ -404,16 +406,26 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
   // MSC2967: the client allocates the device id; one that asked for none gets one allocated here.
   const deviceId = granted.deviceId ?? randomBytes(8).toString('hex').toUpperCase().slice(0, 10);
   const lifetimeMs = deps.config.sessions.refreshable_access_token_lifetime;
-  const issued = await deps.lifecycle.start({
-    localpart: signIn.localpart,
-    deviceId,
-    ...(client.clientName === undefined ? {} : { deviceDisplayName: String(client.clientName) }),
-    origin: signIn.origin,
-    oauthClientId: client.clientId,
-    ...(ctx.ip === '' ? {} : { ip: ctx.ip }),
-    ...(ctx.get('user-agent') === '' ? {} : { userAgent: ctx.get('user-agent') }),
-    refreshableLifetimeMs: lifetimeMs,
-  });
+  let issued;
+  try {
+    issued = await deps.lifecycle.start(
+      {
+        localpart: signIn.localpart,
+        deviceId,
+        ...(client.clientName === undefined ? {} : { deviceDisplayName: String(client.clientName) }),
+        origin: signIn.origin,
+        oauthClientId: client.clientId,
+        ...(ctx.ip === '' ? {} : { ip: ctx.ip }),
+        ...(ctx.get('user-agent') === '' ? {} : { userAgent: ctx.get('user-agent') }),
+        refreshableLifetimeMs: lifetimeMs,
+      },
+      // A back-channel logout of the OP session this sign-in came from, since it was made, ends it here too.
+      { check: opLogoutCheck(signIn.origin, signIn.origin.lastValidatedAt) },
+    );
+  } catch (err: unknown) {
+    if (err instanceof SessionStartRefused) return fail(400, 'invalid_grant', 'The sign-in was ended at the identity provider');
+    throw err;
+  }
   await discard();
   deps.logger.info({ event: 'oauth.code_exchanged', grant_type: grantType, client_id: client.clientId, localpart: signIn.localpart, device_id: deviceId, session_id: issued.session.id }, 'oauth.code_exchanged');
   ctx.body = {

@@ -38,7 +38,7 @@ export async function postOAuthInteractionPassword(ctx: Context, deps: AppDeps):
   let signedIn;
   try {
     const { account, admit } = await admitPasswordAttempt(ctx, deps, canonicalUser(username, deps.config.server_name), password);
-    signedIn = await opPasswordSignIn(ctx, deps, account, password, admit, async (who) => who);
+    signedIn = await opPasswordSignIn(ctx, deps, account, password, admit, async ({ localpart, origin }) => ({ localpart, origin }));
   } catch (err: unknown) {
     if (err instanceof RateLimited) {
       ctx.set('Retry-After', String(Math.max(1, Math.ceil(err.retryAfterMs / 1000))));

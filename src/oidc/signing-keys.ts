@@ -182,14 +182,26 @@ const NODE_VERIFY: Readonly<Record<string, { readonly hash: string | null; reado
 /** The node KeyObject of each public CryptoKey jose imported (its key set keeps the CryptoKeys alive). */
 const keyObjects = new WeakMap<webcrypto.CryptoKey, KeyObject>();
 
-/** The payload of a JWS whose signature `key` verifies for `alg`, or undefined when this path does not apply. */
-function verifyWithNode(jws: string, alg: string, key: unknown, header: ProtectedHeaderParameters): Uint8Array | undefined {
+/** Three base64url segments, nothing else: jose decodes strictly, Buffer.from would skip what is not base64url. */
+const STRICT_COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
+
+/**
+ * The payload of a JWS whose signature `key` verifies for `alg`, or undefined when this path does not apply (jose
+ * decides then). Everything jose refuses before the signature is refused here too: RSA keys under 2048 bits (RFC
+ * 7518 §3.3, jose's minimum), characters outside base64url.
+ */
+export function verifyWithNode(jws: string, alg: string, key: unknown, header: ProtectedHeaderParameters): Uint8Array | undefined {
   const params = NODE_VERIFY[alg];
   if (params === undefined || header.crit !== undefined || header.b64 !== undefined || !(key instanceof globalThis.CryptoKey) || key.type !== 'public') return undefined;
+  if (!STRICT_COMPACT_JWS.test(jws)) return undefined;
   let keyObject = keyObjects.get(key);
   if (keyObject === undefined) {
     keyObject = KeyObject.from(key);
     keyObjects.set(key, keyObject);
+  }
+  const modulusLength = keyObject.asymmetricKeyDetails?.modulusLength;
+  if ((alg.startsWith('RS') || alg.startsWith('PS')) && (modulusLength === undefined || modulusLength < 2048)) {
+    throw new JwsRejected(`JWS rejected: ${alg} requires key modulusLength to be 2048 bits or larger`);
   }
   const signatureStart = jws.lastIndexOf('.');
   const payloadStart = jws.indexOf('.') + 1;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
-import type { BindingStore } from '../identity/bindings.js';
+import type { Binding, BindingStore } from '../identity/bindings.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { LogoutTokenClaims, UpstreamProvider } from '../oidc/upstream.js';
 import type { Store } from '../store/store.js';
@@ -184,15 +184,16 @@ function usesOpSubject(config: Pick<Config, 'oidc_providers'>, idpId: string): b
 /**
  * No side path through `m.login.token` (CVE-2023-32682): the binding the grant was made for must still exist, and
  * the OP must not have logged out its session since. Unredeemed tokens are voided at logout already; this catches a
- * token minted from a grant that was in flight when the logout arrived.
+ * token minted from a grant that was in flight when the logout arrived. Returns the binding it stands on (the
+ * session's write checks it again), or undefined when the grant no longer holds.
  */
 export async function loginGrantStillValid(
   deps: { readonly store: Store; readonly bindings: BindingStore; readonly config: Pick<Config, 'oidc_providers'> },
   grant: LoginGrant,
-): Promise<boolean> {
+): Promise<Binding | undefined> {
   const binding = await deps.bindings.findByLocalpart(grant.localpart);
-  if (binding === undefined || binding.issuer !== grant.origin.issuer) return false;
+  if (binding === undefined || binding.issuer !== grant.origin.issuer) return undefined;
   // The localpart may have been re-bound to another subject (admin delete + import) since this grant was made.
-  if (usesOpSubject(deps.config, grant.origin.idpId) && binding.sub !== grant.origin.sub) return false;
-  return !(await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt));
+  if (usesOpSubject(deps.config, grant.origin.idpId) && binding.sub !== grant.origin.sub) return undefined;
+  return (await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt)) ? undefined : binding;
 }

@@ -84,7 +84,7 @@ export class SessionLifecycle {
     const { issued, values } = await this.startOnDevice(withDisplayNameLimit(requested), options.freshDevice === true, check?.keys ?? []);
     const refusal = check?.refusal(values);
     if (refusal === undefined) return issued;
-    await this.end(issued.session.id, refusal === 'ended_at_op' ? 'backchannel_logout' : 'admin').catch(() => undefined);
+    await this.discard(issued.session, refusal === 'ended_at_op' ? 'backchannel_logout' : 'admin');
     throw new SessionStartRefused(refusal);
   }
 
@@ -146,6 +146,25 @@ export class SessionLifecycle {
     this.deps.logger.info({ event: 'session.ended', reason, session_id: removed.id, localpart: removed.localpart, device_id: removed.deviceId }, 'session.ended');
     this.revokeInBackground(removed);
     return removed;
+  }
+
+  /**
+   * A session just written whose sign-in no longer stands (StartRefusal). Its client never got the tokens, so, unlike
+   * `end`, the session goes first — a homeserver failure then leaves at most a device, never a live session — and
+   * its device after it, unless another session holds that device id now; failures are logged, not thrown.
+   */
+  private async discard(session: Session, reason: EndReason): Promise<void> {
+    const log = { session_id: session.id, localpart: session.localpart, device_id: session.deviceId };
+    try {
+      const removed = await this.deps.sessions.remove(session.id);
+      if (removed === undefined) return;
+      this.deps.metrics.sessionsEnded.inc({ reason });
+      this.deps.logger.info({ event: 'session.ended', reason, ...log }, 'session.ended');
+      this.revokeInBackground(removed);
+      if ((await this.deps.sessions.idOfDevice(removed.localpart, removed.deviceId)) === undefined) await this.endAtHomeserver(removed);
+    } catch (err: unknown) {
+      this.deps.logger.warn({ event: 'session.discard_failed', err, reason, ...log }, 'session.discard_failed');
+    }
   }
 
   /**

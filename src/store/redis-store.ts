@@ -162,8 +162,9 @@ export interface RedisStoreOptions {
 }
 
 /*
- * Lua keeps each multi-step operation atomic on the server. Each script touches one key, so every script is valid
- * under Redis Cluster whatever the key; a future multi-key script needs its keys to share a `{...}` hash tag.
+ * Lua keeps each multi-step operation atomic on the server. The one-key scripts are valid under Redis Cluster
+ * whatever the key; the multi-key ones (storeTakeTokens, storeWriteThenRead) run only on a single server or
+ * Sentinel's master, and their callers take another path on Cluster.
  */
 const scripts = {
   storeConsume: {
@@ -454,12 +455,15 @@ export class RedisStore implements Store {
     this.assertOpen();
     for (const write of writes) if (write.op === 'addWord') checkWord(write.word);
     if (this.client instanceof Cluster) {
-      // The keys lie in different hash slots: the writes, then the reads (each read still follows every write).
-      await Promise.all(
+      // The keys lie in different hash slots: the writes, then the reads (each read still follows every write). Every
+      // write is settled before a failure is reported, so a caller's clean-up cannot race one still under way.
+      const settled = await Promise.allSettled(
         writes.map((write) =>
           write.op === 'set' ? this.set(write.key, write.value) : write.op === 'addToSet' ? this.addToSet(write.key, write.member) : this.addWord(write.key, write.word),
         ),
       );
+      const failed = settled.find((outcome) => outcome.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
       return this.getMany(readKeys);
     }
     const keys = [...writes.map((write) => this.key(write.key)), ...readKeys.map((key) => this.key(key))];

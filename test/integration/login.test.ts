@@ -1,4 +1,5 @@
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -318,7 +319,7 @@ describe('legacy login API against the in-process OP (memory store)', () => {
   });
 });
 
-describe('a back-channel logout during a login (Redis store: the session write and the marker check are one script)', () => {
+describe('logins racing an OP logout or a binding deletion (Redis store: the session write and its checks are one script)', () => {
   let h: Harness;
   before(async () => {
     h = await startProxyHarness({ store: 'redis' });
@@ -327,8 +328,67 @@ describe('a back-channel logout during a login (Redis store: the session write a
     await h.stop();
   });
 
-  test('it ends the new session, device and all', async () => {
+  test('a back-channel logout while the login waits for the device ends the new session, device and all', async () => {
     await backchannelLogoutDuringLogin(h);
+  });
+
+  test('a back-channel logout after the OP answered, while the account is being resolved, refuses the login', async () => {
+    const bob = h.op.users.bob;
+    assert.equal((await h.passwordLogin('bob', bob.password)).status, 200);
+    let answered = () => {};
+    const tokenAnswered = new Promise<void>((resolve) => (answered = resolve));
+    h.op.interceptTokenResponses((body) => {
+      answered();
+      return body;
+    });
+    // The homeserver's answer about bob (asked for while the OP checks the password) is held: the login waits in
+    // account resolution, after the OP issued its grant.
+    const held = h.homeserver.holdProvisioning('query_user');
+    try {
+      const login = h.passwordLogin('bob', bob.password);
+      await held.reached;
+      await tokenAnswered;
+      const logoutToken = await h.op.signLogoutToken(h.op.logoutTokenClaims({ sub: bob.sub, sid: undefined }));
+      const logout = await fetch(`${h.url}/_matrix-compat-proxy/backchannel-logout/${IDP_ID}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ logout_token: logoutToken }).toString(),
+      });
+      assert.equal(logout.status, 200, await logout.text());
+      // The proxy's clock moves on: a sign-in time taken after the answer would now be later than the logout's marker.
+      await sleep(5);
+      held.release();
+      const { status, body } = await login;
+      assert.equal(status, 403, `a session made from a grant the OP logged out stands: ${JSON.stringify(body)}`);
+      assert.match(body.error, /ended at the identity provider/);
+      assert.deepEqual(await h.deps.sessions.idsOfUser('bob'), []);
+    } finally {
+      held.release();
+      h.op.interceptTokenResponses(undefined);
+    }
+    assert.equal((await h.passwordLogin('bob', bob.password)).status, 200);
+  });
+
+  test('a binding deleted while an m.login.token login waits for the device refuses the login', async () => {
+    assert.equal((await h.passwordLogin('bob', h.op.users.bob.password)).status, 200);
+    const binding = await h.deps.bindings.findByLocalpart('bob');
+    assert.ok(binding);
+    const origin = { kind: 'sso' as const, idpId: IDP_ID, issuer: binding.issuer, sub: binding.sub, lastValidatedAt: Date.now() };
+    const token = await h.deps.loginTokens.mint({ localpart: 'bob', origin }, 120_000);
+    const held = h.homeserver.holdProvisioning('upsert_device');
+    const login = h.request('POST', LOGIN, { body: { type: 'm.login.token', token } });
+    await held.reached;
+    // What the admin route does (admin-routes.ts deleteBinding): sweep the sessions, remove, sweep again.
+    const sweep = async () => h.deps.lifecycle.endMany(await h.deps.sessions.idsOfUser('bob'), 'admin');
+    await sweep();
+    await h.deps.bindings.remove(binding.issuer, binding.sub);
+    await sweep();
+    held.release();
+    const answer = await login;
+    assert.equal(answer.status, 403, JSON.stringify(answer.body));
+    assert.match(answer.body.error, /account changed during sign-in/);
+    assert.deepEqual(await h.deps.sessions.idsOfUser('bob'), []);
+    await h.deps.bindings.claim({ issuer: binding.issuer, sub: binding.sub, localpart: 'bob', idpId: binding.idpId });
   });
 });
 

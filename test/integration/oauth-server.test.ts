@@ -105,6 +105,18 @@ async function signInNatively(user = h.op.users.alice, prompt?: string) {
 
 const whoami = (token: string) => h.request('GET', '/_matrix/client/v3/account/whoami', { token });
 
+/** The PKCE verifier matrix-js-sdk (oidc-client-ts) keeps in sessionStorage for the authorization with this state. */
+function codeVerifierOf(state: string): string {
+  const storage = (globalThis as unknown as { sessionStorage: Storage }).sessionStorage;
+  for (let index = 0; index < storage.length; index++) {
+    const value = storage.getItem(storage.key(index) ?? '');
+    if (value === null || !value.includes(state)) continue;
+    const verifier = (JSON.parse(value) as { code_verifier?: unknown }).code_verifier;
+    if (typeof verifier === 'string') return verifier;
+  }
+  throw new Error(`no code verifier stored for state ${state}`);
+}
+
 async function tokenRequest(form: Record<string, string>) {
   const response = await fetch(`${issuer()}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
   return { status: response.status, body: (await response.json()) as Record<string, any> };
@@ -202,6 +214,23 @@ describe('native_clients: serve', () => {
     assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
     assert.equal((await whoami(completed.tokenResponse.access_token)).status, 401);
     assert.equal(h.homeserver.devices('bob').has(deviceId ?? ''), false);
+  });
+
+  test('a back-channel logout between the sign-in and the code exchange: the exchange is refused, no session is left', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+    const { code, state, opBrowser } = await authorizeInBrowser(url, h.op.users.bob);
+    await opBrowser.logout({ clientId: h.op.clientId });
+    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
+    const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1] ?? '';
+    const exchange = await tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
+    assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
+    assert.equal(exchange.body['error'], 'invalid_grant');
+    assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
+    const sessions = await Promise.all((await h.deps.sessions.idsOfUser('bob')).map((id) => h.deps.sessions.get(id)));
+    assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
+    assert.equal(h.homeserver.devices('bob').has(deviceId), false);
   });
 
   test("native sessions are in the user's one session list (what the admin API and /logout/all read)", async () => {

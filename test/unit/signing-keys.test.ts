@@ -2,10 +2,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KeyObject, constants as cryptoConstants, sign as cryptoSign, type webcrypto } from 'node:crypto';
+import { KeyObject, constants as cryptoConstants, generateKeyPairSync, sign as cryptoSign, type webcrypto } from 'node:crypto';
 import { CompactSign, compactVerify, createLocalJWKSet, exportJWK, generateKeyPair, type JWK } from 'jose';
 import { systemClock } from '../../src/clock.js';
-import { JwsRejected, SigningKeys } from '../../src/oidc/signing-keys.js';
+import { JwsRejected, SigningKeys, verifyWithNode } from '../../src/oidc/signing-keys.js';
 
 /**
  * The JWS check of ID tokens and logout tokens (src/oidc/signing-keys.ts) for every asymmetric algorithm the OP may
@@ -13,12 +13,14 @@ import { JwsRejected, SigningKeys } from '../../src/oidc/signing-keys.js';
  * node:crypto directly (issue 19); jose's own compactVerify is the reference every verdict must agree with.
  */
 
-const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
 
 interface KeyPair {
   readonly alg: string;
   readonly privateKey: webcrypto.CryptoKey;
-  readonly jwk: JWK;
+  readonly jwk: JWK & { readonly kid: string };
+  /** Another key of the same kind, not published: a forger's. */
+  readonly impostor: webcrypto.CryptoKey;
 }
 
 const encoder = new TextEncoder();
@@ -46,8 +48,10 @@ describe('SigningKeys: asymmetric JWS algorithms', () => {
 
   before(async () => {
     for (const alg of ALGS) {
-      const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
-      pairs.push({ alg, privateKey, jwk: { ...(await exportJWK(publicKey)), kid: `key-${alg}`, alg, use: 'sig' } });
+      const options = { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) };
+      const { privateKey, publicKey } = await generateKeyPair(alg, options);
+      const impostor = (await generateKeyPair(alg, options)).privateKey;
+      pairs.push({ alg, privateKey, impostor, jwk: { ...(await exportJWK(publicKey)), kid: `key-${alg}`, alg, use: 'sig' } });
     }
     jwks = { keys: pairs.map((pair) => pair.jwk) };
     server = createServer((_req, res) => {
@@ -73,20 +77,24 @@ describe('SigningKeys: asymmetric JWS algorithms', () => {
       const flipped = Buffer.from(signature, 'base64url');
       flipped[flipped.length - 1]! ^= 0x01;
       const shortened = Buffer.from(signature, 'base64url').subarray(1).toString('base64url');
-      const otherKey = pairs.find((candidate) => candidate.alg !== alg && candidate.alg.slice(0, 2) === alg.slice(0, 2)) ?? pairs.find((candidate) => candidate.alg !== alg)!;
       const forged = [
         `${header}.${otherPayload}.${signature}`,
         `${header}.${payload}.${flipped.toString('base64url')}`,
         `${header}.${payload}.${shortened}`,
         `${header}.${payload}.`,
-        // Signed by another key, presented under this key's kid.
-        await sign(otherKey, claims, { alg, kid: pair.jwk.kid }).catch(() => undefined),
+        // Signed by a key of the same kind that the OP never published, presented under this key's kid.
+        await new CompactSign(encoder.encode(JSON.stringify(claims))).setProtectedHeader({ alg, kid: pair.jwk.kid }).sign(pair.impostor),
+        // The good token re-encoded: junk after the signature, a look-alike character whose low byte is base64url.
+        `${jws}!*`,
+        `${header}.${String.fromCharCode(0x100 + payload.charCodeAt(0))}${payload.slice(1)}.${signature}`,
       ];
       for (const candidate of forged) {
-        if (candidate === undefined) continue;
         await assert.rejects(keys.verify(candidate, [alg], undefined), JwsRejected, candidate);
         assert.equal(await joseVerdict(jwks, candidate, alg), undefined);
       }
+      // The signature was checked by node:crypto, not handed to jose (issue 19: that is the point of the path).
+      const key = await createLocalJWKSet(jwks)({ alg, kid: pair.jwk.kid });
+      assert.deepEqual(JSON.parse(Buffer.from(verifyWithNode(jws, alg, key, { alg, kid: pair.jwk.kid }) ?? []).toString()), claims);
       await assert.rejects(keys.verify(jws, ALGS.filter((other) => other !== alg), undefined), /not allowed/);
     });
   }
@@ -106,6 +114,19 @@ describe('SigningKeys: asymmetric JWS algorithms', () => {
     const jws = signRaw({ alg: 'PS256', kid: pair.jwk.kid }, pair.privateKey, 'sha256', pss);
     await assert.rejects(keys.verify(jws, ['PS256'], undefined), JwsRejected);
     assert.equal(await joseVerdict(jwks, jws, 'PS256'), undefined);
+    // Nor does the node path, handed that RSA key for RS256 (PKCS#1 v1.5) while the signature is PSS.
+    const key = await createLocalJWKSet(jwks)({ alg: 'RS256', kid: pair.jwk.kid });
+    assert.throws(() => verifyWithNode(jws, 'RS256', key, { alg: 'RS256', kid: pair.jwk.kid }), /signature verification failed/);
+  });
+
+  test('RSA keys under 2048 bits are refused, as jose refuses them', async () => {
+    const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const weakJwks = { keys: [{ ...(await exportJWK(weak.publicKey)), kid: 'weak', alg: 'RS256', use: 'sig' }] };
+    const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'weak' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+    const jws = `${input}.${cryptoSign('sha256', Buffer.from(input), weak.privateKey).toString('base64url')}`;
+    assert.equal(await joseVerdict(weakJwks, jws, 'RS256'), undefined);
+    const key = await createLocalJWKSet(weakJwks)({ alg: 'RS256', kid: 'weak' });
+    assert.throws(() => verifyWithNode(jws, 'RS256', key, { alg: 'RS256', kid: 'weak' }), /2048 bits/);
   });
 });
 
