@@ -3,8 +3,9 @@ import { Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
-import type { FixedRateJob, FixedRateResult, LoadJob, RequestShape, SequenceJob, SequenceResult, ThroughputJob, ThroughputResult, TransferJob, TransferResult } from './harness/load-jobs.js';
+import type { FixedRateJob, FixedRateResult, FixedRateTrace, LoadJob, RequestShape, SequenceJob, SequenceResult, ThroughputJob, ThroughputResult, TransferJob, TransferResult } from './harness/load-jobs.js';
 import { distributionOf } from './harness/statistics.js';
+import { startProbe, stopProbe } from './harness/tail-probe.js';
 
 /**
  * The load-generator process (forked by harness/load-generator-client.ts). It answers `{ id, job }` messages with
@@ -103,7 +104,7 @@ function throughput(job: ThroughputJob): Promise<ThroughputResult> {
  * minimal keep-alive HTTP/1.1 client on raw sockets: node's http client would cost the generator more CPU than the
  * proxy spends, on a machine with two cores.
  */
-function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
+async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
   const url = new URL(job.url);
   const vary = variation(job);
   const total = Math.max(1, Math.round(job.rate * job.durationSec));
@@ -115,47 +116,65 @@ function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
   let non2xx = 0;
   let errors = 0;
   let maxLagMs = 0;
-  const waiting: { due: number; head: Buffer }[] = [];
+  // --trace: due time and latency of every request by its index, and the ticks that came late.
+  const traced = job.trace === true;
+  const dueAt = traced ? new Float64Array(total) : undefined;
+  const latencyOf = traced ? new Float64Array(total).fill(-1) : undefined;
+  const lateTicks: [number, number][] = [];
+  const waiting: { due: number; head: Buffer; index: number }[] = [];
   const idle: RawConnection[] = [];
+  if (traced) await startProbe();
 
   return new Promise((resolve) => {
     const started = performance.now();
     let finished = false;
-    const finish = () => {
+    const finish = async () => {
       if (finished) return;
       finished = true;
       clearTimeout(deadline);
       for (const connection of connections) connection.close();
       const seconds = (performance.now() - started) / 1000;
-      resolve({ requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs });
+      const result: FixedRateResult = { requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs };
+      if (dueAt === undefined || latencyOf === undefined) {
+        resolve(result);
+        return;
+      }
+      const origin = performance.timeOrigin;
+      const trace: FixedRateTrace = { dueAt: Array.from(dueAt, (due) => origin + due), latencyMs: Array.from(latencyOf), lateTicks: lateTicks.map(([due, lag]) => [origin + due, lag]), generator: await stopProbe() };
+      resolve({ ...result, trace });
     };
     // Answers that never come (a hung target) end the run as errors instead of hanging it.
     const deadline = setTimeout(finish, job.durationSec * 1000 + REQUEST_TIMEOUT_MS);
     const connections = Array.from({ length: job.connections }, () => new RawConnection(url, (connection) => {
       const next = waiting.shift();
       if (next === undefined) idle.push(connection);
-      else connection.send(next.head, next.due);
-    }, (status, due) => {
+      else connection.send(next.head, next.due, next.index);
+    }, (status, due, index) => {
       if (status === undefined) errors += 1;
-      else if (status >= 200 && status < 300) latencies[ok++] = performance.now() - due;
-      else non2xx += 1;
+      else if (status >= 200 && status < 300) {
+        const latency = performance.now() - due;
+        latencies[ok++] = latency;
+        if (latencyOf !== undefined) latencyOf[index] = latency;
+      } else non2xx += 1;
       settled += 1;
       if (settled === total) finish();
     }));
     idle.push(...connections);
-    const fire = (due: number) => {
+    const fire = (due: number, index: number) => {
       const { headers, body } = vary();
       const head = requestBytes(url, job.method ?? 'GET', headers, body);
+      if (dueAt !== undefined) dueAt[index] = due;
       const connection = idle.pop();
-      if (connection === undefined) waiting.push({ due, head });
-      else connection.send(head, due);
+      if (connection === undefined) waiting.push({ due, head, index });
+      else connection.send(head, due, index);
     };
     const tick = () => {
       const now = performance.now();
       const due = Math.min(total, Math.floor((now - started) / intervalMs) + 1);
       if (due > sent + 1) maxLagMs = Math.max(maxLagMs, (due - sent - 1) * intervalMs);
+      if (traced && sent < due && now - (started + sent * intervalMs) >= 0.5) lateTicks.push([started + sent * intervalMs, now - (started + sent * intervalMs)]);
       while (sent < due) {
-        fire(started + sent * intervalMs);
+        fire(started + sent * intervalMs, sent);
         sent += 1;
       }
       if (sent < total && !finished) setTimeout(tick, Math.max(0, started + sent * intervalMs - performance.now()));
@@ -179,6 +198,7 @@ class RawConnection {
   private readonly socket: Socket;
   private buffered: Buffer = Buffer.alloc(0);
   private due = 0;
+  private index = 0;
   private busy = false;
   private bodyStart = -1;
   private status = 0;
@@ -188,7 +208,7 @@ class RawConnection {
   constructor(
     url: URL,
     private readonly onIdle: (connection: RawConnection) => void,
-    private readonly onDone: (status: number | undefined, due: number) => void,
+    private readonly onDone: (status: number | undefined, due: number, index: number) => void,
   ) {
     this.socket = connect(Number(url.port), url.hostname);
     this.socket.setNoDelay(true);
@@ -197,14 +217,15 @@ class RawConnection {
     this.socket.on('close', () => {
       if (this.busy && !this.closed) {
         this.busy = false;
-        this.onDone(undefined, this.due);
+        this.onDone(undefined, this.due, this.index);
       }
     });
   }
 
-  send(head: Buffer, due: number): void {
+  send(head: Buffer, due: number, index: number): void {
     this.busy = true;
     this.due = due;
+    this.index = index;
     this.bodyStart = -1;
     this.socket.write(head);
   }
@@ -236,7 +257,7 @@ class RawConnection {
     }
     this.buffered = this.buffered.subarray(consumed);
     this.busy = false;
-    this.onDone(this.status, this.due);
+    this.onDone(this.status, this.due, this.index);
     this.onIdle(this);
   }
 }

@@ -147,6 +147,10 @@ async function runProxyHere(): Promise<void> {
       case 'clock':
         reply({ type: 'clock', micros: Number(process.hrtime.bigint() / 1000n) });
         return;
+      case 'probe-start':
+      case 'probe-stop':
+        // Answered by harness/tail-probe.ts, preloaded with `node --import` when the harness asks for it.
+        return;
       case 'stop':
         void running
           .stop(2000)

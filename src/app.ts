@@ -143,10 +143,7 @@ function requestContext(deps: AppDeps, listener: Listener) {
     const incomingId = ctx.get('x-request-id');
     const requestId = /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : randomUUID();
     ctx.set('X-Request-Id', requestId);
-    setRequestState(
-      ctx,
-      lazyLogRequestState(requestId, clientIp(ctx.req, deps.config.trusted_proxies), () => deps.logger.child({ request_id: requestId, face })),
-    );
+    setRequestState(ctx, lazyLogRequestState(requestId, clientIp(ctx.req, deps.config.trusted_proxies), deps.logger, face));
     try {
       await next();
     } finally {

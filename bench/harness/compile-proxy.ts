@@ -46,6 +46,25 @@ export function compileProxyTree(sourceRoot: string, buildDir: string): string {
   return join(buildDir, 'bench', 'proxy-process.js');
 }
 
+let probe: string | undefined;
+
+/**
+ * harness/tail-probe.ts as plain JavaScript, for `node --import` into a proxy of any tree (it imports nothing from
+ * src/): bench/introspection-tail.ts preloads it into the proxies it compares. Returns the path of the script.
+ */
+export function compiledTailProbe(): string {
+  if (probe !== undefined) return probe;
+  compiledProxyProcess();
+  const source = join(REPO_ROOT, 'bench', 'harness', 'tail-probe.ts');
+  const output = ts.transpileModule(readFileSync(source, 'utf8'), {
+    fileName: source,
+    compilerOptions: { target: ts.ScriptTarget.ES2023, module: ts.ModuleKind.ESNext, verbatimModuleSyntax: true, sourceMap: false },
+  });
+  probe = join(BUILD_DIR, 'tail-probe.js');
+  writeFileSync(probe, output.outputText);
+  return probe;
+}
+
 function listTypeScript(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
     const path = join(dir, entry.name);

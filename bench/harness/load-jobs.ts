@@ -1,4 +1,5 @@
 import type { Distribution } from './statistics.js';
+import type { ProbeReport } from './tail-probe.js';
 
 /**
  * The work the load-generator process does on request. It runs in a process of its own so that generating load
@@ -33,6 +34,11 @@ export interface FixedRateJob extends RequestShape {
   readonly rate: number;
   readonly durationSec: number;
   readonly connections: number;
+  /**
+   * Also return every request's due time and latency, the generator's late ticks and its own GC and event-loop
+   * record (bench/introspection-tail.ts); costs the generator a few arrays, nothing per request otherwise.
+   */
+  readonly trace?: boolean;
 }
 
 /** One large body up or down, timed from the first byte sent to the last byte received. */
@@ -66,6 +72,18 @@ export interface FixedRateResult {
   readonly latencyMs: Distribution;
   /** How far behind schedule the generator itself fell at worst; a large value makes the run suspect. */
   readonly maxLagMs: number;
+  readonly trace?: FixedRateTrace;
+}
+
+/** Per request of a traced fixed-rate run, in send order; times are epoch ms (comparable across processes). */
+export interface FixedRateTrace {
+  readonly dueAt: number[];
+  /** ms from due to the last byte of the answer; -1 for a request that failed or was not 2xx. */
+  readonly latencyMs: number[];
+  /** [due time of the first request a tick sent late (epoch ms), how late (ms)] for every tick ≥ 0.5 ms late. */
+  readonly lateTicks: [number, number][];
+  /** The generator's own process record over the run (harness/tail-probe.ts). */
+  readonly generator: ProbeReport;
 }
 
 export interface TransferResult {

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { pinProxy } from './cpu-pinning.js';
 import { IpcChannel, startNodeChild } from './child-processes.js';
-import { compiledProxyProcess } from './compile-proxy.js';
+import { compiledProxyProcess, compiledTailProbe } from './compile-proxy.js';
+import type { ProbeReport } from './tail-probe.js';
 import type { MemoryBreakdown, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
 
 const STOP_TIMEOUT_MS = 15_000;
@@ -20,6 +21,8 @@ export interface ProxyChildOptions extends ProxyProcessInput {
   readonly nodeFlags?: readonly string[];
   /** More environment variables for the proxy process (e.g. MALLOC_ARENA_MAX). */
   readonly env?: Readonly<Record<string, string>>;
+  /** Preload harness/tail-probe.ts (GC, event-loop and allocation record on request: `probeStart`/`probeStop`). */
+  readonly probe?: boolean;
 }
 
 /** A proxy running in a process of its own (bench/proxy-process.ts, compiled to JavaScript). */
@@ -49,6 +52,7 @@ export class ProxyChild {
       // BENCH_CPU_PROFILE_INTERVAL_US: a finer sampling interval than V8's 1 ms, for short per-request frames.
       nodeFlags: [
         ...(options.nodeFlags ?? []),
+        ...(options.probe === true ? ['--import', compiledTailProbe()] : []),
         ...(cpuProfileDir === undefined
           ? []
           : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`, ...(process.env['BENCH_CPU_PROFILE_INTERVAL_US'] === undefined ? [] : [`--cpu-prof-interval=${process.env['BENCH_CPU_PROFILE_INTERVAL_US']}`])]),
@@ -127,6 +131,18 @@ export class ProxyChild {
     const reply = await this.channel.request({ type: 'clock' });
     if (reply.type !== 'clock') throw new Error(`unexpected reply ${reply.type}`);
     return reply.micros;
+  }
+
+  /** Starts the preloaded tail probe's record (needs `probe`). */
+  async probeStart(options: { allocations?: boolean | 'live' } = {}): Promise<void> {
+    await this.channel.request({ type: 'probe-start', ...options });
+  }
+
+  /** Ends the tail probe's record and returns it. */
+  async probeStop(): Promise<ProbeReport> {
+    const reply = await this.channel.request({ type: 'probe-stop' });
+    if (reply.type !== 'probe' || reply.report === undefined) throw new Error(`unexpected reply ${reply.type}`);
+    return reply.report;
   }
 
   /** Graceful stop (the process exits normally, so a CPU profile gets written); killed if that takes too long. */

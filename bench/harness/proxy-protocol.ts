@@ -1,3 +1,5 @@
+import type { ProbeReport } from './tail-probe.js';
+
 /** What bench/proxy-process.ts receives in MCP_BENCH_PROXY. */
 export interface ProxyProcessInput {
   /** The proxy configuration as the YAML document would hold it. */
@@ -35,6 +37,9 @@ export type ProxyProcessRequest = { readonly id: number } & (
   | { readonly type: 'op-call-timings' }
   | { readonly type: 'clock' }
   | { readonly type: 'stop' }
+  /** Answered by harness/tail-probe.ts when it is preloaded (ProxyChild `probe`), not by proxy-process.ts. */
+  | { readonly type: 'probe-start'; readonly allocations?: boolean | 'live' }
+  | { readonly type: 'probe-stop' }
 );
 
 export type ProxyProcessReply =
@@ -45,7 +50,8 @@ export type ProxyProcessReply =
   | { readonly type: 'rss-watch'; readonly baseline: number; readonly peak: number }
   | { readonly type: 'op-call-timings'; readonly timings: OpCallTimings }
   /** The monotonic clock V8's CPU profiler stamps its samples with (CLOCK_MONOTONIC), in microseconds. */
-  | { readonly type: 'clock'; readonly micros: number };
+  | { readonly type: 'clock'; readonly micros: number }
+  | { readonly type: 'probe'; readonly report: ProbeReport | undefined };
 
 /** Milliseconds per call to the OP, in the order they finished. */
 export interface OpCallTimings {

@@ -29,18 +29,27 @@ export async function createStore(options: CreateStoreOptions): Promise<Store> {
  * answer 503 instead of a 500. Argument errors (RangeError) are the caller's bug and stay as they are.
  */
 function failuresAsUnavailable(store: Store): Store {
+  // One wrapper per method, made on first use: a new closure per property read would be garbage on every store
+  // call of every request (issue 19: an introspection's allocations are what its collections cost). Keyed by the
+  // function too, so a method replaced on the store (none is) would not keep its old wrapper.
+  const wrappers = new Map<PropertyKey, { readonly method: unknown; readonly wrapper: (...args: unknown[]) => Promise<unknown> }>();
   return new Proxy(store, {
     get(target, property, receiver) {
       const value = Reflect.get(target, property, receiver) as unknown;
       if (typeof value !== 'function' || property === 'close' || property === 'ping') return value;
-      return async (...args: unknown[]) => {
+      const known = wrappers.get(property);
+      if (known !== undefined && known.method === value) return known.wrapper;
+      const method = value as (...a: unknown[]) => Promise<unknown>;
+      const wrapper = async (...args: unknown[]) => {
         try {
-          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          return await method.apply(target, args);
         } catch (err: unknown) {
           if (err instanceof RangeError || err instanceof StoreUnavailableError) throw err;
           throw new StoreUnavailableError(String(property), err);
         }
       };
+      wrappers.set(property, { method: value, wrapper });
+      return wrapper;
     },
   });
 }
