@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import type { AppDeps } from '../app-deps.js';
 import { OAuthError } from '../errors/oauth-error.js';
 import { bearerTokenOf } from '../http/access-token.js';
-import { bodyLimitsOf, readFormBody } from '../http/body.js';
+import { bodyLimitsOf, readFormFields } from '../http/body.js';
 import { matchesAnySecret } from '../security/shared-secret.js';
 import { introspect } from './introspection.js';
 
@@ -18,7 +18,7 @@ export async function postIntrospect(ctx: Context, deps: AppDeps): Promise<void>
   if (!matchesAnySecret(bearerTokenOf(ctx), deps.homeserverSecretDigests)) {
     throw new OAuthError(401, 'invalid_client', 'This endpoint is for the homeserver only', { 'WWW-Authenticate': 'Bearer' });
   }
-  const form = await readFormBody(ctx, bodyLimitsOf(deps.config));
+  const form = await readFormFields(ctx, bodyLimitsOf(deps.config));
   const token = form.get('token');
   if (token === null || token === '') throw new OAuthError(400, 'invalid_request', 'token is required');
   const answer = await introspect(deps, token, {

@@ -72,7 +72,12 @@ async function introspectOwnToken(deps: AppDeps, result: AuthenticateResult, req
     throw new IntrospectionUnavailable('The session store is unavailable', err);
   }
   // Soft logout and re-validation at the OP (issue 7); an unreachable OP past the grace period is a 503, not a logout.
-  const admission = await admitSession(deps, session).catch((err: unknown) => Promise.reject(new IntrospectionUnavailable('The session could not be re-validated', err)));
+  let admission;
+  try {
+    admission = await admitSession(deps, session);
+  } catch (err: unknown) {
+    throw new IntrospectionUnavailable('The session could not be re-validated', err);
+  }
   if (admission === 'inactive') return INACTIVE;
   if (admission === 'unavailable') throw new IntrospectionUnavailable('The identity provider is unreachable and the grace period is over', undefined);
   // A device that is no scope-token cannot be told to a homeserver that reads devices from `scope` (MAS does the

@@ -87,6 +87,8 @@ export async function revalidateIfDue(deps: RevalidationDeps, session: Session):
 /** The gate for every use of a session (introspection): soft logout, then re-validation if due. */
 export async function admitSession(deps: RevalidationDeps, session: Session): Promise<Admission> {
   if (session.softLoggedOut !== undefined) return 'inactive';
+  // What revalidateIfDue answers first ('fresh'), without its async call: every introspection passes here.
+  if (!isDue(deps, session)) return 'active';
   const outcome = await revalidateIfDue(deps, session);
   switch (outcome) {
     case 'ended':

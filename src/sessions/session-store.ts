@@ -231,6 +231,10 @@ export interface ImportedSessionInput {
 
 export type ImportOutcome = 'imported' | 'already_imported';
 
+/** What `touch` answers when nothing is due (a settled promise, shared: nothing is allocated per call). */
+const ALREADY_TOUCHED: Promise<void> = Promise.resolve();
+const NOTHING_SEEN: { ip?: string; userAgent?: string } = Object.freeze({});
+
 /**
  * Sessions on top of the Store. Holds only token hashes. Every write of a session goes through compare-and-set on
  * its JSON, so concurrent rotations and touches from several replicas cannot lose each other's updates.
@@ -449,10 +453,15 @@ export class SessionStore {
    * Marks the first use of a freshly rotated pair (the spec's moment the previous refresh token dies) and updates
    * last-seen at most once a minute, so the hot path writes rarely.
    */
-  async touch(session: Session, seen: { ip?: string; userAgent?: string } = {}): Promise<void> {
+  touch(session: Session, seen: { ip?: string; userAgent?: string } = NOTHING_SEEN): Promise<void> {
     const now = this.clock.now();
     const needsRetire = session.refresh?.successorUnused === true;
-    if (!needsRetire && now - session.lastSeenAt < 60_000) return;
+    // Nearly every call (each introspection): one shared settled promise rather than an async call's own.
+    if (!needsRetire && now - session.lastSeenAt < 60_000) return ALREADY_TOUCHED;
+    return this.touchNow(session, seen, now);
+  }
+
+  private async touchNow(session: Session, seen: { ip?: string; userAgent?: string }, now: number): Promise<void> {
     await this.update(session.id, (current) => ({
       ...current,
       lastSeenAt: now,
