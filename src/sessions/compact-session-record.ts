@@ -88,25 +88,32 @@ export function decodeCompactSession(f: Fields, id: string): Session | undefined
     refresh = decodeFamily(f['f']);
     if (refresh === undefined) return undefined;
   }
-  const extra = Object.fromEntries(Object.entries(f).filter(([key]) => !COMPACT_FIELDS.has(key)));
-  return {
-    ...extra,
-    id,
-    localpart: f['l'],
-    deviceId: f['d'],
-    ...(f['n'] === undefined ? {} : { deviceDisplayName: f['n'] as string }),
-    origin,
-    ...(f['oc'] === undefined ? {} : { oauthClientId: f['oc'] as string }),
-    createdAt: c,
-    lastSeenAt: c + f['s'],
-    ...(f['a'] === undefined ? {} : { ip: f['a'] as string }),
-    ...(f['ua'] === undefined ? {} : { userAgent: f['ua'] as string }),
-    accessTokenHash: f['h'],
-    ...(f['e'] === undefined ? {} : { accessExpiresAt: c + (f['e'] as number) }),
-    ...(refresh === undefined ? {} : { refresh }),
-    ...(f['ht'] === undefined ? {} : { homeserverToken: f['ht'] as string }),
-    ...(f['x'] === undefined ? {} : { softLoggedOut: { at: c + (f['x'] as number), reason: 'backchannel_logout' as const } }),
-  };
+  // Built field by field in the order the spreads of the JSON versions' decoder give (a newer release's fields first,
+  // then the known ones; a known name among them keeps its place and takes the known value), without the temporary
+  // objects of `...(cond ? {} : {...})` and Object.entries: every introspection decodes one record (issue 19).
+  const session: Record<string, unknown> = {};
+  for (const key in f) {
+    if (!Object.hasOwn(f, key) || COMPACT_FIELDS.has(key)) continue;
+    // An own "__proto__" (JSON.parse makes one) stays a field, as Object.fromEntries and a spread keep it.
+    if (key === '__proto__') Object.defineProperty(session, key, { value: f[key], writable: true, enumerable: true, configurable: true });
+    else session[key] = f[key];
+  }
+  session['id'] = id;
+  session['localpart'] = f['l'];
+  session['deviceId'] = f['d'];
+  if (f['n'] !== undefined) session['deviceDisplayName'] = f['n'];
+  session['origin'] = origin;
+  if (f['oc'] !== undefined) session['oauthClientId'] = f['oc'];
+  session['createdAt'] = c;
+  session['lastSeenAt'] = c + f['s'];
+  if (f['a'] !== undefined) session['ip'] = f['a'];
+  if (f['ua'] !== undefined) session['userAgent'] = f['ua'];
+  session['accessTokenHash'] = f['h'];
+  if (f['e'] !== undefined) session['accessExpiresAt'] = c + (f['e'] as number);
+  if (refresh !== undefined) session['refresh'] = refresh;
+  if (f['ht'] !== undefined) session['homeserverToken'] = f['ht'];
+  if (f['x'] !== undefined) session['softLoggedOut'] = { at: c + (f['x'] as number), reason: 'backchannel_logout' };
+  return session as unknown as Session;
 }
 
 function decodeOrigin(f: Fields, c: number, extra: Fields): SessionOrigin | undefined {

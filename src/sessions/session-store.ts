@@ -79,16 +79,21 @@ export function sessionRecordAt(id: string): RecordFormat<Session> {
     name: 'session',
     version: COMPACT_SESSION_VERSION,
     encode: encodeCompactSession,
-    decode(raw) {
-      // Its encoder writes the version first: one prefix test sends the JSON versions on without a second parse.
-      if (!raw.startsWith(`{"v":${COMPACT_SESSION_VERSION},`)) return sessionRecord.decode(raw);
-      const fields = parseFields(raw);
-      return fields?.v === COMPACT_SESSION_VERSION ? decodeCompactSession(fields, id) : sessionRecord.decode(raw);
-    },
+    decode: (raw) => decodeSessionAt(raw, id),
     rejectionOf(raw): RecordRejection {
       return parseFields(raw)?.v === COMPACT_SESSION_VERSION ? 'wrong_shape' : sessionRecord.rejectionOf(raw);
     },
   };
+}
+
+/** The compact encoder writes the version first: one prefix test sends the JSON versions on without a second parse. */
+const COMPACT_PREFIX = `{"v":${COMPACT_SESSION_VERSION},`;
+
+/** What `sessionRecordAt(id).decode` answers, without building the format (every read of a session). */
+function decodeSessionAt(raw: string, id: string): Session | undefined {
+  if (!raw.startsWith(COMPACT_PREFIX)) return sessionRecord.decode(raw);
+  const fields = parseFields(raw);
+  return fields?.v === COMPACT_SESSION_VERSION ? decodeCompactSession(fields, id) : sessionRecord.decode(raw);
 }
 
 function parseFields(raw: string): Fields | undefined {
@@ -406,7 +411,10 @@ export class SessionStore {
   /** The session, or undefined when absent or unreadable (then with a warning: see `sessionRecord`). */
   async get(id: string): Promise<Session | undefined> {
     const key = sessionKeys.session(id);
-    return readRecord(sessionRecordAt(id), await this.store.get(key), key, this.logger);
+    const raw = await this.store.get(key);
+    if (raw === undefined) return undefined;
+    // The format (and its warning about an unreadable record) is built only for a record that does not decode.
+    return decodeSessionAt(raw, id) ?? readRecord(sessionRecordAt(id), raw, key, this.logger);
   }
 
   /**
