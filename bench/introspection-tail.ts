@@ -202,6 +202,7 @@ const baseSources = join(RESULTS_DIR, `.tail-src-${process.pid}`);
 const baseBuild = join(RESULTS_DIR, `.tail-build-${process.pid}`);
 const startedAt = new Date();
 const roundsOut: Record<string, unknown>[] = [];
+const problems: string[] = [];
 try {
   const upstream = await env.upstream();
   const redis = await env.redis();
@@ -298,6 +299,8 @@ try {
         ...(report.allocationSites === undefined ? {} : { allocationSites: report.allocationSites }),
       };
       roundsOut.push(summary);
+      // Only right answers are measured: a refusal or an error would be a different path (bench-smoke checks this).
+      if (summary.errors > 0) problems.push(`round ${round + 1}, ${target}: ${result.errors} errors, ${result.non2xx} non-2xx`);
       const top = summary.episodes.slice(0, 4).map((episode) => `${episode.maxLatencyMs.toFixed(1)}ms×${episode.requests} ${episode.cause}`).join('; ');
       progress(
         `tail: round ${round + 1}/${rounds} ${target.padEnd(9)} p50 ${result.latencyMs.p50.toFixed(2)} p99 ${result.latencyMs.p99.toFixed(2)} max ${result.latencyMs.max.toFixed(1)} ms; slow ${summary.slowRequests}; ` +
@@ -326,7 +329,7 @@ try {
   if (!smoke) {
     mkdirSync(RESULTS_DIR, { recursive: true });
     const file = join(RESULTS_DIR, `${startedAt.toISOString().replace(/[:.]/g, '-')}-introspection-tail.json`);
-    writeFileSync(file, `${JSON.stringify({ name: 'introspection-tail', startedAt, finishedAt: new Date(), node: process.version, rate, connections, seconds, base: values.base, baseCommit, flags: values.flags, scheduling: { generator: values['sched-generator'] ?? 'default', targets: values['sched-targets'] ?? 'default' }, loadAverageAtEnd: loadavg(), rounds: roundsOut }, null, 1)}\n`);
+    writeFileSync(file, `${JSON.stringify({ name: 'introspection-tail', startedAt, finishedAt: new Date(), node: process.version, rate, connections, seconds, problems, base: values.base, baseCommit, flags: values.flags, scheduling: { generator: values['sched-generator'] ?? 'default', targets: values['sched-targets'] ?? 'default' }, loadAverageAtEnd: loadavg(), rounds: roundsOut }, null, 1)}\n`);
     process.stdout.write(`results: ${file}\n`);
   }
 } finally {
@@ -334,5 +337,9 @@ try {
   await env.close();
   rmSync(baseSources, { recursive: true, force: true });
   rmSync(baseBuild, { recursive: true, force: true });
+}
+if (problems.length > 0) {
+  process.stderr.write(`wrong answers:\n${problems.join('\n')}\n`);
+  process.exit(1);
 }
 process.exit(0);

@@ -53,3 +53,21 @@ test('the benchmark smoke run measures every scenario and sees only right answer
   assert.doesNotMatch(page, /<(script|link|img)\b|\b(src|href)=|url\(/i, 'no script and no external asset');
   assert.match(page, /stroke="#d1352b"/, 'targets drawn as lines');
 });
+
+// bench/introspection-tail.ts (issue 19, not part of run-all): its traced open loop, the probe preloaded into the
+// proxy and every figure it derives, for a moment; it exits non-zero when an answer was not a 2xx.
+test('the introspection tail probe runs against the bare server and the proxy and reports its figures', { timeout: 180_000 }, async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/introspection-tail.ts', '--smoke'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  assert.equal(code, 0, `introspection-tail --smoke failed:\n${stderr.slice(-4000)}`);
+  for (const target of ['bare node', 'this']) {
+    const line = new RegExp(`^${target} +p99 ([\\d.]+) ms .*alloc ([\\d.]+) KiB/req; cpu (\\d+) µs/req$`, 'm').exec(stdout);
+    assert.ok(line, `no summary for ${target} in:\n${stdout.slice(-2000)}`);
+    assert.ok(line.slice(1).every((value) => Number.isFinite(Number(value)) && Number(value) > 0), `${target}: ${line[0]}`);
+  }
+  assert.match(stderr, /tail: round 1\/1 this .* scav\/10k [\d.]+ .* eld p99 [\d.]+/, 'the proxy reported its collections and event-loop delay');
+});
