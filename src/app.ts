@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import type { AppDeps } from './app-deps.js';
@@ -75,7 +76,8 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
 
   return {
     client(req, res) {
-      const { rawPath, query } = splitRequestTarget(req.url ?? '/');
+      const url = req.url ?? '/';
+      const { rawPath, query } = splitRequestTarget(url);
       const path = normaliseMatrixPath(rawPath);
       if (path === undefined) {
         writeRawMatrixError(res, new MatrixError(400, 'M_UNRECOGNIZED', 'Malformed request path'));
@@ -87,8 +89,9 @@ export function createApp(deps: AppDeps, proxy: HomeserverProxy, readiness: Read
         clientCallback(req, res);
         return;
       }
-      // The homeserver gets the target without a fragment: the path judged above is the path it sees.
-      req.url = rawPath + query;
+      // The homeserver gets the target without a fragment: the path judged above is the path it sees. (Without a
+      // fragment the target is already that: no string is rebuilt.)
+      if (rawPath.length + query.length !== url.length) req.url = rawPath + query;
       countPassthrough(req, res);
       const revalidation = revalidateBeforeForwarding(req);
       if (revalidation === undefined) {
@@ -183,11 +186,15 @@ function methodNotAllowed(): MatrixError {
   return new MatrixError(405, 'M_UNRECOGNIZED', 'Unrecognized request');
 }
 
-/** Pass-through metrics, counted when the response is finished (label children memoised: requestRecorder). */
+/**
+ * Pass-through metrics, counted when the response is finished (label children memoised: requestRecorder). Timed with
+ * performance.now() (a double) rather than hrtime.bigint() (two BigInts per request); `on`, not `once`: a response
+ * finishes at most once, and no wrapper is made and removed per request.
+ */
 function passthroughCounter(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const record = requestRecorder(deps.metrics);
   return function countPassthrough(req, res) {
-    const started = process.hrtime.bigint();
-    res.once('finish', () => record('passthrough', req.method ?? 'GET', res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
+    const started = performance.now();
+    res.on('finish', () => record('passthrough', req.method ?? 'GET', res.statusCode, (performance.now() - started) / 1e3));
   };
 }

@@ -30,18 +30,9 @@ export function compiledProxyProcess(): string {
 export function compileProxyTree(sourceRoot: string, buildDir: string): string {
   const sources = [...listTypeScript(join(sourceRoot, 'src')), ...PROXY_ENTRY_SOURCES.map((path) => join(sourceRoot, path))];
   for (const source of sources) {
-    const output = ts.transpileModule(readFileSync(source, 'utf8'), {
-      fileName: source,
-      compilerOptions: {
-        target: ts.ScriptTarget.ES2023,
-        module: ts.ModuleKind.ESNext,
-        verbatimModuleSyntax: true,
-        sourceMap: false,
-      },
-    });
     const target = join(buildDir, relative(sourceRoot, source)).replace(/\.ts$/, '.js');
     mkdirSync(dirname(target), { recursive: true });
-    writeFileSync(target, output.outputText);
+    writeFileSync(target, transpile(source));
   }
   return join(buildDir, 'bench', 'proxy-process.js');
 }
@@ -56,13 +47,33 @@ export function compiledTailProbe(): string {
   if (probe !== undefined) return probe;
   compiledProxyProcess();
   const source = join(REPO_ROOT, 'bench', 'harness', 'tail-probe.ts');
-  const output = ts.transpileModule(readFileSync(source, 'utf8'), {
-    fileName: source,
-    compilerOptions: { target: ts.ScriptTarget.ES2023, module: ts.ModuleKind.ESNext, verbatimModuleSyntax: true, sourceMap: false },
-  });
   probe = join(BUILD_DIR, 'tail-probe.js');
-  writeFileSync(probe, output.outputText);
+  writeFileSync(probe, transpile(source));
   return probe;
+}
+
+/**
+ * bench/baseline-proxy-process.ts as plain JavaScript next to the proxy's (same BUILD_DIR, same transpilation): the
+ * pass-through baselines run the way the proxy runs. It imports nothing of src/.
+ */
+export function compiledBaselineProcess(): string {
+  const source = join(REPO_ROOT, 'bench', 'baseline-proxy-process.ts');
+  const target = join(BUILD_DIR, 'bench', 'baseline-proxy-process.js');
+  compiledProxyProcess();
+  writeFileSync(target, transpile(source));
+  return target;
+}
+
+function transpile(source: string): string {
+  return ts.transpileModule(readFileSync(source, 'utf8'), {
+    fileName: source,
+    compilerOptions: {
+      target: ts.ScriptTarget.ES2023,
+      module: ts.ModuleKind.ESNext,
+      verbatimModuleSyntax: true,
+      sourceMap: false,
+    },
+  }).outputText;
 }
 
 function listTypeScript(dir: string): string[] {

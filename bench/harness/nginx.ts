@@ -5,11 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../test/support/free-port.js';
 import { track } from './child-processes.js';
+import { processCpuTimeMs, withChildren } from './process-cpu.js';
 
 const NGINX = process.env['NGINX_BIN'] ?? '/usr/sbin/nginx';
 
 export interface RunningNginx {
   readonly url: string;
+  /** CPU time (user + system, ms) of nginx's processes so far: the master and its workers, or the one process. */
+  cpuTimeMs(): number;
   stop(): Promise<void>;
 }
 
@@ -82,7 +85,8 @@ http {
     await stop();
     throw new Error(`${error instanceof Error ? error.message : String(error)}\n${log}`);
   }
-  return { url: `http://127.0.0.1:${port}`, stop };
+  const pid = child.pid as number;
+  return { url: `http://127.0.0.1:${port}`, cpuTimeMs: () => processCpuTimeMs(workers > 1 ? withChildren(pid) : [pid]), stop };
 }
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {

@@ -1,8 +1,7 @@
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { pinProxy } from './cpu-pinning.js';
 import { IpcChannel, startNodeChild } from './child-processes.js';
 import { compiledProxyProcess, compiledTailProbe } from './compile-proxy.js';
+import { processCpuTimeMs } from './process-cpu.js';
 import type { ProbeReport } from './tail-probe.js';
 import type { MemoryBreakdown, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
 
@@ -70,14 +69,7 @@ export class ProxyChild {
    * workers, the sum over the primary (it accepts the connections and hands them out) and every worker.
    */
   cpuTimeMs(): number {
-    let total = 0;
-    for (const pid of [this.pid, ...this.workerPids]) {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      // Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      total += Number(fields[11]) + Number(fields[12]);
-    }
-    return (total * 1000) / clockTicksPerSecond();
+    return processCpuTimeMs([this.pid, ...this.workerPids]);
   }
 
   /** The processes serving requests: 1, or the cluster's workers. */
@@ -158,10 +150,4 @@ export class ProxyChild {
     await this.exited;
     clearTimeout(kill);
   }
-}
-
-let ticks: number | undefined;
-function clockTicksPerSecond(): number {
-  ticks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  return ticks;
 }

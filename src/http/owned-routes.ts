@@ -41,16 +41,25 @@ export function ownedPathMatcher<D>(routes: readonly OwnedRoute<D>[], listener: 
   const exact = new Set(own.filter((route) => !route.path.includes(':') && route.methodOnly !== true).map((route) => route.path));
   const patterns = own
     .filter((route) => route.path.includes(':') || route.methodOnly === true)
-    .map((route) => ({ pattern: patternOf(route.path), method: route.methodOnly === true ? route.method : undefined }));
+    .map((route) => ({ pattern: patternOf(route.path), prefix: literalPrefixOf(route.path), method: route.methodOnly === true ? route.method : undefined }));
   const ownPrefixDir = `${OWN_PREFIX}/`;
   return (path, method = 'GET') => {
     if (exact.has(path) || path === OWN_PREFIX || path.startsWith(ownPrefixDir)) return true;
-    const upper = method.toUpperCase();
+    let upper: string | undefined;
     for (const entry of patterns) {
-      if ((entry.method === undefined || entry.method === upper) && entry.pattern.test(path)) return true;
+      // The pattern is anchored and starts with its literal prefix: a path without it cannot match.
+      if (!path.startsWith(entry.prefix)) continue;
+      if (entry.method !== undefined && entry.method !== (upper ??= method.toUpperCase())) continue;
+      if (entry.pattern.test(path)) return true;
     }
     return false;
   };
+}
+
+/** The part of a route pattern before its first parameter (`/a/b/:id` → `/a/b/`); the whole path without one. */
+function literalPrefixOf(path: string): string {
+  const parameter = path.indexOf('/:');
+  return parameter < 0 ? path : path.slice(0, parameter + 1);
 }
 
 function patternOf(path: string): RegExp {

@@ -76,14 +76,28 @@ const MAX_REMEMBERED_LABEL_SETS = 256;
  * Beyond the memo's bound the labelled call is made as before (the exposition is the same either way).
  */
 export function requestRecorder(metrics: Pick<Metrics, 'requests' | 'requestDuration'>): RequestRecorder {
-  const counters = new Map<string, { inc(): void }>();
+  // route → method → status: three lookups on strings the caller already has, no key string built per request.
+  const counters = new Map<RouteClass, Map<string, Map<number, { inc(): void }>>>();
+  let remembered = 0;
   const durations = new Map<RouteClass, { observe(value: number): void }>();
   return (route, method, status, seconds) => {
-    const key = `${route} ${method} ${status}`;
-    let counter = counters.get(key);
+    let byMethod = counters.get(route);
+    if (byMethod === undefined) {
+      byMethod = new Map();
+      counters.set(route, byMethod);
+    }
+    let byStatus = byMethod.get(method);
+    let counter = byStatus?.get(status);
     if (counter === undefined) {
       counter = metrics.requests.labels({ route, method, status: String(status) });
-      if (counters.size < MAX_REMEMBERED_LABEL_SETS) counters.set(key, counter);
+      if (remembered < MAX_REMEMBERED_LABEL_SETS) {
+        remembered += 1;
+        if (byStatus === undefined) {
+          byStatus = new Map();
+          byMethod.set(method, byStatus);
+        }
+        byStatus.set(status, counter);
+      }
     }
     counter.inc();
     let duration = durations.get(route);

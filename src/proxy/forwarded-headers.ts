@@ -26,6 +26,9 @@ export type BodyFraming =
   | { readonly kind: 'length'; readonly length: string }
   | { readonly kind: 'none' };
 
+/** The lengths of the fixed set's names: a header name of another length cannot be one of them. */
+const HOP_BY_HOP_LENGTHS: ReadonlySet<number> = new Set([...HOP_BY_HOP].map((name) => name.length));
+
 const NO_BODY: BodyFraming = Object.freeze({ kind: 'none' });
 
 /** Node's parser has already refused both headers at once, a malformed length, and codings not ending in chunked. */
@@ -68,16 +71,22 @@ export function upstreamRequestHeaders(req: IncomingMessage, trusted: TrustedPro
 
 /** The homeserver's response headers for the client, as a flat raw list (case and repeats kept), hop-by-hop dropped. */
 export function downstreamResponseHeaders(rawHeaders: readonly string[]): string[] {
-  const connectionValues: string[] = [];
+  let connectionValues: string | string[] | undefined;
   for (let index = 0; index + 1 < rawHeaders.length; index += 2) {
     const name = rawHeaders[index] as string;
-    if (name.length === 10 && name.toLowerCase() === 'connection') connectionValues.push(rawHeaders[index + 1] as string);
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      const value = rawHeaders[index + 1] as string;
+      connectionValues = connectionValues === undefined ? value : [...(typeof connectionValues === 'string' ? [connectionValues] : connectionValues), value];
+    }
   }
   const dropped = connectionScoped(connectionValues);
+  // With the fixed set only, a name of a length none of its members has is kept without lowering its case (most
+  // response headers: no string made per header).
+  const byLength = dropped === HOP_BY_HOP;
   const kept: string[] = [];
   for (let index = 0; index + 1 < rawHeaders.length; index += 2) {
     const name = rawHeaders[index] as string;
-    if (!dropped.has(name.toLowerCase())) kept.push(name, rawHeaders[index + 1] as string);
+    if ((byLength && !HOP_BY_HOP_LENGTHS.has(name.length)) || !dropped.has(name.toLowerCase())) kept.push(name, rawHeaders[index + 1] as string);
   }
   return kept;
 }
@@ -88,7 +97,8 @@ export function downstreamResponseHeaders(rawHeaders: readonly string[]): string
  * fixed set itself, not a copy made per message.
  */
 function connectionScoped(connection: string | readonly string[] | undefined): ReadonlySet<string> {
-  if (connection === undefined) return HOP_BY_HOP;
+  // What nearly every client and server sends: nothing to split or lower.
+  if (connection === undefined || connection === 'keep-alive' || connection === 'close') return HOP_BY_HOP;
   let names: Set<string> | undefined;
   for (const value of typeof connection === 'string' ? [connection] : connection) {
     for (const token of value.split(',')) {

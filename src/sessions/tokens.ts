@@ -99,12 +99,24 @@ export function parseToken(token: string): ParsedToken | undefined {
  * mostly answers from memory (proxy/revalidation-gate.ts).
  */
 export function tokenShape(token: string): Omit<ParsedToken, 'hash'> | undefined {
+  const parts = uncheckedTokenParts(token);
+  return parts !== undefined && hasValidChecksum(token) ? parts : undefined;
+}
+
+/**
+ * Kind and session id as the token's shape gives them, its checksum NOT checked: only for a decision that a wrong
+ * token cannot change (the re-validation gate's remembered times: a mistyped or forged token is forwarded unread
+ * either way); whatever reads the store first checks the checksum (tokenShape, hasValidChecksum).
+ */
+export function uncheckedTokenParts(token: string): Omit<ParsedToken, 'hash'> | undefined {
   const match = TOKEN_PATTERN.exec(token);
   if (!match) return undefined;
-  const [, prefix, sessionId, , sum] = match as unknown as [string, string, string, string, string];
-  const body = token.slice(0, token.length - 7);
-  if (checksum(body) !== sum) return undefined;
-  return { kind: prefix === 'mcpa' ? 'access' : 'refresh', sessionId };
+  return { kind: match[1] === 'mcpa' ? 'access' : 'refresh', sessionId: match[2] as string };
+}
+
+/** Whether a token of our shape carries the right checksum (CRC32 of all but its last 7 characters). */
+export function hasValidChecksum(token: string): boolean {
+  return checksum(token.slice(0, token.length - 7)) === token.slice(token.length - 6);
 }
 
 /** Whether a string looks like one of our tokens (shape only): foreign tokens go to the OP for introspection. */

@@ -68,3 +68,43 @@ test('OP down past the grace period → 503, not a logout', async () => {
   clock.advance(60_000);
   assert.equal((await whoami(login.body.access_token)).status, 200, 'back once the OP is');
 });
+
+test('a token with a wrong checksum is passed on unread, whether its session is remembered or due', async () => {
+  const login = await h.passwordLogin('alice', h.op.users.alice.password);
+  const token: string = login.body.access_token;
+  assert.equal((await whoami(token)).status, 200, 'the session is looked at once and its next check remembered');
+  // The same session id and secret, one checksum character changed: not a token of ours.
+  const mistyped = `${token.slice(0, -1)}${token.at(-1) === 'A' ? 'B' : 'A'}`;
+  // Reads of a session by the gate, on the way in: before the homeserver has seen the request (its introspection
+  // call, which reads too, comes after).
+  const sessions = h.deps.sessions;
+  const authenticate = sessions.authenticate.bind(sessions);
+  const gateReads: string[] = [];
+  let seenBefore = h.homeserver.requestsSeen.length;
+  sessions.authenticate = async (presented) => {
+    if (h.homeserver.requestsSeen.length === seenBefore) gateReads.push(presented);
+    return authenticate(presented);
+  };
+  const whoamiRead = async (presented: string) => {
+    seenBefore = h.homeserver.requestsSeen.length;
+    return whoami(presented);
+  };
+  h.op.disableUser('alice');
+  try {
+    assert.equal((await whoamiRead(mistyped)).status, 401, 'the homeserver refuses it');
+    assert.deepEqual(gateReads, [], 'remembered: nothing read');
+    clock.advance(5 * 60_000 + 1);
+    const opCalls = h.op.requestCount('/token', 'refresh_token');
+    assert.equal((await whoamiRead(mistyped)).status, 401);
+    assert.deepEqual(gateReads, [], 'due: the checksum fails before any read');
+    assert.equal(h.op.requestCount('/token', 'refresh_token'), opCalls, 'and no OP call');
+    assert.equal(h.homeserver.devices('alice').has(login.body.device_id), true, 'the session was not touched');
+    // The real token is read and checked now, and refused (this also shows the spy sees the gate's reads).
+    assert.equal((await whoamiRead(token)).status, 401);
+    assert.deepEqual(gateReads, [token]);
+    assert.equal(h.homeserver.devices('alice').has(login.body.device_id), false);
+  } finally {
+    sessions.authenticate = authenticate;
+    h.op.enableUser('alice');
+  }
+});
