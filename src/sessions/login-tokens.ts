@@ -35,10 +35,14 @@ export class LoginTokenStore {
   async mint(grant: LoginGrant, ttlMs: number): Promise<string> {
     const token = newOpaqueSecret();
     const hash = hashToken(token);
-    await this.store.set(loginTokenKeys.grant(hash), loginGrantRecord.encode(grant), { ttlMs });
-    // Indexed by OP session and subject so a back-channel logout can void tokens not yet redeemed.
-    await this.store.addToSet(loginTokenKeys.bySub(grant.origin.idpId, grant.origin.sub), hash, ttlMs);
-    if (grant.origin.sid !== undefined) await this.store.addToSet(loginTokenKeys.bySid(grant.origin.idpId, grant.origin.sid), hash, ttlMs);
+    // Indexed by OP session and subject so a back-channel logout can void tokens not yet redeemed. Issued together
+    // (one round trip on Redis, issue 19): a logout that reads the index before it is written still leaves its
+    // markers, which the redemption checks (op-logouts.ts loginGrantStillValid).
+    await Promise.all([
+      this.store.set(loginTokenKeys.grant(hash), loginGrantRecord.encode(grant), { ttlMs }),
+      this.store.addToSet(loginTokenKeys.bySub(grant.origin.idpId, grant.origin.sub), hash, ttlMs),
+      ...(grant.origin.sid === undefined ? [] : [this.store.addToSet(loginTokenKeys.bySid(grant.origin.idpId, grant.origin.sid), hash, ttlMs)]),
+    ]);
     return token;
   }
 

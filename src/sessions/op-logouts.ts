@@ -140,8 +140,10 @@ function withSoftLogout(session: Session, now: number): Session {
  * so that a back-channel logout of its OP session or subject deletes it.
  */
 export async function indexPendingSsoLogin(store: Store, origin: { idpId: string; sub: string; sid?: string }, pendingKey: string, ttlMs: number): Promise<void> {
-  await store.addToSet(keys.pendingSsoBySub(origin.idpId, origin.sub), pendingKey, ttlMs);
-  if (origin.sid !== undefined) await store.addToSet(keys.pendingSsoBySid(origin.idpId, origin.sid), pendingKey, ttlMs);
+  await Promise.all([
+    store.addToSet(keys.pendingSsoBySub(origin.idpId, origin.sub), pendingKey, ttlMs),
+    ...(origin.sid === undefined ? [] : [store.addToSet(keys.pendingSsoBySid(origin.idpId, origin.sid), pendingKey, ttlMs)]),
+  ]);
 }
 
 async function voidPendingSsoLogins(store: Store, idpId: string, selector: { sid?: string; sub?: string }): Promise<number> {

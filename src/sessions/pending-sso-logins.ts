@@ -142,10 +142,14 @@ export class SsoLoginState {
 
   async saveConfirmation(confirmation: PendingConfirmation, ttlMs: number): Promise<string> {
     const id = newOpaqueSecret();
-    await this.store.set(ssoLoginKeys.confirmation(id), pendingConfirmationRecord.encode(confirmation), { ttlMs });
-    // A back-channel logout of this OP session or subject must void the page waiting for "Continue".
+    // A back-channel logout of this OP session or subject must void the page waiting for "Continue". Record and
+    // index are issued together (one round trip on Redis, issue 19): a logout that reads the index before it is
+    // written still leaves its markers, which the login token minted from this page is checked against.
     const origin = { idpId: confirmation.idpId, sub: confirmation.sub, ...(confirmation.sid === undefined ? {} : { sid: confirmation.sid }) };
-    await indexPendingSsoLogin(this.store, origin, ssoLoginKeys.confirmation(id), ttlMs);
+    await Promise.all([
+      this.store.set(ssoLoginKeys.confirmation(id), pendingConfirmationRecord.encode(confirmation), { ttlMs }),
+      indexPendingSsoLogin(this.store, origin, ssoLoginKeys.confirmation(id), ttlMs),
+    ]);
     return id;
   }
 
