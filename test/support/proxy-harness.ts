@@ -98,13 +98,13 @@ async function startHarnessOnce(options: HarnessOptions): Promise<Harness> {
 
 async function startHarnessParts(options: HarnessOptions, started: (() => Promise<unknown>)[]): Promise<Harness> {
   // Held until the proxy listens: the OP and the homeserver double below listen on port 0 meanwhile.
-  const reserved = await reservePort();
+  const reserved = await step('reserving the proxy port', reservePort());
   started.push(reserved.release);
   const proxyPort = reserved.port;
   const proxyUrl = `http://127.0.0.1:${proxyPort}`;
-  const op = await startTestOp({ ...options.op, proxyBaseUrl: proxyUrl, idpId: IDP_ID });
+  const op = await step('starting the test OP', startTestOp({ ...options.op, proxyBaseUrl: proxyUrl, idpId: IDP_ID }));
   started.push(() => op.stop());
-  const homeserver = await startHomeserverDouble({ masEndpoint: `${proxyUrl}/`, secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
+  const homeserver = await step('starting the homeserver double', startHomeserverDouble({ masEndpoint: `${proxyUrl}/`, secret: HOMESERVER_SECRET, serverName: SERVER_NAME }));
   started.push(() => homeserver.stop());
 
   const raw: Record<string, any> = {
@@ -127,10 +127,10 @@ async function startHarnessParts(options: HarnessOptions, started: (() => Promis
   let store: Store;
   const keyPrefix = `harness-${Math.random().toString(36).slice(2)}:`;
   if (options.store === 'redis') {
-    const running = await startRedis({ ignoreEnv: options.privateRedis === true });
+    const running = await step('starting Redis', startRedis({ ignoreEnv: options.privateRedis === true }));
     redis = running;
     started.push(() => running.stop());
-    store = await createStore({ redis: { url: running.url, keyPrefix } });
+    store = await step('connecting to Redis', createStore({ redis: { url: running.url, keyPrefix } }));
   } else {
     store = new MemoryStore(options.clock === undefined ? {} : { clock: options.clock });
   }
@@ -144,9 +144,9 @@ async function startHarnessParts(options: HarnessOptions, started: (() => Promis
     },
   });
   const logger = options.logger ?? (options.captureLogs === true ? createLogger(config.log.level, sink) : createLogger(config.log.level));
-  const deps = await buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock });
-  await reserved.release();
-  const proxy = await startProxy(deps);
+  const deps = await step('building the dependencies (OP discovery)', buildDeps(config, store, logger, createMetrics({ collectDefaults: false }), options.clock === undefined ? {} : { clock: options.clock }));
+  await step('releasing the reserved port', reserved.release());
+  const proxy = await step('starting the proxy', startProxy(deps));
 
   const request: Harness['request'] = (method, path, requestOptions = {}) => jsonRequest(`${proxy.clientUrl}${path}`, method, requestOptions);
 
@@ -184,11 +184,25 @@ async function startHarnessParts(options: HarnessOptions, started: (() => Promis
     passwordLogin: (user, password, extra = {}) =>
       request('POST', '/_matrix/client/v3/login', { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password, ...extra } }),
     async stop() {
-      await proxy.stop(1000);
+      await step('stopping the proxy', proxy.stop(1000));
       await store.close().catch(() => undefined);
-      await homeserver.stop();
-      await op.stop();
-      await redis?.stop();
+      await step('stopping the homeserver double', homeserver.stop());
+      await step('stopping the test OP', op.stop());
+      await step('stopping Redis', redis?.stop() ?? Promise.resolve());
     },
   };
+}
+
+/**
+ * `promise`, with a line on stderr if it has not settled after 30 s: a start that hangs (seen twice in the fast suite,
+ * killed by the runner's bound with nothing in its output) then says where it stopped.
+ */
+async function step<T>(label: string, promise: Promise<T>): Promise<T> {
+  const timer = setTimeout(() => process.stderr.write(`proxy-harness: ${label} has not finished after 30 s\n`), 30_000);
+  timer.unref();
+  try {
+    return await promise;
+  } finally {
+    clearTimeout(timer);
+  }
 }
