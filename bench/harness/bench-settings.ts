@@ -18,6 +18,12 @@ export interface BenchSettings {
   /** Transfers are short and noisy: more rounds than the other measures. */
   readonly transferRounds: number;
   readonly logins: number;
+  /**
+   * Password logins (each paired with an OP grant) between the just-started measure and the measured logins: V8
+   * compiles the login's code with TurboFan only after several hundred logins, and until then a login costs the proxy
+   * about twice the CPU of a warm one (bench/README.md, login).
+   */
+  readonly loginWarmUp: number;
   readonly ssoLogins: number;
   /** Live sessions for the memory and scale scenario, and the small set it compares lookups with. */
   readonly sessions: number;
@@ -44,6 +50,7 @@ const FULL: Omit<BenchSettings, 'only' | 'report'> = {
   largeBodyBytes: 100 * 1024 * 1024,
   transferRounds: 5,
   logins: 200,
+  loginWarmUp: 1_000,
   ssoLogins: 60,
   sessions: 100_000,
   smallSessionSet: 1_000,
@@ -64,6 +71,7 @@ const SMOKE: Omit<BenchSettings, 'only' | 'report'> = {
   largeBodyBytes: 4 * 1024 * 1024,
   transferRounds: 1,
   logins: 3,
+  loginWarmUp: 0,
   ssoLogins: 1,
   sessions: 300,
   smallSessionSet: 100,
