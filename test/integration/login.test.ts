@@ -348,13 +348,7 @@ describe('logins racing an OP logout or a binding deletion (Redis store: the ses
       const login = h.passwordLogin('bob', bob.password);
       await held.reached;
       await tokenAnswered;
-      const logoutToken = await h.op.signLogoutToken(h.op.logoutTokenClaims({ sub: bob.sub, sid: undefined }));
-      const logout = await fetch(`${h.url}/_matrix-compat-proxy/backchannel-logout/${IDP_ID}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ logout_token: logoutToken }).toString(),
-      });
-      assert.equal(logout.status, 200, await logout.text());
+      await logOutAtOp(h, bob.sub);
       // The proxy's clock moves on: a sign-in time taken after the answer would now be later than the logout's marker.
       await sleep(5);
       held.release();
@@ -557,13 +551,7 @@ async function backchannelLogoutDuringLogin(h: Harness): Promise<void> {
     const held = h.homeserver.holdProvisioning('upsert_device');
     const login = h.passwordLogin('bob', bob.password, extra);
     await held.reached;
-    const logoutToken = await h.op.signLogoutToken(h.op.logoutTokenClaims({ sub: bob.sub, sid: undefined }));
-    const logout = await fetch(`${h.url}/_matrix-compat-proxy/backchannel-logout/${IDP_ID}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ logout_token: logoutToken }).toString(),
-    });
-    assert.equal(logout.status, 200, await logout.text());
+    await logOutAtOp(h, bob.sub);
     held.release();
     const { status, body } = await login;
     assert.equal(status, 403, JSON.stringify(body));
@@ -576,4 +564,15 @@ async function backchannelLogoutDuringLogin(h: Harness): Promise<void> {
   }
   // A later sign-in is not affected by the marker.
   assert.equal((await h.passwordLogin('bob', bob.password)).status, 200);
+}
+
+/** The OP's back-channel logout of every session of `sub` (no sid): a logout token signed by the OP, to the proxy. */
+async function logOutAtOp(h: Harness, sub: string): Promise<void> {
+  const logoutToken = await h.op.signLogoutToken(h.op.logoutTokenClaims({ sub, sid: undefined }));
+  const logout = await fetch(`${h.url}/_matrix-compat-proxy/backchannel-logout/${IDP_ID}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ logout_token: logoutToken }).toString(),
+  });
+  assert.equal(logout.status, 200, await logout.text());
 }
