@@ -424,6 +424,8 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     );
   } catch (err: unknown) {
     if (err instanceof SessionStartRefused) return fail(400, 'invalid_grant', 'The sign-in was ended at the identity provider');
+    // oidc-provider's own tokens of this exchange are never handed out: they go whatever the failure.
+    await discard().catch(() => undefined);
     throw err;
   }
   await discard();

@@ -84,7 +84,7 @@ export class SessionLifecycle {
     const { issued, values } = await this.startOnDevice(withDisplayNameLimit(requested), options.freshDevice === true, check?.keys ?? []);
     const refusal = check?.refusal(values);
     if (refusal === undefined) return issued;
-    await this.discard(issued.session, refusal === 'ended_at_op' ? 'backchannel_logout' : 'admin');
+    await this.discard(issued.session, refusal === 'ended_at_op' ? 'backchannel_logout' : 'admin', options.freshDevice === true);
     throw new SessionStartRefused(refusal);
   }
 
@@ -150,10 +150,12 @@ export class SessionLifecycle {
 
   /**
    * A session just written whose sign-in no longer stands (StartRefusal). Its client never got the tokens, so, unlike
-   * `end`, the session goes first — a homeserver failure then leaves at most a device, never a live session — and
-   * its device after it, unless another session holds that device id now; failures are logged, not thrown.
+   * `end`, the session goes first — a homeserver failure then leaves at most a device, never a live session. The
+   * device goes after it only when this login made it up (`freshDevice`): a device id the client sent may be one it
+   * has used before, with its E2EE keys (a re-login after a soft logout), and a refused login must not take those
+   * with it; nor when another session holds that device id now. Failures are logged, not thrown.
    */
-  private async discard(session: Session, reason: EndReason): Promise<void> {
+  private async discard(session: Session, reason: EndReason, freshDevice: boolean): Promise<void> {
     const log = { session_id: session.id, localpart: session.localpart, device_id: session.deviceId };
     try {
       const removed = await this.deps.sessions.remove(session.id);
@@ -161,7 +163,7 @@ export class SessionLifecycle {
       this.deps.metrics.sessionsEnded.inc({ reason });
       this.deps.logger.info({ event: 'session.ended', reason, ...log }, 'session.ended');
       this.revokeInBackground(removed);
-      if ((await this.deps.sessions.idOfDevice(removed.localpart, removed.deviceId)) === undefined) await this.endAtHomeserver(removed);
+      if (freshDevice && (await this.deps.sessions.idOfDevice(removed.localpart, removed.deviceId)) === undefined) await this.endAtHomeserver(removed);
     } catch (err: unknown) {
       this.deps.logger.warn({ event: 'session.discard_failed', err, reason, ...log }, 'session.discard_failed');
     }
