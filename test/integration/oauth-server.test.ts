@@ -56,7 +56,7 @@ async function register(metadata: Awaited<ReturnType<typeof discover>>): Promise
 }
 
 /** The browser's part: /auth → interaction → SSO bridge → OP login → back → consent → redirect with the code. */
-async function authorizeInBrowser(authorizationUrl: string, user: { username: string; password: string }, decision = 'allow') {
+async function authorizeInBrowser(authorizationUrl: string, user: { username: string; password: string }, decision = 'allow', beforeSsoDone?: () => void) {
   const browser = new ProxyBrowser(h.url);
   const opBrowser = h.op.browser();
   const opRequests: URL[] = [];
@@ -86,6 +86,7 @@ async function authorizeInBrowser(authorizationUrl: string, user: { username: st
       response = await browser.get(await opBrowser.authorize(next, { login: user.username, password: user.password }));
       continue;
     }
+    if (next.pathname.endsWith('/sso-done')) beforeSsoDone?.();
     response = await browser.get(next);
   }
   throw new Error('too many redirects');
@@ -232,6 +233,24 @@ describe('native_clients: serve', () => {
     assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
     // The device id is the client's (MSC2967): it may be one the client used before, with its keys, so it stays.
     assert.equal(h.homeserver.devices('bob').has(deviceId), true);
+  });
+
+  test('an account deactivated between the SSO sign-in and the end of the OAuth login step gets no sign-in (as m.login.token)', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+    const bob = h.homeserver.users.get('bob');
+    assert.ok(bob);
+    try {
+      await assert.rejects(
+        authorizeInBrowser(url, h.op.users.bob, 'allow', () => {
+          bob.deactivated = true;
+        }),
+        /unexpected 403/,
+      );
+    } finally {
+      bob.deactivated = false;
+    }
   });
 
   test("native sessions are in the user's one session list (what the admin API and /logout/all read)", async () => {
