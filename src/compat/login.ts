@@ -6,7 +6,7 @@ import { bodyLimitsOf, readJsonBody } from '../http/body.js';
 import { clientAddress, logOf } from '../http/request-state.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
-import { loginGrantStillValid, opLogoutCheck } from '../sessions/op-logouts.js';
+import { opLogoutCheck, redeemLoginToken } from '../sessions/op-logouts.js';
 import { allChecks, SessionStartRefused, type StartCheck } from '../sessions/session-lifecycle.js';
 import type { Binding } from '../identity/bindings.js';
 import type { SessionOrigin } from '../sessions/session.js';
@@ -67,15 +67,13 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
 }
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {
-  const grant = await deps.loginTokens.redeem(request.token);
-  const binding = grant === undefined ? undefined : await loginGrantStillValid(deps, grant);
-  if (grant === undefined || binding === undefined) {
+  const redeemed = await redeemLoginToken(deps, request.token);
+  if (!redeemed.ok && redeemed.reason === 'deactivated') throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
+  if (!redeemed.ok) {
     deps.metrics.logins.inc({ type: 'token', outcome: 'rejected' });
     throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid login token');
   }
-  // The account may have been deactivated between the SSO confirmation and now (no side path: CVE-2023-32682).
-  const user = await deps.homeserver.queryUser(grant.localpart);
-  if (user?.deactivated === true) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
+  const { grant, binding } = redeemed;
   await completeLogin(ctx, deps, request, grant.localpart, grant.origin, binding);
   deps.metrics.logins.inc({ type: 'token', outcome: 'ok' });
 }

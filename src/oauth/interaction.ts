@@ -13,7 +13,7 @@ import { formActionSource } from '../compat/sso/redirect-url.js';
 import { asPublicRequest, OAUTH_ROUTES } from './oauth-routes.js';
 import { parseMatrixScopes } from './matrix-scopes.js';
 import { hasRedirectUris } from './client-registration-rules.js';
-import { loginGrantStillValid } from '../sessions/op-logouts.js';
+import { redeemLoginToken } from '../sessions/op-logouts.js';
 
 /**
  * The browser's steps between the authorization request and the code (oidc-provider's "interactions"):
@@ -122,12 +122,11 @@ export async function getOAuthInteractionSsoDone(ctx: Context, deps: AppDeps): P
   const server = serverOf(deps);
   const details = await detailsOf(ctx, server);
   if (details.uid !== paramOf(ctx, 'uid')) throw interactionLost();
-  const loginToken = singleQueryValue(ctx, 'loginToken');
-  const grant = loginToken === undefined ? undefined : await deps.loginTokens.redeem(loginToken);
   // The checks m.login.token makes (no side path, CVE-2023-32682): the binding the grant was made for still stands,
   // the OP has not logged that sign-in out since, and the account was not deactivated meanwhile.
-  if (grant === undefined || (await loginGrantStillValid(deps, grant)) === undefined) throw new PageError('unknown_state', 400, 'M_UNKNOWN');
-  if ((await deps.homeserver.queryUser(grant.localpart))?.deactivated === true) throw new PageError('deactivated', 403, 'M_USER_DEACTIVATED');
+  const redeemed = await redeemLoginToken(deps, singleQueryValue(ctx, 'loginToken'));
+  if (!redeemed.ok) throw redeemed.reason === 'deactivated' ? new PageError('deactivated', 403, 'M_USER_DEACTIVATED') : new PageError('unknown_state', 400, 'M_UNKNOWN');
+  const grant = redeemed.grant;
   const signInId = await server.signIns.create(grant, deps.config.sessions.sso_login_lifetime);
   logOf(ctx, deps.logger).info({ event: 'oauth.signed_in', localpart: grant.localpart, idp_id: grant.origin.idpId }, 'oauth.signed_in');
   const returnTo = await server.provider.interactionResult(ctx.req, ctx.res, { login: { accountId: signInId } }, { mergeWithLastSubmission: false });

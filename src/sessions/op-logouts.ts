@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
 import type { Binding, BindingStore } from '../identity/bindings.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
 import type { LogoutTokenClaims, UpstreamProvider } from '../oidc/upstream.js';
 import type { Store } from '../store/store.js';
 import type { LoginGrant, LoginTokenStore } from './login-tokens.js';
@@ -198,4 +199,24 @@ export async function loginGrantStillValid(
   // The localpart may have been re-bound to another subject (admin delete + import) since this grant was made.
   if (usesOpSubject(deps.config, grant.origin.idpId) && binding.sub !== grant.origin.sub) return undefined;
   return (await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt)) ? undefined : binding;
+}
+
+export type RedeemedLoginToken =
+  | { readonly ok: true; readonly grant: LoginGrant; readonly binding: Binding }
+  | { readonly ok: false; readonly reason: 'invalid' | 'deactivated' };
+
+/**
+ * A login token redeemed with every check its use needs (no side path, CVE-2023-32682): single use, the grant still
+ * valid (`loginGrantStillValid`), and the account not deactivated since the SSO sign-in. `m.login.token` and the
+ * native OAuth login step after SSO both take tokens this way.
+ */
+export async function redeemLoginToken(
+  deps: Parameters<typeof loginGrantStillValid>[0] & { readonly loginTokens: LoginTokenStore; readonly homeserver: Pick<HomeserverAdapter, 'queryUser'> },
+  token: string | undefined,
+): Promise<RedeemedLoginToken> {
+  const grant = token === undefined ? undefined : await deps.loginTokens.redeem(token);
+  const binding = grant === undefined ? undefined : await loginGrantStillValid(deps, grant);
+  if (grant === undefined || binding === undefined) return { ok: false, reason: 'invalid' };
+  if ((await deps.homeserver.queryUser(grant.localpart))?.deactivated === true) return { ok: false, reason: 'deactivated' };
+  return { ok: true, grant, binding };
 }

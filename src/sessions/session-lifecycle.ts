@@ -140,6 +140,11 @@ export class SessionLifecycle {
       const owner = await this.deps.sessions.idOfDevice(session.localpart, session.deviceId);
       if (owner === undefined || owner === session.id) await this.endAtHomeserver(session);
     }
+    return this.removeEnded(sessionId, reason);
+  }
+
+  /** The session and its indexes removed, the ending counted and logged, its OP refresh token revoked (background). */
+  private async removeEnded(sessionId: string, reason: EndReason): Promise<Session | undefined> {
     const removed = await this.deps.sessions.remove(sessionId);
     if (removed === undefined) return undefined;
     this.deps.metrics.sessionsEnded.inc({ reason });
@@ -156,16 +161,12 @@ export class SessionLifecycle {
    * with it; nor when another session holds that device id now. Failures are logged, not thrown.
    */
   private async discard(session: Session, reason: EndReason, freshDevice: boolean): Promise<void> {
-    const log = { session_id: session.id, localpart: session.localpart, device_id: session.deviceId };
     try {
-      const removed = await this.deps.sessions.remove(session.id);
+      const removed = await this.removeEnded(session.id, reason);
       if (removed === undefined) return;
-      this.deps.metrics.sessionsEnded.inc({ reason });
-      this.deps.logger.info({ event: 'session.ended', reason, ...log }, 'session.ended');
-      this.revokeInBackground(removed);
       if (freshDevice && (await this.deps.sessions.idOfDevice(removed.localpart, removed.deviceId)) === undefined) await this.endAtHomeserver(removed);
     } catch (err: unknown) {
-      this.deps.logger.warn({ event: 'session.discard_failed', err, reason, ...log }, 'session.discard_failed');
+      this.deps.logger.warn({ event: 'session.discard_failed', err, reason, session_id: session.id, localpart: session.localpart, device_id: session.deviceId }, 'session.discard_failed');
     }
   }
 

@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import { isBoolean, isFields, isNumber, isOptional, isString, isStringArray, readRecord, recordFormat, type Fields, type RecordFormat, type RecordLogger, type RecordRejection } from '../store/record-format.js';
-import { wordsOf, type Store, type StoreWrite } from '../store/store.js';
+import { applyStoreWrite, wordsOf, type Store, type StoreWrite } from '../store/store.js';
 import { createHash, createHmac } from 'node:crypto';
 import { COMPACT_SESSION_VERSION, decodeCompactSession, encodeCompactSession } from './compact-session-record.js';
 import { opSubjectOf, type ImportedOrigin, type RefreshFamily, type Session, type SessionOrigin } from './session.js';
@@ -335,19 +335,13 @@ export class SessionStore {
   /** The user and subject index entries of a new session, in the written layout (the device index apart). */
   private indexWrites(session: Session): StoreWrite[] {
     const subject = opSubjectOf(session);
+    const compact = this.writeFormat === 'compact';
     const keys = [
-      this.writeFormat === 'compact' ? sessionKeys.userList(session.localpart) : sessionKeys.byUser(session.localpart),
-      ...(subject === undefined ? [] : [this.writeFormat === 'compact' ? sessionKeys.subList(subject.idpId, subject.sub) : sessionKeys.bySub(subject.idpId, subject.sub)]),
-      ...(subject?.sid === undefined ? [] : [this.writeFormat === 'compact' ? sessionKeys.sidList(subject.idpId, subject.sid) : sessionKeys.bySid(subject.idpId, subject.sid)]),
+      compact ? sessionKeys.userList(session.localpart) : sessionKeys.byUser(session.localpart),
+      ...(subject === undefined ? [] : [compact ? sessionKeys.subList(subject.idpId, subject.sub) : sessionKeys.bySub(subject.idpId, subject.sub)]),
+      ...(subject?.sid === undefined ? [] : [compact ? sessionKeys.sidList(subject.idpId, subject.sid) : sessionKeys.bySid(subject.idpId, subject.sid)]),
     ];
-    return keys.map((key): StoreWrite => (this.writeFormat === 'compact' ? { op: 'addWord', key, word: session.id } : { op: 'addToSet', key, member: session.id }));
-  }
-
-  /** `indexWrites` as separate store calls (the import's writes, which are not one step). */
-  private writeIndexes(session: Session): Promise<unknown>[] {
-    return this.indexWrites(session).map((write) =>
-      write.op === 'addWord' ? this.addToIndex(write.key, write.word) : write.op === 'addToSet' ? this.store.addToSet(write.key, write.member) : this.store.set(write.key, write.value),
-    );
+    return keys.map((key): StoreWrite => (compact ? { op: 'addWord', key, word: session.id } : { op: 'addToSet', key, member: session.id }));
   }
 
   /**
@@ -384,7 +378,7 @@ export class SessionStore {
       // Layout 2 has no device index: `idOfDevice` prefers a login's session over an imported one, as this
       // only-if-absent write does.
       ...(this.writeFormat === 'compatible' ? [this.store.set(sessionKeys.byDevice(session.localpart, session.deviceId), id, { onlyIfAbsent: true })] : []),
-      ...this.writeIndexes(session),
+      ...this.indexWrites(session).map((write) => applyStoreWrite(this.store, write)),
       ...(input.refreshToken === undefined ? [] : [this.store.set(sessionKeys.importedRefresh(hashToken(input.refreshToken)), id)]),
     ]);
     await this.store.set(markerKey, id);
@@ -629,10 +623,6 @@ export class SessionStore {
    * Adds an id to a layout-2 index: one atomic store call (`addWord`, a single-key script on Redis, so valid under
    * Cluster whatever the key); it also revives an index left as "" by its last removal, clearing that expiry.
    */
-  private async addToIndex(key: string, id: string): Promise<void> {
-    await this.store.addWord(key, id);
-  }
-
   /**
    * Removes an id from a layout-2 index: one atomic store call (`removeWord`). The last one leaves "" expiring in an
    * hour rather than a delete, so an add racing with it still wins (it replaces "" and clears the expiry).

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { checkTtlMs } from './argument-checks.js';
-import { checkWord, type BucketTake, type SetOptions, type Store, type StoreWrite, type TokenBucket, type TokenBucketResult } from './store.js';
+import { applyStoreWrite, checkWord, type BucketTake, type SetOptions, type Store, type StoreWrite, type TokenBucket, type TokenBucketResult } from './store.js';
 import { checkTokenBucket, takeTokensInTurn } from './token-bucket.js';
 
 /**
@@ -457,11 +457,7 @@ export class RedisStore implements Store {
     if (this.client instanceof Cluster) {
       // The keys lie in different hash slots: the writes, then the reads (each read still follows every write). Every
       // write is settled before a failure is reported, so a caller's clean-up cannot race one still under way.
-      const settled = await Promise.allSettled(
-        writes.map((write) =>
-          write.op === 'set' ? this.set(write.key, write.value) : write.op === 'addToSet' ? this.addToSet(write.key, write.member) : this.addWord(write.key, write.word),
-        ),
-      );
+      const settled = await Promise.allSettled(writes.map((write) => applyStoreWrite(this, write)));
       const failed = settled.find((outcome) => outcome.status === 'rejected');
       if (failed !== undefined) throw failed.reason;
       return this.getMany(readKeys);

@@ -95,6 +95,18 @@ export type StoreWrite =
   | { readonly op: 'addToSet'; readonly key: string; readonly member: string }
   | { readonly op: 'addWord'; readonly key: string; readonly word: string };
 
+/** One StoreWrite as its own store call, where writes cannot be one step (Redis Cluster; the session import). */
+export function applyStoreWrite(store: Store, write: StoreWrite): Promise<unknown> {
+  switch (write.op) {
+    case 'set':
+      return store.set(write.key, write.value);
+    case 'addToSet':
+      return store.addToSet(write.key, write.member);
+    case 'addWord':
+      return store.addWord(write.key, write.word);
+  }
+}
+
 export interface SetOptions {
   readonly ttlMs?: number;
   readonly onlyIfAbsent?: boolean;
