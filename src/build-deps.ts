@@ -73,9 +73,10 @@ export async function buildDeps(config: Config, store: Store, logger: Logger, me
   const sessions = new SessionStore(store, clock, keys.tokenDerivationKeys, logger, { writeFormat });
   const lifecycle = new SessionLifecycle({ sessions, store, homeserver, providers, keys, logger, metrics });
   const appPasswords = new AppPasswords(store, clock, logger);
+  const bindings = new BindingStore(store, clock, logger);
   const oauth =
     config.native_clients === 'serve'
-      ? (await loadAuthorizationServer()).createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords })
+      ? (await loadAuthorizationServer()).createAuthorizationServer({ config, clock, store, sessions, lifecycle, providers, keys, logger, metrics, appPasswords, bindings, homeserver })
       : undefined;
   return {
     oauth,
@@ -87,7 +88,7 @@ export async function buildDeps(config: Config, store: Store, logger: Logger, me
     sessions,
     lifecycle,
     loginTokens: new LoginTokenStore(store, logger),
-    bindings: new BindingStore(store, clock, logger),
+    bindings,
     providers,
     policies,
     homeserver,

@@ -6,8 +6,8 @@ import { bodyLimitsOf, readJsonBody } from '../http/body.js';
 import { clientAddress, logOf } from '../http/request-state.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
-import { opLogoutCheck, redeemLoginToken } from '../sessions/op-logouts.js';
-import { allChecks, SessionStartRefused, type StartCheck } from '../sessions/session-lifecycle.js';
+import { redeemLoginToken, signInChecks } from '../sessions/op-logouts.js';
+import { SessionStartRefused, type StartCheck } from '../sessions/session-lifecycle.js';
 import type { Binding } from '../identity/bindings.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import type { IssuedTokens } from '../sessions/session-store.js';
@@ -109,7 +109,7 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
       },
       {
         freshDevice: request.deviceId === undefined,
-        ...withCheck(startChecks(deps, origin, binding)),
+        ...withCheck(signInChecks(deps.bindings, origin, binding)),
       },
     );
   } catch (err: unknown) {
@@ -128,21 +128,6 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
     home_server: deps.config.server_name,
     well_known: { 'm.homeserver': { base_url: deps.config.public_baseurl } },
   };
-}
-
-/**
- * Read in the step that writes the session, after its writes: a back-channel logout that arrived between the OP's
- * answer and the write found no session to end, and an admin's removal of the binding swept the user's sessions
- * before the write — the session must not stand on either.
- */
-function startChecks(deps: AppDeps, origin: SessionOrigin, binding: Binding | undefined): StartCheck | undefined {
-  const checks: StartCheck[] = [];
-  if (origin.kind !== 'appservice' && origin.kind !== 'imported') checks.push(opLogoutCheck(origin, origin.lastValidatedAt));
-  if (binding !== undefined) {
-    const bound = deps.bindings.stillBound(binding);
-    checks.push({ keys: [bound.key], refusal: ([value]) => (bound.holds(value) ? undefined : 'binding_changed') });
-  }
-  return allChecks(checks);
 }
 
 function withCheck(check: StartCheck | undefined): { check?: StartCheck } {

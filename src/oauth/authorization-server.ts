@@ -17,8 +17,10 @@ import { refreshGrant } from './refresh-grant.js';
 import { asPublicRequest, issuerOf, OAUTH_ROUTES } from './oauth-routes.js';
 import type { AuthorizationServer } from '../app-deps.js';
 import { SignInStore } from '../sessions/oauth-sign-ins.js';
-import { opLogoutCheck } from '../sessions/op-logouts.js';
-import { SessionStartRefused } from '../sessions/session-lifecycle.js';
+import { grantStillUsable, signInChecks } from '../sessions/op-logouts.js';
+import type { BindingStore } from '../identity/bindings.js';
+import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
+import { SessionStartRefused, type StartCheck, type StartRefusal } from '../sessions/session-lifecycle.js';
 
 /**
  * The homeserver's OAuth 2.0 server for native clients (native_clients: serve; MSC2964 authorization code + PKCE,
@@ -40,6 +42,9 @@ export type { AuthorizationServer } from '../app-deps.js';
 
 export interface AuthorizationServerDeps extends RevalidationDeps {
   readonly config: Config;
+  /** The code exchange checks the sign-in still stands (binding, account) as `m.login.token` does. */
+  readonly bindings: BindingStore;
+  readonly homeserver: Pick<HomeserverAdapter, 'queryUser'>;
 }
 
 const ID_TOKEN_TTL_S = 3600;
@@ -403,6 +408,11 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
   const granted = parseMatrixScopes(typeof body['scope'] === 'string' ? body['scope'] : (code.scope ?? ''));
   if (!granted.ok) return fail(400, 'invalid_scope', granted.description);
   if (!granted.api) return fail(400, 'invalid_scope', `The grant does not include ${API_SCOPE}`);
+  // The checks m.login.token makes (CVE-2023-32682 class), now rather than at the login step: between the sign-in
+  // and this exchange (consent, a device code waiting for its poll) the binding may have been removed or the account
+  // deactivated. The session's write step reads the binding and the OP's logout markers once more.
+  const usable = await grantStillUsable(deps, signIn);
+  if (!usable.ok) return fail(400, 'invalid_grant', refusalText(usable.reason));
   // MSC2967: the client allocates the device id; one that asked for none gets one allocated here.
   const deviceId = granted.deviceId ?? randomBytes(8).toString('hex').toUpperCase().slice(0, 10);
   const lifetimeMs = deps.config.sessions.refreshable_access_token_lifetime;
@@ -419,11 +429,15 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
         ...(ctx.get('user-agent') === '' ? {} : { userAgent: ctx.get('user-agent') }),
         refreshableLifetimeMs: lifetimeMs,
       },
-      // A back-channel logout of the OP session this sign-in came from, since it was made, ends it here too.
-      { check: opLogoutCheck(signIn.origin, signIn.origin.lastValidatedAt) },
+      // A back-channel logout of the OP session this sign-in came from, since it was made, ends it here too; so does
+      // a removal of its binding. A refused session's device goes only when its id was made up here (a client's own
+      // MSC2967 device id may hold its earlier E2EE keys).
+      { freshDevice: granted.deviceId === undefined, ...checkOf(signInChecks(deps.bindings, signIn.origin, usable.binding)) },
     );
   } catch (err: unknown) {
-    if (err instanceof SessionStartRefused) return fail(400, 'invalid_grant', 'The sign-in was ended at the identity provider');
+    if (err instanceof SessionStartRefused) {
+      return fail(400, 'invalid_grant', refusalText(err.reason));
+    }
     // oidc-provider's own tokens of this exchange are never handed out: they go whatever the failure.
     await discard().catch(() => undefined);
     throw err;
@@ -437,6 +451,16 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     expires_in: Math.floor(lifetimeMs / 1000),
     token_type: 'Bearer',
   };
+}
+
+function refusalText(reason: 'invalid' | StartRefusal | 'deactivated'): string {
+  if (reason === 'deactivated') return 'The account has been deactivated';
+  if (reason === 'ended_at_op') return 'The sign-in was ended at the identity provider';
+  return 'The account changed during sign-in; sign in again';
+}
+
+function checkOf(check: StartCheck | undefined): { check?: StartCheck } {
+  return check === undefined ? {} : { check };
 }
 
 /**

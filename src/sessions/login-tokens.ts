@@ -37,7 +37,7 @@ export class LoginTokenStore {
     const hash = hashToken(token);
     // Indexed by OP session and subject so a back-channel logout can void tokens not yet redeemed. Issued together
     // (one round trip on Redis, issue 19): a logout that reads the index before it is written still leaves its
-    // markers, which the redemption checks (op-logouts.ts loginGrantStillValid).
+    // markers, which the redemption checks (op-logouts.ts grantStillUsable).
     await Promise.all([
       this.store.set(loginTokenKeys.grant(hash), loginGrantRecord.encode(grant), { ttlMs }),
       this.store.addToSet(loginTokenKeys.bySub(grant.origin.idpId, grant.origin.sub), hash, ttlMs),

@@ -9,7 +9,7 @@ import type { Store } from '../store/store.js';
 import type { LoginGrant, LoginTokenStore } from './login-tokens.js';
 import type { SessionKeys } from './secret-box.js';
 import { opOriginOf, opSubjectOf, type Session, type SessionOrigin } from './session.js';
-import type { SessionLifecycle, StartCheck } from './session-lifecycle.js';
+import { allChecks, type SessionLifecycle, type StartCheck, type StartRefusal } from './session-lifecycle.js';
 import type { SessionStore } from './session-store.js';
 
 /**
@@ -187,36 +187,59 @@ function usesOpSubject(config: Pick<Config, 'oidc_providers'>, idpId: string): b
 /**
  * No side path through `m.login.token` (CVE-2023-32682): the binding the grant was made for must still exist, and
  * the OP must not have logged out its session since. Unredeemed tokens are voided at logout already; this catches a
- * token minted from a grant that was in flight when the logout arrived. Returns the binding it stands on (the
- * session's write checks it again), or undefined when the grant no longer holds.
+ * token minted from a grant that was in flight when the logout arrived. Gives the binding it stands on (the
+ * session's write checks it again), or why the grant no longer holds.
  */
-export async function loginGrantStillValid(
+async function grantStanding(
   deps: { readonly store: Store; readonly bindings: BindingStore; readonly config: Pick<Config, 'oidc_providers'> },
   grant: LoginGrant,
-): Promise<Binding | undefined> {
+): Promise<{ readonly binding: Binding } | { readonly refused: 'binding_changed' | 'ended_at_op' }> {
   const binding = await deps.bindings.findByLocalpart(grant.localpart);
-  if (binding === undefined || binding.issuer !== grant.origin.issuer) return undefined;
+  if (binding === undefined || binding.issuer !== grant.origin.issuer) return { refused: 'binding_changed' };
   // The localpart may have been re-bound to another subject (admin delete + import) since this grant was made.
-  if (usesOpSubject(deps.config, grant.origin.idpId) && binding.sub !== grant.origin.sub) return undefined;
-  return (await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt)) ? undefined : binding;
+  if (usesOpSubject(deps.config, grant.origin.idpId) && binding.sub !== grant.origin.sub) return { refused: 'binding_changed' };
+  return (await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt)) ? { refused: 'ended_at_op' } : { binding };
 }
 
 export type RedeemedLoginToken =
   | { readonly ok: true; readonly grant: LoginGrant; readonly binding: Binding }
-  | { readonly ok: false; readonly reason: 'invalid' | 'deactivated' };
+  | { readonly ok: false; readonly reason: 'invalid' | StartRefusal | 'deactivated' };
+
+type GrantCheckDeps = Parameters<typeof grantStanding>[0] & { readonly homeserver: Pick<HomeserverAdapter, 'queryUser'> };
 
 /**
- * A login token redeemed with every check its use needs (no side path, CVE-2023-32682): single use, the grant still
- * valid (`loginGrantStillValid`), and the account not deactivated since the SSO sign-in. `m.login.token` and the
- * native OAuth login step after SSO both take tokens this way.
+ * A login token redeemed with every check its use needs (no side path, CVE-2023-32682): single use, then
+ * `grantStillUsable`. `m.login.token` and the native OAuth login step after SSO both take tokens this way.
  */
-export async function redeemLoginToken(
-  deps: Parameters<typeof loginGrantStillValid>[0] & { readonly loginTokens: LoginTokenStore; readonly homeserver: Pick<HomeserverAdapter, 'queryUser'> },
-  token: string | undefined,
-): Promise<RedeemedLoginToken> {
+export async function redeemLoginToken(deps: GrantCheckDeps & { readonly loginTokens: LoginTokenStore }, token: string | undefined): Promise<RedeemedLoginToken> {
   const grant = token === undefined ? undefined : await deps.loginTokens.redeem(token);
-  const binding = grant === undefined ? undefined : await loginGrantStillValid(deps, grant);
-  if (grant === undefined || binding === undefined) return { ok: false, reason: 'invalid' };
+  return grant === undefined ? { ok: false, reason: 'invalid' } : grantStillUsable(deps, grant);
+}
+
+/**
+ * Whether a sign-in made earlier (a login token's grant, a native client's sign-in awaiting its code exchange) may
+ * still become a session: its binding still stands, the OP has not logged its session out since, and the account is
+ * not deactivated. The
+ * session's own write then checks the binding and the logout markers once more (`signInChecks`).
+ */
+export async function grantStillUsable(deps: GrantCheckDeps, grant: LoginGrant): Promise<RedeemedLoginToken> {
+  const standing = await grantStanding(deps, grant);
+  if ('refused' in standing) return { ok: false, reason: standing.refused };
   if ((await deps.homeserver.queryUser(grant.localpart))?.deactivated === true) return { ok: false, reason: 'deactivated' };
-  return { ok: true, grant, binding };
+  return { ok: true, grant, binding: standing.binding };
+}
+
+/**
+ * What a new session's write step reads back (SessionLifecycle.start's check): a back-channel logout that arrived
+ * between the OP's answer and the write found no session to end, and an admin's removal of the binding swept the
+ * user's sessions before the write — the session must not stand on either.
+ */
+export function signInChecks(bindings: Pick<BindingStore, 'stillBound'>, origin: SessionOrigin, binding: Binding | undefined): StartCheck | undefined {
+  const checks: StartCheck[] = [];
+  if (origin.kind !== 'appservice' && origin.kind !== 'imported') checks.push(opLogoutCheck(origin, origin.lastValidatedAt));
+  if (binding !== undefined) {
+    const bound = bindings.stillBound(binding);
+    checks.push({ keys: [bound.key], refusal: ([value]) => (bound.holds(value) ? undefined : 'binding_changed') });
+  }
+  return allChecks(checks);
 }

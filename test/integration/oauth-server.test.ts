@@ -231,6 +231,28 @@ describe('native_clients: serve', () => {
     assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
     const sessions = await Promise.all((await h.deps.sessions.idsOfUser('bob')).map((id) => h.deps.sessions.get(id)));
     assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
+    // Refused before the device was made.
+    assert.equal(h.homeserver.devices('bob').has(deviceId), false);
+  });
+
+  test('a back-channel logout while the code exchange waits for the device: refused, the client-chosen device stays', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+    const { code, state, opBrowser } = await authorizeInBrowser(url, h.op.users.bob);
+    const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1] ?? '';
+    const held = h.homeserver.holdProvisioning('upsert_device');
+    const exchanging = tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
+    await held.reached;
+    await opBrowser.logout({ clientId: h.op.clientId });
+    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
+    held.release();
+    const exchange = await exchanging;
+    assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
+    assert.equal(exchange.body['error'], 'invalid_grant');
+    assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
+    const sessions = await Promise.all((await h.deps.sessions.idsOfUser('bob')).map((id) => h.deps.sessions.get(id)));
+    assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
     // The device id is the client's (MSC2967): it may be one the client used before, with its keys, so it stays.
     assert.equal(h.homeserver.devices('bob').has(deviceId), true);
   });
@@ -252,6 +274,38 @@ describe('native_clients: serve', () => {
       bob.deactivated = false;
     }
   });
+
+  // The code exchange makes the checks m.login.token makes: between consent and exchange (seconds for a browser, up to
+  // the device code's lifetime for a device polling) the account may have been deactivated or its binding removed.
+  for (const change of ['deactivated', 'binding removed'] as const) {
+    test(`an account ${change} between consent and the code exchange: the exchange is refused, no session is left`, async () => {
+      const metadata = await discover();
+      const clientId = await register(metadata);
+      const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+      const { code, state } = await authorizeInBrowser(url, h.op.users.bob);
+      const bob = h.homeserver.users.get('bob');
+      assert.ok(bob);
+      const binding = await h.deps.bindings.findByLocalpart('bob');
+      assert.ok(binding);
+      const before = new Set(await h.deps.sessions.idsOfUser('bob'));
+      try {
+        if (change === 'deactivated') bob.deactivated = true;
+        else await h.deps.bindings.remove(binding.issuer, binding.sub);
+        const exchange = await tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
+        assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
+        assert.equal(exchange.body['error'], 'invalid_grant');
+        assert.match(String(exchange.body['error_description']), change === 'deactivated' ? /deactivated/ : /account changed/);
+        assert.equal(exchange.body['access_token'], undefined);
+        assert.deepEqual(new Set(await h.deps.sessions.idsOfUser('bob')), before);
+      } finally {
+        bob.deactivated = false;
+        if ((await h.deps.bindings.findByLocalpart('bob')) === undefined) {
+          const { createdAt: _createdAt, ...input } = binding;
+          assert.equal((await h.deps.bindings.claim(input)).ok, true);
+        }
+      }
+    });
+  }
 
   test("native sessions are in the user's one session list (what the admin API and /logout/all read)", async () => {
     const { clientId, deviceId } = await signInNatively();
