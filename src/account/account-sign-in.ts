@@ -98,6 +98,7 @@ export async function completeAccountSignIn(
       ...(grant.sid === undefined ? {} : { sid: grant.sid }),
       // An OP that sends no auth_time vouches for "now" at best: the proxy's clock when the answer came.
       authTime: Math.min(authTime ?? deps.clock.now(), deps.clock.now()),
+      signedInAt,
       ...(grant.refreshToken === undefined ? {} : { sealedOpRefreshToken: deps.keys.seal(grant.refreshToken) }),
       ...verifiedEmailOf(grant),
     },

@@ -21,6 +21,11 @@ export interface AccountSession {
   readonly sid?: string;
   /** When the OP last authenticated the user (its `auth_time`, else when the proxy got the answer), ms. */
   readonly authTime: number;
+  /**
+   * When the proxy asked the OP for this sign-in (its clock), before the code exchange: a back-channel logout of that
+   * OP session at or after it ends the page session. Absent in records written before it was kept: `createdAt` then.
+   */
+  readonly signedInAt?: number;
   readonly createdAt: number;
   readonly expiresAt: number;
   readonly homeserverTokenHash: string;
@@ -55,6 +60,7 @@ function isAccountSessionFields(f: Fields): boolean {
     isString(f.sub) &&
     isOptional(f.sid, isString) &&
     isNumber(f.authTime) &&
+    isOptional(f.signedInAt, isNumber) &&
     isNumber(f.createdAt) &&
     isNumber(f.expiresAt) &&
     isString(f.homeserverTokenHash) &&
@@ -112,7 +118,9 @@ export class AccountSessions {
     const session = readRecord(accountSessionRecord, await this.store.get(key), key, this.logger);
     if (session === undefined || this.clock.now() >= session.expiresAt) return undefined;
     const origin = { idpId: session.idpId, sub: session.sub, ...(session.sid === undefined ? {} : { sid: session.sid }) };
-    if (await loggedOutAtOpSince(this.store, origin, session.createdAt)) {
+    // From the sign-in, not the record's creation: a logout that arrived while the sign-in was resolved and written
+    // may land its markers after the sign-in's own check read them (account-sign-in.ts).
+    if (await loggedOutAtOpSince(this.store, origin, session.signedInAt ?? session.createdAt)) {
       await this.store.delete(key);
       return undefined;
     }
