@@ -102,6 +102,17 @@ function writeOAuth(ctx: Context, error: OAuthError): void {
   ctx.body = error.toBody();
 }
 
+/**
+ * A failure at the OAuth token endpoint (RFC 6749 §5.2), for the code exchange that runs after oidc-provider's own
+ * error handling: an account the homeserver or the mapping refuses is `invalid_grant` (the grant cannot become a
+ * session), outages are 503 `temporarily_unavailable` with their Retry-After, never the homeserver's own 401/403.
+ */
+export function asTokenEndpointError(err: unknown): OAuthError {
+  const error = asMatrixError(err);
+  if (error.status === 403) return new OAuthError(400, 'invalid_grant', error.message, {}, err);
+  return new OAuthError(error.status === 401 ? 400 : error.status, error.status === 401 ? 'invalid_request' : oauthCodeOf(error), error.message, error.headers(), err);
+}
+
 function oauthCodeOf(error: MatrixError): OAuthErrorCode {
   if (error.status === 401) return 'invalid_token';
   if (error.status === 503) return 'temporarily_unavailable';

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import type { Context } from 'koa';
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import { encryptionKeysOf, type Config } from '../config/schema.js';
+import { asTokenEndpointError } from '../errors/render.js';
 import { bodyLimitsOf, readBodyText } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';
 import { clientAddress } from '../http/request-state.js';
@@ -395,15 +396,31 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     await ctx.oidc.entities.AccessToken?.destroy();
     await ctx.oidc.entities.RefreshToken?.destroy();
   };
-  const fail = async (status: number, error: string, description: string) => {
-    await discard();
+  // oidc-provider's own tokens of this exchange are never handed out: they go whatever the failure (best effort: in a
+  // store outage the answer is the outage, not a second error).
+  const fail = async (status: number, error: string, description: string, headers: Readonly<Record<string, string>> = {}) => {
+    await discard().catch((err: unknown) => deps.logger.warn({ event: 'oauth.token_discard_failed', err }, 'oauth.token_discard_failed'));
     ctx.status = status;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set(headers);
     ctx.body = { error, error_description: description };
+  };
+  // A failure thrown here is past oidc-provider's error handling: answered in RFC 6749 §5.2 shape by the same mapping
+  // as every other route (an account the homeserver refuses is invalid_grant, an outage 503).
+  const failOn = async (err: unknown) => {
+    const error = asTokenEndpointError(err);
+    deps.logger[error.status === 500 ? 'error' : 'warn']({ event: 'oauth.code_exchange_failed', err }, 'oauth.code_exchange_failed');
+    return fail(error.status, error.error, error.description, error.headers);
   };
   if (code === undefined || client === undefined || typeof code.accountId !== 'string') return fail(500, 'server_error', 'The code exchange lost its code');
   const grantType = ctx.oidc.params?.['grant_type'];
   // Single use: each native session gets its own OP grant (see sessions/oauth-sign-ins.ts).
-  const signIn = await signIns.consume(code.accountId);
+  let signIn;
+  try {
+    signIn = await signIns.consume(code.accountId);
+  } catch (err: unknown) {
+    return failOn(err);
+  }
   if (signIn === undefined) return fail(400, 'invalid_grant', 'The sign-in behind this code has ended or was used');
   const granted = parseMatrixScopes(typeof body['scope'] === 'string' ? body['scope'] : (code.scope ?? ''));
   if (!granted.ok) return fail(400, 'invalid_scope', granted.description);
@@ -411,7 +428,12 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
   // The checks m.login.token makes (CVE-2023-32682 class), now rather than at the login step: between the sign-in
   // and this exchange (consent, a device code waiting for its poll) the binding may have been removed or the account
   // deactivated. The session's write step reads the binding and the OP's logout markers once more.
-  const usable = await grantStillUsable(deps, signIn);
+  let usable;
+  try {
+    usable = await grantStillUsable(deps, signIn);
+  } catch (err: unknown) {
+    return failOn(err);
+  }
   if (!usable.ok) return fail(400, 'invalid_grant', refusalText(usable.reason));
   // MSC2967: the client allocates the device id; one that asked for none gets one allocated here.
   const deviceId = granted.deviceId ?? randomBytes(8).toString('hex').toUpperCase().slice(0, 10);
@@ -438,9 +460,7 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
     if (err instanceof SessionStartRefused) {
       return fail(400, 'invalid_grant', refusalText(err.reason));
     }
-    // oidc-provider's own tokens of this exchange are never handed out: they go whatever the failure.
-    await discard().catch(() => undefined);
-    throw err;
+    return failOn(err);
   }
   await discard();
   deps.logger.info({ event: 'oauth.code_exchanged', grant_type: grantType, client_id: client.clientId, localpart: signIn.localpart, device_id: deviceId, session_id: issued.session.id }, 'oauth.code_exchanged');

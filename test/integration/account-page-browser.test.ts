@@ -114,6 +114,9 @@ describe('account page in headless Chromium', { skip }, () => {
     assert.ok(cookie, 'the page session cookie (plain-http dev name)');
     assert.equal(cookie.httpOnly, true);
     assert.equal(cookie.sameSite, 'Lax');
+    // The page session keeps when the OP was asked (a back-channel logout from then on ends it), before its creation.
+    const pageSession = await h.deps.accountSessions.get(cookie.value);
+    assert.ok(pageSession?.signedInAt !== undefined && pageSession.signedInAt <= pageSession.createdAt, JSON.stringify(pageSession));
     const csp = response?.headers()['content-security-policy'] ?? '';
     assert.match(csp, /default-src 'none'/);
     assert.match(csp, /form-action 'self'/);

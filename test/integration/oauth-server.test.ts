@@ -6,7 +6,7 @@ import { chromium } from 'playwright-core';
 import { completeAuthorizationCodeGrant, createClient, generateOidcAuthorizationUrl, registerOidcClient } from 'matrix-js-sdk';
 import { ProxyBrowser, locationOf } from '../support/proxy-browser.js';
 // Also installs the Storage and window stand-ins matrix-js-sdk's OIDC helpers need under Node.
-import { CLIENT_URI, clientPage, REDIRECT_URI } from '../support/native-client.js';
+import { CLIENT_URI, clientPage, codeVerifierOf, REDIRECT_URI } from '../support/native-client.js';
 import { HOMESERVER_SECRET, SERVER_NAME, startProxyHarness, type Harness } from '../support/proxy-harness.js';
 
 /**
@@ -105,18 +105,6 @@ async function signInNatively(user = h.op.users.alice, prompt?: string) {
 }
 
 const whoami = (token: string) => h.request('GET', '/_matrix/client/v3/account/whoami', { token });
-
-/** The PKCE verifier matrix-js-sdk (oidc-client-ts) keeps in sessionStorage for the authorization with this state. */
-function codeVerifierOf(state: string): string {
-  const storage = (globalThis as unknown as { sessionStorage: Storage }).sessionStorage;
-  for (let index = 0; index < storage.length; index++) {
-    const value = storage.getItem(storage.key(index) ?? '');
-    if (value === null || !value.includes(state)) continue;
-    const verifier = (JSON.parse(value) as { code_verifier?: unknown }).code_verifier;
-    if (typeof verifier === 'string') return verifier;
-  }
-  throw new Error(`no code verifier stored for state ${state}`);
-}
 
 async function tokenRequest(form: Record<string, string>) {
   const response = await fetch(`${issuer()}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
@@ -275,6 +263,27 @@ describe('native_clients: serve', () => {
     }
   });
 
+  test('a back-channel logout while the exchange waits for a device whose id the proxy made up: refused, that device removed', async () => {
+    const metadata = await discover();
+    const clientId = await register(metadata);
+    const url = new URL(await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' }));
+    // No device scope: the proxy allocates the device id at the exchange (MSC2967 lets the client leave it out).
+    url.searchParams.set('scope', (url.searchParams.get('scope') ?? '').split(' ').filter((scope) => !scope.includes(':device:')).join(' '));
+    const { code, state, opBrowser } = await authorizeInBrowser(url.href, h.op.users.bob);
+    const before = new Set(h.homeserver.devices('bob').keys());
+    const held = h.homeserver.holdProvisioning('upsert_device');
+    const exchanging = tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
+    await held.reached;
+    await opBrowser.logout({ clientId: h.op.clientId });
+    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
+    held.release();
+    const exchange = await exchanging;
+    assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
+    assert.equal(exchange.body['error'], 'invalid_grant');
+    // The device made for this exchange is gone again; no other device of bob's was touched.
+    assert.deepEqual(new Set(h.homeserver.devices('bob').keys()), before);
+  });
+
   // The code exchange makes the checks m.login.token makes: between consent and exchange (seconds for a browser, up to
   // the device code's lifetime for a device polling) the account may have been deactivated or its binding removed.
   for (const change of ['deactivated', 'binding removed'] as const) {
@@ -297,6 +306,10 @@ describe('native_clients: serve', () => {
         assert.match(String(exchange.body['error_description']), change === 'deactivated' ? /deactivated/ : /account changed/);
         assert.equal(exchange.body['access_token'], undefined);
         assert.deepEqual(new Set(await h.deps.sessions.idsOfUser('bob')), before);
+        // Refused before any device was made.
+        const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1] ?? '';
+        assert.notEqual(deviceId, '');
+        assert.equal(h.homeserver.devices('bob').has(deviceId), false);
       } finally {
         bob.deactivated = false;
         if ((await h.deps.bindings.findByLocalpart('bob')) === undefined) {
@@ -304,6 +317,37 @@ describe('native_clients: serve', () => {
           assert.equal((await h.deps.bindings.claim(input)).ok, true);
         }
       }
+    });
+  }
+
+  // The exchange runs after oidc-provider's own error handling: a failure there is answered in RFC 6749 §5.2 shape
+  // by the proxy, never as the homeserver's own status, and oidc-provider's tokens of the exchange never stay.
+  for (const status of [503, 403]) {
+    test(`the homeserver failing (${status}) at the code exchange: 503 temporarily_unavailable as JSON, no token kept`, async () => {
+      const metadata = await discover();
+      const clientId = await register(metadata);
+      const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
+      const { code, state } = await authorizeInBrowser(url, h.op.users.bob);
+      assert.equal(await h.deps.store.hasKeyWithPrefix('oauth:AccessToken:'), false);
+      // Enough failures for every retry of the adapter.
+      h.homeserver.failProvisioning('query_user', status, 20);
+      try {
+        const response = await fetch(`${issuer()}/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) }).toString(),
+        });
+        assert.equal(response.status, 503);
+        assert.match(response.headers.get('content-type') ?? '', /application\/json/);
+        assert.equal(response.headers.get('cache-control'), 'no-store');
+        const body = (await response.json()) as Record<string, unknown>;
+        assert.equal(body['error'], 'temporarily_unavailable');
+        assert.equal(body['access_token'], undefined);
+      } finally {
+        h.homeserver.failProvisioning('query_user', 200, 0);
+      }
+      assert.equal(await h.deps.store.hasKeyWithPrefix('oauth:AccessToken:'), false);
+      assert.equal(await h.deps.store.hasKeyWithPrefix('oauth:RefreshToken:'), false);
     });
   }
 

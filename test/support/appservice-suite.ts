@@ -10,7 +10,7 @@ import { locationOf, ProxyBrowser } from './proxy-browser.js';
 import { sessionKeys } from '../../src/sessions/session-store.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { completeAuthorizationCodeGrant } from 'matrix-js-sdk';
-import { authorizationUrl, discover, follow, REDIRECT_URI, register, signInPageOf } from './native-client.js';
+import { authorizationUrl, codeVerifierOf, discover, follow, REDIRECT_URI, register, signInPageOf } from './native-client.js';
 import { parseToken } from '../../src/sessions/tokens.js';
 
 /** A homeserver the suite runs against, started with the two registrations and a shared registration secret. */
@@ -77,7 +77,7 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
     adminToken = (await registerWithSharedSecret(synapse.url, sharedSecret, 'admin', ADMIN_PASSWORD, true)).accessToken;
     h = await startProxyHarness({
       store: 'redis',
-      op: { users: [{ username: 'admin', password: 'op-admin-password', sub: 'sub-admin', email: 'admin@example.test', name: 'Admin', groups: [] }, { username: 'bridge_sneaky', password: 'sneaky-password', sub: 'sub-sneaky', email: 'sneaky@example.test', name: 'Sneaky', groups: [] }] },
+      op: { users: [{ username: 'admin', password: 'op-admin-password', sub: 'sub-admin', email: 'admin@example.test', name: 'Admin', groups: [] }, { username: 'bridge_sneaky', password: 'sneaky-password', sub: 'sub-sneaky', email: 'sneaky@example.test', name: 'Sneaky', groups: [] }, { username: 'carol', password: 'carol-password', sub: 'sub-carol', email: 'carol@example.test', name: 'Carol', groups: [] }] },
       configure: (config) => {
         const deny = [`@admin:${SERVER_NAME.replace(/\./g, '\\.')}`];
         const backend = options.backend ?? { mode: 'appservice' };
@@ -330,6 +330,50 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
     assert.equal((await h.request('GET', WHOAMI, { token: pair.access_token })).status, 401);
     assert.equal((await atHomeserver('GET', WHOAMI, homeserverToken)).status, 401, 'the homeserver token is dead at once');
   });
+
+  test(
+    'native OAuth client: an account deactivated at the homeserver between consent and the code exchange gets invalid_grant, no device',
+    { skip: options.flavour === 'synapse' ? false : "deactivating a user without a password needs Synapse's admin API" },
+    async () => {
+      // A legacy login first: with JWT login the homeserver makes the user only at its first login.
+      const first = await h.passwordLogin('carol', 'carol-password');
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      const metadata = await discover(h.url);
+      const clientId = await register(metadata);
+      const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@carol:${SERVER_NAME}` });
+      const deviceId = /device:(\S+)/.exec(url.searchParams.get('scope') ?? '')?.[1];
+      assert.ok(deviceId);
+      const browser = new ProxyBrowser(h.url);
+      const isClient = (at: URL) => at.href.startsWith(REDIRECT_URI);
+      const started = await follow(browser, await browser.get(url), isClient);
+      const form = signInPageOf(await started.response.text());
+      let { response, stoppedAt } = await follow(browser, await browser.post(form.action, { csrf_token: form.csrfToken, username: 'carol', password: 'carol-password' }), isClient);
+      if (stoppedAt === undefined) ({ response, stoppedAt } = await follow(browser, await browser.post(response.url, { decision: 'allow' }), isClient));
+      assert.ok(stoppedAt, `no code: ${response.status}`);
+      const deactivated = await atHomeserver('POST', `/_synapse/admin/v1/deactivate/${encodeURIComponent(mxid('carol'))}`, adminToken, { erase: false });
+      assert.equal(deactivated.status, 200, JSON.stringify(deactivated.body));
+      const exchange = await fetch(`${metadata.issuer}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code: stoppedAt.searchParams.get('code') ?? '',
+          redirect_uri: REDIRECT_URI,
+          client_id: clientId,
+          code_verifier: codeVerifierOf(stoppedAt.searchParams.get('state') ?? ''),
+        }).toString(),
+      });
+      const body = (await exchange.json()) as Record<string, unknown>;
+      assert.equal(exchange.status, 400, `${JSON.stringify(body)}${logsTail()}`);
+      assert.equal(body['error'], 'invalid_grant');
+      assert.equal(body['access_token'], undefined);
+      const sessions = await Promise.all((await h.deps.sessions.idsOfUser('carol')).map((id) => h.deps.sessions.get(id)));
+      assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
+      const devices = await atHomeserver('GET', `/_synapse/admin/v2/users/${encodeURIComponent(mxid('carol'))}/devices`, adminToken);
+      assert.equal(devices.status, 200, JSON.stringify(devices.body));
+      assert.equal((devices.body.devices as { device_id: string }[]).some((device) => device.device_id === deviceId), false);
+    },
+  );
 
   test('the stored session record keeps the homeserver token sealed, never in clear', async () => {
     const logged = await login('alice');

@@ -103,3 +103,15 @@ export async function clientPage(browser: Browser): Promise<{ page: Page; violat
   await page.route(`${REDIRECT_URI}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App</title><h1 id="app">App</h1>' }));
   return { page, violations };
 }
+
+/** The PKCE verifier matrix-js-sdk stored (sessionStorage) for an authorization with this state. */
+export function codeVerifierOf(state: string): string {
+  const storage = (globalThis as unknown as { sessionStorage: Storage }).sessionStorage;
+  for (let index = 0; index < storage.length; index++) {
+    const value = storage.getItem(storage.key(index) ?? '');
+    if (value === null || !value.includes(state)) continue;
+    const verifier = (JSON.parse(value) as { code_verifier?: unknown }).code_verifier;
+    if (typeof verifier === 'string') return verifier;
+  }
+  throw new Error(`no code verifier stored for state ${state}`);
+}
