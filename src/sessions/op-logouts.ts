@@ -194,11 +194,12 @@ async function grantStanding(
   deps: { readonly store: Store; readonly bindings: BindingStore; readonly config: Pick<Config, 'oidc_providers'> },
   grant: LoginGrant,
 ): Promise<{ readonly binding: Binding } | { readonly refused: 'binding_changed' | 'ended_at_op' }> {
-  const binding = await deps.bindings.findByLocalpart(grant.localpart);
+  // Independent reads, read together (one round trip of waiting, issue 19's login cost).
+  const [binding, loggedOut] = await Promise.all([deps.bindings.findByLocalpart(grant.localpart), loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt)]);
   if (binding === undefined || binding.issuer !== grant.origin.issuer) return { refused: 'binding_changed' };
   // The localpart may have been re-bound to another subject (admin delete + import) since this grant was made.
   if (usesOpSubject(deps.config, grant.origin.idpId) && binding.sub !== grant.origin.sub) return { refused: 'binding_changed' };
-  return (await loggedOutAtOpSince(deps.store, grant.origin, grant.origin.lastValidatedAt)) ? { refused: 'ended_at_op' } : { binding };
+  return loggedOut ? { refused: 'ended_at_op' } : { binding };
 }
 
 export type RedeemedLoginToken =
@@ -223,9 +224,10 @@ export async function redeemLoginToken(deps: GrantCheckDeps & { readonly loginTo
  * session's own write then checks the binding and the logout markers once more (`signInChecks`).
  */
 export async function grantStillUsable(deps: GrantCheckDeps, grant: LoginGrant): Promise<RedeemedLoginToken> {
-  const standing = await grantStanding(deps, grant);
+  // The homeserver is asked at the same time as the store; a grant that fails its own checks is refused as such.
+  const [standing, user] = await Promise.all([grantStanding(deps, grant), deps.homeserver.queryUser(grant.localpart)]);
   if ('refused' in standing) return { ok: false, reason: standing.refused };
-  if ((await deps.homeserver.queryUser(grant.localpart))?.deactivated === true) return { ok: false, reason: 'deactivated' };
+  if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };
   return { ok: true, grant, binding: standing.binding };
 }
 
