@@ -111,6 +111,18 @@ async function tokenRequest(form: Record<string, string>) {
   return { status: response.status, body: (await response.json()) as Record<string, any> };
 }
 
+/** bob authorizes; the code exchange is held at the homeserver's upsert_device while the OP logs that sign-in out. */
+async function exchangeWhileOpLogsOut(url: string, clientId: string) {
+  const { code, state, opBrowser } = await authorizeInBrowser(url, h.op.users.bob);
+  const held = h.homeserver.holdProvisioning('upsert_device');
+  const exchanging = tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
+  await held.reached;
+  await opBrowser.logout({ clientId: h.op.clientId });
+  assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
+  held.release();
+  return exchanging;
+}
+
 describe('native_clients: serve', () => {
   test("the homeserver's auth_metadata describes this proxy's OAuth server", async () => {
     const metadata = await discover();
@@ -227,15 +239,8 @@ describe('native_clients: serve', () => {
     const metadata = await discover();
     const clientId = await register(metadata);
     const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
-    const { code, state, opBrowser } = await authorizeInBrowser(url, h.op.users.bob);
     const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1] ?? '';
-    const held = h.homeserver.holdProvisioning('upsert_device');
-    const exchanging = tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
-    await held.reached;
-    await opBrowser.logout({ clientId: h.op.clientId });
-    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
-    held.release();
-    const exchange = await exchanging;
+    const exchange = await exchangeWhileOpLogsOut(url, clientId);
     assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
     assert.equal(exchange.body['error'], 'invalid_grant');
     assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
@@ -269,15 +274,8 @@ describe('native_clients: serve', () => {
     const url = new URL(await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' }));
     // No device scope: the proxy allocates the device id at the exchange (MSC2967 lets the client leave it out).
     url.searchParams.set('scope', (url.searchParams.get('scope') ?? '').split(' ').filter((scope) => !scope.includes(':device:')).join(' '));
-    const { code, state, opBrowser } = await authorizeInBrowser(url.href, h.op.users.bob);
     const before = new Set(h.homeserver.devices('bob').keys());
-    const held = h.homeserver.holdProvisioning('upsert_device');
-    const exchanging = tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
-    await held.reached;
-    await opBrowser.logout({ clientId: h.op.clientId });
-    assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
-    held.release();
-    const exchange = await exchanging;
+    const exchange = await exchangeWhileOpLogsOut(url.href, clientId);
     assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
     assert.equal(exchange.body['error'], 'invalid_grant');
     // The device made for this exchange is gone again; no other device of bob's was touched.

@@ -69,6 +69,32 @@ async function login(user: 'alice' | 'bob', extra: Record<string, unknown> = {})
   return response.body;
 }
 
+/**
+ * A native client (matrix-js-sdk's helpers) registered and authorized by `username` through the sign-in page's
+ * password form (and the consent page): where the client's redirect stopped, with the code and state.
+ */
+async function authorizeNatively(username: string, password: string) {
+  const metadata = await discover(h.url);
+  const clientId = await register(metadata);
+  const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@${username}:${SERVER_NAME}` });
+  const deviceId = /device:(\S+)/.exec(url.searchParams.get('scope') ?? '')?.[1];
+  assert.ok(deviceId);
+  const browser = new ProxyBrowser(h.url);
+  const isClient = (at: URL) => at.href.startsWith(REDIRECT_URI);
+  const started = await follow(browser, await browser.get(url), isClient);
+  const form = signInPageOf(await started.response.text());
+  assert.equal(form.username, username);
+  let { response, stoppedAt } = await follow(browser, await browser.post(form.action, { csrf_token: form.csrfToken, username, password }), isClient);
+  if (stoppedAt === undefined) {
+    // The consent page of a third-party client.
+    const page = await response.text();
+    assert.match(page, /Allow Test App/, page.slice(0, 500));
+    ({ response, stoppedAt } = await follow(browser, await browser.post(response.url, { decision: 'allow' }), isClient));
+  }
+  assert.ok(stoppedAt, `no code: ${response.status}`);
+  return { metadata, clientId, deviceId, stoppedAt };
+}
+
 describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason(), concurrency: false }, () => {
   before(async () => {
     registrations = await writeRegistrations(SERVER_NAME, { url: options.registrationUrl });
@@ -283,25 +309,8 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
   });
 
   test('native OAuth client (native_clients: serve): the device is made at the homeserver at the code exchange, the token swapped through, refresh keeps it, revocation ends it there', async () => {
-    const metadata = await discover(h.url);
+    const { metadata, clientId, deviceId, stoppedAt } = await authorizeNatively('alice', h.op.users.alice.password);
     assert.equal(metadata.issuer, `${h.url}/_matrix-compat-proxy/oauth2`);
-    const clientId = await register(metadata);
-    const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@alice:${SERVER_NAME}` });
-    const deviceId = /device:(\S+)/.exec(url.searchParams.get('scope') ?? '')?.[1];
-    assert.ok(deviceId);
-    const browser = new ProxyBrowser(h.url);
-    const isClient = (at: URL) => at.href.startsWith(REDIRECT_URI);
-    const started = await follow(browser, await browser.get(url), isClient);
-    const form = signInPageOf(await started.response.text());
-    assert.equal(form.username, 'alice');
-    let { response, stoppedAt } = await follow(browser, await browser.post(form.action, { csrf_token: form.csrfToken, username: 'alice', password: h.op.users.alice.password }), isClient);
-    if (stoppedAt === undefined) {
-      // The consent page of a third-party client.
-      const page = await response.text();
-      assert.match(page, /Allow Test App/, page.slice(0, 500));
-      ({ response, stoppedAt } = await follow(browser, await browser.post(response.url, { decision: 'allow' }), isClient));
-    }
-    assert.ok(stoppedAt, `no code: ${response.status}`);
     const completed = await completeAuthorizationCodeGrant(stoppedAt.searchParams.get('code') ?? '', stoppedAt.searchParams.get('state') ?? '');
     const token = completed.tokenResponse.access_token;
     assert.ok(parseToken(token), 'a proxy token, not a homeserver one');
@@ -338,18 +347,7 @@ describe(`appservice backend on real ${options.name}`, { skip: interopSkipReason
       // A legacy login first: with JWT login the homeserver makes the user only at its first login.
       const first = await h.passwordLogin('carol', 'carol-password');
       assert.equal(first.status, 200, JSON.stringify(first.body));
-      const metadata = await discover(h.url);
-      const clientId = await register(metadata);
-      const url = await authorizationUrl(h.url, metadata, clientId, { login_hint: `mxid:@carol:${SERVER_NAME}` });
-      const deviceId = /device:(\S+)/.exec(url.searchParams.get('scope') ?? '')?.[1];
-      assert.ok(deviceId);
-      const browser = new ProxyBrowser(h.url);
-      const isClient = (at: URL) => at.href.startsWith(REDIRECT_URI);
-      const started = await follow(browser, await browser.get(url), isClient);
-      const form = signInPageOf(await started.response.text());
-      let { response, stoppedAt } = await follow(browser, await browser.post(form.action, { csrf_token: form.csrfToken, username: 'carol', password: 'carol-password' }), isClient);
-      if (stoppedAt === undefined) ({ response, stoppedAt } = await follow(browser, await browser.post(response.url, { decision: 'allow' }), isClient));
-      assert.ok(stoppedAt, `no code: ${response.status}`);
+      const { metadata, clientId, deviceId, stoppedAt } = await authorizeNatively('carol', 'carol-password');
       const deactivated = await atHomeserver('POST', `/_synapse/admin/v1/deactivate/${encodeURIComponent(mxid('carol'))}`, adminToken, { erase: false });
       assert.equal(deactivated.status, 200, JSON.stringify(deactivated.body));
       const exchange = await fetch(`${metadata.issuer}/token`, {
