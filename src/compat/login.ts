@@ -68,6 +68,7 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {
   const redeemed = await redeemLoginToken(deps, request.token);
+  if (!redeemed.ok && redeemed.reason !== 'invalid') deps.lifecycle.abandonSignIn(redeemed.grant.origin);
   if (!redeemed.ok && redeemed.reason === 'deactivated') throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
   if (!redeemed.ok) {
     deps.metrics.logins.inc({ type: 'token', outcome: 'rejected' });

@@ -434,7 +434,10 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
   } catch (err: unknown) {
     return failOn(err);
   }
-  if (!usable.ok) return fail(400, 'invalid_grant', refusalText(usable.reason));
+  if (!usable.ok) {
+    if (usable.reason !== 'invalid') deps.lifecycle.abandonSignIn(usable.grant.origin);
+    return fail(400, 'invalid_grant', refusalText(usable.reason));
+  }
   // MSC2967: the client allocates the device id; one that asked for none gets one allocated here.
   const deviceId = granted.deviceId ?? randomBytes(8).toString('hex').toUpperCase().slice(0, 10);
   const lifetimeMs = deps.config.sessions.refreshable_access_token_lifetime;

@@ -204,7 +204,9 @@ async function grantStanding(
 
 export type RedeemedLoginToken =
   | { readonly ok: true; readonly grant: LoginGrant; readonly binding: Binding }
-  | { readonly ok: false; readonly reason: 'invalid' | StartRefusal | 'deactivated' };
+  | { readonly ok: false; readonly reason: 'invalid' }
+  /** The grant no longer holds: the caller drops it (SessionLifecycle.abandonSignIn revokes its OP grant). */
+  | { readonly ok: false; readonly reason: StartRefusal | 'deactivated'; readonly grant: LoginGrant };
 
 type GrantCheckDeps = Parameters<typeof grantStanding>[0] & { readonly homeserver: Pick<HomeserverAdapter, 'queryUser'> };
 
@@ -226,8 +228,8 @@ export async function redeemLoginToken(deps: GrantCheckDeps & { readonly loginTo
 export async function grantStillUsable(deps: GrantCheckDeps, grant: LoginGrant): Promise<RedeemedLoginToken> {
   // The homeserver is asked at the same time as the store; a grant that fails its own checks is refused as such.
   const [standing, user] = await Promise.all([grantStanding(deps, grant), deps.homeserver.queryUser(grant.localpart)]);
-  if ('refused' in standing) return { ok: false, reason: standing.refused };
-  if (user?.deactivated === true) return { ok: false, reason: 'deactivated' };
+  if ('refused' in standing) return { ok: false, reason: standing.refused, grant };
+  if (user?.deactivated === true) return { ok: false, reason: 'deactivated', grant };
   return { ok: true, grant, binding: standing.binding };
 }
 

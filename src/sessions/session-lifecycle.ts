@@ -3,7 +3,7 @@ import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UpstreamProvider } from '../oidc/upstream.js';
 import type { SessionKeys } from './secret-box.js';
-import { opOriginOf, type Session } from './session.js';
+import { opOriginOf, type Session, type SessionOrigin } from './session.js';
 import type { Store } from '../store/store.js';
 
 /** Marks an account the proxy locked at the homeserver, so the next sign-in the OP accepts unlocks it. */
@@ -149,7 +149,7 @@ export class SessionLifecycle {
     if (removed === undefined) return undefined;
     this.deps.metrics.sessionsEnded.inc({ reason });
     this.deps.logger.info({ event: 'session.ended', reason, session_id: removed.id, localpart: removed.localpart, device_id: removed.deviceId }, 'session.ended');
-    this.revokeInBackground(removed);
+    this.revokeInBackground(removed.origin, removed.id);
     return removed;
   }
 
@@ -222,21 +222,30 @@ export class SessionLifecycle {
    * 12 #8): it runs after the answer, at most MAX_BACKGROUND_REVOCATIONS at once; beyond that (an OP that hangs
    * during a mass logout) it is skipped with a warning — the session is already over here.
    */
-  private revokeInBackground(session: Session): void {
+  private revokeInBackground(origin: SessionOrigin, sessionId?: string): void {
     if (this.revocationsInFlight >= MAX_BACKGROUND_REVOCATIONS) {
-      this.deps.logger.warn({ event: 'op.revoke.skipped', session_id: session.id, in_flight: this.revocationsInFlight }, 'op.revoke.skipped');
+      this.deps.logger.warn({ event: 'op.revoke.skipped', ...(sessionId === undefined ? {} : { session_id: sessionId }), in_flight: this.revocationsInFlight }, 'op.revoke.skipped');
       return;
     }
     this.revocationsInFlight += 1;
-    void this.revokeAtOp(session).finally(() => {
+    void this.revokeAtOp(origin).finally(() => {
       this.revocationsInFlight -= 1;
     });
   }
 
+  /**
+   * A sign-in the OP granted that will not become a session (its login token or OAuth code refused: binding changed,
+   * account deactivated, logged out at the OP): its OP grant is revoked like an ended session's, in the background,
+   * rather than left to live at the OP until it expires.
+   */
+  abandonSignIn(origin: SessionOrigin): void {
+    this.revokeInBackground(origin);
+  }
+
   private revocationsInFlight = 0;
 
-  private async revokeAtOp(session: Session): Promise<void> {
-    const origin = opOriginOf(session);
+  private async revokeAtOp(sessionOrigin: SessionOrigin): Promise<void> {
+    const origin = opOriginOf({ origin: sessionOrigin });
     if (origin?.sealedOpRefreshToken === undefined) return;
     const provider = this.deps.providers.get(origin.idpId);
     if (provider === undefined) return;

@@ -272,6 +272,26 @@ describe('legacy login API against the in-process OP (memory store)', () => {
     assert.equal((await h.request('POST', LOGIN, { body: { type: 'm.login.token', token: 'x'.repeat(32) } })).status, 403);
   });
 
+  test('a login token refused for a deactivated account: 403 M_USER_DEACTIVATED, and its OP grant is revoked at the OP', async () => {
+    const bob = h.homeserver.users.get('bob');
+    assert.ok(bob);
+    const origin = { kind: 'sso' as const, idpId: 'testop', issuer: h.op.issuer, sub: h.op.users.bob.sub, lastValidatedAt: Date.now(), sealedOpRefreshToken: h.deps.keys.seal('op-refresh-token-of-the-sign-in') };
+    assert.equal((await h.passwordLogin('bob', h.op.users.bob.password)).status, 200);
+    const token = await h.deps.loginTokens.mint({ localpart: 'bob', origin }, 120_000);
+    const revocationsBefore = h.op.requestCount('/token/revocation');
+    bob.deactivated = true;
+    try {
+      const response = await h.request('POST', LOGIN, { body: { type: 'm.login.token', token } });
+      assert.equal(response.status, 403);
+      assert.equal(response.body.errcode, 'M_USER_DEACTIVATED');
+    } finally {
+      bob.deactivated = false;
+    }
+    // In the background, after the answer.
+    for (let waited = 0; waited < 2000 && h.op.requestCount('/token/revocation') === revocationsBefore; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(h.op.requestCount('/token/revocation'), revocationsBefore + 1);
+  });
+
   test('OP unreachable → 503 M_UNKNOWN (never 401/403)', async () => {
     h.op.setDown(true);
     try {
