@@ -43,7 +43,10 @@ const envProxy = process.env['NODE_USE_ENV_PROXY'] === '1' || process.execArgv.i
 const httpAgent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, ...envProxy } as http.AgentOptions);
 const httpsAgent = new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, ...envProxy } as https.AgentOptions);
 
-/** A fetch-shaped call: the answer as a standard Response (openid-client's customFetch takes this). */
+/**
+ * A fetch-shaped call: the answer as a standard Response (openid-client's customFetch takes this; oauth4webapi checks
+ * `instanceof Response`). The body, already read whole, is kept as bytes (BufferedResponse below).
+ */
 export async function outboundFetch(url: string | URL, init: OutboundInit = {}): Promise<Response> {
   const answer = await outboundRequest(url, init);
   const headers = new Headers();
@@ -52,9 +55,115 @@ export async function outboundFetch(url: string | URL, init: OutboundInit = {}):
     if (Array.isArray(value)) for (const one of value) headers.append(name, one);
     else headers.append(name, value);
   }
+  const responseInit = { status: answer.status, statusText: answer.statusText, headers };
   // The Fetch standard: these statuses (and HEAD answers) have a null body.
   const nullBody = answer.status === 204 || answer.status === 205 || answer.status === 304 || (init.method ?? 'GET').toUpperCase() === 'HEAD';
-  return new Response(nullBody ? null : answer.body, { status: answer.status, statusText: answer.statusText, headers });
+  return nullBody ? new Response(null, responseInit) : new BufferedResponse(answer.body, responseInit);
+}
+
+/**
+ * A Response whose body is bytes already in memory, read by `text()`, `json()`, `arrayBuffer()` and `bytes()`
+ * without a web stream. `new Response(bytes)` wraps them in a ReadableStream that every read then pulls back through
+ * the stream machinery; with the proxy's client, which reads every answer whole before returning it, that was about
+ * 6 % of a warm password login's main-thread time (bench/README.md, "Login CPU"). The Fetch body semantics callers
+ * rely on are kept (https://fetch.spec.whatwg.org/#body-mixin): a body reads once, a second read rejects with a
+ * TypeError, `bodyUsed` says so, `clone()` of an unread body gives an independent copy and throws once it is read.
+ * `body` (the stream itself: oauth4webapi and SigningKeys call `body?.cancel()` on answers they drop), `blob()` and
+ * `formData()` hand the bytes to a real Response first and answer from it from then on, so a stream and the fast
+ * reads never disagree about whether the body was used. Decoding is the standard's UTF-8 decode (a leading BOM
+ * dropped, malformed bytes replaced), which TextDecoder's defaults are.
+ */
+class BufferedResponse extends Response {
+  #bytes: Buffer;
+  #used = false;
+  /** The real Response the body moved to once its stream (or a read this class does not do itself) was asked for. */
+  #streamed: Response | undefined;
+
+  constructor(bytes: Buffer, init: ResponseInit) {
+    super(null, init);
+    this.#bytes = bytes;
+  }
+
+  /** The bytes for a read, or the TypeError fetch rejects a second read with. */
+  #take(): Buffer {
+    if (this.#used) throw new TypeError('Body is unusable: Body has already been read');
+    this.#used = true;
+    return this.#bytes;
+  }
+
+  #toStreamed(): Response {
+    if (this.#streamed !== undefined) return this.#streamed;
+    const streamed = new Response(this.#bytes, { status: this.status, statusText: this.statusText, headers: this.headers });
+    // Already read here: the real Response's body must be disturbed too (its stream then reads as used).
+    if (this.#used) streamed.arrayBuffer().catch(() => undefined);
+    this.#streamed = streamed;
+    return streamed;
+  }
+
+  // The members are installed on the prototype rather than declared, because the DOM typings declare them as
+  // readonly properties (methods and accessors cannot override those in TypeScript); a static block can still use
+  // the private fields.
+  static {
+    const decoder = new TextDecoder();
+    const members: Record<string, PropertyDescriptor> = {
+      body: {
+        get(this: BufferedResponse) {
+          return this.#toStreamed().body;
+        },
+      },
+      bodyUsed: {
+        get(this: BufferedResponse) {
+          return this.#streamed === undefined ? this.#used : this.#streamed.bodyUsed;
+        },
+      },
+      text: {
+        async value(this: BufferedResponse) {
+          if (this.#streamed !== undefined) return this.#streamed.text();
+          return decoder.decode(this.#take());
+        },
+      },
+      json: {
+        async value(this: BufferedResponse) {
+          if (this.#streamed !== undefined) return this.#streamed.json();
+          return JSON.parse(decoder.decode(this.#take())) as unknown;
+        },
+      },
+      arrayBuffer: {
+        async value(this: BufferedResponse) {
+          if (this.#streamed !== undefined) return this.#streamed.arrayBuffer();
+          return new Uint8Array(this.#take()).buffer;
+        },
+      },
+      bytes: {
+        async value(this: BufferedResponse) {
+          if (this.#streamed !== undefined) return new Uint8Array(await this.#streamed.arrayBuffer());
+          return new Uint8Array(this.#take());
+        },
+      },
+      blob: {
+        value(this: BufferedResponse) {
+          return this.#toStreamed().blob();
+        },
+      },
+      formData: {
+        value(this: BufferedResponse) {
+          return this.#toStreamed().formData();
+        },
+      },
+      clone: {
+        value(this: BufferedResponse): Response {
+          if (this.#streamed !== undefined) return this.#streamed.clone();
+          if (this.#used) throw new TypeError('Response.clone: Body has already been consumed.');
+          return new BufferedResponse(this.#bytes, { status: this.status, statusText: this.statusText, headers: this.headers });
+        },
+      },
+    };
+    for (const member of Object.values(members)) {
+      member.configurable = true;
+      if ('value' in member) member.writable = true;
+    }
+    Object.defineProperties(this.prototype, members);
+  }
 }
 
 export interface OutboundAnswer {

@@ -182,3 +182,127 @@ test('requests ask for an uncompressed answer', async () => {
     },
   );
 });
+
+/**
+ * outboundFetch keeps the answer's bytes in memory and reads them without a web stream (BufferedResponse); every
+ * sequence of body operations below must come out as it does on the platform's own `new Response(bytes)`: values,
+ * errors (by class), and `bodyUsed` after each step. These are the Fetch semantics oauth4webapi relies on (a second
+ * read rejected, `clone().json()` then `body?.cancel()` on an error answer, `bodyUsed` checked before a read).
+ */
+type BodyStep = 'json' | 'text' | 'arrayBuffer' | 'bytes' | 'blob' | 'formData' | 'clone' | 'clone+json' | 'clone+text' | 'cancel' | 'stream' | 'body-null';
+
+async function runStep(response: Response, step: BodyStep): Promise<unknown> {
+  switch (step) {
+    case 'json':
+      return response.json();
+    case 'text':
+      return response.text();
+    case 'arrayBuffer':
+      return [...new Uint8Array(await response.arrayBuffer())];
+    case 'bytes':
+      return [...(await response.bytes())];
+    case 'blob': {
+      const blob = await response.blob();
+      return { type: blob.type, text: await blob.text() };
+    }
+    case 'formData':
+      return [...(await response.formData()).entries()];
+    case 'clone': {
+      const copy = response.clone();
+      return { instance: copy instanceof Response, status: copy.status, type: copy.headers.get('content-type'), used: copy.bodyUsed };
+    }
+    case 'clone+json':
+      return response.clone().json();
+    case 'clone+text':
+      return response.clone().text();
+    case 'cancel':
+      return response.body?.cancel();
+    case 'stream': {
+      const chunks: number[] = [];
+      const reader = response.body!.getReader();
+      for (let part = await reader.read(); !part.done; part = await reader.read()) chunks.push(...part.value);
+      reader.releaseLock();
+      return chunks;
+    }
+    case 'body-null':
+      return { nullBody: response.body === null, locked: response.body?.locked };
+  }
+}
+
+async function outcomes(response: Response, steps: readonly BodyStep[]): Promise<unknown[]> {
+  const seen: unknown[] = [{ used: response.bodyUsed, instance: response instanceof Response, tag: Object.prototype.toString.call(response) }];
+  for (const step of steps) {
+    let outcome: unknown;
+    try {
+      outcome = { value: await runStep(response, step) };
+    } catch (error: unknown) {
+      outcome = { error: (error as Error).constructor.name };
+    }
+    seen.push({ step, ...(outcome as object), used: response.bodyUsed });
+  }
+  return seen;
+}
+
+const BODIES: readonly { readonly name: string; readonly type: string; readonly bytes: Buffer }[] = [
+  { name: 'JSON', type: 'application/json', bytes: Buffer.from('{"access_token":"a","token_type":"Bearer","é":[1,2]}') },
+  { name: 'JSON with a BOM', type: 'application/json;charset=utf-8', bytes: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"a":"ü"}')]) },
+  { name: 'not JSON', type: 'text/html', bytes: Buffer.from('<html>Bad Gateway</html>') },
+  { name: 'malformed UTF-8', type: 'application/json', bytes: Buffer.from([0x22, 0xc3, 0x28, 0xe2, 0x82, 0x22, 0xff, 0xf0, 0x9f, 0x98]) },
+  { name: 'empty', type: 'application/json', bytes: Buffer.alloc(0) },
+  { name: 'a form', type: 'application/x-www-form-urlencoded', bytes: Buffer.from('a=1&b=%C3%A9&a=2') },
+];
+
+const SEQUENCES: readonly (readonly BodyStep[])[] = [
+  ['json', 'json', 'text', 'clone'],
+  ['text', 'arrayBuffer', 'bytes', 'blob'],
+  ['clone+json', 'cancel', 'json', 'clone'],
+  ['clone+text', 'clone', 'text', 'json'],
+  ['arrayBuffer', 'stream', 'body-null', 'cancel'],
+  ['bytes', 'body-null', 'clone'],
+  ['body-null', 'json', 'text'],
+  ['stream', 'json', 'clone', 'body-null'],
+  ['cancel', 'text', 'clone'],
+  ['blob', 'json', 'body-null'],
+  ['formData', 'text'],
+  ['clone', 'clone+json', 'clone+text', 'json', 'clone+json'],
+];
+
+test('the Response outboundFetch returns reads its body as a platform Response does: once, clone, cancel, bodyUsed', async () => {
+  await withServer(
+    (request, response) => {
+      const body = BODIES.find((candidate) => `/${encodeURIComponent(candidate.name)}` === request.url)!;
+      response.writeHead(200, 'Fine', { 'content-type': body.type, 'content-length': body.bytes.length });
+      response.end(body.bytes);
+    },
+    async (base) => {
+      for (const body of BODIES) {
+        for (const steps of SEQUENCES) {
+          const answer = await outboundFetch(`${base}/${encodeURIComponent(body.name)}`);
+          assert.equal(answer.statusText, 'Fine');
+          const reference = new Response(new Uint8Array(body.bytes), { status: answer.status, statusText: answer.statusText, headers: answer.headers });
+          assert.deepEqual(await outcomes(answer, steps), await outcomes(reference, steps), `${body.name}: ${steps.join(', ')}`);
+        }
+      }
+    },
+  );
+});
+
+test('a clone of an unread answer reads independently of the original; each reads once', async () => {
+  await withServer(
+    (_request, response) => {
+      response.setHeader('content-type', 'application/json');
+      response.end('{"error":"invalid_grant"}');
+    },
+    async (base) => {
+      const answer = await outboundFetch(`${base}/token`);
+      const copy = answer.clone();
+      assert.deepEqual(await copy.json(), { error: 'invalid_grant' });
+      assert.equal(copy.bodyUsed, true);
+      assert.equal(answer.bodyUsed, false);
+      assert.equal(await answer.text(), '{"error":"invalid_grant"}');
+      await assert.rejects(answer.json(), TypeError);
+      await assert.rejects(copy.text(), TypeError);
+      assert.throws(() => answer.clone(), TypeError);
+    },
+  );
+});
