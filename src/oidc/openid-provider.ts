@@ -126,6 +126,7 @@ class OpenIdProvider implements UpstreamProvider {
 
   private readonly clock: Clock;
   private readonly timeoutMs: number;
+  private readonly opFetch: ReturnType<typeof opFetchWithin>;
   private readonly allowHttp: boolean;
   private readonly scope: string;
   private readonly log: Logger;
@@ -141,6 +142,7 @@ class OpenIdProvider implements UpstreamProvider {
     this.issuer = settings.issuer;
     this.clock = deps.clock ?? systemClock;
     this.timeoutMs = deps.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+    this.opFetch = opFetchWithin(this.timeoutMs);
     this.scope = (settings.scopes ?? ['openid']).join(' ');
     this.log = deps.logger.child({ idp_id: settings.idp_id });
     this.warnings = new ThrottledWarnings(this.log, this.clock, deps.warningIntervalMs);
@@ -295,7 +297,7 @@ class OpenIdProvider implements UpstreamProvider {
       const discovered = await discovery(new URL(settings.issuer), settings.client_id, undefined, undefined, {
         execute: this.allowHttp ? [allowInsecureRequests] : [],
         timeout: this.timeoutMs / 1000,
-        [customFetch]: opFetch,
+        [customFetch]: this.opFetch,
       });
       metadata = Object.fromEntries(Object.entries(discovered.serverMetadata()).filter(([, value]) => typeof value !== 'function'));
     } else {
@@ -321,8 +323,10 @@ class OpenIdProvider implements UpstreamProvider {
       await this.clientAuth(),
     );
     if (this.allowHttp) allowInsecureRequests(configuration);
-    configuration.timeout = this.timeoutMs / 1000;
-    configuration[customFetch] = opFetch;
+    // No signal from openid-client (its `signal(timeout)` makes an AbortSignal.timeout per request when `timeout`
+    // is set); opFetch gives every request the same time limit with a plain timer instead.
+    configuration.timeout = 0;
+    configuration[customFetch] = this.opFetch;
 
     const keys = new SigningKeys({
       idpId: this.idpId,
@@ -440,7 +444,10 @@ class OpenIdProvider implements UpstreamProvider {
  * outbound client: the password grant is on every password login's path, and fetch costs several times the CPU
  * (src/outbound/http-client.ts). openid-client never streams a request body.
  */
-function opFetch(url: string, options: { body: OutboundBody | ReadableStream; headers: Record<string, string>; method: string; redirect: 'manual'; signal?: AbortSignal }): Promise<Response> {
-  if (options.body instanceof ReadableStream) return fetch(url, { ...options, duplex: 'half' } as RequestInit);
-  return outboundFetch(url, { method: options.method, headers: options.headers, body: options.body, redirect: 'manual', signal: options.signal });
+function opFetchWithin(timeoutMs: number) {
+  return function opFetch(url: string, options: { body: OutboundBody | ReadableStream; headers: Record<string, string>; method: string; redirect: 'manual'; signal?: AbortSignal }): Promise<Response> {
+    if (options.body instanceof ReadableStream) return fetch(url, { ...options, duplex: 'half', signal: options.signal ?? AbortSignal.timeout(timeoutMs) } as RequestInit);
+    // A caller's own signal (openid-client's polling signal) still applies, besides the time limit.
+    return outboundFetch(url, { method: options.method, headers: options.headers, body: options.body, redirect: 'manual', signal: options.signal, timeoutMs });
+  };
 }

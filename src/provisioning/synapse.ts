@@ -112,7 +112,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
     try {
       response = await outboundRequest(`${this.#baseUrl}/_matrix/client/v3/devices`, {
         headers: { authorization: `Bearer ${userAccessToken}`, accept: 'application/json' },
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        timeoutMs: this.#timeoutMs,
         redirect: 'error',
       });
     } catch (error) {
@@ -208,7 +208,7 @@ export class SynapseProvisioning implements HomeserverAdapter {
       // Every /_synapse/mas call is safe to repeat (upserts, deletes, queries; see the retry loop above).
       idempotent: true,
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
+      timeoutMs,
       redirect: 'error',
     });
     return { status: response.status, body: answerBody(response.body), retryAfter: response.headers['retry-after'] };

@@ -306,3 +306,22 @@ test('a clone of an unread answer reads independently of the original; each read
     },
   );
 });
+
+test('timeoutMs: past it the call rejects with the TimeoutError AbortSignal.timeout gives; an answer in time clears the timer', async () => {
+  await withServer(
+    (request, response) => {
+      if (request.url === '/slow') return; // never answers
+      response.end('{"ok":true}');
+    },
+    async (base) => {
+      const started = performance.now();
+      await assert.rejects(outboundRequest(`${base}/slow`, { timeoutMs: 80 }), (error: unknown) => error instanceof DOMException && error.name === 'TimeoutError' && error.message === 'The operation was aborted due to timeout');
+      assert.ok(performance.now() - started >= 75, 'not before the limit');
+      await assert.rejects(outboundFetch(`${base}/slow`, { timeoutMs: 50, signal: new AbortController().signal }), (error: unknown) => error instanceof DOMException && error.name === 'TimeoutError');
+      const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+      const before = timers();
+      assert.deepEqual(await (await outboundFetch(`${base}/fast`, { timeoutMs: 60_000 })).json(), { ok: true });
+      assert.equal(timers(), before);
+    },
+  );
+});
