@@ -75,6 +75,15 @@ export async function createClientAuth(credentials: ClientCredentials): Promise<
       const send = credentials.method === 'client_secret_basic' ? basicAuthorization : postCredentials;
       if (credentials.clientSecret !== undefined) {
         const secret = credentials.clientSecret;
+        if (credentials.method === 'client_secret_basic') {
+          // A static secret gives the same header every time: escaped and encoded once, not on every token request
+          // (it showed in the password login's profile).
+          let last: { readonly clientId: string; readonly value: string } | undefined;
+          return (_as, client, _body, headers) => {
+            if (last?.clientId !== client.client_id) last = { clientId: client.client_id, value: basicAuthorizationValue(client.client_id, secret) };
+            headers.set('authorization', last.value);
+          };
+        }
         return (_as, client, body, headers) => send(client.client_id, secret, body, headers);
       }
       const generated = generatedSecret(credentials, await importKey(requireKey(credentials)));
