@@ -1,10 +1,13 @@
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { startRedis } from '../test/support/redis-server.js';
 import { startUpstream } from '../test/support/upstream-server.js';
 import { progress } from './harness/bench-environment.js';
+import { REPO_ROOT, RESULTS_DIR } from './harness/child-processes.js';
+import { compileProxyTree } from './harness/compile-proxy.js';
 import { LoadGenerator } from './harness/load-generator-client.js';
 import type { MemoryBreakdown } from './harness/proxy-protocol.js';
 import { ProxyChild } from './harness/proxy-child.js';
@@ -18,17 +21,34 @@ import { seedSessions } from './harness/session-seeding.js';
  * 15 s after it. Not in `npm run bench`.
  *
  *   node --import tsx bench/memory-probe.ts [--sessions 100000] [--variant='MALLOC_ARENA_MAX=2 --trace-gc-nvp']
+ *     [--base REF: the proxy built from REF's src/ (this tree's bench entry), to alternate runs with a baseline]
+ *     [--promoted] [--snapshots DIR]
  */
 
-const { values } = parseArgs({ options: { variant: { type: 'string' }, sessions: { type: 'string' }, connections: { type: 'string' }, snapshots: { type: 'string' }, promoted: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { variant: { type: 'string' }, sessions: { type: 'string' }, connections: { type: 'string' }, snapshots: { type: 'string' }, promoted: { type: 'boolean' }, base: { type: 'string' } } });
 const sessions = Number(values.sessions ?? 100_000);
 const words = (values.variant ?? '').split(' ').filter(Boolean);
 const env = Object.fromEntries(words.filter((word) => !word.startsWith('-')).map((word) => [word.slice(0, word.indexOf('=')), word.slice(word.indexOf('=') + 1)]));
 
+/** `--base REF`: REF's src/ (git archive) with this tree's proxy-process entry, transpiled like this tree's. */
+function baseEntry(ref: string): string {
+  const sources = join(RESULTS_DIR, `.memory-probe-src-${process.pid}`);
+  const build = join(RESULTS_DIR, `.memory-probe-build-${process.pid}`);
+  process.once('exit', () => {
+    rmSync(sources, { recursive: true, force: true });
+    rmSync(build, { recursive: true, force: true });
+  });
+  mkdirSync(sources, { recursive: true });
+  execFileSync('tar', ['-x', '-C', sources], { input: execFileSync('git', ['archive', ref, 'src'], { cwd: REPO_ROOT, maxBuffer: 1 << 28 }) });
+  for (const path of ['bench/proxy-process.ts', 'bench/harness/proxy-protocol.ts']) cpSync(join(REPO_ROOT, path), join(sources, path));
+  return compileProxyTree(sources, build);
+}
+
+const entry = values.base === undefined ? undefined : baseEntry(values.base);
 const load = await LoadGenerator.start();
 const upstream = await startUpstream();
 const redis = await startRedis({ ignoreEnv: true });
-const proxy = await ProxyChild.start({ name: 'memory-probe', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url }), nodeFlags: words.filter((word) => word.startsWith('-')), env, probe: values.promoted === true });
+const proxy = await ProxyChild.start({ name: 'memory-probe', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url }), nodeFlags: words.filter((word) => word.startsWith('-')), env, probe: values.promoted === true, ...(entry === undefined ? {} : { entry }) });
 const readings: [string, MemoryBreakdown][] = [];
 try {
   readings.push(['idle', await proxy.memory()]);
@@ -79,7 +99,7 @@ try {
     readings.push([label, await proxy.memory()]);
   }
   const mb = (bytes: number | undefined) => ((bytes ?? 0) / 1e6).toFixed(1);
-  console.log(`variant '${values.variant ?? 'default'}', ${sessions} sessions, ${sweep.requestsPerSecond.toFixed(0)} req/s, peak RSS ${mb(peak)} MB`);
+  console.log(`${values.base === undefined ? 'this tree' : `base ${values.base}`}, variant '${values.variant ?? 'default'}', ${sessions} sessions, ${sweep.requestsPerSecond.toFixed(0)} req/s, peak RSS ${mb(peak)} MB`);
   for (const [label, m] of readings) {
     const space = (name: string) => `${mb(m.spaces[name]?.size)}/${mb(m.spaces[name]?.used)}`;
     console.log(
