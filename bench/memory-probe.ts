@@ -50,10 +50,10 @@ const upstream = await startUpstream();
 const redis = await startRedis({ ignoreEnv: true });
 const proxy = await ProxyChild.start({ name: 'memory-probe', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redis.url }), nodeFlags: words.filter((word) => word.startsWith('-')), env, probe: values.promoted === true, ...(entry === undefined ? {} : { entry }) });
 const readings: [string, MemoryBreakdown][] = [];
+const tokensFile = join(process.cwd(), 'bench', 'results', `memory-probe-tokens-${process.pid}.txt`);
 try {
   readings.push(['idle', await proxy.memory()]);
   if (values.snapshots !== undefined) progress(`memory probe: idle snapshot: ${await proxy.heapSnapshot(values.snapshots)}`);
-  const tokensFile = join(process.cwd(), 'bench', 'results', `memory-probe-tokens-${process.pid}.txt`);
   progress(`memory probe: seeding ${sessions} sessions`);
   const seeded = await seedSessions({ redisUrl: redis.url, count: sessions, tokensFile });
   writeFileSync(tokensFile, `${seeded.accessTokens.toSorted(() => Math.random() - 0.5).join('\n')}\n`);
@@ -111,4 +111,5 @@ try {
   await load.stop();
   await redis.stop();
   await upstream.close();
+  rmSync(tokensFile, { force: true });
 }
