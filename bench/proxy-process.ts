@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -15,7 +16,7 @@ import { createUpstreamProviders } from '../src/oidc/create-upstream-providers.j
 import type { UpstreamProvider } from '../src/oidc/upstream.js';
 import { startProxy } from '../src/server.js';
 import { createStore } from '../src/store/index.js';
-import type { CallTotals, MemoryBreakdown, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
+import type { CallTotals, MemoryBreakdown, RssByMapping, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './harness/proxy-protocol.js';
 
 /**
  * The proxy under test, alone in its process, built from a configuration the way main.ts builds it. Started by
@@ -221,7 +222,70 @@ function fullCollection(): void {
 function memoryBreakdown(): MemoryBreakdown {
   const usage = process.memoryUsage();
   const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((space) => [space.space_name, { size: space.space_size, used: space.space_used_size }]));
-  return { rss: usage.rss, heapTotal: usage.heapTotal, heapUsed: usage.heapUsed, external: usage.external, arrayBuffers: usage.arrayBuffers, spaces };
+  const mappings = rssByMapping();
+  return {
+    rss: usage.rss,
+    heapTotal: usage.heapTotal,
+    heapUsed: usage.heapUsed,
+    external: usage.external,
+    arrayBuffers: usage.arrayBuffers,
+    spaces,
+    v8Malloced: v8.getHeapStatistics().malloced_memory,
+    ...(mappings === undefined ? {} : { mappings }),
+  };
+}
+
+const ARENA_SIZE = 64 * 1024 * 1024;
+
+/**
+ * The process's resident memory by mapping kind, from /proc/self/smaps. glibc gives each thread's arena a heap of its
+ * own: a 64 MiB reservation aligned to 64 MiB, read-write as far as it is in use and PROT_NONE beyond (glibc
+ * malloc/arena.c, HEAP_MAX_SIZE = 2 × DEFAULT_MMAP_THRESHOLD_MAX on 64-bit), so an anonymous mapping that starts on a
+ * 64 MiB boundary and, with the mappings right after it, spans exactly 64 MiB is counted as one.
+ */
+function rssByMapping(): RssByMapping | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/smaps', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const mappings: { start: number; end: number; kind: 'file' | 'brk' | 'anon' | 'other'; rss: number }[] = [];
+  for (const line of text.split('\n')) {
+    const header = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (header !== null) {
+      const path = header[4] ?? '';
+      const kind = header[3] !== '0' ? 'file' : path === '[heap]' ? 'brk' : path === '' ? 'anon' : 'other';
+      mappings.push({ start: parseInt(header[1]!, 16), end: parseInt(header[2]!, 16), kind, rss: 0 });
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss !== null && mappings.length > 0) mappings[mappings.length - 1]!.rss = Number(rss[1]) * 1024;
+  }
+  let file = 0;
+  let brkHeap = 0;
+  let mallocArenas = 0;
+  let otherAnonymous = 0;
+  for (let index = 0; index < mappings.length; index++) {
+    const mapping = mappings[index]!;
+    if (mapping.kind === 'file') file += mapping.rss;
+    else if (mapping.kind === 'brk') brkHeap += mapping.rss;
+    else if (mapping.kind === 'anon' && mapping.start % ARENA_SIZE === 0) {
+      let end = mapping.end;
+      let rss = mapping.rss;
+      let next = index + 1;
+      while (end - mapping.start < ARENA_SIZE && mappings[next]?.kind === 'anon' && mappings[next]!.start === end) {
+        end = mappings[next]!.end;
+        rss += mappings[next]!.rss;
+        next++;
+      }
+      if (end - mapping.start === ARENA_SIZE) {
+        mallocArenas += rss;
+        index = next - 1;
+      } else otherAnonymous += mapping.rss;
+    } else otherAnonymous += mapping.rss;
+  }
+  return { file, brkHeap, mallocArenas, otherAnonymous };
 }
 
 function drain(totals: Record<string, CallTotals>): Record<string, CallTotals> {

@@ -2,7 +2,7 @@ import { pinProxy } from './cpu-pinning.js';
 import { IpcChannel, startNodeChild } from './child-processes.js';
 import { compiledProxyProcess, compiledTailProbe } from './compile-proxy.js';
 import { processCpuTimeMs } from './process-cpu.js';
-import type { ProbeReport } from './tail-probe.js';
+import type { AllocationMode, ProbeReport } from './tail-probe.js';
 import type { MemoryBreakdown, OpCallTimings, ProxyProcessInput, ProxyProcessReady, ProxyProcessReply, ProxyProcessRequest } from './proxy-protocol.js';
 
 const STOP_TIMEOUT_MS = 15_000;
@@ -126,7 +126,7 @@ export class ProxyChild {
   }
 
   /** Starts the preloaded tail probe's record (needs `probe`). */
-  async probeStart(options: { allocations?: boolean | 'live' } = {}): Promise<void> {
+  async probeStart(options: { allocations?: AllocationMode } = {}): Promise<void> {
     await this.channel.request({ type: 'probe-start', ...options });
   }
 

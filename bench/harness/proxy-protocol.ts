@@ -1,4 +1,4 @@
-import type { ProbeReport } from './tail-probe.js';
+import type { AllocationMode, ProbeReport } from './tail-probe.js';
 
 /** What bench/proxy-process.ts receives in MCP_BENCH_PROXY. */
 export interface ProxyProcessInput {
@@ -38,7 +38,7 @@ export type ProxyProcessRequest = { readonly id: number } & (
   | { readonly type: 'clock' }
   | { readonly type: 'stop' }
   /** Answered by harness/tail-probe.ts when it is preloaded (ProxyChild `probe`), not by proxy-process.ts. */
-  | { readonly type: 'probe-start'; readonly allocations?: boolean | 'live' }
+  | { readonly type: 'probe-start'; readonly allocations?: AllocationMode }
   | { readonly type: 'probe-stop' }
 );
 
@@ -76,4 +76,20 @@ export interface MemoryBreakdown {
   readonly arrayBuffers: number;
   /** Per V8 heap space (new_space, old_space, code_space, ...): committed size and the part in use. */
   readonly spaces: Record<string, { readonly size: number; readonly used: number }>;
+  /** Where the RSS lies, from /proc/<pid>/smaps (bytes resident); absent where /proc is not Linux's. */
+  readonly mappings?: RssByMapping;
+  /** Bytes V8 got from malloc for itself (v8.getHeapStatistics().malloced_memory): not the heap, not Buffers. */
+  readonly v8Malloced?: number;
+}
+
+/** Resident bytes by kind of mapping. */
+export interface RssByMapping {
+  /** Mapped files: the node binary, shared libraries (shared with every process mapping them). */
+  readonly file: number;
+  /** glibc's main malloc arena ([heap], grown with brk). */
+  readonly brkHeap: number;
+  /** glibc's other malloc arenas: 64 MiB-aligned reservations of 64 MiB, one per thread that ever malloced. */
+  readonly mallocArenas: number;
+  /** Every other anonymous mapping: V8's heap pages (used, free or pooled), large malloc blocks, thread stacks. */
+  readonly otherAnonymous: number;
 }

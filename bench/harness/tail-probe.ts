@@ -38,7 +38,7 @@ export interface ProbeReport {
    * With `allocations`: V8's sampling heap profiler over the window, objects collected since included — where the
    * allocated bytes were allocated, by function (self) and by the innermost frame of src/ on the stack.
    */
-  readonly allocationSites?: { readonly bySelf: AllocationSite[]; readonly bySource: AllocationSite[]; readonly sampledBytes: number };
+  readonly allocationSites?: { readonly bySelf: AllocationSite[]; readonly bySource: AllocationSite[]; readonly byStack: AllocationSite[]; readonly sampledBytes: number };
 }
 
 export interface AllocationSite {
@@ -53,24 +53,31 @@ interface SamplingNode {
 }
 
 /** Byte sizes of the sampled tree, by the node's own frame and by the innermost frame under src/ on its stack. */
+/** How many innermost frames name a stack in `byStack`. */
+const STACK_FRAMES = 4;
+
 function allocationSites(head: SamplingNode): NonNullable<ProbeReport['allocationSites']> {
   const bySelf = new Map<string, number>();
   const bySource = new Map<string, number>();
+  const byStack = new Map<string, number>();
   let sampledBytes = 0;
   const frameName = (node: SamplingNode) => `${node.callFrame.functionName || '(anonymous)'} ${node.callFrame.url.replace(/^.*\/(src|node_modules|bench)\//, '$1/')}:${node.callFrame.lineNumber + 1}`;
-  const walk = (node: SamplingNode, source: string) => {
+  const walk = (node: SamplingNode, source: string, callers: readonly string[]) => {
     const here = frameName(node);
     const inSource = /\/src\//.test(node.callFrame.url) ? here : source;
+    const stack = [here, ...callers].slice(0, STACK_FRAMES);
     if (node.selfSize > 0) {
       sampledBytes += node.selfSize;
       bySelf.set(here, (bySelf.get(here) ?? 0) + node.selfSize);
       bySource.set(inSource, (bySource.get(inSource) ?? 0) + node.selfSize);
+      const key = stack.join(' < ');
+      byStack.set(key, (byStack.get(key) ?? 0) + node.selfSize);
     }
-    for (const child of node.children) walk(child, inSource);
+    for (const child of node.children) walk(child, inSource, stack);
   };
-  walk(head, '(outside src/)');
+  walk(head, '(outside src/)', []);
   const top = (map: Map<string, number>) => [...map].sort((a, b) => b[1] - a[1]).slice(0, 40).map(([site, bytes]) => ({ site, bytes }));
-  return { bySelf: top(bySelf), bySource: top(bySource), sampledBytes };
+  return { bySelf: top(bySelf), bySource: top(bySource), byStack: top(byStack), sampledBytes };
 }
 
 interface Running {
@@ -98,16 +105,20 @@ function gcEvent(entry: PerformanceEntry): [number, number, string] {
 /**
  * `allocations`: also sample where the heap allocates (costs the process CPU: measure latency without it); 'live'
  * keeps only the sampled objects still in the heap at the stop — what survived a scavenge and was promoted, until a
- * full collection — rather than every allocation.
+ * full collection — rather than every allocation; 'promoted' keeps those a full collection has collected since too.
  */
-export async function startProbe(options: { allocations?: boolean | 'live' } = {}): Promise<void> {
+export type AllocationMode = boolean | 'live' | 'promoted';
+
+export async function startProbe(options: { allocations?: AllocationMode } = {}): Promise<void> {
   if (running !== undefined) await stopProbe();
   let session: Session | undefined;
   if (options.allocations !== undefined && options.allocations !== false) {
     const all = options.allocations === true;
     session = new Session();
     session.connect();
-    await post(session, 'HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: all, includeObjectsCollectedByMinorGC: all });
+    // 'promoted': a sample is dropped when a scavenge collects its object and kept when a full collection does, so
+    // what remains is every sampled object that outlived the young generation — promoted, whether alive or not now.
+    await post(session, 'HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: all || options.allocations === 'promoted', includeObjectsCollectedByMinorGC: all });
   }
   const gc: [number, number, string][] = [];
   const blocks: [number, number][] = [];
@@ -185,7 +196,7 @@ export async function stopProbe(): Promise<ProbeReport> {
 
 // Preloaded into a child with an IPC channel: answer the probe's own requests.
 if (process.send !== undefined) {
-  process.on('message', (message: { id?: number; type?: string; allocations?: boolean | 'live' }) => {
+  process.on('message', (message: { id?: number; type?: string; allocations?: AllocationMode }) => {
     if (message.type !== 'probe-start' && message.type !== 'probe-stop') return;
     const answer = message.type === 'probe-start' ? startProbe({ allocations: message.allocations ?? false }).then(() => undefined) : stopProbe();
     answer.then(

@@ -49,8 +49,9 @@ export function createRedisClient(options: RedisConnectionOptions): RedisClient 
     commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
     maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
     enableOfflineQueue: true,
-    // Concurrent requests' commands share one write: introspection measured +10 % req/s with it.
-    enableAutoPipelining: true,
+    // Concurrent requests' commands still share one socket write, through coalesceWrites (below) rather than
+    // ioredis's auto-pipelining, whose Pipelines outlive their replies in V8's young generation.
+    enableAutoPipelining: false,
     retryStrategy: reconnectDelayMs,
     // disconnect() on an already dead socket leaves a ref'd timer of this length, holding shutdown up.
     disconnectTimeout: 500,
@@ -64,20 +65,22 @@ export function createRedisClient(options: RedisConnectionOptions): RedisClient 
     if (options.sentinelName === undefined || options.sentinels.length === 0) {
       throw new Error('Redis: Sentinel needs at least one sentinel and sentinelName');
     }
-    return new Redis({
+    return coalesceWrites(new Redis({
       ...common,
       sentinels: options.sentinels.map(({ host, port }) => ({ host, port })),
       name: options.sentinelName,
       sentinelRetryStrategy: reconnectDelayMs,
       ...(fromUrl.db === undefined ? {} : { db: fromUrl.db }),
       ...(fromUrl.tls === true ? { tls: {}, enableTLSForSentinelMode: true } : {}),
-    });
+    }));
   }
   if (options.clusterNodes !== undefined) {
     if (options.clusterNodes.length === 0) throw new Error('Redis: clusterNodes is empty');
     if (fromUrl.db !== undefined && fromUrl.db !== 0) throw new Error('Redis Cluster has only database 0');
     const clusterOptions: ClusterOptions = {
-      redisOptions: { ...common, ...(fromUrl.tls === true ? { tls: {} } : {}) },
+      // Each node's connection is made by the Cluster, not here: it keeps ioredis's auto-pipelining, which also
+      // groups commands by the node that serves their slot.
+      redisOptions: { ...common, enableAutoPipelining: true, ...(fromUrl.tls === true ? { tls: {} } : {}) },
       // The Cluster-level offline queue has no timeout of its own: with every node down, queued commands would
       // wait for the cluster to come back. Failing at once is right then; a single node's blip is still ridden out
       // by that node's connection.
@@ -91,13 +94,44 @@ export function createRedisClient(options: RedisConnectionOptions): RedisClient 
     );
   }
   if (fromUrl.host === undefined) throw new Error('Redis: give url, sentinels + sentinelName, or clusterNodes');
-  return new Redis({
-    ...common,
-    host: fromUrl.host,
-    port: fromUrl.port ?? 6379,
-    ...(fromUrl.db === undefined ? {} : { db: fromUrl.db }),
-    ...(fromUrl.tls === true ? { tls: { servername: fromUrl.host } } : {}),
-  });
+  return coalesceWrites(
+    new Redis({
+      ...common,
+      host: fromUrl.host,
+      port: fromUrl.port ?? 6379,
+      ...(fromUrl.db === undefined ? {} : { db: fromUrl.db }),
+      ...(fromUrl.tls === true ? { tls: { servername: fromUrl.host } } : {}),
+    }),
+  );
+}
+
+/**
+ * The commands a turn of the event loop sends go out in one socket write: the first command corks the connection
+ * and the check phase uncorks it (Node's `writable.cork()`: writes are buffered until `uncork()` and then handed to
+ * the socket's `_writev` together). That is what ioredis's auto-pipelining gained — one write and one Redis read for
+ * many concurrent requests, instead of one each (+14 % CPU per introspection without either, bench/README.md) —
+ * without its Pipeline objects: each Pipeline defines its `length` as an own accessor whose getter closes over the
+ * Pipeline, which keeps it and everything it holds (the batch's commands, replies and callbacks) alive through
+ * scavenges until a full collection, so every batch was promoted to the old space (2.3 KB per introspection,
+ * measured with V8's sampling heap profiler; bench/README.md, "Memory").
+ */
+function coalesceWrites(client: Redis): Redis {
+  const send = client.sendCommand;
+  let corked: Redis['stream'] | undefined;
+  const uncork = () => {
+    const stream = corked;
+    corked = undefined;
+    stream?.uncork();
+  };
+  client.sendCommand = function (this: Redis, ...args: Parameters<Redis['sendCommand']>) {
+    if (corked === undefined && this.stream !== undefined && this.status === 'ready') {
+      corked = this.stream;
+      corked.cork();
+      setImmediate(uncork);
+    }
+    return send.apply(this, args);
+  };
+  return client;
 }
 
 /** Names the Redis target for logs and errors, never with its password. */

@@ -573,6 +573,24 @@ describe('createStore', () => {
     assert.equal(await raw.get(`${keyPrefix}via-sentinel`), 'yes');
   });
 
+  test("the commands of one event-loop turn reach Redis in one read, and each gets its own answer", async (t) => {
+    // A Redis of its own: total_reads_processed (INFO stats) counts every read of every client on the server.
+    const server = await startRedis({ ignoreEnv: true });
+    t.after(() => server.stop());
+    const store = await connectRedisStore({ url: server.url, keyPrefix: `test-${randomUUID()}:` });
+    t.after(() => store.close());
+    for (let index = 0; index < 40; index++) await store.set(`k${index}`, `v${index}`);
+    const raw = new Redis({ host: server.host, port: server.port });
+    t.after(() => raw.disconnect());
+    const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await raw.info('stats'))?.[1]);
+    const before = await reads();
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, index) => store.get(`k${index}`)));
+    // The second INFO is one read more; 40 commands written one by one would be read in many.
+    const delta = (await reads()) - before;
+    assert.deepEqual(answers, Array.from({ length: 40 }, (_, index) => `v${index}`));
+    assert.ok(delta <= 3, `${delta} reads for 40 commands of one turn`);
+  });
+
   test('an unreachable Redis fails startup quickly, naming the target but not the password', async () => {
     const dead = await startRedis({ ignoreEnv: true });
     await dead.stop();
