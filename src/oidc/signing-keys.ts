@@ -188,7 +188,7 @@ const STRICT_COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$/;
 /**
  * The payload of a JWS whose signature `key` verifies for `alg`, or undefined when this path does not apply (jose
  * decides then). Everything jose refuses before the signature is refused here too: RSA keys under 2048 bits (RFC
- * 7518 §3.3, jose's minimum), characters outside base64url.
+ * 7518 §3.3, jose's minimum), characters outside base64url, RSA signatures not of the modulus' length.
  */
 export function verifyWithNode(jws: string, alg: string, key: unknown, header: ProtectedHeaderParameters): Uint8Array | undefined {
   const params = NODE_VERIFY[alg];
@@ -207,6 +207,10 @@ export function verifyWithNode(jws: string, alg: string, key: unknown, header: P
   const payloadStart = jws.indexOf('.') + 1;
   const signingInput = Buffer.from(jws.slice(0, signatureStart), 'ascii');
   const signature = Buffer.from(jws.slice(signatureStart + 1), 'base64url');
+  // RFC 8017 §8.1.2/§8.2.2 step 1: an RSA signature is exactly k octets. OpenSSL reads a shorter one as the same
+  // integer with leading zeros, so the good signature with a leading zero byte dropped would pass; WebCrypto (jose)
+  // refuses it, and so does this path.
+  if (modulusLength !== undefined && signature.length !== Math.ceil(modulusLength / 8)) throw new JwsRejected('signature verification failed');
   let valid: boolean;
   try {
     valid = cryptoVerify(params.hash, signingInput, { key: keyObject, ...params.options }, signature);

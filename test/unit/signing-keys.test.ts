@@ -76,7 +76,8 @@ describe('SigningKeys: asymmetric JWS algorithms', () => {
       const otherPayload = Buffer.from(JSON.stringify({ ...claims, sub: 'someone-else' })).toString('base64url');
       const flipped = Buffer.from(signature, 'base64url');
       flipped[flipped.length - 1]! ^= 0x01;
-      const shortened = Buffer.from(signature, 'base64url').subarray(1).toString('base64url');
+      // One octet short at the end (the leading-zero case, the same integer, is the test below).
+      const shortened = Buffer.from(signature, 'base64url').subarray(0, -1).toString('base64url');
       const forged = [
         `${header}.${otherPayload}.${signature}`,
         `${header}.${payload}.${flipped.toString('base64url')}`,
@@ -117,6 +118,22 @@ describe('SigningKeys: asymmetric JWS algorithms', () => {
     // Nor does the node path, handed that RSA key for RS256 (PKCS#1 v1.5) while the signature is PSS.
     const key = await createLocalJWKSet(jwks)({ alg: 'RS256', kid: pair.jwk.kid });
     assert.throws(() => verifyWithNode(jws, 'RS256', key, { alg: 'RS256', kid: pair.jwk.kid }), /signature verification failed/);
+  });
+
+  // RFC 8017 §8.1.2 step 1. WebCrypto (jose's path) refuses it on Node 24 and accepts it on Node 20; this path refuses
+  // it on both.
+  test('an RSA signature with its leading zero byte dropped (the same integer, one octet short) is refused', async () => {
+    // OpenSSL's PSS verification reads a short signature as the integer it encodes (its PKCS#1 v1.5 one refuses it).
+    const pair = pairs.find((candidate) => candidate.alg === 'PS256')!;
+    // Sign until a signature starts with 0x00 (1 in 256; PSS signatures are randomised).
+    let jws = '';
+    for (let n = 0; n < 20_000 && Buffer.from(jws.split('.')[2] ?? 'AQ', 'base64url')[0] !== 0; n++) jws = await sign(pair, { ...claims, jti: String(n) });
+    const [header, payload, signature] = jws.split('.') as [string, string, string];
+    const bytes = Buffer.from(signature, 'base64url');
+    assert.equal(bytes[0], 0);
+    assert.ok((await keys.verify(jws, ['PS256'], undefined)).payload);
+    const shortened = `${header}.${payload}.${bytes.subarray(1).toString('base64url')}`;
+    await assert.rejects(keys.verify(shortened, ['PS256'], undefined), JwsRejected);
   });
 
   test('RSA keys under 2048 bits are refused, as jose refuses them', async () => {
