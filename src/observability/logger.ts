@@ -51,9 +51,35 @@ export function createLogger(level: LevelWithSilent, destination?: NodeJS.Writab
   // (children get an identity one), so the redaction goes in front of `child`, which every descendant inherits.
   const child = logger.child as unknown as (this: Logger, bindings: pino.Bindings, options?: pino.ChildLoggerOptions) => Logger;
   logger.child = function redactedChild(this: Logger, bindings: pino.Bindings, options?: pino.ChildLoggerOptions) {
-    return child.call(this, redactNestedFields(bindings), options);
+    return child.call(this, redactNestedFields(bindings), options === undefined ? undefined : redactingOptions(options));
   } as unknown as Logger['child'];
+  // setBindings serialises new bindings the way child() does (pino's asChindings); every descendant inherits this.
+  const setBindings = logger.setBindings;
+  logger.setBindings = function redactedSetBindings(this: Logger, bindings: pino.Bindings) {
+    setBindings.call(this, redactNestedFields(bindings));
+  };
   return logger;
+}
+
+/**
+ * A child's own `formatters.log` replaces the root's (pino's child(): `log || formatters.log`) and its own serializers
+ * run after the log formatter: both would bypass the one level down that the wildcard paths applied after them.
+ */
+function redactingOptions(options: pino.ChildLoggerOptions): pino.ChildLoggerOptions {
+  const log = options.formatters?.log;
+  const serializers = options.serializers;
+  if (log === undefined && serializers === undefined) return options;
+  return {
+    ...options,
+    ...(log === undefined ? {} : { formatters: { ...options.formatters, log: (fields: Record<string, unknown>) => redactNestedFields(log(fields)) } }),
+    ...(serializers === undefined
+      ? {}
+      : {
+          serializers: Object.fromEntries(
+            Object.entries(serializers).map(([name, serialize]) => [name, SECRET_FIELDS.includes(name) ? serialize : (value: unknown) => redactInside(serialize(value))]),
+          ),
+        }),
+  };
 }
 
 /** A log line's (or binding set's) fields, with the secrets one level inside each object field replaced. */

@@ -108,6 +108,14 @@ function logEverything(log: Logger): void {
   const child = log.child({ token: 'SECRET-bound', context: { password: 'SECRET-bcp', ok: 1 }, component: 'x' });
   child.info({ a: 1, inner: { secret: 'SECRET-cis' } }, 'child');
   child.child({ request_id: 'r1' }).warn('grandchild');
+  // Bindings set later, and a child's own log formatter and serializers: pino's paths ran after all of them.
+  const rebound = log.child({ component: 'y' });
+  rebound.setBindings({ context: { token: 'SECRET-set-bindings' } });
+  rebound.info('set bindings');
+  log.child({}, { formatters: { log: (fields: Record<string, unknown>) => fields } }).info({ body: { token: 'SECRET-child-formatter' } }, 'child formatter');
+  log
+    .child({}, { serializers: { err: (error: Error) => ({ message: error.message, ...(error as unknown as Record<string, unknown>) }), upstream: (value: { raw: unknown }) => value.raw } })
+    .error({ err: Object.assign(new Error('m'), { token: 'SECRET-child-err' }), upstream: { raw: { password: 'SECRET-child-serializer' } } }, 'child serializers');
   log.info('value %j and %o', { token: 'SECRET-ft', inner: { secret: 'SECRET-fis' }, deep: { a: { token: 'deeper-than-the-paths' } } }, [{ password: 'SECRET-fap' }, 'plain']);
   log.info({ a: 1 }, 'with %j', { body: { token: 'SECRET-fbt' }, list: [{ token: 'in-an-array-not-a-path' }] });
   log.info('line "quoted"\n\ttabbed \\ back');
