@@ -71,7 +71,7 @@ function redactingOptions(options: pino.ChildLoggerOptions): pino.ChildLoggerOpt
   if (log === undefined && serializers === undefined) return options;
   return {
     ...options,
-    ...(log === undefined ? {} : { formatters: { ...options.formatters, log: (fields: Record<string, unknown>) => redactNestedFields(log(fields)) } }),
+    ...(log === undefined ? {} : { formatters: { ...options.formatters, log: (fields: object) => redactNestedFields(log(fields) as Record<string, unknown>) } }),
     ...(serializers === undefined
       ? {}
       : {

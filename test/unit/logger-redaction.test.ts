@@ -112,7 +112,7 @@ function logEverything(log: Logger): void {
   const rebound = log.child({ component: 'y' });
   rebound.setBindings({ context: { token: 'SECRET-set-bindings' } });
   rebound.info('set bindings');
-  log.child({}, { formatters: { log: (fields: Record<string, unknown>) => fields } }).info({ body: { token: 'SECRET-child-formatter' } }, 'child formatter');
+  log.child({}, { formatters: { log: (fields: object) => fields } }).info({ body: { token: 'SECRET-child-formatter' } }, 'child formatter');
   log
     .child({}, { serializers: { err: (error: Error) => ({ message: error.message, ...(error as unknown as Record<string, unknown>) }), upstream: (value: { raw: unknown }) => value.raw } })
     .error({ err: Object.assign(new Error('m'), { token: 'SECRET-child-err' }), upstream: { raw: { password: 'SECRET-child-serializer' } } }, 'child serializers');
