@@ -75,8 +75,12 @@ function redactingOptions(options: pino.ChildLoggerOptions): pino.ChildLoggerOpt
     ...(serializers === undefined
       ? {}
       : {
-          serializers: Object.fromEntries(
-            Object.entries(serializers).map(([name, serialize]) => [name, SECRET_FIELDS.includes(name) ? serialize : (value: unknown) => redactInside(serialize(value))]),
+          // Symbol-keyed ones (pino's `Symbol.for('pino.*')`) are kept as they are.
+          serializers: Object.assign(
+            { ...serializers },
+            Object.fromEntries(
+              Object.entries(serializers).map(([name, serialize]) => [name, SECRET_FIELDS.includes(name) ? serialize : (value: unknown) => redactInside(serialize(value))]),
+            ),
           ),
         }),
   };
