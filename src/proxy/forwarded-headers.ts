@@ -76,7 +76,9 @@ export function downstreamResponseHeaders(rawHeaders: readonly string[]): string
     const name = rawHeaders[index] as string;
     if (name.length === 10 && name.toLowerCase() === 'connection') {
       const value = rawHeaders[index + 1] as string;
-      connectionValues = connectionValues === undefined ? value : [...(typeof connectionValues === 'string' ? [connectionValues] : connectionValues), value];
+      if (connectionValues === undefined) connectionValues = value;
+      else if (typeof connectionValues === 'string') connectionValues = [connectionValues, value];
+      else connectionValues.push(value);
     }
   }
   const dropped = connectionScoped(connectionValues);
