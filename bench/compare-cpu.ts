@@ -1,12 +1,9 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { progress } from './harness/bench-environment.js';
 import { BenchEnvironment } from './harness/bench-environment.js';
 import { settingsFromArgs } from './harness/bench-settings.js';
-import { REPO_ROOT, RESULTS_DIR } from './harness/child-processes.js';
-import { compileProxyTree } from './harness/compile-proxy.js';
+import { compileProxyAt } from './harness/compile-proxy.js';
 import { ProxyChild } from './harness/proxy-child.js';
 import { HOMESERVER_SECRET, proxyConfig } from './harness/proxy-config.js';
 import { RoundFigures, rotated } from './harness/rounds.js';
@@ -43,15 +40,9 @@ const PATHS: readonly Path[] = ['unauthenticated', 'with token', 'introspection'
 const paths = values.only === undefined ? PATHS : PATHS.filter((path) => values.only?.split(',').includes(path));
 
 const env = new BenchEnvironment(settingsFromArgs([]));
-const baseSources = join(RESULTS_DIR, `.compare-src-${process.pid}`);
-const baseBuild = join(RESULTS_DIR, `.compare-build-${process.pid}`);
 const proxies: Partial<Record<Tree, ProxyChild>> = {};
 try {
-  mkdirSync(baseSources, { recursive: true });
-  const archive = execFileSync('git', ['archive', baseRef, 'src', 'bench/proxy-process.ts', 'bench/harness/proxy-protocol.ts'], { cwd: REPO_ROOT, maxBuffer: 1 << 28 });
-  execFileSync('tar', ['-x', '-C', baseSources], { input: archive });
-  const baseEntry = compileProxyTree(baseSources, baseBuild);
-  const commit = execFileSync('git', ['rev-parse', '--short', baseRef], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+  const { entry: baseEntry, commit } = compileProxyAt(baseRef, 'compare');
 
   const upstream = await env.upstream();
   const redis = await env.redis();
@@ -118,7 +109,5 @@ try {
 } finally {
   for (const proxy of Object.values(proxies)) await proxy.stop();
   await env.close();
-  rmSync(baseSources, { recursive: true, force: true });
-  rmSync(baseBuild, { recursive: true, force: true });
 }
 process.exit(0);

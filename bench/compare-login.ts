@@ -1,14 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startHomeserverDouble } from '../test/support/homeserver-double.js';
 import { freePort } from '../test/support/free-port.js';
 import { startTestOp, type TestOpUser } from '../test/support/test-op.js';
 import { BenchEnvironment, progress } from './harness/bench-environment.js';
 import { settingsFromArgs } from './harness/bench-settings.js';
-import { REPO_ROOT, RESULTS_DIR } from './harness/child-processes.js';
-import { compileProxyTree } from './harness/compile-proxy.js';
+import { compileProxyAt } from './harness/compile-proxy.js';
 import type { RequestShape } from './harness/load-jobs.js';
 import { benchUsers, passwordGrantRequest, tokenEndpointOf } from './harness/op-client.js';
 import { ProxyChild } from './harness/proxy-child.js';
@@ -42,16 +38,10 @@ const SCOPES = 'openid profile email offline_access';
 type Tree = 'base' | 'this';
 
 const env = new BenchEnvironment(settingsFromArgs([]));
-const baseSources = join(RESULTS_DIR, `.compare-login-src-${process.pid}`);
-const baseBuild = join(RESULTS_DIR, `.compare-login-build-${process.pid}`);
 const proxies: Partial<Record<Tree, ProxyChild>> = {};
 const stops: (() => Promise<void>)[] = [];
 try {
-  mkdirSync(baseSources, { recursive: true });
-  const archive = execFileSync('git', ['archive', baseRef, 'src', 'bench/proxy-process.ts', 'bench/harness/proxy-protocol.ts'], { cwd: REPO_ROOT, maxBuffer: 1 << 28 });
-  execFileSync('tar', ['-x', '-C', baseSources], { input: archive });
-  const baseEntry = compileProxyTree(baseSources, baseBuild);
-  const commit = execFileSync('git', ['rev-parse', '--short', baseRef], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+  const { entry: baseEntry, commit } = compileProxyAt(baseRef, 'compare-login');
 
   const redis = await env.redis();
   const load = await env.loadGenerator();
@@ -134,7 +124,5 @@ try {
   for (const proxy of Object.values(proxies)) await proxy.stop();
   for (const stop of stops.reverse()) await stop();
   await env.close();
-  rmSync(baseSources, { recursive: true, force: true });
-  rmSync(baseBuild, { recursive: true, force: true });
 }
 process.exit(0);

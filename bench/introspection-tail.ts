@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BenchEnvironment, progress } from './harness/bench-environment.js';
 import { settingsFromArgs } from './harness/bench-settings.js';
-import { REPO_ROOT, RESULTS_DIR } from './harness/child-processes.js';
-import { compileProxyTree } from './harness/compile-proxy.js';
+import { RESULTS_DIR } from './harness/child-processes.js';
+import { compileProxyAt } from './harness/compile-proxy.js';
 import type { FixedRateResult, FixedRateTrace } from './harness/load-jobs.js';
 import { ProxyChild } from './harness/proxy-child.js';
 import { HOMESERVER_SECRET, proxyConfig } from './harness/proxy-config.js';
@@ -198,8 +198,6 @@ function analyse(trace: FixedRateTrace, target: ProbeReport): { episodes: Episod
 
 const env = new BenchEnvironment(settingsFromArgs(smoke ? ['--smoke'] : []));
 const proxies: Partial<Record<Target, ProxyChild>> = {};
-const baseSources = join(RESULTS_DIR, `.tail-src-${process.pid}`);
-const baseBuild = join(RESULTS_DIR, `.tail-build-${process.pid}`);
 const startedAt = new Date();
 const roundsOut: Record<string, unknown>[] = [];
 const problems: string[] = [];
@@ -213,11 +211,9 @@ try {
   proxies.this = await ProxyChild.start({ name: 'tail-this', config, probe: true });
   let baseCommit: string | undefined;
   if (values.base !== undefined) {
-    mkdirSync(baseSources, { recursive: true });
-    const archive = execFileSync('git', ['archive', values.base, 'src', 'bench/proxy-process.ts', 'bench/harness/proxy-protocol.ts'], { cwd: REPO_ROOT, maxBuffer: 1 << 28 });
-    execFileSync('tar', ['-x', '-C', baseSources], { input: archive });
-    baseCommit = execFileSync('git', ['rev-parse', '--short', values.base], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    proxies.base = await ProxyChild.start({ name: 'tail-base', config, entry: compileProxyTree(baseSources, baseBuild), probe: true });
+    const base = compileProxyAt(values.base, 'tail');
+    baseCommit = base.commit;
+    proxies.base = await ProxyChild.start({ name: 'tail-base', config, entry: base.entry, probe: true });
   }
   if (values.flags !== undefined) proxies.flags = await ProxyChild.start({ name: 'tail-flags', config, probe: true, nodeFlags: values.flags.split(' ').filter((flag) => flag !== '') });
   const pids = childPids();
@@ -335,8 +331,6 @@ try {
 } finally {
   for (const proxy of Object.values(proxies)) await proxy.stop();
   await env.close();
-  rmSync(baseSources, { recursive: true, force: true });
-  rmSync(baseBuild, { recursive: true, force: true });
 }
 if (problems.length > 0) {
   process.stderr.write(`wrong answers:\n${problems.join('\n')}\n`);

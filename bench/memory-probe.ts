@@ -1,13 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { startRedis } from '../test/support/redis-server.js';
 import { startUpstream } from '../test/support/upstream-server.js';
 import { progress } from './harness/bench-environment.js';
-import { REPO_ROOT, RESULTS_DIR } from './harness/child-processes.js';
-import { compileProxyTree } from './harness/compile-proxy.js';
+import { compileProxyAt } from './harness/compile-proxy.js';
 import { LoadGenerator } from './harness/load-generator-client.js';
 import type { MemoryBreakdown } from './harness/proxy-protocol.js';
 import { ProxyChild } from './harness/proxy-child.js';
@@ -30,21 +28,8 @@ const sessions = Number(values.sessions ?? 100_000);
 const words = (values.variant ?? '').split(' ').filter(Boolean);
 const env = Object.fromEntries(words.filter((word) => !word.startsWith('-')).map((word) => [word.slice(0, word.indexOf('=')), word.slice(word.indexOf('=') + 1)]));
 
-/** `--base REF`: REF's src/ (git archive) with this tree's proxy-process entry, transpiled like this tree's. */
-function baseEntry(ref: string): string {
-  const sources = join(RESULTS_DIR, `.memory-probe-src-${process.pid}`);
-  const build = join(RESULTS_DIR, `.memory-probe-build-${process.pid}`);
-  process.once('exit', () => {
-    rmSync(sources, { recursive: true, force: true });
-    rmSync(build, { recursive: true, force: true });
-  });
-  mkdirSync(sources, { recursive: true });
-  execFileSync('tar', ['-x', '-C', sources], { input: execFileSync('git', ['archive', ref, 'src'], { cwd: REPO_ROOT, maxBuffer: 1 << 28 }) });
-  for (const path of ['bench/proxy-process.ts', 'bench/harness/proxy-protocol.ts']) cpSync(join(REPO_ROOT, path), join(sources, path));
-  return compileProxyTree(sources, build);
-}
-
-const entry = values.base === undefined ? undefined : baseEntry(values.base);
+// `--base REF`: REF's src/ with this tree's proxy-process entry (its memory protocol is newer than older refs').
+const entry = values.base === undefined ? undefined : compileProxyAt(values.base, 'memory-probe', { thisEntry: true }).entry;
 const load = await LoadGenerator.start();
 const upstream = await startUpstream();
 const redis = await startRedis({ ignoreEnv: true });

@@ -1,4 +1,5 @@
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import ts from 'typescript';
 import { REPO_ROOT, RESULTS_DIR } from './child-processes.js';
@@ -35,6 +36,27 @@ export function compileProxyTree(sourceRoot: string, buildDir: string): string {
     writeFileSync(target, transpile(source));
   }
   return join(buildDir, 'bench', 'proxy-process.js');
+}
+
+/**
+ * The proxy of another git ref, for the scripts that measure this tree against it (compare-cpu, compare-login,
+ * introspection-tail, memory-probe): the ref's src/ (git archive) and its proxy-process entry — or this tree's entry
+ * with `thisEntry`, when the measuring protocol is newer than the ref — transpiled like this tree's under
+ * bench/results/.<name>-*-<pid>, removed when the process exits. Returns the entry script and the ref's short commit.
+ */
+export function compileProxyAt(ref: string, name: string, options: { readonly thisEntry?: boolean } = {}): { entry: string; commit: string } {
+  const sources = join(RESULTS_DIR, `.${name}-src-${process.pid}`);
+  const build = join(RESULTS_DIR, `.${name}-build-${process.pid}`);
+  process.once('exit', () => {
+    rmSync(sources, { recursive: true, force: true });
+    rmSync(build, { recursive: true, force: true });
+  });
+  mkdirSync(sources, { recursive: true });
+  const paths = options.thisEntry === true ? ['src'] : ['src', ...PROXY_ENTRY_SOURCES];
+  execFileSync('tar', ['-x', '-C', sources], { input: execFileSync('git', ['archive', ref, ...paths], { cwd: REPO_ROOT, maxBuffer: 1 << 28 }) });
+  if (options.thisEntry === true) for (const path of PROXY_ENTRY_SOURCES) cpSync(join(REPO_ROOT, path), join(sources, path));
+  const commit = execFileSync('git', ['rev-parse', '--short', ref], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+  return { entry: compileProxyTree(sources, build), commit };
 }
 
 let probe: string | undefined;
