@@ -6,7 +6,7 @@ import { settingsFromArgs } from './harness/bench-settings.js';
 import { compileProxyAt } from './harness/compile-proxy.js';
 import { ProxyChild } from './harness/proxy-child.js';
 import { HOMESERVER_SECRET, proxyConfig } from './harness/proxy-config.js';
-import { RoundFigures, rotated } from './harness/rounds.js';
+import { RoundFigures, rotated, startBaseAndThis } from './harness/rounds.js';
 import { seedSessions } from './harness/session-seeding.js';
 import { median } from './harness/statistics.js';
 
@@ -56,13 +56,7 @@ try {
   const startThis = async () => {
     proxies.this = await ProxyChild.start({ name: 'compare-this', config });
   };
-  if (values['this-first'] === true) {
-    await startThis();
-    await startBase();
-  } else {
-    await startBase();
-    await startThis();
-  }
+  await startBaseAndThis(values['this-first'], startBase, startThis);
 
   const shape = (path: Path, proxy: ProxyChild) => {
     switch (path) {

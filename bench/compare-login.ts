@@ -9,7 +9,7 @@ import type { RequestShape } from './harness/load-jobs.js';
 import { benchUsers, passwordGrantRequest, tokenEndpointOf } from './harness/op-client.js';
 import { ProxyChild } from './harness/proxy-child.js';
 import { HOMESERVER_SECRET, IDP_ID, SERVER_NAME, proxyConfig } from './harness/proxy-config.js';
-import { RoundFigures } from './harness/rounds.js';
+import { RoundFigures, startBaseAndThis } from './harness/rounds.js';
 import { median } from './harness/statistics.js';
 
 /**
@@ -59,13 +59,7 @@ try {
   const startThis = async () => {
     proxies.this = await ProxyChild.start({ name: 'compare-login-this', config: config('this') });
   };
-  if (values['this-first'] === true) {
-    await startThis();
-    await startBase();
-  } else {
-    await startBase();
-    await startThis();
-  }
+  await startBaseAndThis(values['this-first'], startBase, startThis);
   const running = proxies as Record<Tree, ProxyChild>;
 
   const tokenEndpoint = await tokenEndpointOf(op);

@@ -29,3 +29,8 @@ export class RoundFigures<Key extends string> {
     return Object.fromEntries([...this.figures].map(([id, values]) => [id.replace('\0', ' '), values]));
   }
 }
+
+/** Starts a base ref's proxy and this tree's one after the other, this tree's first when asked (`--this-first`). */
+export async function startBaseAndThis(thisFirst: boolean | undefined, startBase: () => Promise<void>, startThis: () => Promise<void>): Promise<void> {
+  for (const start of thisFirst === true ? [startThis, startBase] : [startBase, startThis]) await start();
+}
