@@ -7,7 +7,7 @@ import { clientAddress, logOf } from '../http/request-state.js';
 import { provisionUser } from '../identity/account-provisioning.js';
 import { AppserviceRegistry } from '../identity/appservice-registry.js';
 import { redeemLoginToken, signInChecks } from '../sessions/op-logouts.js';
-import { SessionStartRefused, type StartCheck } from '../sessions/session-lifecycle.js';
+import { SessionStartRefused, startRefusalText } from '../sessions/session-lifecycle.js';
 import type { Binding } from '../identity/bindings.js';
 import type { SessionOrigin } from '../sessions/session.js';
 import type { IssuedTokens } from '../sessions/session-store.js';
@@ -68,7 +68,6 @@ async function passwordLogin(ctx: Context, deps: AppDeps, request: PasswordLogin
 
 async function tokenLogin(ctx: Context, deps: AppDeps, request: TokenLogin): Promise<void> {
   const redeemed = await redeemLoginToken(deps, request.token);
-  if (!redeemed.ok && redeemed.reason !== 'invalid') deps.lifecycle.abandonSignIn(redeemed.grant.origin);
   if (!redeemed.ok && redeemed.reason === 'deactivated') throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated');
   if (!redeemed.ok) {
     deps.metrics.logins.inc({ type: 'token', outcome: 'rejected' });
@@ -110,12 +109,12 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
       },
       {
         freshDevice: request.deviceId === undefined,
-        ...withCheck(signInChecks(deps.bindings, origin, binding)),
+        check: signInChecks(deps.bindings, origin, binding),
       },
     );
   } catch (err: unknown) {
     if (err instanceof SessionStartRefused) {
-      throw new MatrixError(403, 'M_FORBIDDEN', err.reason === 'ended_at_op' ? 'The sign-in was ended at the identity provider' : 'The account changed during sign-in; sign in again', {}, err);
+      throw new MatrixError(403, 'M_FORBIDDEN', startRefusalText(err.reason), {}, err);
     }
     throw err;
   }
@@ -129,10 +128,6 @@ async function completeLogin(ctx: Context, deps: AppDeps, request: LoginRequest,
     home_server: deps.config.server_name,
     well_known: { 'm.homeserver': { base_url: deps.config.public_baseurl } },
   };
-}
-
-function withCheck(check: StartCheck | undefined): { check?: StartCheck } {
-  return check === undefined ? {} : { check };
 }
 
 const DEVICE_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';

@@ -21,7 +21,7 @@ import { SignInStore } from '../sessions/oauth-sign-ins.js';
 import { grantStillUsable, signInChecks } from '../sessions/op-logouts.js';
 import type { BindingStore } from '../identity/bindings.js';
 import type { HomeserverAdapter } from '../provisioning/homeserver-adapter.js';
-import { SessionStartRefused, type StartCheck, type StartRefusal } from '../sessions/session-lifecycle.js';
+import { SessionStartRefused, startRefusalText, type StartRefusal } from '../sessions/session-lifecycle.js';
 
 /**
  * The homeserver's OAuth 2.0 server for native clients (native_clients: serve; MSC2964 authorization code + PKCE,
@@ -434,10 +434,7 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
   } catch (err: unknown) {
     return failOn(err);
   }
-  if (!usable.ok) {
-    if (usable.reason !== 'invalid') deps.lifecycle.abandonSignIn(usable.grant.origin);
-    return fail(400, 'invalid_grant', refusalText(usable.reason));
-  }
+  if (!usable.ok) return fail(400, 'invalid_grant', refusalText(usable.reason));
   // MSC2967: the client allocates the device id; one that asked for none gets one allocated here.
   const deviceId = granted.deviceId ?? randomBytes(8).toString('hex').toUpperCase().slice(0, 10);
   const lifetimeMs = deps.config.sessions.refreshable_access_token_lifetime;
@@ -457,7 +454,7 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
       // A back-channel logout of the OP session this sign-in came from, since it was made, ends it here too; so does
       // a removal of its binding. A refused session's device goes only when its id was made up here (a client's own
       // MSC2967 device id may hold its earlier E2EE keys).
-      { freshDevice: granted.deviceId === undefined, ...checkOf(signInChecks(deps.bindings, signIn.origin, usable.binding)) },
+      { freshDevice: granted.deviceId === undefined, check: signInChecks(deps.bindings, signIn.origin, usable.binding) },
     );
   } catch (err: unknown) {
     if (err instanceof SessionStartRefused) {
@@ -476,14 +473,8 @@ async function replaceTokensWithSession(ctx: KoaContextWithOIDC, deps: Authoriza
   };
 }
 
-function refusalText(reason: 'invalid' | StartRefusal | 'deactivated'): string {
-  if (reason === 'deactivated') return 'The account has been deactivated';
-  if (reason === 'ended_at_op') return 'The sign-in was ended at the identity provider';
-  return 'The account changed during sign-in; sign in again';
-}
-
-function checkOf(check: StartCheck | undefined): { check?: StartCheck } {
-  return check === undefined ? {} : { check };
+function refusalText(reason: StartRefusal | 'deactivated'): string {
+  return reason === 'deactivated' ? 'The account has been deactivated' : startRefusalText(reason);
 }
 
 /**

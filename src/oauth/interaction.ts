@@ -125,7 +125,6 @@ export async function getOAuthInteractionSsoDone(ctx: Context, deps: AppDeps): P
   // The checks m.login.token makes (no side path, CVE-2023-32682): the binding the grant was made for still stands,
   // the OP has not logged that sign-in out since, and the account was not deactivated meanwhile.
   const redeemed = await redeemLoginToken(deps, singleQueryValue(ctx, 'loginToken'));
-  if (!redeemed.ok && redeemed.reason !== 'invalid') deps.lifecycle.abandonSignIn(redeemed.grant.origin);
   if (!redeemed.ok) throw redeemed.reason === 'deactivated' ? new PageError('deactivated', 403, 'M_USER_DEACTIVATED') : new PageError('unknown_state', 400, 'M_UNKNOWN');
   const grant = redeemed.grant;
   const signInId = await server.signIns.create(grant, deps.config.sessions.sso_login_lifetime);

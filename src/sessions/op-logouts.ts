@@ -202,13 +202,15 @@ async function grantStanding(
   return loggedOut ? { refused: 'ended_at_op' } : { binding };
 }
 
-export type RedeemedLoginToken =
-  | { readonly ok: true; readonly grant: LoginGrant; readonly binding: Binding }
-  | { readonly ok: false; readonly reason: 'invalid' }
-  /** The grant no longer holds: the caller drops it (SessionLifecycle.abandonSignIn revokes its OP grant). */
-  | { readonly ok: false; readonly reason: StartRefusal | 'deactivated'; readonly grant: LoginGrant };
+/** A grant that may become a session, with the binding it stands on; or why it may not (its OP grant is revoked). */
+export type UsableGrant = { readonly ok: true; readonly grant: LoginGrant; readonly binding: Binding } | { readonly ok: false; readonly reason: StartRefusal | 'deactivated' };
 
-type GrantCheckDeps = Parameters<typeof grantStanding>[0] & { readonly homeserver: Pick<HomeserverAdapter, 'queryUser'> };
+export type RedeemedLoginToken = UsableGrant | { readonly ok: false; readonly reason: 'invalid' };
+
+type GrantCheckDeps = Parameters<typeof grantStanding>[0] & {
+  readonly homeserver: Pick<HomeserverAdapter, 'queryUser'>;
+  readonly lifecycle: Pick<SessionLifecycle, 'abandonSignIn'>;
+};
 
 /**
  * A login token redeemed with every check its use needs (no side path, CVE-2023-32682): single use, then
@@ -222,14 +224,17 @@ export async function redeemLoginToken(deps: GrantCheckDeps & { readonly loginTo
 /**
  * Whether a sign-in made earlier (a login token's grant, a native client's sign-in awaiting its code exchange) may
  * still become a session: its binding still stands, the OP has not logged its session out since, and the account is
- * not deactivated. The
- * session's own write then checks the binding and the logout markers once more (`signInChecks`).
+ * not deactivated. The session's own write then checks the binding and the logout markers once more
+ * (`signInChecks`). A grant refused here will not become a session: its OP grant is revoked in the background
+ * (SessionLifecycle.abandonSignIn) rather than left live at the OP until it expires.
  */
-export async function grantStillUsable(deps: GrantCheckDeps, grant: LoginGrant): Promise<RedeemedLoginToken> {
+export async function grantStillUsable(deps: GrantCheckDeps, grant: LoginGrant): Promise<UsableGrant> {
   // The homeserver is asked at the same time as the store; a grant that fails its own checks is refused as such.
   const [standing, user] = await Promise.all([grantStanding(deps, grant), deps.homeserver.queryUser(grant.localpart)]);
-  if ('refused' in standing) return { ok: false, reason: standing.refused, grant };
-  if (user?.deactivated === true) return { ok: false, reason: 'deactivated', grant };
+  if ('refused' in standing || user?.deactivated === true) {
+    deps.lifecycle.abandonSignIn(grant.origin);
+    return { ok: false, reason: 'refused' in standing ? standing.refused : 'deactivated' };
+  }
   return { ok: true, grant, binding: standing.binding };
 }
 

@@ -20,7 +20,7 @@ export interface StartOptions {
    * session's writes, after them (one round trip for both: issue 19, login cost), and `refusal` decides from their
    * values. A refused session ends at once and start throws SessionStartRefused.
    */
-  readonly check?: StartCheck;
+  readonly check?: StartCheck | undefined;
 }
 
 /**
@@ -50,6 +50,11 @@ export function allChecks(checks: readonly StartCheck[]): StartCheck | undefined
       return undefined;
     },
   };
+}
+
+/** What a client is told when its sign-in was refused for `reason` (the legacy login and the OAuth code exchange). */
+export function startRefusalText(reason: StartRefusal): string {
+  return reason === 'ended_at_op' ? 'The sign-in was ended at the identity provider' : 'The account changed during sign-in; sign in again';
 }
 
 /** The sign-in no longer stands (see StartRefusal); the session was ended again. */

@@ -620,10 +620,6 @@ export class SessionStore {
   }
 
   /**
-   * Adds an id to a layout-2 index: one atomic store call (`addWord`, a single-key script on Redis, so valid under
-   * Cluster whatever the key); it also revives an index left as "" by its last removal, clearing that expiry.
-   */
-  /**
    * Removes an id from a layout-2 index: one atomic store call (`removeWord`). The last one leaves "" expiring in an
    * hour rather than a delete, so an add racing with it still wins (it replaces "" and clears the expiry).
    */
