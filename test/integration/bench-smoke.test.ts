@@ -14,6 +14,17 @@ import { fileURLToPath } from 'node:url';
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SCENARIOS = ['pass-through', 'large bodies', 'introspection', 'login', 'memory & scale', 'horizontal', 'profile'];
 
+/** A bench script run to its end as `node --import tsx <args>` from the repository: exit code and whole output. */
+async function runBenchScript(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stdout, stderr };
+}
+
 interface SmokeResults {
   readonly settings: { readonly mode: string };
   readonly results: readonly { readonly scenario: string; readonly rows: readonly { readonly value: number }[]; readonly problems: readonly string[] }[];
@@ -21,12 +32,7 @@ interface SmokeResults {
 
 // About 75 s alone; minutes when other work loads the machine. A hang still fails.
 test('the benchmark smoke run measures every scenario and sees only right answers', { timeout: 360_000 }, async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run-all.ts', '--smoke', '--report'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const { code, stdout, stderr } = await runBenchScript(['bench/run-all.ts', '--smoke', '--report']);
   assert.equal(code, 0, `run-all --smoke failed:\n${stderr.slice(-4000)}`);
 
   const resultsPath = /^results: (.+\.json)$/m.exec(stdout)?.[1];
@@ -57,12 +63,7 @@ test('the benchmark smoke run measures every scenario and sees only right answer
 // bench/introspection-tail.ts (issue 19, not part of run-all): its traced open loop, the probe preloaded into the
 // proxy and every figure it derives, for a moment; it exits non-zero when an answer was not a 2xx.
 test('the introspection tail probe runs against the bare server and the proxy and reports its figures', { timeout: 180_000 }, async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/introspection-tail.ts', '--smoke'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const { code, stdout, stderr } = await runBenchScript(['bench/introspection-tail.ts', '--smoke']);
   assert.equal(code, 0, `introspection-tail --smoke failed:\n${stderr.slice(-4000)}`);
   for (const target of ['bare node', 'this']) {
     const line = new RegExp(`^${target} +p99 ([\\d.]+) ms .*alloc ([\\d.]+) KiB/req; cpu (\\d+) µs/req$`, 'm').exec(stdout);

@@ -123,6 +123,15 @@ async function exchangeWhileOpLogsOut(url: string, clientId: string) {
   return exchanging;
 }
 
+/** The exchange was refused because the OP logged the sign-in out, and bob has no session on that device. */
+async function assertRefusedAsLoggedOut(exchange: Awaited<ReturnType<typeof tokenRequest>>, deviceId: string) {
+  assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
+  assert.equal(exchange.body['error'], 'invalid_grant');
+  assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
+  const sessions = await Promise.all((await h.deps.sessions.idsOfUser('bob')).map((id) => h.deps.sessions.get(id)));
+  assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
+}
+
 describe('native_clients: serve', () => {
   test("the homeserver's auth_metadata describes this proxy's OAuth server", async () => {
     const metadata = await discover();
@@ -226,11 +235,7 @@ describe('native_clients: serve', () => {
     assert.equal(h.op.backchannelDeliveries.at(-1)?.ok, true);
     const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1] ?? '';
     const exchange = await tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: clientId, code_verifier: codeVerifierOf(state) });
-    assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
-    assert.equal(exchange.body['error'], 'invalid_grant');
-    assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
-    const sessions = await Promise.all((await h.deps.sessions.idsOfUser('bob')).map((id) => h.deps.sessions.get(id)));
-    assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
+    await assertRefusedAsLoggedOut(exchange, deviceId);
     // Refused before the device was made.
     assert.equal(h.homeserver.devices('bob').has(deviceId), false);
   });
@@ -241,11 +246,7 @@ describe('native_clients: serve', () => {
     const url = await generateOidcAuthorizationUrl({ metadata, clientId, homeserverUrl: h.url, redirectUri: REDIRECT_URI, nonce: 'n' });
     const deviceId = new URL(url).searchParams.get('scope')?.match(/device:(\S+)/)?.[1] ?? '';
     const exchange = await exchangeWhileOpLogsOut(url, clientId);
-    assert.equal(exchange.status, 400, JSON.stringify(exchange.body));
-    assert.equal(exchange.body['error'], 'invalid_grant');
-    assert.match(String(exchange.body['error_description']), /ended at the identity provider/);
-    const sessions = await Promise.all((await h.deps.sessions.idsOfUser('bob')).map((id) => h.deps.sessions.get(id)));
-    assert.equal(sessions.some((session) => session?.deviceId === deviceId), false);
+    await assertRefusedAsLoggedOut(exchange, deviceId);
     // The device id is the client's (MSC2967): it may be one the client used before, with its keys, so it stays.
     assert.equal(h.homeserver.devices('bob').has(deviceId), true);
   });
