@@ -4,11 +4,10 @@ import { join } from 'node:path';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { performance } from 'node:perf_hooks';
-import { stringify } from 'yaml';
 import { buildDeps } from '../src/build-deps.js';
 import { systemClock } from '../src/clock.js';
 import { WORKER_READY } from '../src/cluster-messages.js';
-import { parseConfig } from '../src/config/load-config.js';
+import type { Config } from '../src/config/schema.js';
 import { createLogger } from '../src/observability/logger.js';
 import { clusterMetricsSource } from '../src/observability/cluster-metrics.js';
 import { createMetrics } from '../src/observability/metrics.js';
@@ -40,7 +39,7 @@ else await runProxyHere();
  */
 async function runClusterPrimary(count: number): Promise<void> {
   const { runPrimary } = await import('../src/cluster.js');
-  const logger = createLogger(parseConfig(stringify(input.config), { env: {} }).log.level);
+  const logger = createLogger((await benchConfig()).log.level);
   let urls: { clientUrl: string; homeserverFacingUrl: string } | undefined;
   const ready = new Set<number>();
   const announced = new Promise<void>((resolve) => {
@@ -80,7 +79,7 @@ async function runClusterPrimary(count: number): Promise<void> {
 
 /** The proxy in this process: the only one (workers: 1) or one cluster worker. */
 async function runProxyHere(): Promise<void> {
-  const config = parseConfig(stringify(input.config), { env: {} });
+  const config = await benchConfig();
   const worker = cluster.worker;
   const logger = createLogger(config.log.level);
   const store = await createStore(config.store.redis_url === undefined ? {} : { redis: { url: config.store.redis_url, keyPrefix: config.store.key_prefix } });
@@ -168,6 +167,21 @@ async function runProxyHere(): Promise<void> {
 
   const ready: ProxyProcessReady = { bench: 'ready', clientUrl: running.clientUrl, homeserverFacingUrl: running.homeserverFacingUrl, pid: process.pid, workerPids: [] };
   process.stdout.write(`${JSON.stringify(ready)}\n`);
+}
+
+/**
+ * The configuration, checked the way main.ts checks a file: in a thread of its own (src/config/config-thread.ts), so
+ * that the validation layer does not stay in the process measured. JSON is YAML.
+ */
+async function benchConfig(): Promise<Config> {
+  const text = JSON.stringify(input.config);
+  // A baseline tree from before config-thread.ts (memory-probe --base, compare-cpu) loads it in-process, as its main.ts did.
+  const thread = await import('../src/config/config-thread.js').catch((err: unknown) => {
+    if ((err as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    throw err;
+  });
+  if (thread !== undefined) return thread.parseConfigInThread(text, { env: {} });
+  return (await import('../src/config/load-config.js')).parseConfig(text, { env: {} });
 }
 
 /** The real providers, with the duration of every code exchange and password grant recorded. */

@@ -8,7 +8,7 @@ import { AppserviceBackend } from './provisioning/appservice.js';
 import { JwtLoginBackend } from './provisioning/jwt-login.js';
 import { UserPolicy, wholeUserId } from './provisioning/user-policy.js';
 import { readAppserviceRegistrations, type AppserviceRegistration } from './config/appservice-registrations.js';
-import { ConfigError } from './config/load-config.js';
+import { ConfigError } from './config/config-error.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import { AppserviceRegistry } from './identity/appservice-registry.js';
 import { BindingStore } from './identity/bindings.js';

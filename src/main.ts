@@ -1,7 +1,8 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { loadConfig, ConfigError } from './config/load-config.js';
+import { ConfigError } from './config/config-error.js';
+import { loadConfigInThread } from './config/config-thread.js';
 import type { Config } from './config/schema.js';
 import { WORKER_READY } from './cluster-messages.js';
 
@@ -39,10 +40,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 
   // loadConfig runs every check start-up depends on (schema, secret and registration files, templates, OP rules), so
-  // --check-config and a start refuse the same files with the same lines.
+  // --check-config and a start refuse the same files with the same lines. It runs in a thread of its own, so that the
+  // validation layer (zod, the schema, the YAML parser) does not stay loaded in a proxy that serves for months.
   let config: Config;
   try {
-    config = loadConfig(args.values.config);
+    config = await loadConfigInThread(args.values.config);
   } catch (err: unknown) {
     if (err instanceof ConfigError) return reportInvalid(args.values.config, err);
     throw err;

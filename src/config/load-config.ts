@@ -6,17 +6,10 @@ import { resolveFileReferences } from './file-references.js';
 import { describeIssue, formatIssues } from './format-issues.js';
 import { ProblemList } from './problem-list.js';
 import { configSchema, type Config } from './schema.js';
+import { ConfigError } from './config-error.js';
+import { deepFreeze } from './deep-freeze.js';
 
-/** Every problem of a configuration, each line `key.path[i]: what is wrong`. */
-export class ConfigError extends Error {
-  readonly problems: readonly string[];
-
-  constructor(problems: readonly string[]) {
-    super(`invalid configuration:\n${problems.map((problem) => `  ${problem}`).join('\n')}`);
-    this.name = 'ConfigError';
-    this.problems = Object.freeze([...problems]);
-  }
-}
+export { ConfigError };
 
 export interface ParseOptions {
   /** Variables for `${NAME}` substitution; default process.env. */
@@ -84,13 +77,6 @@ function withoutEmptyValues(node: unknown): unknown {
   return node;
 }
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const child of Object.values(value)) deepFreeze(child);
-    Object.freeze(value);
-  }
-  return value;
-}
 
 function firstLine(message: string): string {
   return message.split('\n')[0] ?? message;

@@ -749,8 +749,3 @@ type DeepReadonly<T> = T extends readonly (infer Item)[]
 /** The validated, frozen configuration. */
 export type Config = DeepReadonly<z.output<typeof configSchema>>;
 export type OidcProviderConfig = Config['oidc_providers'][number];
-
-/** `sessions.encryption_key` and then `sessions.previous_encryption_keys`: the current key first. */
-export function encryptionKeysOf(config: Pick<Config, 'sessions'>): string[] {
-  return [config.sessions.encryption_key, ...config.sessions.previous_encryption_keys.map((entry) => entry.key)];
-}

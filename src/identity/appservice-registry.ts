@@ -1,6 +1,6 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { readAppserviceRegistrations } from '../config/appservice-registrations.js';
-import { ConfigError } from '../config/load-config.js';
+import { ConfigError } from '../config/config-error.js';
 
 /** An application service as Synapse loads it from its registration file (the same files, pointed at by config). */
 export interface Appservice {

@@ -1,7 +1,7 @@
 import { createHmac, hkdfSync } from 'node:crypto';
 import type { Context } from 'koa';
 import type { AppDeps, AuthorizationServer } from '../app-deps.js';
-import { encryptionKeysOf } from '../config/schema.js';
+import { encryptionKeysOf } from '../config/encryption-keys.js';
 import { PageError } from '../errors/page-error.js';
 import { bodyLimitsOf, readFormBody } from '../http/body.js';
 import { OAUTH_PREFIX } from '../http/own-prefix.js';

@@ -1,0 +1,77 @@
+import { Worker } from 'node:worker_threads';
+import { ConfigError } from './config-error.js';
+import { deepFreeze } from './deep-freeze.js';
+import type { ParseOptions } from './load-config.js';
+import type { Config } from './schema.js';
+
+/**
+ * loadConfig and parseConfig (load-config.ts) run in a worker thread, for a process that goes on to serve: the same
+ * checks, the same Config (deep-frozen again on this side), the same ConfigError lines.
+ *
+ * Why: the validation layer is needed once, at start-up, but what a module loads stays loaded for the life of its
+ * isolate (ECMAScript has no unloading). zod and the schema built from it at load time hold about 5 MB of V8's old
+ * space, the YAML parser another 1 MB, a third of what an idle proxy keeps alive; and their start-up allocations grow
+ * the young generation early. A worker's isolate, and everything it loaded, is discarded when the worker ends
+ * (bench/README.md, "Idle RSS").
+ */
+export function loadConfigInThread(path: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  return inThread({ call: 'loadConfig', args: [path, { ...env }] });
+}
+
+/** parseConfig in a worker thread (see loadConfigInThread). */
+export function parseConfigInThread(yamlText: string, options: ParseOptions = {}): Promise<Config> {
+  return inThread({ call: 'parseConfig', args: [yamlText, { ...options, ...(options.env === undefined ? {} : { env: { ...options.env } }) }] });
+}
+
+type Request = { readonly call: 'loadConfig' | 'parseConfig'; readonly args: readonly unknown[] };
+type Reply = { readonly config: Config } | { readonly problems: readonly string[] } | { readonly error: unknown };
+
+/**
+ * The worker's script (evaluated as CommonJS): imports the loader, this folder's load-config, and posts one reply.
+ * Run from source (tests, the dev stack: this file is then config-thread.ts), TypeScript is loaded through tsx, whose
+ * module hooks a worker does not inherit from its parent: the worker registers them itself first.
+ */
+const WORKER_SCRIPT = `
+const { parentPort, workerData } = require('node:worker_threads');
+(async () => {
+  if (workerData.tsx !== undefined) (await import(workerData.tsx)).register();
+  const loader = await import(workerData.loader);
+  try {
+    parentPort.postMessage({ config: loader[workerData.call](...workerData.args) });
+  } catch (err) {
+    parentPort.postMessage(err instanceof loader.ConfigError ? { problems: [...err.problems] } : { error: err });
+  }
+})();
+`;
+
+function inThread(request: Request): Promise<Config> {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const loader = new URL(fromSource ? './load-config.ts' : './load-config.js', import.meta.url).href;
+  const tsx = fromSource ? import.meta.resolve('tsx/esm/api') : undefined;
+  return new Promise<Config>((resolve, reject) => {
+    let reply: Reply | undefined;
+    // A CPU or heap profile flag of the parent's would make the worker write a profile of its own, next to the
+    // process's: the worker runs without them.
+    const worker = new Worker(WORKER_SCRIPT, { eval: true, workerData: { loader, tsx, ...request }, execArgv: withoutProfiling(process.execArgv) });
+    worker.once('message', (message: Reply) => (reply = message));
+    worker.once('error', reject);
+    // Settled once the worker has ended: its isolate is gone (and its memory returned) before the proxy starts.
+    worker.once('exit', (code) => {
+      if (reply === undefined) reject(new Error(`the configuration loader's thread ended (code ${code}) without an answer`));
+      else if ('config' in reply) resolve(deepFreeze(reply.config));
+      else if ('problems' in reply) reject(new ConfigError(reply.problems));
+      else reject(reply.error);
+    });
+  });
+}
+
+/** node's execArgv without --cpu-prof, --heap-prof and their options (`--cpu-prof-dir=D` or `--cpu-prof-dir D`). */
+export function withoutProfiling(execArgv: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let index = 0; index < execArgv.length; index++) {
+    const flag = execArgv[index]!;
+    if (!/^--(cpu|heap)-prof/.test(flag)) kept.push(flag);
+    else if (/^--(cpu|heap)-prof-(dir|name|interval)$/.test(flag)) index++;
+  }
+  return kept;
+}
