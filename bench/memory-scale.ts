@@ -8,6 +8,7 @@ import { startRedis } from '../test/support/redis-server.js';
 import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
 import type { RequestShape } from './harness/load-jobs.js';
 import type { MemoryBreakdown } from './harness/proxy-protocol.js';
+import { compileProxyAt } from './harness/compile-proxy.js';
 import { ProxyChild } from './harness/proxy-child.js';
 import { HOMESERVER_SECRET, SESSION_KEY_PREFIX, proxyConfig } from './harness/proxy-config.js';
 import { atMost, formatValue, ratioRow, type ResultRow, type ScenarioResult } from './harness/report.js';
@@ -41,7 +42,9 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
   const upstream = await env.upstream();
   const redisServer = await startRedis({ ignoreEnv: true });
   const redis = new Redis(redisServer.url);
-  const proxy = await ProxyChild.start({ name: 'memory-scale', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redisServer.url }) });
+  // `--base REF`: REF's src/ with this tree's proxy-process entry, to pair runs with a baseline (one run each).
+  const entry = settings.base === undefined ? undefined : compileProxyAt(settings.base, 'memory-scale', { thisEntry: true }).entry;
+  const proxy = await ProxyChild.start({ name: 'memory-scale', config: proxyConfig({ homeserverUrl: upstream.url, redisUrl: redisServer.url }), ...(entry === undefined ? {} : { entry }) });
   const figures = new RoundFigures<SetSize>();
   const problems: string[] = [];
   try {
@@ -149,7 +152,7 @@ export async function memoryScale(env: BenchEnvironment): Promise<ScenarioResult
         .join('; ')}`,
     ];
     return {
-      scenario: 'memory & scale',
+      scenario: settings.base === undefined ? 'memory & scale' : `memory & scale (base ${settings.base})`,
       rows,
       notes,
       problems,

@@ -36,6 +36,8 @@ export interface BenchSettings {
   readonly only: readonly string[];
   /** `--report` (run-all only): also write the HTML report and the SVG charts (bench/charts/). */
   readonly report: boolean;
+  /** `--base REF` (memory-scale only): measure the proxy built from REF's src/ instead of this tree's. */
+  readonly base?: string;
 }
 
 const FULL: Omit<BenchSettings, 'only' | 'report'> = {
@@ -80,11 +82,11 @@ const SMOKE: Omit<BenchSettings, 'only' | 'report'> = {
   profileSec: 0.2,
 };
 
-/** `--smoke`, `--rounds N`, `--sessions N`, `--only a,b`, `--report` from the command line. */
+/** `--smoke`, `--rounds N`, `--sessions N`, `--only a,b`, `--report`, `--base REF` from the command line. */
 export function settingsFromArgs(argv: readonly string[] = process.argv.slice(2)): BenchSettings {
   const { values } = parseArgs({
     args: [...argv],
-    options: { smoke: { type: 'boolean' }, rounds: { type: 'string' }, sessions: { type: 'string' }, only: { type: 'string' }, report: { type: 'boolean' } },
+    options: { smoke: { type: 'boolean' }, rounds: { type: 'string' }, sessions: { type: 'string' }, only: { type: 'string' }, report: { type: 'boolean' }, base: { type: 'string' } },
     strict: true,
   });
   const base = values.smoke === true ? SMOKE : FULL;
@@ -100,5 +102,6 @@ export function settingsFromArgs(argv: readonly string[] = process.argv.slice(2)
     sessions: count(values.sessions, base.sessions, 'sessions'),
     only: values.only === undefined ? [] : values.only.split(',').map((name) => name.trim()).filter((name) => name !== ''),
     report: values.report === true,
+    ...(values.base === undefined ? {} : { base: values.base }),
   };
 }

@@ -28,12 +28,14 @@ export function compiledProxyProcess(): string {
  * must lie inside this repository so that node_modules resolves. Returns the path of the entry script.
  * bench/compare-cpu.ts uses it for a baseline tree (a git ref exported elsewhere).
  */
-export function compileProxyTree(sourceRoot: string, buildDir: string): string {
+export function compileProxyTree(sourceRoot: string, buildDir: string, buildConfig: string = readFileSync(join(REPO_ROOT, 'tsconfig.build.json'), 'utf8')): string {
   const sources = [...listTypeScript(join(sourceRoot, 'src')), ...PROXY_ENTRY_SOURCES.map((path) => join(sourceRoot, path))];
+  // Whether the tree's `npm run build` strips comments (V8 keeps every module's source text while the process lives).
+  const removeComments = (ts.parseConfigFileTextToJson('tsconfig.build.json', buildConfig).config as { compilerOptions?: { removeComments?: boolean } } | undefined)?.compilerOptions?.removeComments === true;
   for (const source of sources) {
     const target = join(buildDir, relative(sourceRoot, source)).replace(/\.ts$/, '.js');
     mkdirSync(dirname(target), { recursive: true });
-    writeFileSync(target, transpile(source));
+    writeFileSync(target, transpile(source, { removeComments }));
   }
   return join(buildDir, 'bench', 'proxy-process.js');
 }
@@ -56,7 +58,8 @@ export function compileProxyAt(ref: string, name: string, options: { readonly th
   execFileSync('tar', ['-x', '-C', sources], { input: execFileSync('git', ['archive', ref, ...paths], { cwd: REPO_ROOT, maxBuffer: 1 << 28 }) });
   if (options.thisEntry === true) for (const path of PROXY_ENTRY_SOURCES) cpSync(join(REPO_ROOT, path), join(sources, path));
   const commit = execFileSync('git', ['rev-parse', '--short', ref], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-  return { entry: compileProxyTree(sources, build), commit };
+  const buildConfig = execFileSync('git', ['show', `${ref}:tsconfig.build.json`], { cwd: REPO_ROOT, encoding: 'utf8' });
+  return { entry: compileProxyTree(sources, build, buildConfig), commit };
 }
 
 let probe: string | undefined;
@@ -86,7 +89,7 @@ export function compiledBaselineProcess(): string {
   return target;
 }
 
-function transpile(source: string): string {
+function transpile(source: string, options: { readonly removeComments?: boolean } = {}): string {
   return ts.transpileModule(readFileSync(source, 'utf8'), {
     fileName: source,
     compilerOptions: {
@@ -94,6 +97,7 @@ function transpile(source: string): string {
       module: ts.ModuleKind.ESNext,
       verbatimModuleSyntax: true,
       sourceMap: false,
+      removeComments: options.removeComments === true,
     },
   }).outputText;
 }

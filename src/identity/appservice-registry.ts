@@ -1,5 +1,4 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { readAppserviceRegistrations } from '../config/appservice-registrations.js';
 import { ConfigError } from '../config/config-error.js';
 
 /** An application service as Synapse loads it from its registration file (the same files, pointed at by config). */
@@ -19,9 +18,11 @@ export class AppserviceRegistry {
 
   /**
    * Reads the registration files with the config loader's reader, which already refused any bad file when the config
-   * was loaded; a file changed since then is refused again here, in the same words.
+   * was loaded; a file changed since then is refused again here, in the same words. The reader (with the YAML parser)
+   * is loaded only here: a proxy without appservices never needs it.
    */
-  static load(paths: readonly string[]): AppserviceRegistry {
+  static async load(paths: readonly string[]): Promise<AppserviceRegistry> {
+    const { readAppserviceRegistrations } = await import('../config/appservice-registrations.js');
     const appservices: Appservice[] = [];
     const problems: string[] = [];
     readAppserviceRegistrations(paths).forEach((result, index) => {

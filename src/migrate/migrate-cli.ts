@@ -102,7 +102,7 @@ export async function runMigrateCli(argv: readonly string[], io: MigrateIo = pro
     return 1;
   }
 
-  const appservices = config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : AppserviceRegistry.load(config.appservice_config_files);
+  const appservices = config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : await AppserviceRegistry.load(config.appservice_config_files);
   const isAppserviceLocalpart = (localpart: string) => appservices.ownsUser(`@${localpart}:${config.server_name}`, localpart);
   const providers = config.oidc_providers.map((provider) => ({ idpId: provider.idp_id, issuer: provider.issuer }));
   const clock = systemClock;
