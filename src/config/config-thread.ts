@@ -50,9 +50,11 @@ function inThread(request: Request): Promise<Config> {
   const tsx = fromSource ? import.meta.resolve('tsx/esm/api') : undefined;
   return new Promise<Config>((resolve, reject) => {
     let reply: Reply | undefined;
-    // A CPU or heap profile flag of the parent's would make the worker write a profile of its own, next to the
-    // process's: the worker runs without them.
-    const worker = new Worker(WORKER_SCRIPT, { eval: true, workerData: { loader, tsx, ...request }, execArgv: withoutProfiling(process.execArgv) });
+    // Not the parent's node options: a worker refuses V8's (`node --heap-growing-percent=50`, docs/production.md,
+    // would stop the start with ERR_WORKER_INVALID_EXEC_ARGV), and the loader needs none (from source, it registers
+    // tsx itself). A worker keeps a parent's --cpu-prof or --heap-prof even so, and would write a profile of its own
+    // next to the process's: turned off here.
+    const worker = new Worker(WORKER_SCRIPT, { eval: true, workerData: { loader, tsx, ...request }, execArgv: ['--no-cpu-prof', '--no-heap-prof'] });
     worker.once('message', (message: Reply) => (reply = message));
     worker.once('error', reject);
     // Settled once the worker has ended: its isolate is gone (and its memory returned) before the proxy starts.
@@ -63,15 +65,4 @@ function inThread(request: Request): Promise<Config> {
       else reject(reply.error);
     });
   });
-}
-
-/** node's execArgv without --cpu-prof, --heap-prof and their options (`--cpu-prof-dir=D` or `--cpu-prof-dir D`). */
-export function withoutProfiling(execArgv: readonly string[]): string[] {
-  const kept: string[] = [];
-  for (let index = 0; index < execArgv.length; index++) {
-    const flag = execArgv[index]!;
-    if (!/^--(cpu|heap)-prof/.test(flag)) kept.push(flag);
-    else if (/^--(cpu|heap)-prof-(dir|name|interval)$/.test(flag)) index++;
-  }
-  return kept;
 }
