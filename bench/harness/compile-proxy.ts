@@ -58,7 +58,12 @@ export function compileProxyAt(ref: string, name: string, options: { readonly th
   execFileSync('tar', ['-x', '-C', sources], { input: execFileSync('git', ['archive', ref, ...paths], { cwd: REPO_ROOT, maxBuffer: 1 << 28 }) });
   if (options.thisEntry === true) for (const path of PROXY_ENTRY_SOURCES) cpSync(join(REPO_ROOT, path), join(sources, path));
   const commit = execFileSync('git', ['rev-parse', '--short', ref], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-  const buildConfig = execFileSync('git', ['show', `${ref}:tsconfig.build.json`], { cwd: REPO_ROOT, encoding: 'utf8' });
+  let buildConfig = '{}';
+  try {
+    buildConfig = execFileSync('git', ['show', `${ref}:tsconfig.build.json`], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    // A ref from before tsconfig.build.json: built with tsc's defaults, comments kept.
+  }
   return { entry: compileProxyTree(sources, build, buildConfig), commit };
 }
 

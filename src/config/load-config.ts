@@ -9,6 +9,7 @@ import { configSchema, type Config } from './schema.js';
 import { ConfigError } from './config-error.js';
 import { deepFreeze } from './deep-freeze.js';
 
+// Defined in config-error.ts, which the running proxy imports without this loader (config-thread.ts).
 export { ConfigError };
 
 export interface ParseOptions {
@@ -76,7 +77,6 @@ function withoutEmptyValues(node: unknown): unknown {
   }
   return node;
 }
-
 
 function firstLine(message: string): string {
   return message.split('\n')[0] ?? message;
