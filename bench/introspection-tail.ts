@@ -27,7 +27,7 @@ import { startProbe, stopProbe, type ProbeReport } from './harness/tail-probe.js
  * collections and blocks. /proc/<pid>/schedstat gives each process's time waiting for a CPU.
  *
  *   node --import tsx bench/introspection-tail.ts [--rounds N] [--seconds S] [--rate R] [--base REF] [--flags "..."]
- *     [--no-bare] [--allocations] [--sched-generator nice:N|fifo:N] [--sched-targets nice:N|fifo:N]
+ *     [--no-bare] [--allocations] [--sched-generator nice:N|fifo:N] [--sched-targets nice:N|fifo:N] [--clocks thread,timer]
  *
  * Writes bench/results/<time>-introspection-tail.json (every round's figures, episodes, schedstat).
  */
@@ -46,6 +46,7 @@ const { values } = parseArgs({
     flags: { type: 'string' },
     'sched-generator': { type: 'string' },
     'sched-targets': { type: 'string' },
+    clocks: { type: 'string' },
     smoke: { type: 'boolean' },
   },
   strict: true,
@@ -57,6 +58,14 @@ const rate = Number(values.rate ?? (smoke ? '300' : '5000'));
 const connections = Number(values.connections ?? '16');
 /** Sample where the targets allocate (V8's sampling heap profiler): its cost makes the latencies of such a run moot. */
 const allocations: boolean | 'live' = values['live-objects'] === true ? 'live' : values.allocations === true;
+/**
+ * What wakes the load generator (load-jobs.ts `clock`): `--clocks timer,thread` runs every target under each in the
+ * same rounds, so the generator's own lateness before and after issue 19's item 3 is compared paired.
+ */
+const clocks = (values.clocks ?? 'thread').split(',').map((clock): 'thread' | 'timer' => {
+  if (clock !== 'thread' && clock !== 'timer') throw new Error(`--clocks: thread or timer, not "${clock}"`);
+  return clock;
+});
 const SLOW_MS = 5;
 /** Slow requests due closer together than this belong to one episode. */
 const EPISODE_GAP_MS = 2;
@@ -135,16 +144,8 @@ const overlaps = (start: number, end: number, eventStart: number, eventLength: n
 
 function analyse(trace: FixedRateTrace, target: ProbeReport): { episodes: Episode[]; sendLagP99: number; slowWithoutCause: number } {
   const { dueAt, latencyMs } = trace;
-  // How late the generator sent each request: a tick that ran `lag` late sent every request due from its first
-  // due time until it ran, each `first + lag - due` late.
-  const sendLag = new Float64Array(dueAt.length);
-  let tickIndex = 0;
-  for (let index = 0; index < dueAt.length; index++) {
-    const due = dueAt[index] as number;
-    while (tickIndex < trace.lateTicks.length && (trace.lateTicks[tickIndex] as [number, number])[0] + (trace.lateTicks[tickIndex] as [number, number])[1] < due) tickIndex++;
-    const tick = trace.lateTicks[tickIndex];
-    if (tick !== undefined && tick[0] <= due) sendLag[index] = tick[0] + tick[1] - due;
-  }
+  // How late the generator handed each request to a connection, as it measured per request.
+  const sendLag = Float64Array.from(trace.sendLagMs);
   const episodes: Episode[] = [];
   let current: { start: number; end: number; lastDue: number; requests: number; max: number; sendLag: number } | undefined;
   const close = () => {
@@ -232,15 +233,16 @@ try {
   progress('tail: warm-up');
   for (const target of targets) await load.run({ kind: 'throughput', url: urlOf(target), method: 'POST', headers: SYNAPSE_HEADERS, tokens: { file: tokens, as: 'form' }, connections, durationSec: smoke ? 0.1 : 2 });
 
+  const units = targets.flatMap((target) => clocks.map((clock) => ({ target, clock, label: clocks.length > 1 ? `${target} (${clock})` : target })));
   for (let round = 0; round < rounds; round++) {
-    for (const target of rotated(targets, round)) {
+    for (const { target, clock, label } of rotated(units, round)) {
       const proxy = proxies[target];
       const processes: Record<string, number> = { ...pids, ...(proxy === undefined ? { target: process.pid } : { target: proxy.pid }) };
       const schedBefore = Object.fromEntries(Object.entries(processes).map(([name, pid]) => [name, schedStat(pid)]));
       const load1 = loadavg()[0] as number;
       if (proxy === undefined) await startProbe({ allocations });
       else await proxy.probeStart({ allocations });
-      const result: FixedRateResult = await load.run({ kind: 'fixed-rate', url: urlOf(target), method: 'POST', headers: SYNAPSE_HEADERS, tokens: { file: tokens, as: 'form' }, rate, connections, durationSec: seconds, trace: true });
+      const result: FixedRateResult = await load.run({ kind: 'fixed-rate', url: urlOf(target), method: 'POST', headers: SYNAPSE_HEADERS, tokens: { file: tokens, as: 'form' }, rate, connections, durationSec: seconds, trace: true, clock });
       const report = proxy === undefined ? await stopProbe() : await proxy.probeStop();
       const sched = Object.fromEntries(
         Object.entries(processes).map(([name, pid]) => {
@@ -260,7 +262,8 @@ try {
       for (const episode of episodes) causes[episode.cause] = (causes[episode.cause] ?? 0) + episode.requests;
       const summary = {
         round: round + 1,
-        target,
+        target: label,
+        clock,
         loadAverage: load1,
         requests,
         errors: result.errors + result.non2xx,
@@ -283,6 +286,7 @@ try {
         generator: {
           maxLagMs: result.maxLagMs,
           sendLagP99Ms: sendLagP99,
+          sendLagMs: distributionOf(trace.sendLagMs),
           lateTicksOver1ms: trace.lateTicks.filter(([, lag]) => lag >= 1).length,
           gcPauseMsPer10k: per10k(trace.generator.gc.reduce((sum, [, length]) => sum + length, 0)),
           gcOver1ms: trace.generator.gc.filter(([, length]) => length >= 1).length,
@@ -296,36 +300,39 @@ try {
       };
       roundsOut.push(summary);
       // Only right answers are measured: a refusal or an error would be a different path (bench-smoke checks this).
-      if (summary.errors > 0) problems.push(`round ${round + 1}, ${target}: ${result.errors} errors, ${result.non2xx} non-2xx`);
+      if (summary.errors > 0) problems.push(`round ${round + 1}, ${label}: ${result.errors} errors, ${result.non2xx} non-2xx`);
       const top = summary.episodes.slice(0, 4).map((episode) => `${episode.maxLatencyMs.toFixed(1)}ms×${episode.requests} ${episode.cause}`).join('; ');
       progress(
-        `tail: round ${round + 1}/${rounds} ${target.padEnd(9)} p50 ${result.latencyMs.p50.toFixed(2)} p99 ${result.latencyMs.p99.toFixed(2)} max ${result.latencyMs.max.toFixed(1)} ms; slow ${summary.slowRequests}; ` +
+        `tail: round ${round + 1}/${rounds} ${label.padEnd(9)} p50 ${result.latencyMs.p50.toFixed(2)} p99 ${result.latencyMs.p99.toFixed(2)} max ${result.latencyMs.max.toFixed(1)} ms; slow ${summary.slowRequests}; ` +
           `scav/10k ${summary.targetGc.scavengesPer10k.toFixed(1)} (p50 ${summary.targetGc.scavengePauseMs.p50.toFixed(2)} max ${summary.targetGc.scavengePauseMs.max.toFixed(2)} ms), MC/10k ${summary.targetGc.markCompactsPer10k.toFixed(2)} (max ${summary.targetGc.markCompactPauseMs.max.toFixed(1)} ms); ` +
           `alloc ${(summary.targetAllocatedBytesPerRequest / 1024).toFixed(1)} KiB/req; cpu ${summary.targetCpuUsPerRequest.toFixed(0)} µs/req; eld p99 ${report.eventLoopDelayMs.p99.toFixed(2)} max ${report.eventLoopDelayMs.max.toFixed(1)}; ` +
-          `gen lag max ${result.maxLagMs.toFixed(1)} p99 ${sendLagP99.toFixed(2)}; runq ms/s ${Object.entries(sched).map(([name, value]) => `${name} ${value?.runQueueWaitMsPerS.toFixed(0) ?? '?'}`).join(', ')}; load ${load1.toFixed(1)}\n        top: ${top}`,
+          `gen lag max ${result.maxLagMs.toFixed(1)} p99 ${sendLagP99.toFixed(2)} cpu ${summary.generator.cpuUsPerRequest.toFixed(1)} µs/req; runq ms/s ${Object.entries(sched).map(([name, value]) => `${name} ${value?.runQueueWaitMsPerS.toFixed(0) ?? '?'}`).join(', ')}; load ${load1.toFixed(1)}\n        top: ${top}`,
       );
       if (report.allocationSites !== undefined) {
         const perRequest = (bytes: number) => `${(bytes / requests).toFixed(0)} B`;
-        progress(`tail: ${target} allocation sites (sampled ${perRequest(report.allocationSites.sampledBytes)}/req), innermost src/ frame: ${report.allocationSites.bySource.slice(0, 25).map((site) => `\n    ${perRequest(site.bytes)} ${site.site}`).join('')}`);
-        progress(`tail: ${target} by allocating function: ${report.allocationSites.bySelf.slice(0, 25).map((site) => `\n    ${perRequest(site.bytes)} ${site.site}`).join('')}`);
+        progress(`tail: ${label} allocation sites (sampled ${perRequest(report.allocationSites.sampledBytes)}/req), innermost src/ frame: ${report.allocationSites.bySource.slice(0, 25).map((site) => `\n    ${perRequest(site.bytes)} ${site.site}`).join('')}`);
+        progress(`tail: ${label} by allocating function: ${report.allocationSites.bySelf.slice(0, 25).map((site) => `\n    ${perRequest(site.bytes)} ${site.site}`).join('')}`);
       }
     }
   }
-  const byTarget = (target: Target, pick: (round: Record<string, unknown>) => number) => roundsOut.filter((round) => round['target'] === target).map(pick);
+  const byTarget = (target: string, pick: (round: Record<string, unknown>) => number) => roundsOut.filter((round) => round['target'] === target).map(pick);
   process.stdout.write(`\nintrospection tail at ${rate}/s, ${connections} connections, ${rounds} rounds of ${seconds} s${baseCommit === undefined ? '' : `, base ${values.base} (${baseCommit})`}\n`);
-  for (const target of targets) {
+  for (const { label: target } of units) {
     const p99 = byTarget(target, (round) => (round['latencyMs'] as { p99: number }).p99);
     const gc = byTarget(target, (round) => (round['targetGc'] as { scavengesPer10k: number }).scavengesPer10k);
     const alloc = byTarget(target, (round) => round['targetAllocatedBytesPerRequest'] as number);
     const cpu = byTarget(target, (round) => round['targetCpuUsPerRequest'] as number);
+    const generator = (pick: (figures: { sendLagP99Ms: number; cpuUsPerRequest: number }) => number) => byTarget(target, (round) => pick(round['generator'] as { sendLagP99Ms: number; cpuUsPerRequest: number }));
+    const lag = generator((figures) => figures.sendLagP99Ms);
     process.stdout.write(
-      `${target.padEnd(10)} p99 ${median(p99).toFixed(2)} ms [${p99.map((value) => value.toFixed(1)).join(' ')}]; scavenges/10k ${median(gc).toFixed(1)}; alloc ${(median(alloc) / 1024).toFixed(2)} KiB/req; cpu ${median(cpu).toFixed(0)} µs/req\n`,
+      `${target.padEnd(10)} p99 ${median(p99).toFixed(2)} ms [${p99.map((value) => value.toFixed(1)).join(' ')}]; scavenges/10k ${median(gc).toFixed(1)}; alloc ${(median(alloc) / 1024).toFixed(2)} KiB/req; cpu ${median(cpu).toFixed(0)} µs/req; ` +
+        `generator send lag p99 ${median(lag).toFixed(2)} ms [${lag.map((value) => value.toFixed(2)).join(' ')}], cpu ${median(generator((figures) => figures.cpuUsPerRequest)).toFixed(1)} µs/req\n`,
     );
   }
   if (!smoke) {
     mkdirSync(RESULTS_DIR, { recursive: true });
     const file = join(RESULTS_DIR, `${startedAt.toISOString().replace(/[:.]/g, '-')}-introspection-tail.json`);
-    writeFileSync(file, `${JSON.stringify({ name: 'introspection-tail', startedAt, finishedAt: new Date(), node: process.version, rate, connections, seconds, problems, base: values.base, baseCommit, flags: values.flags, scheduling: { generator: values['sched-generator'] ?? 'default', targets: values['sched-targets'] ?? 'default' }, loadAverageAtEnd: loadavg(), rounds: roundsOut }, null, 1)}\n`);
+    writeFileSync(file, `${JSON.stringify({ name: 'introspection-tail', startedAt, finishedAt: new Date(), node: process.version, rate, connections, seconds, problems, base: values.base, baseCommit, flags: values.flags, scheduling: { generator: values['sched-generator'] ?? 'default', targets: values['sched-targets'] ?? 'default' }, clocks, loadAverageAtEnd: loadavg(), rounds: roundsOut }, null, 1)}\n`);
     process.stdout.write(`results: ${file}\n`);
   }
 } finally {

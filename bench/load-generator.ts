@@ -4,6 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import type { FixedRateJob, FixedRateResult, FixedRateTrace, LoadJob, RequestShape, SequenceJob, SequenceResult, ThroughputJob, ThroughputResult, TransferJob, TransferResult } from './harness/load-jobs.js';
+import { DueClock } from './harness/due-clock.js';
 import { distributionOf } from './harness/statistics.js';
 import { startProbe, stopProbe } from './harness/tail-probe.js';
 
@@ -102,7 +103,9 @@ function throughput(job: ThroughputJob): Promise<ThroughputResult> {
  * Open loop: request i is due at i / rate seconds, whatever happened to earlier ones. Latency runs from the moment a
  * request is due (so waiting for a free connection counts) to the last byte of its response. The client is a
  * minimal keep-alive HTTP/1.1 client on raw sockets: node's http client would cost the generator more CPU than the
- * proxy spends, on a machine with two cores.
+ * proxy spends, on a machine with two cores. What wakes the generator to send is harness/due-clock.ts (a sleeping
+ * thread, sub-millisecond), or with `clock: 'timer'` a `setTimeout` (whole milliseconds: the generator before issue
+ * 19's item 3); either way the latency is counted from the due time, never from the send.
  */
 async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
   const url = new URL(job.url);
@@ -116,13 +119,16 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
   let non2xx = 0;
   let errors = 0;
   let maxLagMs = 0;
-  // --trace: due time and latency of every request by its index, and the ticks that came late.
+  // --trace: due time, send lag and latency of every request by its index, and the ticks that came late.
   const traced = job.trace === true;
   const dueAt = traced ? new Float64Array(total) : undefined;
+  const sendLagOf = traced ? new Float64Array(total) : undefined;
   const latencyOf = traced ? new Float64Array(total).fill(-1) : undefined;
   const lateTicks: [number, number][] = [];
   const waiting: { due: number; head: Buffer; index: number }[] = [];
   const idle: RawConnection[] = [];
+  let sendDue = (): void => undefined;
+  const clock = job.clock === 'timer' ? undefined : await DueClock.start(() => sendDue());
   if (traced) await startProbe();
 
   return new Promise((resolve) => {
@@ -134,13 +140,21 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
       clearTimeout(deadline);
       for (const connection of connections) connection.close();
       const seconds = (performance.now() - started) / 1000;
+      await clock?.stop();
       const result: FixedRateResult = { requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs };
-      if (dueAt === undefined || latencyOf === undefined) {
+      if (dueAt === undefined || latencyOf === undefined || sendLagOf === undefined) {
         resolve(result);
         return;
       }
       const origin = performance.timeOrigin;
-      const trace: FixedRateTrace = { dueAt: Array.from(dueAt, (due) => origin + due), latencyMs: Array.from(latencyOf), lateTicks: lateTicks.map(([due, lag]) => [origin + due, lag]), generator: await stopProbe() };
+      const trace: FixedRateTrace = {
+        clock: job.clock ?? 'thread',
+        dueAt: Array.from(dueAt, (due) => origin + due),
+        sendLagMs: Array.from(sendLagOf),
+        latencyMs: Array.from(latencyOf),
+        lateTicks: lateTicks.map(([due, lag]) => [origin + due, lag]),
+        generator: await stopProbe(),
+      };
       resolve({ ...result, trace });
     };
     // Answers that never come (a hung target) end the run as errors instead of hanging it.
@@ -164,11 +178,14 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
       const { headers, body } = vary();
       const head = requestBytes(url, job.method ?? 'GET', headers, body);
       if (dueAt !== undefined) dueAt[index] = due;
+      // How late the generator itself is (a request queued for a busy connection is not: that wait is the target's).
+      if (sendLagOf !== undefined) sendLagOf[index] = performance.now() - due;
       const connection = idle.pop();
       if (connection === undefined) waiting.push({ due, head, index });
       else connection.send(head, due, index);
     };
-    const tick = () => {
+    sendDue = () => {
+      if (finished) return;
       const now = performance.now();
       const due = Math.min(total, Math.floor((now - started) / intervalMs) + 1);
       if (due > sent + 1) maxLagMs = Math.max(maxLagMs, (due - sent - 1) * intervalMs);
@@ -177,9 +194,17 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
         fire(started + sent * intervalMs, sent);
         sent += 1;
       }
+    };
+    const tick = () => {
+      sendDue();
       if (sent < total && !finished) setTimeout(tick, Math.max(0, started + sent * intervalMs - performance.now()));
     };
-    tick();
+    if (clock === undefined) tick();
+    else {
+      // The same instant on the worker's clock (both read process.hrtime's monotonic clock).
+      clock.begin(started + (DueClock.nowMs() - performance.now()), intervalMs, total);
+      sendDue();
+    }
   });
 }
 

@@ -39,6 +39,12 @@ export interface FixedRateJob extends RequestShape {
    * record (bench/introspection-tail.ts); costs the generator a few arrays, nothing per request otherwise.
    */
   readonly trace?: boolean;
+  /**
+   * What wakes the generator when requests are due: 'thread' (default), a sleeping worker thread with
+   * sub-millisecond precision (harness/due-clock.ts); 'timer', a `setTimeout` at libuv's 1 ms resolution (the
+   * generator before issue 19's item 3, kept to compare the two).
+   */
+  readonly clock?: 'thread' | 'timer';
 }
 
 /** One large body up or down, timed from the first byte sent to the last byte received. */
@@ -77,7 +83,10 @@ export interface FixedRateResult {
 
 /** Per request of a traced fixed-rate run, in send order; times are epoch ms (comparable across processes). */
 export interface FixedRateTrace {
+  readonly clock: 'thread' | 'timer';
   readonly dueAt: number[];
+  /** ms from due until the generator handed the request to a connection (or queued it when all were busy). */
+  readonly sendLagMs: number[];
   /** ms from due to the last byte of the answer; -1 for a request that failed or was not 2xx. */
   readonly latencyMs: number[];
   /** [due time of the first request a tick sent late (epoch ms), how late (ms)] for every tick ≥ 0.5 ms late. */
