@@ -21,7 +21,7 @@ import { startProbe, stopProbe, type ProbeReport } from './harness/tail-probe.js
  * bench/introspection.ts) and, with `--base REF`, with a proxy built from a git ref. Every request's due time and
  * latency come back from the load generator, and the target's own record from harness/tail-probe.ts (preloaded into
  * the proxies, in this process for the bare server): its garbage collections, event-loop delay and blocks, bytes
- * allocated and CPU; the load generator records the same about itself and every tick it sent late. The slow
+ * allocated and CPU; the load generator records the same about itself and how late it sent each request. The slow
  * requests are grouped into episodes (slow requests due less than 2 ms apart) and each episode is set against what
  * overlapped it: a collection or a blocked loop in the target, the generator sending late, or the generator's own
  * collections and blocks. /proc/<pid>/schedstat gives each process's time waiting for a CPU.
@@ -287,7 +287,7 @@ try {
           maxLagMs: result.maxLagMs,
           sendLagP99Ms: sendLagP99,
           sendLagMs: distributionOf(trace.sendLagMs),
-          lateTicksOver1ms: trace.lateTicks.filter(([, lag]) => lag >= 1).length,
+          sentOver1msLate: trace.sendLagMs.filter((lag) => lag >= 1).length,
           gcPauseMsPer10k: per10k(trace.generator.gc.reduce((sum, [, length]) => sum + length, 0)),
           gcOver1ms: trace.generator.gc.filter(([, length]) => length >= 1).length,
           eventLoopDelayMs: trace.generator.eventLoopDelayMs,

@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import type { FixedRateJob, FixedRateResult, FixedRateTrace, LoadJob, RequestShape, SequenceJob, SequenceResult, ThroughputJob, ThroughputResult, TransferJob, TransferResult } from './harness/load-jobs.js';
-import { DueClock } from './harness/due-clock.js';
+import { DEAD, PacedSender } from './harness/paced-sender.js';
 import { distributionOf } from './harness/statistics.js';
 import { startProbe, stopProbe } from './harness/tail-probe.js';
 
@@ -103,109 +103,136 @@ function throughput(job: ThroughputJob): Promise<ThroughputResult> {
  * Open loop: request i is due at i / rate seconds, whatever happened to earlier ones. Latency runs from the moment a
  * request is due (so waiting for a free connection counts) to the last byte of its response. The client is a
  * minimal keep-alive HTTP/1.1 client on raw sockets: node's http client would cost the generator more CPU than the
- * proxy spends, on a machine with two cores. What wakes the generator to send is harness/due-clock.ts (a sleeping
- * thread, sub-millisecond), or with `clock: 'timer'` a `setTimeout` (whole milliseconds: the generator before issue
- * 19's item 3); either way the latency is counted from the due time, never from the send.
+ * proxy spends, on a machine with two cores. What sends is harness/paced-sender.ts (a worker thread that sleeps
+ * until each due time, sub-millisecond), or with `clock: 'timer'` this thread woken by `setTimeout` (whole
+ * milliseconds: the generator before issue 19's item 3); either way the latency is counted from the due time, never
+ * from the send.
  */
 async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
   const url = new URL(job.url);
   const vary = variation(job);
   const total = Math.max(1, Math.round(job.rate * job.durationSec));
   const intervalMs = 1000 / job.rate;
+  const headOf = () => {
+    const { headers, body } = vary();
+    return requestBytes(url, job.method ?? 'GET', headers, body);
+  };
+  const connections = await Promise.all(Array.from({ length: job.connections }, () => RawConnection.open(url)));
+  const paced = job.clock === 'timer' ? undefined : new PacedSender(connections.map((connection) => connection.fd), Array.from({ length: total }, headOf));
+  await paced?.start();
   const latencies = new Float64Array(total);
-  let sent = 0;
   let settled = 0;
   let ok = 0;
   let non2xx = 0;
   let errors = 0;
-  let maxLagMs = 0;
-  // --trace: due time, send lag and latency of every request by its index, and the ticks that came late.
+  // --trace: due time, send lag and latency of every request by its index.
   const traced = job.trace === true;
-  const dueAt = traced ? new Float64Array(total) : undefined;
-  const sendLagOf = traced ? new Float64Array(total) : undefined;
   const latencyOf = traced ? new Float64Array(total).fill(-1) : undefined;
-  const lateTicks: [number, number][] = [];
-  const waiting: { due: number; head: Buffer; index: number }[] = [];
-  const idle: RawConnection[] = [];
-  let sendDue = (): void => undefined;
-  const clock = job.clock === 'timer' ? undefined : await DueClock.start(() => sendDue());
   if (traced) await startProbe();
-
-  return new Promise((resolve) => {
-    const started = performance.now();
-    let finished = false;
-    const finish = async () => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(deadline);
-      for (const connection of connections) connection.close();
-      const seconds = (performance.now() - started) / 1000;
-      await clock?.stop();
-      const result: FixedRateResult = { requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs };
-      if (dueAt === undefined || latencyOf === undefined || sendLagOf === undefined) {
-        resolve(result);
-        return;
-      }
-      const origin = performance.timeOrigin;
-      const trace: FixedRateTrace = {
-        clock: job.clock ?? 'thread',
-        dueAt: Array.from(dueAt, (due) => origin + due),
-        sendLagMs: Array.from(sendLagOf),
-        latencyMs: Array.from(latencyOf),
-        lateTicks: lateTicks.map(([due, lag]) => [origin + due, lag]),
-        generator: await stopProbe(),
-      };
-      resolve({ ...result, trace });
-    };
-    // Answers that never come (a hung target) end the run as errors instead of hanging it.
-    const deadline = setTimeout(finish, job.durationSec * 1000 + REQUEST_TIMEOUT_MS);
-    const connections = Array.from({ length: job.connections }, () => new RawConnection(url, (connection) => {
-      const next = waiting.shift();
-      if (next === undefined) idle.push(connection);
-      else connection.send(next.head, next.due, next.index);
-    }, (status, due, index) => {
-      if (status === undefined) errors += 1;
-      else if (status >= 200 && status < 300) {
-        const latency = performance.now() - due;
-        latencies[ok++] = latency;
-        if (latencyOf !== undefined) latencyOf[index] = latency;
-      } else non2xx += 1;
-      settled += 1;
-      if (settled === total) finish();
-    }));
-    idle.push(...connections);
-    const fire = (due: number, index: number) => {
-      const { headers, body } = vary();
-      const head = requestBytes(url, job.method ?? 'GET', headers, body);
-      if (dueAt !== undefined) dueAt[index] = due;
-      // How late the generator itself is (a request queued for a busy connection is not: that wait is the target's).
-      if (sendLagOf !== undefined) sendLagOf[index] = performance.now() - due;
-      const connection = idle.pop();
-      if (connection === undefined) waiting.push({ due, head, index });
-      else connection.send(head, due, index);
-    };
-    sendDue = () => {
-      if (finished) return;
-      const now = performance.now();
-      const due = Math.min(total, Math.floor((now - started) / intervalMs) + 1);
-      if (due > sent + 1) maxLagMs = Math.max(maxLagMs, (due - sent - 1) * intervalMs);
-      if (traced && sent < due && now - (started + sent * intervalMs) >= 0.5) lateTicks.push([started + sent * intervalMs, now - (started + sent * intervalMs)]);
-      while (sent < due) {
-        fire(started + sent * intervalMs, sent);
-        sent += 1;
-      }
-    };
-    const tick = () => {
-      sendDue();
-      if (sent < total && !finished) setTimeout(tick, Math.max(0, started + sent * intervalMs - performance.now()));
-    };
-    if (clock === undefined) tick();
-    else {
-      // The same instant on the worker's clock (both read process.hrtime's monotonic clock).
-      clock.begin(started + (DueClock.nowMs() - performance.now()), intervalMs, total);
-      sendDue();
+  const started = performance.now();
+  const dueOf = (index: number) => started + index * intervalMs;
+  let finished = false;
+  let resolveRun: (result: FixedRateResult) => void = () => undefined;
+  const run = new Promise<FixedRateResult>((resolve) => (resolveRun = resolve));
+  const answered = (status: number | undefined, index: number) => {
+    if (status === undefined) errors += 1;
+    else if (status >= 200 && status < 300) {
+      const latency = performance.now() - dueOf(index);
+      latencies[ok++] = latency;
+      if (latencyOf !== undefined) latencyOf[index] = latency;
+    } else non2xx += 1;
+    settled += 1;
+    if (settled + (paced?.failed ?? 0) === total) void finish();
+  };
+  const finish = async () => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(deadline);
+    clearTimeout(timer);
+    // The worker first: it must not write to a descriptor that closing the sockets frees.
+    await paced?.stop();
+    for (const connection of connections) connection.close();
+    const seconds = (performance.now() - started) / 1000;
+    const sendLag = paced?.sendLag ?? timerLag;
+    const maxLagMs = sendLag.reduce((max, lag) => Math.max(max, lag), 0);
+    const result: FixedRateResult = { requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs };
+    if (latencyOf === undefined) {
+      resolveRun(result);
+      return;
     }
+    const origin = performance.timeOrigin;
+    const trace: FixedRateTrace = {
+      clock: job.clock ?? 'thread',
+      dueAt: Array.from({ length: total }, (_, index) => origin + dueOf(index)),
+      sendLagMs: Array.from(sendLag),
+      latencyMs: Array.from(latencyOf),
+      generator: await stopProbe(),
+    };
+    resolveRun({ ...result, trace });
+  };
+  // Answers that never come (a hung target) end the run as errors instead of hanging it.
+  const deadline = setTimeout(() => void finish(), job.durationSec * 1000 + REQUEST_TIMEOUT_MS);
+
+  // With the timer: this thread sends; which request each connection carries, and the requests waiting for one.
+  const timerLag = new Float64Array(paced === undefined ? total : 0);
+  const carried = new Int32Array(connections.length).fill(-1);
+  const waiting: { head: Buffer; index: number }[] = [];
+  const idle: number[] = [];
+  let sent = 0;
+  let timer: NodeJS.Timeout | undefined;
+
+  connections.forEach((connection, c) => {
+    connection.listen(
+      (status) => {
+        if (paced !== undefined) {
+          const index = Atomics.load(paced.carries, c);
+          paced.free(c);
+          answered(status, index);
+          return;
+        }
+        const index = carried[c] as number;
+        carried[c] = -1;
+        answered(status, index);
+        const next = waiting.shift();
+        if (next === undefined) idle.push(c);
+        else {
+          carried[c] = next.index;
+          connection.send(next.head);
+        }
+      },
+      () => {
+        if (finished) return;
+        if (paced !== undefined) {
+          if (Atomics.exchange(paced.state, c, DEAD) === 1) answered(undefined, Atomics.load(paced.carries, c));
+        } else if (carried[c] !== -1) answered(undefined, carried[c] as number);
+      },
+    );
   });
+  if (paced !== undefined) {
+    // The same instant on the worker's clock (both read process.hrtime's monotonic clock).
+    paced.begin(started + (PacedSender.nowMs() - performance.now()), intervalMs);
+    return run;
+  }
+  idle.push(...connections.keys());
+  const tick = () => {
+    const now = performance.now();
+    const due = Math.min(total, Math.floor((now - started) / intervalMs) + 1);
+    while (sent < due) {
+      const head = headOf();
+      // How late the generator itself is (a request queued for a busy connection is not: that wait is the target's).
+      timerLag[sent] = performance.now() - dueOf(sent);
+      const c = idle.pop();
+      if (c === undefined) waiting.push({ head, index: sent });
+      else {
+        carried[c] = sent;
+        (connections[c] as RawConnection).send(head);
+      }
+      sent += 1;
+    }
+    if (sent < total && !finished) timer = setTimeout(tick, Math.max(0, dueOf(sent) - performance.now()));
+  };
+  tick();
+  return run;
 }
 
 function requestBytes(url: URL, method: string, headers: Readonly<Record<string, string>>, body: string | undefined): Buffer {
@@ -218,72 +245,79 @@ function requestBytes(url: URL, method: string, headers: Readonly<Record<string,
 const HEAD_END = Buffer.from('\r\n\r\n');
 const CHUNKED_END = Buffer.from('0\r\n\r\n');
 
-/** One keep-alive connection, one request at a time; understands Content-Length and (trailer-less) chunked bodies. */
+/**
+ * One keep-alive connection, one request at a time; understands Content-Length and (trailer-less) chunked bodies.
+ * It reports each complete answer's status; who sent the request (this thread or harness/paced-sender.ts's worker,
+ * writing to `fd`) is the caller's business.
+ */
 class RawConnection {
-  private readonly socket: Socket;
   private buffered: Buffer = Buffer.alloc(0);
-  private due = 0;
-  private index = 0;
-  private busy = false;
   private bodyStart = -1;
   private status = 0;
   private length: number | 'chunked' = 0;
-  private closed = false;
+  private onAnswer: (status: number) => void = () => undefined;
+  private onClose: () => void = () => undefined;
 
-  constructor(
-    url: URL,
-    private readonly onIdle: (connection: RawConnection) => void,
-    private readonly onDone: (status: number | undefined, due: number, index: number) => void,
-  ) {
-    this.socket = connect(Number(url.port), url.hostname);
-    this.socket.setNoDelay(true);
-    this.socket.on('data', (chunk: Buffer) => this.receive(chunk));
-    this.socket.on('error', () => undefined);
-    this.socket.on('close', () => {
-      if (this.busy && !this.closed) {
-        this.busy = false;
-        this.onDone(undefined, this.due, this.index);
-      }
+  private constructor(private readonly socket: Socket) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.onClose());
+  }
+
+  static open(url: URL): Promise<RawConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(url.port), url.hostname);
+      socket.once('connect', () => resolve(new RawConnection(socket)));
+      socket.once('error', reject);
     });
   }
 
-  send(head: Buffer, due: number, index: number): void {
-    this.busy = true;
-    this.due = due;
-    this.index = index;
-    this.bodyStart = -1;
+  /** The socket's descriptor, for a writer on another thread (node keeps it in the handle; Linux and macOS). */
+  get fd(): number {
+    return (this.socket as unknown as { _handle: { fd: number } })._handle.fd;
+  }
+
+  listen(onAnswer: (status: number) => void, onClose: () => void): void {
+    this.onAnswer = onAnswer;
+    this.onClose = onClose;
+  }
+
+  send(head: Buffer): void {
     this.socket.write(head);
   }
 
   close(): void {
-    this.closed = true;
+    this.onClose = () => undefined;
     this.socket.destroy();
   }
 
   private receive(chunk: Buffer): void {
     this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
-    if (this.bodyStart < 0) {
-      const end = this.buffered.indexOf(HEAD_END);
-      if (end < 0) return;
-      const head = this.buffered.subarray(0, end).toString('latin1');
-      this.status = Number(head.slice(9, 12));
-      const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-      this.length = length !== null ? Number(length[1]) : /\r\ntransfer-encoding:\s*chunked/i.test(head) ? 'chunked' : 0;
-      this.bodyStart = end + HEAD_END.length;
+    for (;;) {
+      if (this.bodyStart < 0) {
+        const end = this.buffered.indexOf(HEAD_END);
+        if (end < 0) return;
+        const head = this.buffered.subarray(0, end).toString('latin1');
+        this.status = Number(head.slice(9, 12));
+        const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+        this.length = length !== null ? Number(length[1]) : /\r\ntransfer-encoding:\s*chunked/i.test(head) ? 'chunked' : 0;
+        this.bodyStart = end + HEAD_END.length;
+      }
+      let consumed: number;
+      if (this.length === 'chunked') {
+        const end = this.buffered.indexOf(CHUNKED_END, this.bodyStart);
+        if (end < 0) return;
+        consumed = end + CHUNKED_END.length;
+      } else {
+        consumed = this.bodyStart + this.length;
+        if (this.buffered.length < consumed) return;
+      }
+      this.buffered = this.buffered.subarray(consumed);
+      this.bodyStart = -1;
+      this.onAnswer(this.status);
+      if (this.buffered.length === 0) return;
     }
-    let consumed: number;
-    if (this.length === 'chunked') {
-      const end = this.buffered.indexOf(CHUNKED_END, this.bodyStart);
-      if (end < 0) return;
-      consumed = end + CHUNKED_END.length;
-    } else {
-      consumed = this.bodyStart + this.length;
-      if (this.buffered.length < consumed) return;
-    }
-    this.buffered = this.buffered.subarray(consumed);
-    this.busy = false;
-    this.onDone(this.status, this.due, this.index);
-    this.onIdle(this);
   }
 }
 

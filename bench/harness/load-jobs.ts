@@ -35,14 +35,14 @@ export interface FixedRateJob extends RequestShape {
   readonly durationSec: number;
   readonly connections: number;
   /**
-   * Also return every request's due time and latency, the generator's late ticks and its own GC and event-loop
+   * Also return every request's due time, send lag and latency, and the generator's own GC and event-loop
    * record (bench/introspection-tail.ts); costs the generator a few arrays, nothing per request otherwise.
    */
   readonly trace?: boolean;
   /**
-   * What wakes the generator when requests are due: 'thread' (default), a sleeping worker thread with
-   * sub-millisecond precision (harness/due-clock.ts); 'timer', a `setTimeout` at libuv's 1 ms resolution (the
-   * generator before issue 19's item 3, kept to compare the two).
+   * What sends each request when it is due: 'thread' (default), a worker thread that sleeps until each due time,
+   * sub-millisecond (harness/paced-sender.ts); 'timer', the generator's event loop woken by `setTimeout` at libuv's
+   * 1 ms resolution (the generator before issue 19's item 3, kept to compare the two).
    */
   readonly clock?: 'thread' | 'timer';
 }
@@ -85,12 +85,10 @@ export interface FixedRateResult {
 export interface FixedRateTrace {
   readonly clock: 'thread' | 'timer';
   readonly dueAt: number[];
-  /** ms from due until the generator handed the request to a connection (or queued it when all were busy). */
+  /** ms from due until the generator saw the request due (and sent it, or queued it when every connection was busy). */
   readonly sendLagMs: number[];
   /** ms from due to the last byte of the answer; -1 for a request that failed or was not 2xx. */
   readonly latencyMs: number[];
-  /** [due time of the first request a tick sent late (epoch ms), how late (ms)] for every tick ≥ 0.5 ms late. */
-  readonly lateTicks: [number, number][];
   /** The generator's own process record over the run (harness/tail-probe.ts). */
   readonly generator: ProbeReport;
 }
