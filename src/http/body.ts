@@ -120,8 +120,9 @@ export interface FormFields {
  * A form body read for its first values only (introspection: `token`, `token_type_hint`), exactly as
  * URLSearchParams would read it, without building one per request when nothing needs decoding (see `formFields`).
  */
-export async function readFormFields(ctx: Context, limits: BodyLimits): Promise<FormFields> {
-  return formFields(await readBodyText(ctx, limits));
+export function readFormFields(ctx: Context, limits: BodyLimits): Promise<FormFields> {
+  // `then` rather than an async function: one async frame less per introspection (issue 19).
+  return readBodyText(ctx, limits).then(formFields);
 }
 
 /**

@@ -86,9 +86,8 @@ export async function revalidateIfDue(deps: RevalidationDeps, session: Session):
 
 /** The gate for every use of a session (introspection): soft logout, then re-validation if due. */
 export async function admitSession(deps: RevalidationDeps, session: Session): Promise<Admission> {
-  if (session.softLoggedOut !== undefined) return 'inactive';
-  // What revalidateIfDue answers first ('fresh'), without its async call: every introspection passes here.
-  if (!isDue(deps, session)) return 'active';
+  const now = admissionWithoutWaiting(deps, session);
+  if (now !== undefined) return now;
   const outcome = await revalidateIfDue(deps, session);
   switch (outcome) {
     case 'ended':
@@ -100,6 +99,17 @@ export async function admitSession(deps: RevalidationDeps, session: Session): Pr
     case 'grace':
       return 'active';
   }
+}
+
+/**
+ * What admitSession answers when it has nothing to wait for (soft logout, or no re-validation due), else undefined:
+ * every introspection passes here, and most need no async call at all (issue 19).
+ */
+export function admissionWithoutWaiting(deps: RevalidationDeps, session: Session): Admission | undefined {
+  if (session.softLoggedOut !== undefined) return 'inactive';
+  // What revalidateIfDue answers first ('fresh'), without its async call.
+  if (!isDue(deps, session)) return 'active';
+  return undefined;
 }
 
 export type RefreshAdmission = Admission | 'soft_logged_out';

@@ -89,6 +89,9 @@ export function sessionRecordAt(id: string): RecordFormat<Session> {
 /** The compact encoder writes the version first: one prefix test sends the JSON versions on without a second parse. */
 const COMPACT_PREFIX = `{"v":${COMPACT_SESSION_VERSION},`;
 
+/** Where an access token's session is: its id and the token's hash, or why there is none. */
+type LocatedToken = { sessionId: string; hash: string; reason?: undefined } | { reason: 'malformed' | 'foreign' };
+
 /** What `sessionRecordAt(id).decode` answers, without building the format (every read of a session). */
 function decodeSessionAt(raw: string, id: string): Session | undefined {
   if (!raw.startsWith(COMPACT_PREFIX)) return sessionRecord.decode(raw);
@@ -416,7 +419,8 @@ export class SessionStore {
    * token); for any other token, one read of the import marker first (a miss: `foreign`), then the session.
    */
   async authenticate(accessToken: string): Promise<AuthenticateResult> {
-    const located = await this.locateAccessToken(accessToken);
+    // An own token is located without a store read: no await (and no async frame) for it (issue 19).
+    const located = this.locateOwnToken(accessToken) ?? (await this.locateImportedToken(accessToken));
     if (located.reason !== undefined) return { ok: false, reason: located.reason };
     const session = await this.get(located.sessionId);
     if (session === undefined || !sameHash(session.accessTokenHash, located.hash)) return { ok: false, reason: 'unknown' };
@@ -432,10 +436,20 @@ export class SessionStore {
     return session !== undefined && sameHash(session.accessTokenHash, located.hash) ? session : undefined;
   }
 
-  private async locateAccessToken(token: string): Promise<{ sessionId: string; hash: string; reason?: undefined } | { reason: 'malformed' | 'foreign' }> {
+  private async locateAccessToken(token: string): Promise<LocatedToken> {
+    return this.locateOwnToken(token) ?? this.locateImportedToken(token);
+  }
+
+  /** A token of ours (or one shaped like ours: malformed), located without the store; undefined for any other. */
+  private locateOwnToken(token: string): LocatedToken | undefined {
     const parsed = parseToken(token);
     if (parsed !== undefined) return parsed.kind === 'access' ? { sessionId: parsed.sessionId, hash: parsed.hash } : { reason: 'malformed' };
     if (looksLikeOurToken(token)) return { reason: 'malformed' };
+    return undefined;
+  }
+
+  /** Any other token: a homeserver-issued one imported by `migrate synapse`, found by its import marker. */
+  private async locateImportedToken(token: string): Promise<LocatedToken> {
     const hash = hashToken(token);
     const sessionId = await this.store.get(sessionKeys.importedAccess(hash));
     return sessionId === undefined ? { reason: 'foreign' } : { sessionId, hash };
