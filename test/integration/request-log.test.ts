@@ -39,6 +39,13 @@ test('at debug, request.done names the request id and the face, on the client an
     assert.equal(answered.status, 200);
     const generatedId = answered.headers.get('x-request-id');
     assert.match(generatedId ?? '', /^[0-9a-f-]{36}$/);
+    // What no route answers is the Matrix 404 that renderErrors renders (the check moved into it from a middleware
+    // of its own, issue 19), inside the request context: the request id comes back and request.done is logged.
+    const unrouted = await fetch(`${h.homeserverFacingUrl}/oauth2/nothing-here`, { method: 'POST', headers: { 'X-Request-Id': 'req-unrouted-1' } });
+    assert.equal(unrouted.status, 404);
+    assert.deepEqual(await unrouted.json(), { errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' });
+    assert.equal(unrouted.headers.get('cache-control'), 'no-store');
+    assert.equal(unrouted.headers.get('x-request-id'), 'req-unrouted-1');
 
     const done = (id: string) => h.logs().filter((line) => line['msg'] === 'request.done' && line['request_id'] === id);
     assert.deepEqual(
@@ -52,6 +59,10 @@ test('at debug, request.done names the request id and the face, on the client an
     assert.deepEqual(
       done(generatedId as string).map((line) => [line['face'], line['status']]),
       [['homeserver', 200]],
+    );
+    assert.deepEqual(
+      done('req-unrouted-1').map((line) => [line['face'], line['method'], line['status']]),
+      [['homeserver', 'POST', 404]],
     );
   } finally {
     await h.stop();
