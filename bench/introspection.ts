@@ -97,6 +97,7 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
         figures.add(target, 'fixed p99', result.latencyMs.p99);
         figures.add(target, 'fixed achieved', result.requestsPerSecond);
         figures.add(target, 'fixed lag', result.maxLagMs);
+        figures.add(target, 'fixed send lag p99', result.sendLagMs.p99);
       }
     }
     for (const fraction of LADDER) {
@@ -173,6 +174,7 @@ export async function introspection(env: BenchEnvironment): Promise<ScenarioResu
     `own tokens, p99 by offered rate (one round each): ${ladder.map((step) => `${step.rate}/s ${formatValue(step.p99, 'ms')}`).join(', ')}; highest rate tried with p99 ≤ 5 ms: ${bestRate === 0 ? 'none' : `${bestRate}/s`}`,
     `own tokens with 2 workers, p99 by offered rate (one round each): ${ladder2.map((step) => `${step.rate}/s ${formatValue(step.p99, 'ms')} (achieved ${Math.round(step.achieved)}/s)`).join(', ')}; saturation point (highest rate with p99 ≤ 5 ms${within2.length > 0 ? '' : ': none, so the closed-loop maximum'}): ${Math.round(saturation2)}/s`,
     `fixed-rate runs achieved ≥ ${Math.round(achieved)}/s of ${rate}/s (own tokens); worst generator lag ${figures.rounds('own tokens', 'fixed lag').map((lag) => lag.toFixed(1)).join('/')} ms`,
+    `p99 at ${rate}/s by round: own tokens ${figures.rounds('own tokens', 'fixed p99').map((value) => value.toFixed(2)).join('/')} ms, bare node ${figures.rounds('bare node', 'fixed p99').map((value) => value.toFixed(2)).join('/')} ms; the generator's own send lag p99 (harness/paced-sender.ts) ${figures.rounds('own tokens', 'fixed send lag p99').map((value) => value.toFixed(2)).join('/')} ms and ${figures.rounds('bare node', 'fixed send lag p99').map((value) => value.toFixed(2)).join('/')} ms`,
     `proxy CPU per introspection (load-independent): own tokens ${figures.median('own tokens', 'cpu µs/req').toFixed(0)} µs (2 workers, primary + workers: ${figures.median('own tokens ×2', 'cpu µs/req').toFixed(0)} µs), OP relay with cache ${figures.median('op relay', 'cpu µs/req').toFixed(0)} µs`,
   ];
   return { scenario: 'introspection', rows, notes, problems, details: { figures: figures.toJSON(), ladder, ladder2, saturation2 } };

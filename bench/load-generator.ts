@@ -154,8 +154,8 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
     for (const connection of connections) connection.close();
     const seconds = (performance.now() - started) / 1000;
     const sendLag = paced?.sendLag ?? timerLag;
-    const maxLagMs = sendLag.reduce((max, lag) => Math.max(max, lag), 0);
-    const result: FixedRateResult = { requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs };
+    const sendLagMs = distributionOf(sendLag.subarray(0, paced?.handled ?? sent));
+    const result: FixedRateResult = { requestsPerSecond: ok / seconds, ok, errors: errors + (total - settled), non2xx, latencyMs: distributionOf(latencies.subarray(0, ok)), maxLagMs: sendLagMs.max, sendLagMs };
     if (latencyOf === undefined) {
       resolveRun(result);
       return;

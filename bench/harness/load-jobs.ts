@@ -78,6 +78,8 @@ export interface FixedRateResult {
   readonly latencyMs: Distribution;
   /** How far behind schedule the generator itself fell at worst; a large value makes the run suspect. */
   readonly maxLagMs: number;
+  /** How late the generator saw each request due (its own lateness, charged to every target alike), ms. */
+  readonly sendLagMs: Distribution;
   readonly trace?: FixedRateTrace;
 }
 
