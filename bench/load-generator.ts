@@ -203,6 +203,9 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
       () => {
         if (finished) return;
         if (paced !== undefined) {
+          // A target that closes a connection mid-run: the worker never takes it again (a write it was making at that
+          // very moment fails with EBADF and counts as an error; the generator opens no descriptor during a run
+          // that could take the number meanwhile).
           if (Atomics.exchange(paced.state, c, DEAD) === 1) answered(undefined, Atomics.load(paced.carries, c));
         } else if (carried[c] !== -1) answered(undefined, carried[c] as number);
       },
