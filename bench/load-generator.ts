@@ -118,7 +118,8 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
     return requestBytes(url, job.method ?? 'GET', headers, body);
   };
   const connections = await Promise.all(Array.from({ length: job.connections }, () => RawConnection.open(url)));
-  const paced = job.clock === 'timer' ? undefined : new PacedSender(connections.map((connection) => connection.fd), Array.from({ length: total }, headOf));
+  const clock = job.clock ?? (process.env['BENCH_FIXED_RATE_CLOCK'] === 'timer' ? 'timer' : 'thread');
+  const paced = clock === 'timer' ? undefined : new PacedSender(connections.map((connection) => connection.fd), Array.from({ length: total }, headOf));
   await paced?.start();
   const latencies = new Float64Array(total);
   let settled = 0;
@@ -162,7 +163,7 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
     }
     const origin = performance.timeOrigin;
     const trace: FixedRateTrace = {
-      clock: job.clock ?? 'thread',
+      clock,
       dueAt: Array.from({ length: total }, (_, index) => origin + dueOf(index)),
       sendLagMs: Array.from(sendLag),
       latencyMs: Array.from(latencyOf),

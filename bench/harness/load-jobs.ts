@@ -42,7 +42,8 @@ export interface FixedRateJob extends RequestShape {
   /**
    * What sends each request when it is due: 'thread' (default), a worker thread that sleeps until each due time,
    * sub-millisecond (harness/paced-sender.ts); 'timer', the generator's event loop woken by `setTimeout` at libuv's
-   * 1 ms resolution (the generator before issue 19's item 3, kept to compare the two).
+   * 1 ms resolution (the generator before issue 19's item 3, kept to compare the two). Without it, the environment
+   * variable BENCH_FIXED_RATE_CLOCK=timer picks the timer for every job of a run (any scenario).
    */
   readonly clock?: 'thread' | 'timer';
 }
