@@ -103,9 +103,9 @@ function throughput(job: ThroughputJob): Promise<ThroughputResult> {
  * Open loop: request i is due at i / rate seconds, whatever happened to earlier ones. Latency runs from the moment a
  * request is due (so waiting for a free connection counts) to the last byte of its response. The client is a
  * minimal keep-alive HTTP/1.1 client on raw sockets: node's http client would cost the generator more CPU than the
- * proxy spends, on a machine with two cores. What sends is harness/paced-sender.ts (a worker thread that sleeps
- * until each due time, sub-millisecond), or with `clock: 'timer'` this thread woken by `setTimeout` (whole
- * milliseconds: the generator before issue 19's item 3); either way the latency is counted from the due time, never
+ * proxy spends, on a machine with two cores. What sends is this thread woken by `setTimeout` (whole milliseconds,
+ * the default), or with `clock: 'thread'` harness/paced-sender.ts (a worker thread that sleeps until each due time,
+ * sub-millisecond, at about twice the generator's CPU per request); either way the latency is counted from the due time, never
  * from the send.
  */
 async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
@@ -118,7 +118,7 @@ async function fixedRate(job: FixedRateJob): Promise<FixedRateResult> {
     return requestBytes(url, job.method ?? 'GET', headers, body);
   };
   const connections = await Promise.all(Array.from({ length: job.connections }, () => RawConnection.open(url)));
-  const clock = job.clock ?? (process.env['BENCH_FIXED_RATE_CLOCK'] === 'timer' ? 'timer' : 'thread');
+  const clock = job.clock ?? (process.env['BENCH_FIXED_RATE_CLOCK'] === 'thread' ? 'thread' : 'timer');
   const paced = clock === 'timer' ? undefined : new PacedSender(connections.map((connection) => connection.fd), Array.from({ length: total }, headOf));
   await paced?.start();
   const latencies = new Float64Array(total);

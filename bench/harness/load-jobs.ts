@@ -40,10 +40,12 @@ export interface FixedRateJob extends RequestShape {
    */
   readonly trace?: boolean;
   /**
-   * What sends each request when it is due: 'thread' (default), a worker thread that sleeps until each due time,
-   * sub-millisecond (harness/paced-sender.ts); 'timer', the generator's event loop woken by `setTimeout` at libuv's
-   * 1 ms resolution (the generator before issue 19's item 3, kept to compare the two). Without it, the environment
-   * variable BENCH_FIXED_RATE_CLOCK=timer picks the timer for every job of a run (any scenario).
+   * What sends each request when it is due: 'timer' (default), the generator's event loop woken by `setTimeout` at
+   * libuv's 1 ms resolution, a few requests per wake-up, the first up to ~1 ms late (counted against the target);
+   * 'thread', a worker thread that sleeps until each due time and writes the request itself, sub-millisecond
+   * (harness/paced-sender.ts), at about twice the generator's CPU per request — on two shared cores that CPU is taken
+   * from the targets (bench/README.md, "A load generator that sends on time"). Without it, the environment variable
+   * BENCH_FIXED_RATE_CLOCK=thread picks the paced sender for every job of a run (any scenario).
    */
   readonly clock?: 'thread' | 'timer';
 }
