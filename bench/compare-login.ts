@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { startHomeserverDouble } from '../test/support/homeserver-double.js';
-import { freePort } from '../test/support/free-port.js';
+import { reservePort } from '../test/support/free-port.js';
 import { startTestOp, type TestOpUser } from '../test/support/test-op.js';
 import { BenchEnvironment, progress } from './harness/bench-environment.js';
 import { settingsFromArgs } from './harness/bench-settings.js';
@@ -46,7 +46,9 @@ try {
   const redis = await env.redis();
   const load = await env.loadGenerator();
   const users = benchUsers(USERS);
-  const ports: Record<Tree, number> = { base: await freePort(), this: await freePort() };
+  // Held until the proxies start (the OP and the homeserver double listen on port 0 meanwhile: horizontal.ts).
+  const reserved = { base: await reservePort(), this: await reservePort() };
+  const ports: Record<Tree, number> = { base: reserved.base.port, this: reserved.this.port };
   const op = await startTestOp({ users, proxyBaseUrl: `http://127.0.0.1:${ports.base}`, idpId: IDP_ID });
   stops.push(() => op.stop());
   const homeserver = await startHomeserverDouble({ masEndpoint: 'http://127.0.0.1:9/', secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
@@ -59,6 +61,7 @@ try {
   const startThis = async () => {
     proxies.this = await ProxyChild.start({ name: 'compare-login-this', config: config('this') });
   };
+  await Promise.all([reserved.base.release(), reserved.this.release()]);
   await startBaseAndThis(values['this-first'], startBase, startThis);
   const running = proxies as Record<Tree, ProxyChild>;
 

@@ -1,5 +1,5 @@
 import { startHomeserverDouble } from '../test/support/homeserver-double.js';
-import { freePort } from '../test/support/free-port.js';
+import { reservePort } from '../test/support/free-port.js';
 import { startTestOp } from '../test/support/test-op.js';
 import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
 import type { LoadGenerator } from './harness/load-generator-client.js';
@@ -24,11 +24,15 @@ export async function horizontal(env: BenchEnvironment): Promise<ScenarioResult>
   const redis = await env.redis();
   const load = await env.loadGenerator();
   const users = benchUsers(Math.max(1, settings.horizontalUsers));
-  const [portA, portB, homeserverPortB] = [await freePort(), await freePort(), await freePort()];
+  // Held until the proxies start: the OP and the homeserver double below listen on port 0 meanwhile, and the kernel
+  // may give them a port just picked and released (a proxy then failed to start with EADDRINUSE).
+  const reserved = [await reservePort(), await reservePort(), await reservePort()] as const;
+  const [portA, portB, homeserverPortB] = reserved.map((entry) => entry.port) as [number, number, number];
   const op = await startTestOp({ users, proxyBaseUrl: `http://127.0.0.1:${portA}`, idpId: IDP_ID });
   const homeserver = await startHomeserverDouble({ masEndpoint: `http://127.0.0.1:${homeserverPortB}/`, secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
   const config = (clientPort: number, homeserverPort?: number) =>
     proxyConfig({ homeserverUrl: homeserver.url, redisUrl: redis.url, keyPrefix: 'mcp-bench-horizontal:', op, clientPort, ...(homeserverPort === undefined ? {} : { homeserverPort }) });
+  await Promise.all(reserved.map((entry) => entry.release()));
   const [a, b] = await Promise.all([ProxyChild.start({ name: 'horizontal-a', config: config(portA) }), ProxyChild.start({ name: 'horizontal-b', config: config(portB, homeserverPortB) })]);
 
   const timings = new Map<Step, number[]>(STEPS.map((step) => [step, []]));

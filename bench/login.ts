@@ -1,5 +1,5 @@
 import { startHomeserverDouble } from '../test/support/homeserver-double.js';
-import { freePort } from '../test/support/free-port.js';
+import { reservePort } from '../test/support/free-port.js';
 import { startTestOp, type TestOp, type TestOpUser } from '../test/support/test-op.js';
 import { isEntryPoint, progress, runStandalone, type BenchEnvironment } from './harness/bench-environment.js';
 import type { LoadGenerator } from './harness/load-generator-client.js';
@@ -27,9 +27,12 @@ export async function login(env: BenchEnvironment): Promise<ScenarioResult> {
   const redis = await env.redis();
   const load = await env.loadGenerator();
   const users = benchUsers(USERS);
-  const clientPort = await freePort();
+  // Held until the proxy starts (the OP and the homeserver double listen on port 0 meanwhile: horizontal.ts).
+  const reserved = await reservePort();
+  const clientPort = reserved.port;
   const op = await startTestOp({ users, proxyBaseUrl: `http://127.0.0.1:${clientPort}`, idpId: IDP_ID });
   const homeserver = await startHomeserverDouble({ masEndpoint: 'http://127.0.0.1:9/', secret: HOMESERVER_SECRET, serverName: SERVER_NAME });
+  await reserved.release();
   const proxy = await ProxyChild.start({ name: 'login', config: proxyConfig({ homeserverUrl: homeserver.url, redisUrl: redis.url, keyPrefix: 'mcp-bench-login:', op, clientPort }), timeOpCalls: true });
   const problems: string[] = [];
   try {
