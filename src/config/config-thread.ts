@@ -20,7 +20,8 @@ export function loadConfigInThread(path: string, env: NodeJS.ProcessEnv = proces
 
 /** parseConfig in a worker thread (see loadConfigInThread). */
 export function parseConfigInThread(yamlText: string, options: ParseOptions = {}): Promise<Config> {
-  return inThread({ call: 'parseConfig', args: [yamlText, { ...options, ...(options.env === undefined ? {} : { env: { ...options.env } }) }] });
+  // This process's variables by default, as parseConfig's: the thread's own lack NODE_OPTIONS (see inThread).
+  return inThread({ call: 'parseConfig', args: [yamlText, { ...options, env: { ...(options.env ?? process.env) } }] });
 }
 
 type Request = { readonly call: 'loadConfig' | 'parseConfig'; readonly args: readonly unknown[] };
@@ -54,8 +55,17 @@ function inThread(request: Request): Promise<Config> {
     // would stop the start with ERR_WORKER_INVALID_EXEC_ARGV), and the loader needs none (from source, it registers
     // tsx itself). A worker keeps a parent's --cpu-prof or --heap-prof even so, and would write a profile of its own
     // next to the process's: turned off here.
-    const worker = new Worker(WORKER_SCRIPT, { eval: true, workerData: { loader, tsx, ...request }, execArgv: ['--no-cpu-prof', '--no-heap-prof'] });
-    worker.once('message', (message: Reply) => (reply = message));
+    // Nor NODE_OPTIONS: a worker given the parent's environment applies its options again, and a `--require` there (how
+    // APM agents are attached, where the command line is the image's) would load the module a second time, in this
+    // thread, whose timers or sockets would keep it from ever ending: the start would wait for it forever. The
+    // loader reads no variable of its own: they are passed in `args`.
+    const { NODE_OPTIONS: _, ...env } = process.env;
+    const worker = new Worker(WORKER_SCRIPT, { eval: true, env, workerData: { loader, tsx, ...request }, execArgv: ['--no-cpu-prof', '--no-heap-prof'] });
+    worker.once('message', (message: Reply) => {
+      reply = message;
+      // Its one answer given, the thread has nothing left to do: ended now, whatever it still holds.
+      void worker.terminate();
+    });
     worker.once('error', reject);
     // Settled once the worker has ended: its isolate is gone (and its memory returned) before the proxy starts.
     worker.once('exit', (code) => {

@@ -98,6 +98,48 @@ describe('the configuration checked in a worker thread', () => {
     assert.equal(run.status, 0);
     assert.match(run.stdout, /is valid/);
   });
+
+  test('a module preloaded through NODE_OPTIONS (an APM agent) runs in the process only, and a handle it keeps does not hold up the start', () => {
+    const path = join(dir, 'preload.yaml');
+    writeFileSync(path, stringify(fullConfig()));
+    // What an agent does at load: announce itself, keep a timer (or a socket to its collector) for the life of the process.
+    const preload = join(dir, 'agent.cjs');
+    // (Run from source, tsx's module hooks have a thread of their own, which loads it too: not the config thread.)
+    writeFileSync(
+      preload,
+      "const { isMainThread, workerData } = require('node:worker_threads');\n" +
+        "process._rawDebug(`agent started in ${isMainThread ? 'the main thread' : workerData?.loader === undefined ? 'another thread' : 'the config thread'}`);\n" +
+        'setInterval(() => {}, 60_000);\n',
+    );
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'test/support/run-cli.ts', '--config', path, '--check-config'], {
+      cwd: repo,
+      env: { ...process.env, ...ENV, NODE_OPTIONS: `--require ${preload}` },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(run.signal, null, `--check-config did not end (killed by ${run.signal}):\n${run.stderr}`);
+    assert.match(run.stderr, /^agent started in the main thread$/m);
+    assert.doesNotMatch(run.stderr, /config thread/);
+    assert.equal(run.status, 0);
+    assert.match(run.stdout, /is valid/);
+  });
+
+  test('parseConfigInThread without env substitutes from process.env, NODE_OPTIONS included, as parseConfig does', async () => {
+    const text = stringify({ ...fullConfig(), well_known_client: { extra: { options: '${NODE_OPTIONS}' } } });
+    const variables = { ...ENV, NODE_OPTIONS: '--max-semi-space-size=4' };
+    const saved = Object.keys(variables).map((name) => [name, process.env[name]] as const);
+    Object.assign(process.env, variables);
+    try {
+      const config = await parseConfigInThread(text, { baseDir: dir });
+      assert.deepEqual(config, parseConfig(text, { baseDir: dir }));
+      assert.equal(config.well_known_client.extra['options'], '--max-semi-space-size=4');
+    } finally {
+      for (const [name, value] of saved) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
 });
 
 /**
