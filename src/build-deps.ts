@@ -8,6 +8,7 @@ import { AppserviceBackend } from './provisioning/appservice.js';
 import { JwtLoginBackend } from './provisioning/jwt-login.js';
 import { UserPolicy, wholeUserId } from './provisioning/user-policy.js';
 import type { AppserviceRegistration, RegistrationResult } from './config/appservice-registrations.js';
+import { readRegistrationFiles } from './config/read-registrations.js';
 import { ConfigError } from './config/config-error.js';
 import type { ProviderPolicy } from './identity/account-resolver.js';
 import { AppserviceRegistry } from './identity/appservice-registry.js';
@@ -53,7 +54,9 @@ export async function buildDeps(config: Config, store: Store, logger: Logger, me
     () => metrics.sealedOpenedWithPreviousKey.inc(),
   );
   const providers = overrides.providers ?? createUpstreamProviders(config.oidc_providers, { logger, clock });
-  const backend = await homeserverBackend(config, logger);
+  // The bridges' registration files, read once: the homeserver backend's user policy and the registry take them.
+  const registrations = await readRegistrationFiles(config.appservice_config_files);
+  const backend = await homeserverBackend(config, registrations, logger);
   const homeserver = overrides.homeserver ?? backend.adapter;
   const policies = new Map<string, ProviderPolicy>(
     config.oidc_providers.map((provider) => [
@@ -93,7 +96,7 @@ export async function buildDeps(config: Config, store: Store, logger: Logger, me
     policies,
     homeserver,
     keys,
-    appservices: config.appservice_config_files.length === 0 ? AppserviceRegistry.empty() : await AppserviceRegistry.load(config.appservice_config_files),
+    appservices: AppserviceRegistry.fromRegistrations(registrations),
     ssoLogins: new SsoLoginState(store, clock, logger),
     homeserverSecretDigests:
       config.homeserver.secret === undefined ? [] : [config.homeserver.secret, ...config.homeserver.previous_secrets.map((entry) => entry.secret)].map(secretDigest),
@@ -115,7 +118,7 @@ export async function buildDeps(config: Config, store: Store, logger: Logger, me
 }
 
 /** The one switch over homeserver backends (`homeserver.mode`); the next backend is one more case here. */
-async function homeserverBackend(config: Config, logger: Logger): Promise<{ adapter: HomeserverAdapter; ownAsToken?: string }> {
+async function homeserverBackend(config: Config, registrations: readonly RegistrationResult[], logger: Logger): Promise<{ adapter: HomeserverAdapter; ownAsToken?: string }> {
   const hs = config.homeserver;
   switch (hs.mode) {
     case 'delegated':
@@ -130,7 +133,7 @@ async function homeserverBackend(config: Config, logger: Logger): Promise<{ adap
       };
     case 'appservice': {
       const own = await readOne(hs.appservice?.registration_file ?? '', 'homeserver.appservice.registration_file');
-      const policy = await userPolicy(config, hs.appservice?.deny_users ?? [], hs.appservice?.allow_users, own.senderLocalpart);
+      const policy = userPolicy(registrations, hs.appservice?.deny_users ?? [], hs.appservice?.allow_users, own.senderLocalpart);
       const adapter = new AppserviceBackend({
         baseUrl: hs.url,
         serverName: config.server_name,
@@ -151,7 +154,7 @@ async function homeserverBackend(config: Config, logger: Logger): Promise<{ adap
         serverName: config.server_name,
         flavour: hs.flavour,
         jwt,
-        policy: await userPolicy(config, jwt.deny_users, jwt.allow_users, undefined),
+        policy: userPolicy(registrations, jwt.deny_users, jwt.allow_users, undefined),
         ...(hs.admin_token === undefined ? {} : { adminToken: hs.admin_token }),
         timeoutMs: hs.provisioning_timeout,
         logger,
@@ -163,14 +166,14 @@ async function homeserverBackend(config: Config, logger: Logger): Promise<{ adap
 
 /** The registration file was checked by the config loader; one changed since is refused in the same words. */
 async function readOne(path: string, key: string): Promise<AppserviceRegistration> {
-  const [result] = await readRegistrations([path]);
+  const [result] = await readRegistrationFiles([path]);
   if (result === undefined || !result.ok) throw new ConfigError((result?.problems ?? ['missing']).map((problem) => `${key}: ${problem}`));
   return result.registration;
 }
 
 /** Deny every namespace and sender of the other registrations (bridges), then the configured rules. */
-async function userPolicy(config: Config, deny: readonly string[], allow: readonly string[] | undefined, ownSender: string | undefined): Promise<UserPolicy> {
-  const others = (await readRegistrations(config.appservice_config_files)).flatMap((result) => (result.ok ? [result.registration] : []));
+function userPolicy(registrations: readonly RegistrationResult[], deny: readonly string[], allow: readonly string[] | undefined, ownSender: string | undefined): UserPolicy {
+  const others = registrations.flatMap((result) => (result.ok ? [result.registration] : []));
   return new UserPolicy({
     appserviceNamespaces: others.flatMap((other) => other.userNamespaces),
     appserviceSenders: others.map((other) => other.senderLocalpart),
@@ -178,15 +181,6 @@ async function userPolicy(config: Config, deny: readonly string[], allow: readon
     deny: deny.map(wholeUserId),
     ...(allow === undefined ? {} : { allow: allow.map(wholeUserId) }),
   });
-}
-
-/**
- * The registration reader (and with it the YAML parser, about 1 MB of V8's heap) is loaded only by a config that
- * names registration files: the config itself was parsed in a thread of its own (config/config-thread.ts).
- */
-async function readRegistrations(paths: readonly string[]): Promise<RegistrationResult[]> {
-  if (paths.length === 0) return [];
-  return (await import('./config/appservice-registrations.js')).readAppserviceRegistrations(paths);
 }
 
 /** The OAuth server (oidc-provider) is loaded only for `native_clients: serve`; an install without it is named. */

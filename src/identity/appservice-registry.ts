@@ -1,5 +1,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
+import type { RegistrationResult } from '../config/appservice-registrations.js';
 import { ConfigError } from '../config/config-error.js';
+import { readRegistrationFiles } from '../config/read-registrations.js';
 
 /** An application service as Synapse loads it from its registration file (the same files, pointed at by config). */
 export interface Appservice {
@@ -16,16 +18,20 @@ export class AppserviceRegistry {
     return new AppserviceRegistry([]);
   }
 
-  /**
-   * Reads the registration files with the config loader's reader, which already refused any bad file when the config
-   * was loaded; a file changed since then is refused again here, in the same words. The reader (with the YAML parser)
-   * is loaded only here: a proxy without appservices never needs it.
-   */
+  /** Reads the registration files (`appservice_config_files`) and builds the registry from them (fromRegistrations). */
   static async load(paths: readonly string[]): Promise<AppserviceRegistry> {
-    const { readAppserviceRegistrations } = await import('../config/appservice-registrations.js');
+    return AppserviceRegistry.fromRegistrations(await readRegistrationFiles(paths));
+  }
+
+  /**
+   * The registry of the files the config loader's reader read (`appservice_config_files`, in order). The loader
+   * already refused any bad file when the config was loaded; a file changed since then is refused again here, in the
+   * same words.
+   */
+  static fromRegistrations(results: readonly RegistrationResult[]): AppserviceRegistry {
     const appservices: Appservice[] = [];
     const problems: string[] = [];
-    readAppserviceRegistrations(paths).forEach((result, index) => {
+    results.forEach((result, index) => {
       if (!result.ok) {
         problems.push(...result.problems.map((problem) => `appservice_config_files[${index}]: ${problem}`));
         return;
